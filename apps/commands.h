@@ -1,0 +1,19 @@
+// The `asteroid` command line: one sub-command per file (cmd_*.cpp), each
+// registering itself on the root CLI11 app. A command reports bad input by
+// throwing std::exception with a message naming what was wrong; main prints
+// it and exits non-zero.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace asteroid::apps {
+
+void add_profile_command(CLI::App& app);   // per-layer profile of a model
+void add_plan_command(CLI::App& app);      // plan a model on a cluster
+void add_simulate_command(CLI::App& app);  // simulate a plan's round
+void add_train_command(CLI::App& app);     // train (single device or distributed)
+void add_node_command(CLI::App& app);      // one device's node process
+
+}  // namespace asteroid::apps

@@ -1,0 +1,89 @@
+// Plain data of the planning problem (../docs/COST_MODEL.md, ../docs/FORMATS.md):
+// the cluster, the per-layer profile and a plan. No Torch, no CAF: every
+// other folder may include this header.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace asteroid::planner {
+
+// How the local launcher makes a device slow or small on one machine
+// (cluster.json "emulate"). All fields optional; absent means "as is".
+struct Emulation {
+  std::optional<double> cpu_share;  // fraction of one core, e.g. 0.25
+  std::optional<std::string> device_class;  // "nano", "tx2", "nx" (informative)
+};
+
+struct Device {
+  std::string id;
+  std::string host;  // empty: planned for only, not run
+  int port = 0;      // 0: planned for only
+  double memory_mb = 0;
+  std::optional<Emulation> emulate;
+};
+
+struct Link {
+  std::string a, b;
+  double bandwidth_mbps = 0;
+};
+
+struct Cluster {
+  std::vector<Device> devices;
+  double default_bandwidth_mbps = 1000;
+  std::vector<Link> links;  // per-pair overrides, symmetric
+
+  // REQUIRES: a and b are ids of devices. Bandwidth between two distinct
+  // devices in Mbit/s (the override if any, else the default).
+  double bandwidth_mbps(const std::string& a, const std::string& b) const;
+  // Index of the device with this id, or -1.
+  int index_of(const std::string& id) const;
+};
+
+struct LayerInfo {
+  std::string name;
+  double weight_bytes = 0;  // parameter bytes
+  double out_bytes = 0;     // output bytes of ONE sample
+  double stash_bytes = 0;   // bytes per sample kept from forward to backward
+};
+
+struct DeviceProfile {
+  std::vector<int> batch;                    // strictly increasing, >= 1
+  std::vector<std::vector<double>> fwd_ms;   // [layer][k]
+  std::vector<std::vector<double>> bwd_ms;   // [layer][k]
+};
+
+struct Profile {
+  std::string model;
+  std::vector<LayerInfo> layers;
+  std::map<std::string, DeviceProfile> devices;  // by device id
+};
+
+struct StageDevice {
+  std::string id;
+  int samples = 0;  // y_d: samples of every micro-batch
+};
+
+struct Stage {
+  int begin = 0, end = 0;  // layers [begin, end)
+  std::vector<StageDevice> devices;
+};
+
+struct Plan {
+  std::string strategy = "hpp";  // hpp | dp | pp | single | custom
+  int batch = 0;
+  int microbatches = 1;
+  int microbatch_size = 0;  // batch / microbatches
+  double predicted_round_ms = 0;
+  std::vector<Stage> stages;
+  std::vector<std::string> idle_devices;  // devices the plan leaves unused
+};
+
+enum class Optimizer { sgd, momentum, adam };
+// k_opt of COST_MODEL.md: 0 for SGD, 1 for momentum, 2 for Adam.
+int optimizer_state_factor(Optimizer o);
+
+}  // namespace asteroid::planner
