@@ -1,0 +1,92 @@
+// A stage: layers [begin, end) of a zoo model, with their parameters, the
+// activations stashed between forward and backward, and an optimizer.
+// This is what a stage actor runs and what single-device training runs over
+// the whole chain [0, L). Only <ATen/core/Tensor.h> leaks out of this header,
+// so the actors compile without torch/torch.h.
+//
+// Loss convention: the last stage computes the SUM of per-sample cross
+// entropy over the samples it was given and back-propagates that sum divided
+// by `loss_divisor` (the mini-batch size). Gradients accumulated over all
+// micro-batches and summed over a replica group are then exactly the gradient
+// of the mini-batch mean loss, whatever the plan.
+//
+// Not thread-safe: one thread drives a StageModel at a time.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compute/optimizer.h"
+
+namespace asteroid::compute {
+
+class StageModel {
+ public:
+  // Builds layers [begin, end) of `model` initialised from `seed`: the
+  // weights equal those of the same layers of the whole model built with the
+  // same seed. Throws std::invalid_argument for an unknown model (the message
+  // lists the known ones) or a bad range.
+  StageModel(const std::string& model, int begin, int end, uint64_t seed,
+             const OptimizerConfig& optimizer);
+  ~StageModel();
+  StageModel(const StageModel&) = delete;
+  StageModel& operator=(const StageModel&) = delete;
+
+  const std::string& model() const;
+  int begin() const;
+  int end() const;
+  bool is_first() const;  // begin == 0
+  bool is_last() const;   // end == layer count
+
+  // Forward of one slice of a micro-batch. Keeps what backward needs under
+  // `key` (any id unique among slices in flight). Returns the output,
+  // detached and contiguous.
+  at::Tensor forward(int64_t key, const at::Tensor& input);
+
+  // Backward of the slice stashed under `key`, given the gradient of its
+  // output. Accumulates parameter gradients, frees the stash and returns the
+  // gradient of the input (an undefined tensor on the first stage).
+  at::Tensor backward(int64_t key, const at::Tensor& grad_output);
+
+  struct LossResult {
+    double loss_sum = 0;      // sum of per-sample cross entropy (not divided)
+    int64_t correct = 0;      // samples whose argmax equals the label
+    at::Tensor grad_input;    // undefined on a single-stage model
+  };
+  // Last stage only: forward, loss (sum / loss_divisor), backward in one go.
+  LossResult forward_backward_loss(int64_t key, const at::Tensor& input,
+                                   const at::Tensor& labels, double loss_divisor);
+
+  // Discards the stash of `key` (a round that was aborted). No-op if absent.
+  void drop(int64_t key);
+  void drop_all();
+
+  // Parameters as one flat float32 vector, in a fixed order.
+  int64_t parameter_count() const;
+  int64_t parameter_bytes() const;
+  at::Tensor flat_weights() const;
+  void set_flat_weights(const at::Tensor& flat);
+  // Accumulated gradients as one flat float32 vector (zeros if none yet).
+  at::Tensor flat_gradients() const;
+  void zero_gradients();
+
+  // Sets the gradients to `flat_gradients` and takes one optimizer step,
+  // then zeroes the gradients.
+  void apply_gradients(const at::Tensor& flat_gradients);
+
+  Optimizer& optimizer();
+  const Optimizer& optimizer() const;
+
+  // Inference over the stage (no stash, no gradients).
+  at::Tensor infer(const at::Tensor& input) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace asteroid::compute
