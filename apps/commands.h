@@ -15,5 +15,7 @@ void add_plan_command(CLI::App& app);      // plan a model on a cluster
 void add_simulate_command(CLI::App& app);  // simulate a plan's round
 void add_train_command(CLI::App& app);     // train (single device or distributed)
 void add_node_command(CLI::App& app);      // one device's node process
+void add_cluster_command(CLI::App& app);   // emulated cluster: up, down, exec
+void add_inject_command(CLI::App& app);    // fault injection on an emulated cluster
 
 }  // namespace asteroid::apps

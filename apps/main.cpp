@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   asteroid::apps::add_simulate_command(app);
   asteroid::apps::add_train_command(app);
   asteroid::apps::add_node_command(app);
+  asteroid::apps::add_cluster_command(app);
+  asteroid::apps::add_inject_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
