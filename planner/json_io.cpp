@@ -1,0 +1,457 @@
+#include "planner/json_io.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace asteroid::planner {
+namespace {
+
+using nlohmann::json;
+
+std::string type_name(const json& j) {
+  if (j.is_number_integer() || j.is_number_unsigned()) return "an integer";
+  if (j.is_number_float()) return "a number";
+  return std::string("a ") + j.type_name();
+}
+
+// A field being read: knows its file and JSON path, so every error can name
+// both. Children are made with at(name) / at(index).
+class Field {
+ public:
+  Field(const json& j, const std::string& source, std::string path)
+      : j_(j), source_(source), path_(std::move(path)) {}
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw InputError(source_ + ": " + (path_.empty() ? std::string("(top level)") : path_) +
+                     ": " + what);
+  }
+  void expect(bool ok, const std::string& expected) const {
+    if (!ok) fail("expected " + expected + ", got " + describe());
+  }
+  std::string describe() const {
+    if (j_.is_number() || j_.is_boolean()) return type_name(j_) + " (" + j_.dump() + ")";
+    if (j_.is_string()) return "a string (" + j_.dump() + ")";
+    return type_name(j_);
+  }
+
+  const json& value() const { return j_; }
+  const std::string& path() const { return path_; }
+  const std::string& source() const { return source_; }
+
+  bool has(const char* name) const { return j_.is_object() && j_.contains(name); }
+  Field at(const char* name) const {
+    expect(j_.is_object(), "an object");
+    std::string child = path_.empty() ? std::string(name) : path_ + "." + name;
+    auto it = j_.find(name);
+    if (it == j_.end()) {
+      Field(j_, source_, child).fail("missing field");
+    }
+    return Field(*it, source_, child);
+  }
+  Field at(size_t i) const { return Field(j_[i], source_, path_ + "[" + std::to_string(i) + "]"); }
+  size_t array_size(bool non_empty, const std::string& what) const {
+    expect(j_.is_array() && (!non_empty || !j_.empty()),
+           non_empty ? "a non-empty array of " + what : "an array of " + what);
+    return j_.size();
+  }
+
+  std::string string() const {
+    expect(j_.is_string(), "a string");
+    return j_.get<std::string>();
+  }
+  double number() const {
+    expect(j_.is_number(), "a number");
+    return j_.get<double>();
+  }
+  double non_negative() const {
+    double v = number();
+    if (!(v >= 0) || !std::isfinite(v)) fail("expected a number >= 0, got " + j_.dump());
+    return v;
+  }
+  double positive() const {
+    double v = number();
+    if (!(v > 0) || !std::isfinite(v)) fail("expected a number > 0, got " + j_.dump());
+    return v;
+  }
+  long long integer() const {
+    bool ok = j_.is_number_integer() || j_.is_number_unsigned();
+    if (!ok && j_.is_number_float()) {
+      double d = j_.get<double>();
+      ok = std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15;
+    }
+    expect(ok, "an integer");
+    return j_.is_number_float() ? static_cast<long long>(j_.get<double>()) : j_.get<long long>();
+  }
+  int int_at_least(long long lo) const {
+    long long v = integer();
+    if (v < lo || v > 2147483647LL)
+      fail("expected an integer >= " + std::to_string(lo) + ", got " + j_.dump());
+    return static_cast<int>(v);
+  }
+
+ private:
+  const json& j_;
+  const std::string& source_;
+  std::string path_;
+};
+
+bool valid_id(const std::string& id) {
+  if (id.empty()) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string read_id(const Field& f) {
+  std::string id = f.string();
+  if (!valid_id(id)) f.fail("expected a device id matching [A-Za-z0-9_.-]+, got \"" + id + "\"");
+  return id;
+}
+
+std::vector<double> read_times(const Field& f, size_t n) {
+  size_t got = f.array_size(false, "times in ms");
+  if (got != n)
+    f.fail("expected " + std::to_string(n) + " times (one per profiled batch size), got " +
+           std::to_string(got));
+  std::vector<double> out(n);
+  for (size_t k = 0; k < n; ++k) out[k] = f.at(k).non_negative();
+  return out;
+}
+
+std::vector<std::vector<double>> read_table(const Field& f, size_t layers, size_t sizes) {
+  size_t got = f.array_size(true, "per-layer rows");
+  if (layers != 0 && got != layers)
+    f.fail("expected " + std::to_string(layers) + " rows (one per layer), got " +
+           std::to_string(got));
+  std::vector<std::vector<double>> out(got);
+  for (size_t l = 0; l < got; ++l) out[l] = read_times(f.at(l), sizes);
+  return out;
+}
+
+}  // namespace
+
+// ---- cluster ------------------------------------------------------------------
+
+Cluster cluster_from_json(const json& j, const std::string& source) {
+  Field root(j, source, "");
+  root.expect(j.is_object(), "a JSON object");
+  Cluster c;
+  Field devs = root.at("devices");
+  size_t n = devs.array_size(true, "devices");
+  std::set<std::string> ids;
+  for (size_t i = 0; i < n; ++i) {
+    Field d = devs.at(i);
+    d.expect(d.value().is_object(), "a device object");
+    Device dev;
+    dev.id = read_id(d.at("id"));
+    if (!ids.insert(dev.id).second) d.at("id").fail("duplicated device id \"" + dev.id + "\"");
+    if (d.has("host")) dev.host = d.at("host").string();
+    if (d.has("port")) {
+      Field p = d.at("port");
+      dev.port = p.int_at_least(0);
+      if (dev.port > 65535) p.fail("expected a port in 0..65535, got " + p.value().dump());
+    }
+    dev.memory_mb = d.at("memory_mb").positive();
+    if (d.has("emulate")) {
+      Field e = d.at("emulate");
+      e.expect(e.value().is_object(), "an object");
+      Emulation em;
+      if (e.has("cpu_share")) em.cpu_share = e.at("cpu_share").positive();
+      if (e.has("device_class")) em.device_class = e.at("device_class").string();
+      dev.emulate = em;
+    }
+    c.devices.push_back(std::move(dev));
+  }
+  if (root.has("default_bandwidth_mbps")) {
+    c.default_bandwidth_mbps = root.at("default_bandwidth_mbps").positive();
+  } else if (n > 1) {
+    root.at("default_bandwidth_mbps");  // throws "missing field"
+  }
+  if (root.has("links")) {
+    Field links = root.at("links");
+    size_t m = links.array_size(false, "links");
+    std::set<std::pair<std::string, std::string>> pairs;
+    for (size_t i = 0; i < m; ++i) {
+      Field l = links.at(i);
+      l.expect(l.value().is_object(), "a link object");
+      Link link;
+      link.a = l.at("a").string();
+      link.b = l.at("b").string();
+      if (!ids.count(link.a)) l.at("a").fail("unknown device id \"" + link.a + "\" (not in devices)");
+      if (!ids.count(link.b)) l.at("b").fail("unknown device id \"" + link.b + "\" (not in devices)");
+      if (link.a == link.b) l.at("b").fail("a link joins two different devices, got \"" + link.b + "\" twice");
+      link.bandwidth_mbps = l.at("bandwidth_mbps").positive();
+      auto key = std::minmax(link.a, link.b);
+      if (!pairs.insert({key.first, key.second}).second)
+        l.fail("duplicated link between \"" + link.a + "\" and \"" + link.b + "\"");
+      c.links.push_back(std::move(link));
+    }
+  }
+  return c;
+}
+
+json cluster_to_json(const Cluster& c) {
+  json devs = json::array();
+  for (const Device& d : c.devices) {
+    json o = {{"id", d.id}, {"memory_mb", d.memory_mb}};
+    if (!d.host.empty()) o["host"] = d.host;
+    if (d.port != 0) o["port"] = d.port;
+    if (d.emulate) {
+      json e = json::object();
+      if (d.emulate->cpu_share) e["cpu_share"] = *d.emulate->cpu_share;
+      if (d.emulate->device_class) e["device_class"] = *d.emulate->device_class;
+      o["emulate"] = e;
+    }
+    devs.push_back(std::move(o));
+  }
+  json links = json::array();
+  for (const Link& l : c.links)
+    links.push_back({{"a", l.a}, {"b", l.b}, {"bandwidth_mbps", l.bandwidth_mbps}});
+  return {{"devices", devs}, {"default_bandwidth_mbps", c.default_bandwidth_mbps}, {"links", links}};
+}
+
+// ---- profile ------------------------------------------------------------------
+
+Profile profile_from_json(const json& j, const std::string& source) {
+  Field root(j, source, "");
+  root.expect(j.is_object(), "a JSON object");
+  Profile p;
+  if (root.has("model")) p.model = root.at("model").string();
+  Field layers = root.at("layers");
+  size_t n = layers.array_size(true, "layers");
+  for (size_t i = 0; i < n; ++i) {
+    Field l = layers.at(i);
+    l.expect(l.value().is_object(), "a layer object");
+    LayerInfo info;
+    if (l.has("name")) info.name = l.at("name").string();
+    info.weight_bytes = l.at("weight_bytes").non_negative();
+    info.out_bytes = l.at("out_bytes").non_negative();
+    info.stash_bytes = l.at("stash_bytes").non_negative();
+    p.layers.push_back(std::move(info));
+  }
+  Field devs = root.at("devices");
+  devs.expect(devs.value().is_object() && !devs.value().empty(),
+              "a non-empty object of device profiles keyed by device id");
+  for (auto it = devs.value().begin(); it != devs.value().end(); ++it) {
+    Field d(it.value(), source, devs.path() + "." + it.key());
+    if (!valid_id(it.key())) d.fail("expected a device id matching [A-Za-z0-9_.-]+ as key");
+    d.expect(d.value().is_object(), "a device profile object");
+    DeviceProfile dp;
+    Field batch = d.at("batch");
+    size_t k = batch.array_size(true, "batch sizes");
+    for (size_t i = 0; i < k; ++i) {
+      Field b = batch.at(i);
+      int v = b.int_at_least(1);
+      if (!dp.batch.empty() && v <= dp.batch.back())
+        b.fail("expected batch sizes strictly increasing, got " + std::to_string(v) +
+               " after " + std::to_string(dp.batch.back()));
+      dp.batch.push_back(v);
+    }
+    dp.fwd_ms = read_table(d.at("fwd_ms"), n, k);
+    dp.bwd_ms = read_table(d.at("bwd_ms"), n, k);
+    p.devices[it.key()] = std::move(dp);
+  }
+  return p;
+}
+
+json profile_to_json(const Profile& p) {
+  json layers = json::array();
+  for (const LayerInfo& l : p.layers)
+    layers.push_back({{"name", l.name},
+                      {"weight_bytes", l.weight_bytes},
+                      {"out_bytes", l.out_bytes},
+                      {"stash_bytes", l.stash_bytes}});
+  json devs = json::object();
+  for (const auto& [id, d] : p.devices)
+    devs[id] = {{"batch", d.batch}, {"fwd_ms", d.fwd_ms}, {"bwd_ms", d.bwd_ms}};
+  return {{"model", p.model}, {"layers", layers}, {"devices", devs}};
+}
+
+// ---- plan ---------------------------------------------------------------------
+
+Plan plan_from_json(const json& j, const std::string& source) {
+  Field root(j, source, "");
+  root.expect(j.is_object(), "a JSON object");
+  Plan plan;
+  if (root.has("strategy")) plan.strategy = root.at("strategy").string();
+  plan.batch = root.at("batch").int_at_least(1);
+  plan.microbatches = root.at("microbatches").int_at_least(1);
+  Field mbs = root.at("microbatch_size");
+  plan.microbatch_size = mbs.int_at_least(1);
+  if (static_cast<long long>(plan.microbatch_size) * plan.microbatches != plan.batch)
+    mbs.fail("expected batch / microbatches = " + std::to_string(plan.batch) + " / " +
+             std::to_string(plan.microbatches) + " (an exact division), got " +
+             std::to_string(plan.microbatch_size));
+  if (root.has("predicted_round_ms")) plan.predicted_round_ms = root.at("predicted_round_ms").non_negative();
+  Field stages = root.at("stages");
+  size_t n = stages.array_size(true, "stages");
+  std::set<std::string> seen;
+  int next_begin = 0;
+  for (size_t s = 0; s < n; ++s) {
+    Field st = stages.at(s);
+    st.expect(st.value().is_object(), "a stage object");
+    Stage stage;
+    Field layers = st.at("layers");
+    layers.expect(layers.value().is_array() && layers.value().size() == 2,
+                  "a layer range [begin, end)");
+    stage.begin = layers.at(size_t{0}).int_at_least(0);
+    stage.end = layers.at(size_t{1}).int_at_least(0);
+    if (stage.begin != next_begin)
+      layers.fail("expected the range to begin at layer " + std::to_string(next_begin) +
+                  " (stages cover the layers in order), got " + std::to_string(stage.begin));
+    if (stage.end <= stage.begin)
+      layers.fail("expected end > begin, got [" + std::to_string(stage.begin) + ", " +
+                  std::to_string(stage.end) + ")");
+    next_begin = stage.end;
+    Field devs = st.at("devices");
+    size_t m = devs.array_size(true, "devices");
+    long long sum = 0;
+    for (size_t i = 0; i < m; ++i) {
+      Field d = devs.at(i);
+      d.expect(d.value().is_object(), "an object {\"id\", \"samples\"}");
+      StageDevice sd;
+      sd.id = read_id(d.at("id"));
+      if (!seen.insert(sd.id).second)
+        d.at("id").fail("device \"" + sd.id + "\" appears twice (groups are disjoint)");
+      sd.samples = d.at("samples").int_at_least(1);
+      sum += sd.samples;
+      stage.devices.push_back(std::move(sd));
+    }
+    if (sum != plan.microbatch_size)
+      devs.fail("expected samples adding up to microbatch_size " +
+                std::to_string(plan.microbatch_size) + ", got " + std::to_string(sum));
+    plan.stages.push_back(std::move(stage));
+  }
+  if (root.has("idle_devices")) {
+    Field idle = root.at("idle_devices");
+    size_t m = idle.array_size(false, "device ids");
+    for (size_t i = 0; i < m; ++i) {
+      std::string id = read_id(idle.at(i));
+      if (seen.count(id)) idle.at(i).fail("device \"" + id + "\" is both idle and in a stage");
+      plan.idle_devices.push_back(id);
+    }
+  }
+  return plan;
+}
+
+json plan_to_json(const Plan& plan) {
+  json stages = json::array();
+  for (const Stage& s : plan.stages) {
+    json devs = json::array();
+    for (const StageDevice& d : s.devices) devs.push_back({{"id", d.id}, {"samples", d.samples}});
+    stages.push_back({{"layers", {s.begin, s.end}}, {"devices", devs}});
+  }
+  json j = {{"strategy", plan.strategy},
+            {"batch", plan.batch},
+            {"microbatches", plan.microbatches},
+            {"microbatch_size", plan.microbatch_size},
+            {"predicted_round_ms", plan.predicted_round_ms},
+            {"stages", stages}};
+  if (!plan.idle_devices.empty()) j["idle_devices"] = plan.idle_devices;
+  return j;
+}
+
+// ---- cross-file checks ----------------------------------------------------------
+
+void check_profile_covers(const Profile& profile, const Cluster& cluster, const std::string& source) {
+  for (const Device& d : cluster.devices) {
+    auto it = profile.devices.find(d.id);
+    if (it == profile.devices.end())
+      throw InputError(source + ": devices." + d.id + ": missing profile of cluster device \"" +
+                       d.id + "\"");
+    const DeviceProfile& dp = it->second;
+    for (const char* name : {"fwd_ms", "bwd_ms"}) {
+      const auto& table = std::string(name) == "fwd_ms" ? dp.fwd_ms : dp.bwd_ms;
+      if (table.size() != profile.layers.size())
+        throw InputError(source + ": devices." + d.id + "." + name + ": expected " +
+                         std::to_string(profile.layers.size()) + " rows (one per layer), got " +
+                         std::to_string(table.size()));
+      for (size_t l = 0; l < table.size(); ++l)
+        if (table[l].size() != dp.batch.size())
+          throw InputError(source + ": devices." + d.id + "." + name + "[" + std::to_string(l) +
+                           "]: expected " + std::to_string(dp.batch.size()) + " times, got " +
+                           std::to_string(table[l].size()));
+    }
+  }
+}
+
+void check_plan(const Plan& plan, const Cluster& cluster, const Profile& profile,
+                const std::string& source) {
+  auto where = [&](size_t s, size_t i) {
+    return source + ": stages[" + std::to_string(s) + "].devices[" + std::to_string(i) + "].id: ";
+  };
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const Stage& st = plan.stages[s];
+    for (size_t i = 0; i < st.devices.size(); ++i) {
+      const std::string& id = st.devices[i].id;
+      if (cluster.index_of(id) < 0)
+        throw InputError(where(s, i) + "unknown device id \"" + id + "\" (not in the cluster)");
+      if (!profile.devices.count(id))
+        throw InputError(where(s, i) + "device \"" + id + "\" has no profile");
+    }
+  }
+  for (size_t i = 0; i < plan.idle_devices.size(); ++i)
+    if (cluster.index_of(plan.idle_devices[i]) < 0)
+      throw InputError(source + ": idle_devices[" + std::to_string(i) + "]: unknown device id \"" +
+                       plan.idle_devices[i] + "\" (not in the cluster)");
+  int layers = static_cast<int>(profile.layers.size());
+  if (plan.stages.empty() || plan.stages.back().end != layers)
+    throw InputError(source + ": stages[" + std::to_string(plan.stages.size() - 1) +
+                     "].layers: expected the last stage to end at layer " + std::to_string(layers) +
+                     " (the model's layer count), got " +
+                     std::to_string(plan.stages.empty() ? 0 : plan.stages.back().end));
+}
+
+// ---- files --------------------------------------------------------------------
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open the file for reading");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": (top level): expected JSON: " + e.what());
+  }
+}
+
+void write_json_file(const json& j, const std::string& path) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) throw std::runtime_error(path + ": cannot open the file for writing");
+  out << j.dump(2) << "\n";
+  out.flush();
+  if (!out) throw std::runtime_error(path + ": write failed");
+}
+
+Cluster load_cluster(const std::string& path) { return cluster_from_json(read_json_file(path), path); }
+Profile load_profile(const std::string& path) { return profile_from_json(read_json_file(path), path); }
+Plan load_plan(const std::string& path) { return plan_from_json(read_json_file(path), path); }
+Plan load_plan(const std::string& path, const Cluster& cluster, const Profile& profile) {
+  Plan plan = load_plan(path);
+  check_plan(plan, cluster, profile, path);
+  return plan;
+}
+
+void save_cluster(const Cluster& cluster, const std::string& path) {
+  write_json_file(cluster_to_json(cluster), path);
+}
+void save_profile(const Profile& profile, const std::string& path) {
+  write_json_file(profile_to_json(profile), path);
+}
+void save_plan(const Plan& plan, const std::string& path) { write_json_file(plan_to_json(plan), path); }
+void save_plan(const Plan& plan, const std::string& path, const json& extra) {
+  json j = plan_to_json(plan);
+  if (extra.is_object())
+    for (auto it = extra.begin(); it != extra.end(); ++it)
+      if (!j.contains(it.key())) j[it.key()] = it.value();
+  write_json_file(j, path);
+}
+
+}  // namespace asteroid::planner
