@@ -60,6 +60,11 @@ class StageModel {
   // Last stage only: forward, loss (sum / loss_divisor), backward in one go.
   LossResult forward_backward_loss(int64_t key, const at::Tensor& input,
                                    const at::Tensor& labels, double loss_divisor);
+  // Last stage only, in two steps (so a trace can time them apart):
+  // forward(key, input) as above returns the logits; backward_loss then takes
+  // the loss of those logits against `labels` and runs the backward of `key`.
+  // forward + backward_loss == forward_backward_loss.
+  LossResult backward_loss(int64_t key, const at::Tensor& labels, double loss_divisor);
 
   // Discards the stash of `key` (a round that was aborted). No-op if absent.
   void drop(int64_t key);
