@@ -1,0 +1,237 @@
+# The wire protocol of Asteroid: every message that crosses a process
+# boundary is one Envelope. Its union lists every message kind. The codec
+# (codec.h) is the only code that turns these into bytes and back, with size,
+# traversal and nesting limits on every read of untrusted bytes.
+#
+# Conventions: rounds count from 0 across epochs; a micro-batch has
+# `microbatchSize` samples numbered 0..microbatchSize-1; a SampleRange is
+# half-open [begin, end) inside one micro-batch. Stages and group members are
+# 0-based indices into the plan. Times are microseconds since the Unix epoch
+# of the sender's clock.
+
+@0xaed2cdd610b2db27;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("asteroid::wire");
+
+# A dense tensor in row-major order. `data` holds exactly
+# product(shape) * size(dtype) bytes, little-endian.
+struct Tensor {
+  dtype @0 :DType;
+  shape @1 :List(Int64);
+  data @2 :Data;
+
+  enum DType {
+    float32 @0;
+    int64 @1;
+    float16 @2;   # compressed activations/gradients on slow links
+  }
+}
+
+struct SampleRange {
+  begin @0 :UInt32;
+  end @1 :UInt32;
+}
+
+# Forward: a slice of one micro-batch's activations from a member of stage
+# `fromStage` to the member of the next stage that owns these samples. The
+# first stage also forwards the labels, which travel with the samples to the
+# last stage.
+struct Activation {
+  round @0 :UInt64;
+  microbatch @1 :UInt32;
+  samples @2 :SampleRange;
+  fromStage @3 :UInt32;
+  fromMember @4 :UInt32;
+  tensor @5 :Tensor;
+  labels @6 :Tensor;    # int64 [samples]
+}
+
+# Backward: the gradient of a slice of activations, sent upstream to the
+# member of the previous stage that produced these samples.
+struct Gradient {
+  round @0 :UInt64;
+  microbatch @1 :UInt32;
+  samples @2 :SampleRange;
+  fromStage @3 :UInt32;
+  fromMember @4 :UInt32;
+  tensor @5 :Tensor;
+}
+
+# One step of a group's ring all-reduce of the flattened gradients: chunk
+# `chunk` after `step` reduce-scatter steps (step < groupSize-1) or
+# all-gather steps (step >= groupSize-1).
+struct ReduceChunk {
+  round @0 :UInt64;
+  step @1 :UInt32;
+  chunk @2 :UInt32;
+  fromMember @3 :UInt32;
+  tensor @4 :Tensor;
+}
+
+struct OptimizerSpec {
+  kind @0 :Kind;
+  lr @1 :Float64;
+  momentum @2 :Float64;
+  beta1 @3 :Float64;
+  beta2 @4 :Float64;
+  eps @5 :Float64;
+  weightDecay @6 :Float64;
+
+  enum Kind {
+    sgd @0;
+    momentum @1;
+    adam @2;
+  }
+}
+
+struct GroupMember {
+  deviceId @0 :Text;
+  samples @1 :UInt32;   # y_d: samples of every micro-batch
+}
+
+# Deploys one member of one stage: which layers, with whom, how to train.
+# The actor handles of the neighbouring groups travel beside this envelope
+# as CAF references (the only thing on the wire that is not Cap'n Proto:
+# they are CAF's own routing), in the order of the member lists below.
+struct StageAssignment {
+  jobId @0 :Text;
+  model @1 :Text;
+  stage @2 :UInt32;
+  stageCount @3 :UInt32;
+  layerBegin @4 :UInt32;
+  layerEnd @5 :UInt32;
+  member @6 :UInt32;                 # my index in `group`
+  group @7 :List(GroupMember);       # my stage's group
+  prevGroup @8 :List(GroupMember);   # empty on the first stage
+  nextGroup @9 :List(GroupMember);   # empty on the last stage
+  batch @10 :UInt32;
+  microbatches @11 :UInt32;
+  microbatchSize @12 :UInt32;
+  optimizer @13 :OptimizerSpec;
+  seed @14 :UInt64;                  # model initialisation
+  dataSeed @15 :UInt64;              # sample order
+  firstRound @16 :UInt64;            # the next round to run
+  initialState @17 :StageState;      # weights to start from; empty: from seed
+  trace @18 :Bool;                   # record trace events
+  memoryBudgetBytes @19 :UInt64;     # 0: the node's own budget
+}
+
+# A stage's weights and optimizer state after committed round `round`.
+struct StageState {
+  round @0 :UInt64;
+  layerBegin @1 :UInt32;
+  layerEnd @2 :UInt32;
+  weights @3 :Tensor;            # flat float32
+  optimizerState @4 :Tensor;     # flat float32 (empty for plain SGD)
+  optimizerSteps @5 :UInt64;
+}
+
+# Round control between the coordinator and the stage members.
+struct RoundControl {
+  kind @0 :Kind;
+  round @1 :UInt64;
+  # For `done` (member -> coordinator): what this member saw in the round.
+  lossSum @2 :Float64;     # sum of per-sample loss (last stage only)
+  samples @3 :UInt32;      # samples whose loss is in lossSum
+  correct @4 :UInt32;      # of those, correctly classified
+  stage @5 :UInt32;
+  member @6 :UInt32;
+
+  enum Kind {
+    start @0;     # coordinator -> members: run this round
+    done @1;      # member -> coordinator: stepped the optimizer for this round
+    commit @2;    # coordinator -> members: the round counts; keep its state
+    abort @3;     # coordinator -> members: drop the round in flight, roll back
+  }
+}
+
+struct Heartbeat {
+  nodeId @0 :Text;
+  sequence @1 :UInt64;
+  sentUs @2 :Int64;
+}
+
+# Who a node is: answered to the coordinator's hello.
+struct NodeInfo {
+  nodeId @0 :Text;
+  pid @1 :UInt32;
+  memoryBudgetBytes @2 :UInt64;
+  cpuShare @3 :Float64;         # 0: not throttled in-process
+  clockUs @4 :Int64;            # the node's clock when it answered
+  models @5 :List(Text);        # models this node can build
+}
+
+struct TraceEvent {
+  kind @0 :Kind;
+  stage @1 :UInt32;
+  member @2 :UInt32;
+  round @3 :UInt64;
+  microbatch @4 :UInt32;
+  startUs @5 :Int64;
+  endUs @6 :Int64;
+  bytes @7 :UInt64;
+
+  enum Kind {
+    forward @0;
+    backward @1;
+    send @2;
+    receive @3;
+    allReduce @4;
+    optimizerStep @5;
+    idle @6;
+  }
+}
+
+# Per-round report from a member to the coordinator (with `done`).
+struct Metrics {
+  stage @0 :UInt32;
+  member @1 :UInt32;
+  round @2 :UInt64;
+  events @3 :List(TraceEvent);
+  peakMemoryBytes @4 :UInt64;
+}
+
+struct Error {
+  code @0 :Code;
+  message @1 :Text;
+
+  enum Code {
+    invalidMessage @0;    # could not decode or validate what was received
+    invalidRequest @1;    # well-formed but not acceptable (unknown model, ...)
+    outOfMemory @2;       # the assignment does not fit the memory budget
+    internal @3;          # a bug or an unexpected exception
+    disconnected @4;      # a peer vanished
+  }
+}
+
+# Node -> coordinator: per-layer profile of a model on this node, under its
+# own emulation (profile.json content as JSON text).
+struct ProfileRequest {
+  model @0 :Text;
+  batches @1 :List(UInt32);
+  repeats @2 :UInt32;
+}
+
+struct ProfileResult {
+  json @0 :Text;
+}
+
+struct Envelope {
+  union {
+    activation @0 :Activation;
+    gradient @1 :Gradient;
+    reduceChunk @2 :ReduceChunk;
+    assignment @3 :StageAssignment;
+    stageState @4 :StageState;
+    control @5 :RoundControl;
+    heartbeat @6 :Heartbeat;
+    nodeInfo @7 :NodeInfo;
+    metrics @8 :Metrics;
+    error @9 :Error;
+    profileRequest @10 :ProfileRequest;
+    profileResult @11 :ProfileResult;
+    hello @12 :Void;           # coordinator -> node: who are you? (NodeInfo)
+    stateRequest @13 :UInt64;  # coordinator -> member: your StageState (committed round)
+  }
+}

@@ -1,0 +1,528 @@
+#include "messages/codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+#include <kj/io.h>
+
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "messages/asteroid.capnp.h"
+
+namespace asteroid::messages {
+namespace {
+
+// ---------------------------------------------------------------- encoding
+
+void put_tensor(wire::Tensor::Builder out, const TensorBlob& blob) {
+  out.setDtype(static_cast<wire::Tensor::DType>(blob.dtype));
+  auto shape = out.initShape(static_cast<unsigned>(blob.shape.size()));
+  for (size_t i = 0; i < blob.shape.size(); ++i) shape.set(static_cast<unsigned>(i), blob.shape[i]);
+  auto data = out.initData(static_cast<unsigned>(blob.bytes));
+  if (blob.bytes > 0) std::memcpy(data.begin(), blob.data, blob.bytes);
+}
+
+void put_range(wire::SampleRange::Builder out, const SampleRange& r) {
+  out.setBegin(r.begin);
+  out.setEnd(r.end);
+}
+
+void put_members(capnp::List<wire::GroupMember>::Builder out, const std::vector<GroupMember>& in) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[static_cast<unsigned>(i)].setDeviceId(in[i].device_id);
+    out[static_cast<unsigned>(i)].setSamples(in[i].samples);
+  }
+}
+
+void put_state(wire::StageState::Builder out, const StageState& s) {
+  out.setRound(s.round);
+  out.setLayerBegin(s.layer_begin);
+  out.setLayerEnd(s.layer_end);
+  put_tensor(out.initWeights(), s.weights);
+  put_tensor(out.initOptimizerState(), s.optimizer_state);
+  out.setOptimizerSteps(s.optimizer_steps);
+}
+
+struct Encoder {
+  wire::Envelope::Builder env;
+
+  void operator()(const Activation& m) {
+    auto o = env.initActivation();
+    o.setRound(m.round);
+    o.setMicrobatch(m.microbatch);
+    put_range(o.initSamples(), m.samples);
+    o.setFromStage(m.from_stage);
+    o.setFromMember(m.from_member);
+    put_tensor(o.initTensor(), m.tensor);
+    put_tensor(o.initLabels(), m.labels);
+  }
+  void operator()(const Gradient& m) {
+    auto o = env.initGradient();
+    o.setRound(m.round);
+    o.setMicrobatch(m.microbatch);
+    put_range(o.initSamples(), m.samples);
+    o.setFromStage(m.from_stage);
+    o.setFromMember(m.from_member);
+    put_tensor(o.initTensor(), m.tensor);
+  }
+  void operator()(const ReduceChunk& m) {
+    auto o = env.initReduceChunk();
+    o.setRound(m.round);
+    o.setStep(m.step);
+    o.setChunk(m.chunk);
+    o.setFromMember(m.from_member);
+    put_tensor(o.initTensor(), m.tensor);
+  }
+  void operator()(const StageAssignment& m) {
+    auto o = env.initAssignment();
+    o.setJobId(m.job_id);
+    o.setModel(m.model);
+    o.setStage(m.stage);
+    o.setStageCount(m.stage_count);
+    o.setLayerBegin(m.layer_begin);
+    o.setLayerEnd(m.layer_end);
+    o.setMember(m.member);
+    put_members(o.initGroup(static_cast<unsigned>(m.group.size())), m.group);
+    put_members(o.initPrevGroup(static_cast<unsigned>(m.prev_group.size())), m.prev_group);
+    put_members(o.initNextGroup(static_cast<unsigned>(m.next_group.size())), m.next_group);
+    o.setBatch(m.batch);
+    o.setMicrobatches(m.microbatches);
+    o.setMicrobatchSize(m.microbatch_size);
+    auto opt = o.initOptimizer();
+    opt.setKind(static_cast<wire::OptimizerSpec::Kind>(m.optimizer.kind));
+    opt.setLr(m.optimizer.lr);
+    opt.setMomentum(m.optimizer.momentum);
+    opt.setBeta1(m.optimizer.beta1);
+    opt.setBeta2(m.optimizer.beta2);
+    opt.setEps(m.optimizer.eps);
+    opt.setWeightDecay(m.optimizer.weight_decay);
+    o.setSeed(m.seed);
+    o.setDataSeed(m.data_seed);
+    o.setFirstRound(m.first_round);
+    put_state(o.initInitialState(), m.initial_state);
+    o.setTrace(m.trace);
+    o.setMemoryBudgetBytes(m.memory_budget_bytes);
+  }
+  void operator()(const StageState& m) { put_state(env.initStageState(), m); }
+  void operator()(const RoundControl& m) {
+    auto o = env.initControl();
+    o.setKind(static_cast<wire::RoundControl::Kind>(m.kind));
+    o.setRound(m.round);
+    o.setLossSum(m.loss_sum);
+    o.setSamples(m.samples);
+    o.setCorrect(m.correct);
+    o.setStage(m.stage);
+    o.setMember(m.member);
+  }
+  void operator()(const Heartbeat& m) {
+    auto o = env.initHeartbeat();
+    o.setNodeId(m.node_id);
+    o.setSequence(m.sequence);
+    o.setSentUs(m.sent_us);
+  }
+  void operator()(const NodeInfo& m) {
+    auto o = env.initNodeInfo();
+    o.setNodeId(m.node_id);
+    o.setPid(m.pid);
+    o.setMemoryBudgetBytes(m.memory_budget_bytes);
+    o.setCpuShare(m.cpu_share);
+    o.setClockUs(m.clock_us);
+    auto models = o.initModels(static_cast<unsigned>(m.models.size()));
+    for (size_t i = 0; i < m.models.size(); ++i) models.set(static_cast<unsigned>(i), m.models[i]);
+  }
+  void operator()(const Metrics& m) {
+    auto o = env.initMetrics();
+    o.setStage(m.stage);
+    o.setMember(m.member);
+    o.setRound(m.round);
+    o.setPeakMemoryBytes(m.peak_memory_bytes);
+    auto events = o.initEvents(static_cast<unsigned>(m.events.size()));
+    for (size_t i = 0; i < m.events.size(); ++i) {
+      const TraceEvent& e = m.events[i];
+      auto b = events[static_cast<unsigned>(i)];
+      b.setKind(static_cast<wire::TraceEvent::Kind>(e.kind));
+      b.setStage(e.stage);
+      b.setMember(e.member);
+      b.setRound(e.round);
+      b.setMicrobatch(e.microbatch);
+      b.setStartUs(e.start_us);
+      b.setEndUs(e.end_us);
+      b.setBytes(e.bytes);
+    }
+  }
+  void operator()(const Error& m) {
+    auto o = env.initError();
+    o.setCode(static_cast<wire::Error::Code>(m.code));
+    o.setMessage(m.message);
+  }
+  void operator()(const ProfileRequest& m) {
+    auto o = env.initProfileRequest();
+    o.setModel(m.model);
+    auto b = o.initBatches(static_cast<unsigned>(m.batches.size()));
+    for (size_t i = 0; i < m.batches.size(); ++i) b.set(static_cast<unsigned>(i), m.batches[i]);
+    o.setRepeats(m.repeats);
+  }
+  void operator()(const ProfileResult& m) { env.initProfileResult().setJson(m.json); }
+  void operator()(const Hello&) { env.setHello(); }
+  void operator()(const StateRequest& m) { env.setStateRequest(m.round); }
+};
+
+size_t payload_bytes(const Message& message) {
+  struct {
+    size_t operator()(const Activation& m) const { return m.tensor.bytes + m.labels.bytes; }
+    size_t operator()(const Gradient& m) const { return m.tensor.bytes; }
+    size_t operator()(const ReduceChunk& m) const { return m.tensor.bytes; }
+    size_t operator()(const StageAssignment& m) const {
+      return m.initial_state.weights.bytes + m.initial_state.optimizer_state.bytes;
+    }
+    size_t operator()(const StageState& m) const { return m.weights.bytes + m.optimizer_state.bytes; }
+    size_t operator()(const Metrics& m) const { return m.events.size() * 64; }
+    size_t operator()(const ProfileResult& m) const { return m.json.size(); }
+    size_t operator()(const Error& m) const { return m.message.size(); }
+    size_t operator()(const NodeInfo& m) const { return m.models.size() * 32; }
+    size_t operator()(const Heartbeat&) const { return 0; }
+    size_t operator()(const RoundControl&) const { return 0; }
+    size_t operator()(const ProfileRequest& m) const { return m.batches.size() * 4; }
+    size_t operator()(const Hello&) const { return 0; }
+    size_t operator()(const StateRequest&) const { return 0; }
+  } visitor;
+  return std::visit(visitor, message);
+}
+
+// ---------------------------------------------------------------- decoding
+
+// Thrown (and caught inside decode) when a field breaks a rule the schema
+// cannot express.
+struct Invalid : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Reader {
+ public:
+  Reader(std::shared_ptr<const void> owner, const DecodeLimits& limits)
+      : owner_(std::move(owner)), limits_(limits) {}
+
+  TensorBlob tensor(wire::Tensor::Reader in, const char* field) const {
+    TensorBlob blob;
+    const auto dtype = static_cast<uint16_t>(in.getDtype());
+    if (dtype > static_cast<uint16_t>(DType::float16)) {
+      throw Invalid(std::string(field) + ": unknown dtype " + std::to_string(dtype));
+    }
+    blob.dtype = static_cast<DType>(dtype);
+    auto shape = in.getShape();
+    if (shape.size() > limits_.max_tensor_rank) {
+      throw Invalid(std::string(field) + ": rank " + std::to_string(shape.size()) + " exceeds " +
+                    std::to_string(limits_.max_tensor_rank));
+    }
+    uint64_t elements = 1;
+    for (int64_t dim : shape) {
+      if (dim < 0) throw Invalid(std::string(field) + ": negative dimension " + std::to_string(dim));
+      if (dim != 0 && elements > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(dim)) {
+        throw Invalid(std::string(field) + ": shape overflows");
+      }
+      elements *= static_cast<uint64_t>(dim);
+      blob.shape.push_back(dim);
+    }
+    auto data = in.getData();
+    const uint64_t expected = shape.size() == 0 && data.size() == 0 ? 0 : elements * dtype_size(blob.dtype);
+    if (data.size() != expected) {
+      throw Invalid(std::string(field) + ": " + std::to_string(data.size()) + " data bytes for shape of " +
+                    std::to_string(elements) + " " + to_string(blob.dtype) + " elements (" +
+                    std::to_string(expected) + " bytes expected)");
+    }
+    blob.owner = owner_;
+    blob.data = reinterpret_cast<const char*>(data.begin());
+    blob.bytes = data.size();
+    return blob;
+  }
+
+  SampleRange range(wire::SampleRange::Reader in, const char* field) const {
+    SampleRange r{in.getBegin(), in.getEnd()};
+    if (r.end < r.begin) {
+      throw Invalid(std::string(field) + ": range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+                    ") ends before it begins");
+    }
+    return r;
+  }
+
+  template <typename List>
+  void check_length(const List& list, const char* field) const {
+    if (list.size() > limits_.max_list_length) {
+      throw Invalid(std::string(field) + ": " + std::to_string(list.size()) + " entries exceed the limit of " +
+                    std::to_string(limits_.max_list_length));
+    }
+  }
+
+  std::string text(capnp::Text::Reader in, const char* field) const {
+    if (in.size() > limits_.max_text_bytes) {
+      throw Invalid(std::string(field) + ": text of " + std::to_string(in.size()) + " bytes exceeds the limit");
+    }
+    return std::string(in.cStr(), in.size());
+  }
+
+  std::vector<GroupMember> members(capnp::List<wire::GroupMember>::Reader in, const char* field) const {
+    check_length(in, field);
+    std::vector<GroupMember> out;
+    out.reserve(in.size());
+    for (auto m : in) out.push_back({text(m.getDeviceId(), field), m.getSamples()});
+    return out;
+  }
+
+  StageState state(wire::StageState::Reader in) const {
+    StageState s;
+    s.round = in.getRound();
+    s.layer_begin = in.getLayerBegin();
+    s.layer_end = in.getLayerEnd();
+    if (s.layer_end < s.layer_begin) throw Invalid("stageState.layerEnd: before layerBegin");
+    s.weights = tensor(in.getWeights(), "stageState.weights");
+    s.optimizer_state = tensor(in.getOptimizerState(), "stageState.optimizerState");
+    s.optimizer_steps = in.getOptimizerSteps();
+    return s;
+  }
+
+  template <typename Enum>
+  Enum enumeration(uint16_t raw, Enum last, const char* field) const {
+    if (raw > static_cast<uint16_t>(last)) {
+      throw Invalid(std::string(field) + ": unknown value " + std::to_string(raw));
+    }
+    return static_cast<Enum>(raw);
+  }
+
+  Message envelope(wire::Envelope::Reader env) const {
+    switch (env.which()) {
+      case wire::Envelope::ACTIVATION: {
+        auto in = env.getActivation();
+        Activation m;
+        m.round = in.getRound();
+        m.microbatch = in.getMicrobatch();
+        m.samples = range(in.getSamples(), "activation.samples");
+        m.from_stage = in.getFromStage();
+        m.from_member = in.getFromMember();
+        m.tensor = tensor(in.getTensor(), "activation.tensor");
+        m.labels = tensor(in.getLabels(), "activation.labels");
+        return m;
+      }
+      case wire::Envelope::GRADIENT: {
+        auto in = env.getGradient();
+        Gradient m;
+        m.round = in.getRound();
+        m.microbatch = in.getMicrobatch();
+        m.samples = range(in.getSamples(), "gradient.samples");
+        m.from_stage = in.getFromStage();
+        m.from_member = in.getFromMember();
+        m.tensor = tensor(in.getTensor(), "gradient.tensor");
+        return m;
+      }
+      case wire::Envelope::REDUCE_CHUNK: {
+        auto in = env.getReduceChunk();
+        ReduceChunk m;
+        m.round = in.getRound();
+        m.step = in.getStep();
+        m.chunk = in.getChunk();
+        m.from_member = in.getFromMember();
+        m.tensor = tensor(in.getTensor(), "reduceChunk.tensor");
+        return m;
+      }
+      case wire::Envelope::ASSIGNMENT: {
+        auto in = env.getAssignment();
+        StageAssignment m;
+        m.job_id = text(in.getJobId(), "assignment.jobId");
+        m.model = text(in.getModel(), "assignment.model");
+        m.stage = in.getStage();
+        m.stage_count = in.getStageCount();
+        m.layer_begin = in.getLayerBegin();
+        m.layer_end = in.getLayerEnd();
+        m.member = in.getMember();
+        m.group = members(in.getGroup(), "assignment.group");
+        m.prev_group = members(in.getPrevGroup(), "assignment.prevGroup");
+        m.next_group = members(in.getNextGroup(), "assignment.nextGroup");
+        m.batch = in.getBatch();
+        m.microbatches = in.getMicrobatches();
+        m.microbatch_size = in.getMicrobatchSize();
+        auto opt = in.getOptimizer();
+        m.optimizer.kind = enumeration(static_cast<uint16_t>(opt.getKind()), OptimizerKind::adam,
+                                       "assignment.optimizer.kind");
+        m.optimizer.lr = opt.getLr();
+        m.optimizer.momentum = opt.getMomentum();
+        m.optimizer.beta1 = opt.getBeta1();
+        m.optimizer.beta2 = opt.getBeta2();
+        m.optimizer.eps = opt.getEps();
+        m.optimizer.weight_decay = opt.getWeightDecay();
+        m.seed = in.getSeed();
+        m.data_seed = in.getDataSeed();
+        m.first_round = in.getFirstRound();
+        m.initial_state = state(in.getInitialState());
+        m.trace = in.getTrace();
+        m.memory_budget_bytes = in.getMemoryBudgetBytes();
+        if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
+        if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
+        if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");
+        if (m.microbatches == 0) throw Invalid("assignment.microbatches: zero");
+        if (m.microbatch_size == 0 || static_cast<uint64_t>(m.microbatch_size) * m.microbatches != m.batch) {
+          throw Invalid("assignment.microbatchSize: microbatches x microbatchSize != batch");
+        }
+        for (const auto* group : {&m.group, &m.prev_group, &m.next_group}) {
+          uint64_t total = 0;
+          for (const auto& member : *group) total += member.samples;
+          if (!group->empty() && total != m.microbatch_size) {
+            throw Invalid("assignment: a group's samples add up to " + std::to_string(total) + ", not microbatchSize " +
+                          std::to_string(m.microbatch_size));
+          }
+        }
+        return m;
+      }
+      case wire::Envelope::STAGE_STATE:
+        return state(env.getStageState());
+      case wire::Envelope::CONTROL: {
+        auto in = env.getControl();
+        RoundControl m;
+        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::abort, "control.kind");
+        m.round = in.getRound();
+        m.loss_sum = in.getLossSum();
+        m.samples = in.getSamples();
+        m.correct = in.getCorrect();
+        m.stage = in.getStage();
+        m.member = in.getMember();
+        return m;
+      }
+      case wire::Envelope::HEARTBEAT: {
+        auto in = env.getHeartbeat();
+        return Heartbeat{text(in.getNodeId(), "heartbeat.nodeId"), in.getSequence(), in.getSentUs()};
+      }
+      case wire::Envelope::NODE_INFO: {
+        auto in = env.getNodeInfo();
+        NodeInfo m;
+        m.node_id = text(in.getNodeId(), "nodeInfo.nodeId");
+        m.pid = in.getPid();
+        m.memory_budget_bytes = in.getMemoryBudgetBytes();
+        m.cpu_share = in.getCpuShare();
+        m.clock_us = in.getClockUs();
+        auto models = in.getModels();
+        check_length(models, "nodeInfo.models");
+        for (auto name : models) m.models.push_back(text(name, "nodeInfo.models"));
+        return m;
+      }
+      case wire::Envelope::METRICS: {
+        auto in = env.getMetrics();
+        Metrics m;
+        m.stage = in.getStage();
+        m.member = in.getMember();
+        m.round = in.getRound();
+        m.peak_memory_bytes = in.getPeakMemoryBytes();
+        auto events = in.getEvents();
+        check_length(events, "metrics.events");
+        m.events.reserve(events.size());
+        for (auto e : events) {
+          TraceEvent t;
+          t.kind = enumeration(static_cast<uint16_t>(e.getKind()), TraceKind::idle, "metrics.events.kind");
+          t.stage = e.getStage();
+          t.member = e.getMember();
+          t.round = e.getRound();
+          t.microbatch = e.getMicrobatch();
+          t.start_us = e.getStartUs();
+          t.end_us = e.getEndUs();
+          t.bytes = e.getBytes();
+          m.events.push_back(t);
+        }
+        return m;
+      }
+      case wire::Envelope::ERROR: {
+        auto in = env.getError();
+        return Error{enumeration(static_cast<uint16_t>(in.getCode()), ErrorCode::disconnected, "error.code"),
+                     text(in.getMessage(), "error.message")};
+      }
+      case wire::Envelope::PROFILE_REQUEST: {
+        auto in = env.getProfileRequest();
+        ProfileRequest m;
+        m.model = text(in.getModel(), "profileRequest.model");
+        auto batches = in.getBatches();
+        check_length(batches, "profileRequest.batches");
+        for (uint32_t b : batches) m.batches.push_back(b);
+        m.repeats = in.getRepeats();
+        return m;
+      }
+      case wire::Envelope::PROFILE_RESULT:
+        return ProfileResult{text(env.getProfileResult().getJson(), "profileResult.json")};
+      case wire::Envelope::HELLO:
+        return Hello{};
+      case wire::Envelope::STATE_REQUEST:
+        return StateRequest{env.getStateRequest()};
+    }
+    throw Invalid("envelope: unknown message kind " + std::to_string(static_cast<unsigned>(env.which())));
+  }
+
+ private:
+  std::shared_ptr<const void> owner_;
+  const DecodeLimits& limits_;
+};
+
+}  // namespace
+
+std::vector<char> encode(const Message& message) {
+  // One first segment big enough for the whole message, so tensors are not
+  // split across segments and the flat array is copied once.
+  const size_t words = payload_bytes(message) / sizeof(capnp::word) + 256;
+  capnp::MallocMessageBuilder builder(static_cast<unsigned>(std::min<size_t>(words, 1u << 29)));
+  std::visit(Encoder{builder.initRoot<wire::Envelope>()}, message);
+  const size_t size = capnp::computeSerializedSizeInWords(builder) * sizeof(capnp::word);
+  std::vector<char> bytes(size);
+  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(bytes.data()), size));
+  capnp::writeMessage(out, builder);
+  return bytes;
+}
+
+Decoded decode(std::shared_ptr<const std::vector<char>> bytes, const DecodeLimits& limits) {
+  Decoded result;
+  if (!bytes || bytes->empty()) {
+    result.error = "empty message";
+    return result;
+  }
+  const size_t size = bytes->size();
+  if (size > limits.max_message_bytes) {
+    result.error = "message of " + std::to_string(size) + " bytes exceeds the limit of " +
+                   std::to_string(limits.max_message_bytes);
+    return result;
+  }
+  if (size % sizeof(capnp::word) != 0) {
+    result.error = "message of " + std::to_string(size) + " bytes is not a whole number of 8-byte words (truncated?)";
+    return result;
+  }
+  if (reinterpret_cast<uintptr_t>(bytes->data()) % alignof(capnp::word) != 0) {
+    bytes = std::make_shared<const std::vector<char>>(*bytes);  // new storage is suitably aligned
+  }
+  try {
+    capnp::ReaderOptions options;
+    // Every word may be read at most twice (far pointers); anything more is
+    // an amplification attack.
+    options.traversalLimitInWords = 2 * size / sizeof(capnp::word) + 64;
+    options.nestingLimit = limits.nesting_limit;
+    kj::ArrayPtr<const capnp::word> words(reinterpret_cast<const capnp::word*>(bytes->data()),
+                                          size / sizeof(capnp::word));
+    capnp::FlatArrayMessageReader reader(words, options);
+    if (reader.getEnd() != words.end()) {
+      result.error = "message has " + std::to_string((words.end() - reader.getEnd()) * sizeof(capnp::word)) +
+                     " trailing bytes after the envelope";
+      return result;
+    }
+    Reader decoder(bytes, limits);
+    result.message = decoder.envelope(reader.getRoot<wire::Envelope>());
+  } catch (const Invalid& e) {
+    result.error = std::string("invalid ") + e.what();
+  } catch (const kj::Exception& e) {
+    result.error = std::string("malformed Cap'n Proto message: ") + e.getDescription().cStr();
+  } catch (const std::exception& e) {
+    result.error = std::string("malformed message: ") + e.what();
+  }
+  return result;
+}
+
+Decoded decode_copy(const void* data, size_t size, const DecodeLimits& limits) {
+  const char* begin = static_cast<const char*>(data);
+  return decode(std::make_shared<const std::vector<char>>(begin, begin + size), limits);
+}
+
+}  // namespace asteroid::messages

@@ -1,0 +1,174 @@
+// Plain C++ mirrors of the message kinds of asteroid.capnp, one struct per
+// kind and `Message`, the variant of them all. Actors build and read these;
+// codec.h turns them into Cap'n Proto bytes and back. Tensor payloads are
+// TensorBlob views that can share the received buffer, so decoding does not
+// copy tensor bytes (tensor_codec.h turns them into at::Tensor).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace asteroid::messages {
+
+enum class DType : uint8_t { float32, int64, float16 };
+size_t dtype_size(DType dtype);
+const char* to_string(DType dtype);
+
+// A dense row-major tensor. `data` points at size() bytes that `owner` keeps
+// alive (the received buffer, or the tensor it was taken from).
+struct TensorBlob {
+  DType dtype = DType::float32;
+  std::vector<int64_t> shape;
+  std::shared_ptr<const void> owner;
+  const char* data = nullptr;
+  size_t bytes = 0;
+
+  int64_t elements() const;
+  bool empty() const { return shape.empty() && bytes == 0; }
+  // A blob owning a copy of `size` bytes.
+  static TensorBlob copy_of(DType dtype, std::vector<int64_t> shape, const void* data, size_t size);
+};
+
+struct SampleRange {
+  uint32_t begin = 0, end = 0;
+  uint32_t size() const { return end - begin; }
+  bool operator==(const SampleRange& o) const { return begin == o.begin && end == o.end; }
+};
+
+struct Activation {
+  uint64_t round = 0;
+  uint32_t microbatch = 0;
+  SampleRange samples;
+  uint32_t from_stage = 0, from_member = 0;
+  TensorBlob tensor;
+  TensorBlob labels;
+};
+
+struct Gradient {
+  uint64_t round = 0;
+  uint32_t microbatch = 0;
+  SampleRange samples;
+  uint32_t from_stage = 0, from_member = 0;
+  TensorBlob tensor;
+};
+
+struct ReduceChunk {
+  uint64_t round = 0;
+  uint32_t step = 0, chunk = 0, from_member = 0;
+  TensorBlob tensor;
+};
+
+enum class OptimizerKind : uint8_t { sgd, momentum, adam };
+
+struct OptimizerSpec {
+  OptimizerKind kind = OptimizerKind::momentum;
+  double lr = 0.05, momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+};
+
+struct GroupMember {
+  std::string device_id;
+  uint32_t samples = 0;
+};
+
+struct StageState {
+  uint64_t round = 0;
+  uint32_t layer_begin = 0, layer_end = 0;
+  TensorBlob weights;
+  TensorBlob optimizer_state;
+  uint64_t optimizer_steps = 0;
+};
+
+struct StageAssignment {
+  std::string job_id, model;
+  uint32_t stage = 0, stage_count = 1;
+  uint32_t layer_begin = 0, layer_end = 0;
+  uint32_t member = 0;
+  std::vector<GroupMember> group, prev_group, next_group;
+  uint32_t batch = 0, microbatches = 1, microbatch_size = 0;
+  OptimizerSpec optimizer;
+  uint64_t seed = 0, data_seed = 0, first_round = 0;
+  StageState initial_state;  // weights empty: initialise from seed
+  bool trace = false;
+  uint64_t memory_budget_bytes = 0;
+};
+
+enum class ControlKind : uint8_t { start, done, commit, abort };
+
+struct RoundControl {
+  ControlKind kind = ControlKind::start;
+  uint64_t round = 0;
+  double loss_sum = 0;
+  uint32_t samples = 0, correct = 0;
+  uint32_t stage = 0, member = 0;
+};
+
+struct Heartbeat {
+  std::string node_id;
+  uint64_t sequence = 0;
+  int64_t sent_us = 0;
+};
+
+struct NodeInfo {
+  std::string node_id;
+  uint32_t pid = 0;
+  uint64_t memory_budget_bytes = 0;
+  double cpu_share = 0;
+  int64_t clock_us = 0;
+  std::vector<std::string> models;
+};
+
+enum class TraceKind : uint8_t { forward, backward, send, receive, all_reduce, optimizer_step, idle };
+const char* to_string(TraceKind kind);
+
+struct TraceEvent {
+  TraceKind kind = TraceKind::forward;
+  uint32_t stage = 0, member = 0;
+  uint64_t round = 0;
+  uint32_t microbatch = 0;
+  int64_t start_us = 0, end_us = 0;
+  uint64_t bytes = 0;
+};
+
+struct Metrics {
+  uint32_t stage = 0, member = 0;
+  uint64_t round = 0;
+  std::vector<TraceEvent> events;
+  uint64_t peak_memory_bytes = 0;
+};
+
+enum class ErrorCode : uint8_t { invalid_message, invalid_request, out_of_memory, internal, disconnected };
+const char* to_string(ErrorCode code);
+
+struct Error {
+  ErrorCode code = ErrorCode::internal;
+  std::string message;
+};
+
+struct ProfileRequest {
+  std::string model;
+  std::vector<uint32_t> batches;
+  uint32_t repeats = 0;
+};
+
+struct ProfileResult {
+  std::string json;
+};
+
+struct Hello {};
+
+struct StateRequest {
+  uint64_t round = 0;
+};
+
+using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
+                             RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
+                             ProfileResult, Hello, StateRequest>;
+
+// The schema's name of the kind a message holds ("activation", ...).
+const char* kind_name(const Message& message);
+
+}  // namespace asteroid::messages
