@@ -114,7 +114,9 @@ struct StageAssignment {
   firstRound @16 :UInt64;            # the next round to run
   initialState @17 :StageState;      # weights to start from; empty: from seed
   trace @18 :Bool;                   # record trace events
-  memoryBudgetBytes @19 :UInt64;     # 0: the node's own budget
+  requiredMemoryBytes @19 :UInt64;   # the planner's estimate for this member
+                                     # (weights, optimizer, stash, replicas);
+                                     # the node refuses what exceeds its budget
 }
 
 # A stage's weights and optimizer state after committed round `round`.
@@ -217,6 +219,27 @@ struct ProfileResult {
   json @0 :Text;
 }
 
+# To the planner actor: plan (or re-plan) a model on a cluster. The inputs
+# travel as the JSON texts of FORMATS.md, so any tool can produce them.
+struct PlanRequest {
+  clusterJson @0 :Text;
+  profileJson @1 :Text;
+  strategy @2 :Text;            # hpp | dp | pp
+  batch @3 :UInt32;
+  microbatches @4 :UInt32;      # 0: search the divisors of batch
+  optimizer @5 :OptimizerSpec.Kind;
+  runningPlanJson @6 :Text;     # re-plan: the plan in force ...
+  lostDevices @7 :List(Text);   # ... and the devices lost since
+  addedDevices @8 :List(Text);  # ... or added
+  heavy @9 :Bool;               # re-plan by full search, not lightweight
+}
+
+struct PlanResult {
+  planJson @0 :Text;            # empty when no plan fits; see `reason`
+  reason @1 :Text;
+  explanation @2 :Text;         # the --explain table
+}
+
 struct Envelope {
   union {
     activation @0 :Activation;
@@ -233,5 +256,7 @@ struct Envelope {
     profileResult @11 :ProfileResult;
     hello @12 :Void;           # coordinator -> node: who are you? (NodeInfo)
     stateRequest @13 :UInt64;  # coordinator -> member: your StageState (committed round)
+    planRequest @14 :PlanRequest;
+    planResult @15 :PlanResult;
   }
 }

@@ -105,7 +105,7 @@ struct Encoder {
     o.setFirstRound(m.first_round);
     put_state(o.initInitialState(), m.initial_state);
     o.setTrace(m.trace);
-    o.setMemoryBudgetBytes(m.memory_budget_bytes);
+    o.setRequiredMemoryBytes(m.required_memory_bytes);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
   void operator()(const RoundControl& m) {
@@ -167,6 +167,27 @@ struct Encoder {
     o.setRepeats(m.repeats);
   }
   void operator()(const ProfileResult& m) { env.initProfileResult().setJson(m.json); }
+  void operator()(const PlanRequest& m) {
+    auto o = env.initPlanRequest();
+    o.setClusterJson(m.cluster_json);
+    o.setProfileJson(m.profile_json);
+    o.setStrategy(m.strategy);
+    o.setBatch(m.batch);
+    o.setMicrobatches(m.microbatches);
+    o.setOptimizer(static_cast<wire::OptimizerSpec::Kind>(m.optimizer));
+    o.setRunningPlanJson(m.running_plan_json);
+    auto lost = o.initLostDevices(static_cast<unsigned>(m.lost_devices.size()));
+    for (size_t i = 0; i < m.lost_devices.size(); ++i) lost.set(static_cast<unsigned>(i), m.lost_devices[i]);
+    auto added = o.initAddedDevices(static_cast<unsigned>(m.added_devices.size()));
+    for (size_t i = 0; i < m.added_devices.size(); ++i) added.set(static_cast<unsigned>(i), m.added_devices[i]);
+    o.setHeavy(m.heavy);
+  }
+  void operator()(const PlanResult& m) {
+    auto o = env.initPlanResult();
+    o.setPlanJson(m.plan_json);
+    o.setReason(m.reason);
+    o.setExplanation(m.explanation);
+  }
   void operator()(const Hello&) { env.setHello(); }
   void operator()(const StateRequest& m) { env.setStateRequest(m.round); }
 };
@@ -187,6 +208,10 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const Heartbeat&) const { return 0; }
     size_t operator()(const RoundControl&) const { return 0; }
     size_t operator()(const ProfileRequest& m) const { return m.batches.size() * 4; }
+    size_t operator()(const PlanRequest& m) const {
+      return m.cluster_json.size() + m.profile_json.size() + m.running_plan_json.size();
+    }
+    size_t operator()(const PlanResult& m) const { return m.plan_json.size() + m.explanation.size(); }
     size_t operator()(const Hello&) const { return 0; }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
@@ -262,6 +287,14 @@ class Reader {
       throw Invalid(std::string(field) + ": text of " + std::to_string(in.size()) + " bytes exceeds the limit");
     }
     return std::string(in.cStr(), in.size());
+  }
+
+  std::vector<std::string> texts(capnp::List<capnp::Text>::Reader in, const char* field) const {
+    check_length(in, field);
+    std::vector<std::string> out;
+    out.reserve(in.size());
+    for (auto t : in) out.push_back(text(t, field));
+    return out;
   }
 
   std::vector<GroupMember> members(capnp::List<wire::GroupMember>::Reader in, const char* field) const {
@@ -357,7 +390,7 @@ class Reader {
         m.first_round = in.getFirstRound();
         m.initial_state = state(in.getInitialState());
         m.trace = in.getTrace();
-        m.memory_budget_bytes = in.getMemoryBudgetBytes();
+        m.required_memory_bytes = in.getRequiredMemoryBytes();
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");
@@ -401,9 +434,7 @@ class Reader {
         m.memory_budget_bytes = in.getMemoryBudgetBytes();
         m.cpu_share = in.getCpuShare();
         m.clock_us = in.getClockUs();
-        auto models = in.getModels();
-        check_length(models, "nodeInfo.models");
-        for (auto name : models) m.models.push_back(text(name, "nodeInfo.models"));
+        m.models = texts(in.getModels(), "nodeInfo.models");
         return m;
       }
       case wire::Envelope::METRICS: {
@@ -447,6 +478,27 @@ class Reader {
       }
       case wire::Envelope::PROFILE_RESULT:
         return ProfileResult{text(env.getProfileResult().getJson(), "profileResult.json")};
+      case wire::Envelope::PLAN_REQUEST: {
+        auto in = env.getPlanRequest();
+        PlanRequest m;
+        m.cluster_json = text(in.getClusterJson(), "planRequest.clusterJson");
+        m.profile_json = text(in.getProfileJson(), "planRequest.profileJson");
+        m.strategy = text(in.getStrategy(), "planRequest.strategy");
+        m.batch = in.getBatch();
+        m.microbatches = in.getMicrobatches();
+        m.optimizer = enumeration(static_cast<uint16_t>(in.getOptimizer()), OptimizerKind::adam,
+                                  "planRequest.optimizer");
+        m.running_plan_json = text(in.getRunningPlanJson(), "planRequest.runningPlanJson");
+        m.lost_devices = texts(in.getLostDevices(), "planRequest.lostDevices");
+        m.added_devices = texts(in.getAddedDevices(), "planRequest.addedDevices");
+        m.heavy = in.getHeavy();
+        return m;
+      }
+      case wire::Envelope::PLAN_RESULT: {
+        auto in = env.getPlanResult();
+        return PlanResult{text(in.getPlanJson(), "planResult.planJson"), text(in.getReason(), "planResult.reason"),
+                          text(in.getExplanation(), "planResult.explanation")};
+      }
       case wire::Envelope::HELLO:
         return Hello{};
       case wire::Envelope::STATE_REQUEST:

@@ -93,7 +93,7 @@ struct StageAssignment {
   uint64_t seed = 0, data_seed = 0, first_round = 0;
   StageState initial_state;  // weights empty: initialise from seed
   bool trace = false;
-  uint64_t memory_budget_bytes = 0;
+  uint64_t required_memory_bytes = 0;
 };
 
 enum class ControlKind : uint8_t { start, done, commit, abort };
@@ -158,6 +158,19 @@ struct ProfileResult {
   std::string json;
 };
 
+struct PlanRequest {
+  std::string cluster_json, profile_json, strategy = "hpp";
+  uint32_t batch = 0, microbatches = 0;
+  OptimizerKind optimizer = OptimizerKind::momentum;
+  std::string running_plan_json;
+  std::vector<std::string> lost_devices, added_devices;
+  bool heavy = false;
+};
+
+struct PlanResult {
+  std::string plan_json, reason, explanation;
+};
+
 struct Hello {};
 
 struct StateRequest {
@@ -166,7 +179,7 @@ struct StateRequest {
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult>;
 
 // The schema's name of the kind a message holds ("activation", ...).
 const char* kind_name(const Message& message);

@@ -62,7 +62,7 @@ std::vector<Message> one_of_each_kind() {
   s.first_round = 12;
   s.initial_state = sample_state();
   s.trace = true;
-  s.memory_budget_bytes = 4ull << 30;
+  s.required_memory_bytes = 4ull << 30;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}};
@@ -71,7 +71,10 @@ std::vector<Message> one_of_each_kind() {
   Error e{ErrorCode::out_of_memory, "stage needs 5 GiB, node has 4 GiB"};
   ProfileRequest pr{"fmnist-resnet", {1, 2, 4, 64}, 5};
   ProfileResult res{"{\"model\":\"x\"}"};
-  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}};
+  PlanRequest plan{"{\"devices\":[]}", "{\"layers\":[]}", "pp", 64, 4, OptimizerKind::sgd, "{}", {"nano-1"}, {"tx2-9"},
+                   true};
+  PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
+  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result};
 }
 
 TEST(Codec, EveryKindRoundTripsByteForByte) {
@@ -119,7 +122,7 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_EQ(s.optimizer.kind, OptimizerKind::adam);
   EXPECT_DOUBLE_EQ(s.optimizer.weight_decay, 1e-4);
   EXPECT_EQ(s.initial_state.optimizer_steps, 42u);
-  EXPECT_EQ(s.memory_budget_bytes, 4ull << 30);
+  EXPECT_EQ(s.required_memory_bytes, 4ull << 30);
 }
 
 TEST(Codec, DecodedTensorsShareTheReceivedBuffer) {
