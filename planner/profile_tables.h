@@ -1,0 +1,74 @@
+// The numbers of COST_MODEL.md in a form that is cheap to query: per-device
+// stage times for any layer range and sample count (interpolated as the cost
+// model says, from prefix sums over layers), range sums of weight and stash
+// bytes, link bandwidths as a matrix and the planner's sorted device order.
+// Built once from a cluster and a profile; immutable afterwards, so it may be
+// shared between threads. Devices are numbered as in Cluster::devices.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "planner/types.h"
+
+namespace asteroid::planner {
+
+class ProfileTables {
+ public:
+  // Throws InputError (json_io.h) naming the device when a cluster device has
+  // no profile or a profile table has the wrong shape.
+  ProfileTables(const Cluster& cluster, const Profile& profile);
+
+  const Cluster& cluster() const { return cluster_; }
+  const Profile& profile() const { return profile_; }
+  int device_count() const { return static_cast<int>(cluster_.devices.size()); }
+  int layer_count() const { return layers_; }
+  const std::string& id(int d) const { return cluster_.devices[d].id; }
+  // Index of a device id, or throws std::invalid_argument naming it.
+  int index(const std::string& id) const;
+
+  // Time of layers [begin, end) on device d for y samples (y >= 0), ms.
+  double fwd_ms(int d, int begin, int end, int y) const { return time(fwd_, d, begin, end, y); }
+  double bwd_ms(int d, int begin, int end, int y) const { return time(bwd_, d, begin, end, y); }
+
+  double weight_bytes(int begin, int end) const { return weight_[end] - weight_[begin]; }
+  double stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
+  double out_bytes(int layer) const { return profile_.layers[layer].out_bytes; }
+  double memory_bytes(int d) const { return cluster_.devices[d].memory_mb * 1048576.0; }
+  // Mbit/s between two distinct devices.
+  double bandwidth(int a, int b) const { return bw_[a * device_count() + b]; }
+
+  // fwd+bwd of all layers at the largest batch size profiled by any device.
+  double total_time(int d) const { return total_[d]; }
+  // Devices by memory descending, then total_time ascending, then id.
+  const std::vector<int>& sorted_order() const { return sorted_; }
+  // Position of device d in sorted_order().
+  int rank(int d) const { return rank_[d]; }
+  // The k fastest devices (total_time, then id), listed in sorted_order().
+  std::vector<int> fastest(int k) const;
+
+  // min over integer y in [1, max_y] of (fwd+bwd)(d, layer, y) / y, and the
+  // same for fwd alone: per-sample rates used by the search's lower bounds.
+  double min_rate(int d, int layer, int max_y, bool fwd_only) const;
+  // True when every device's per-layer times are non-decreasing in the batch
+  // size, so that stage times are non-decreasing in y (Algorithm 1 is then
+  // the exact min-max).
+  bool monotone() const { return monotone_; }
+
+ private:
+  struct Table {
+    std::vector<std::vector<int>> batch;        // [d][k]
+    std::vector<std::vector<double>> prefix;    // [d][k * (L+1) + l]
+  };
+  double time(const Table& t, int d, int begin, int end, int y) const;
+
+  Cluster cluster_;
+  Profile profile_;
+  int layers_ = 0;
+  Table fwd_, bwd_;
+  std::vector<double> weight_, stash_, bw_, total_;
+  std::vector<int> sorted_, rank_, by_speed_;
+  bool monotone_ = true;
+};
+
+}  // namespace asteroid::planner
