@@ -48,6 +48,7 @@ class Optimizer {
   OptimizerConfig config_;
   int64_t steps_ = 0;
   std::vector<at::Tensor> buffers_;  // momentum; or Adam's exp_avg then exp_avg_sq
+  at::Tensor pending_state_;  // loaded state, split into buffers_ at the next step
 };
 
 }  // namespace asteroid::compute

@@ -69,8 +69,12 @@ class StageModel {
   // Discards the stash of `key` (a round that was aborted). No-op if absent.
   void drop(int64_t key);
   void drop_all();
+  // Slices stashed (forward done, backward not yet).
+  int64_t stash_count() const;
 
-  // Parameters as one flat float32 vector, in a fixed order.
+  // Parameters as one flat float32 vector, in layer order (then each module's
+  // registration order): the flat weights of [0, L) are the concatenation of
+  // those of consecutive stages [0, a), [a, b), ..., [z, L).
   int64_t parameter_count() const;
   int64_t parameter_bytes() const;
   at::Tensor flat_weights() const;
@@ -82,12 +86,17 @@ class StageModel {
   // Sets the gradients to `flat_gradients` and takes one optimizer step,
   // then zeroes the gradients.
   void apply_gradients(const at::Tensor& flat_gradients);
+  // One optimizer step with the gradients accumulated so far, then zeroes them.
+  void step();
 
   Optimizer& optimizer();
   const Optimizer& optimizer() const;
 
   // Inference over the stage (no stash, no gradients).
   at::Tensor infer(const at::Tensor& input) const;
+
+  // Names of layers [begin, end), as in compute/model_zoo.h.
+  std::vector<std::string> layer_names() const;
 
  private:
   struct Impl;
