@@ -1,0 +1,27 @@
+// A node: the process that runs on one device. It publishes a node actor
+// (answers hello with its NodeInfo, profiles models on request) and hosts
+// the stage actors coordinators remote-spawn on it. It keeps running
+// between jobs and shuts down cleanly on SIGTERM or SIGINT.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace asteroid::actors {
+
+struct NodeOptions {
+  std::string id = "node";
+  std::string host = "0.0.0.0";  // address to listen on
+  uint16_t port = 0;             // 0: any free port (printed)
+  double memory_mb = 0;          // budget; 0: unlimited
+  double cpu_share = 0;          // in-process throttle; 0: none
+  int threads = 1;               // at::set_num_threads
+};
+
+// Runs the node until SIGTERM/SIGINT. Prints "asteroid node <id> listening
+// on <host>:<port>" once it accepts connections. Returns the exit code.
+// REQUIRES: called from main() before any other thread exists (it blocks
+// the termination signals process-wide and waits for them).
+int run_node(const NodeOptions& options);
+
+}  // namespace asteroid::actors

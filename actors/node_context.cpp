@@ -1,0 +1,56 @@
+#include "actors/node_context.h"
+
+#include <caf/send.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace asteroid::actors {
+
+bool NodeContext::reserve(uint64_t bytes, std::string* why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (memory_budget_bytes != 0 && reserved_bytes_ + bytes > memory_budget_bytes) {
+    if (why) {
+      char text[256];
+      std::snprintf(text, sizeof text,
+                    "node %s: the stage needs %.1f MiB but only %.1f MiB of its %.1f MiB budget are free",
+                    node_id.c_str(), bytes / 1048576.0, (memory_budget_bytes - reserved_bytes_) / 1048576.0,
+                    memory_budget_bytes / 1048576.0);
+      *why = text;
+    }
+    return false;
+  }
+  reserved_bytes_ += bytes;
+  return true;
+}
+
+void NodeContext::release(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserved_bytes_ = bytes > reserved_bytes_ ? 0 : reserved_bytes_ - bytes;
+}
+
+uint64_t NodeContext::reserved() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return reserved_bytes_;
+}
+
+void NodeContext::add_stage(caf::actor_addr stage) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stages_.push_back(std::move(stage));
+}
+
+void NodeContext::remove_stage(const caf::actor_addr& stage) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stages_.erase(std::remove(stages_.begin(), stages_.end(), stage), stages_.end());
+}
+
+void NodeContext::stop_stages() {
+  std::vector<caf::actor_addr> stages;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stages = stages_;
+  }
+  for (const auto& stage : stages) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace asteroid::actors

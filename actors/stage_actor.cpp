@@ -1,0 +1,632 @@
+#include "actors/stage_actor.h"
+
+#include <ATen/ATen.h>
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+
+#include "actors/node_context.h"
+#include "actors/routing.h"
+#include "actors/schedule.h"
+#include "compute/dataset.h"
+#include "compute/stage_model.h"
+#include "messages/tensor_codec.h"
+#include "messages/transport.h"
+
+namespace asteroid::actors {
+namespace {
+
+using messages::Activation;
+using messages::Gradient;
+using messages::Message;
+using messages::ReduceChunk;
+using messages::RoundControl;
+using messages::StageAssignment;
+using messages::TraceEvent;
+using messages::TraceKind;
+using messages::WireMessage;
+
+// The slices of one micro-batch that a member is waiting for, by the sample
+// range they carry (in micro-batch coordinates).
+struct Assembly {
+  std::map<uint32_t, std::pair<Range, at::Tensor>> pieces;  // by begin
+  std::map<uint32_t, at::Tensor> labels;                    // by begin
+  uint32_t covered = 0;
+
+  // Adds a slice; false if it overlaps one already received (a duplicate).
+  bool add(Range range, at::Tensor tensor, at::Tensor slice_labels) {
+    auto next = pieces.lower_bound(range.begin);
+    if (next != pieces.end() && next->second.first.begin < range.end) return false;
+    if (next != pieces.begin() && std::prev(next)->second.first.end > range.begin) return false;
+    pieces.emplace(range.begin, std::make_pair(range, std::move(tensor)));
+    if (slice_labels.defined()) labels.emplace(range.begin, std::move(slice_labels));
+    covered += range.size();
+    return true;
+  }
+  at::Tensor tensor() const {
+    std::vector<at::Tensor> parts;
+    for (const auto& [begin, piece] : pieces) parts.push_back(piece.second);
+    return parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+  }
+  at::Tensor all_labels() const {
+    std::vector<at::Tensor> parts;
+    for (const auto& [begin, l] : labels) parts.push_back(l);
+    if (parts.empty()) return {};
+    return parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+  }
+};
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t peak_rss_bytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  uint64_t kib = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "VmHWM: %lu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
+
+compute::OptimizerConfig to_compute(const messages::OptimizerSpec& spec) {
+  compute::OptimizerConfig c;
+  c.kind = static_cast<compute::OptimizerKind>(spec.kind);
+  c.lr = spec.lr;
+  c.momentum = spec.momentum;
+  c.beta1 = spec.beta1;
+  c.beta2 = spec.beta2;
+  c.eps = spec.eps;
+  c.weight_decay = spec.weight_decay;
+  return c;
+}
+
+std::vector<uint32_t> samples_of(const std::vector<messages::GroupMember>& group) {
+  std::vector<uint32_t> samples;
+  for (const auto& m : group) samples.push_back(m.samples);
+  return samples;
+}
+
+class StageMember {
+ public:
+  StageMember(caf::blocking_actor* self, std::shared_ptr<NodeContext> node)
+      : self_(self), node_(std::move(node)) {
+    node_->add_stage(self_->address());
+  }
+
+  ~StageMember() {
+    if (reserved_bytes_ > 0) node_->release(reserved_bytes_);
+    node_->remove_stage(self_->address());
+  }
+
+  void run() {
+    bool running = true;
+    self_->receive_while([&] { return running; })(
+        [&](WireMessage& wire, std::vector<caf::actor>& prev, std::vector<caf::actor>& group,
+            std::vector<caf::actor>& next) -> WireMessage {
+          auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next));
+          if (!model_) running = false;  // refused: nothing to do here
+          return reply;
+        },
+        [&](WireMessage& wire) {
+          on_envelope(wire);
+          pump();
+        },
+        [&](caf::down_msg& down) {
+          if (down.source == coordinator_.address()) {
+            spdlog::info("stage {}.{}: coordinator gone ({}), leaving", a_.stage, a_.member, to_string(down.reason));
+            running = false;
+          }
+        },
+        [&](caf::exit_msg& exit) {
+          self_->fail_state(exit.reason);
+          running = false;
+        });
+  }
+
+  // ------------------------------------------------------------- deployment
+
+  WireMessage deploy(WireMessage&& wire, std::vector<caf::actor> prev, std::vector<caf::actor> group,
+                     std::vector<caf::actor> next) {
+    auto decoded = messages::from_wire(std::move(wire));
+    if (!decoded.ok()) return error(messages::ErrorCode::invalid_message, decoded.error);
+    auto* assignment = std::get_if<StageAssignment>(&*decoded.message);
+    if (!assignment) {
+      return error(messages::ErrorCode::invalid_request,
+                   std::string("expected a stage assignment, got ") + messages::kind_name(*decoded.message));
+    }
+    a_ = std::move(*assignment);
+    if (prev.size() != a_.prev_group.size() || group.size() != a_.group.size() ||
+        next.size() != a_.next_group.size()) {
+      return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");
+    }
+    std::string why;
+    if (!node_->reserve(a_.required_memory_bytes, &why)) return error(messages::ErrorCode::out_of_memory, why);
+    reserved_bytes_ = a_.required_memory_bytes;
+    try {
+      auto model = std::make_unique<compute::StageModel>(a_.model, static_cast<int>(a_.layer_begin),
+                                                         static_cast<int>(a_.layer_end), a_.seed,
+                                                         to_compute(a_.optimizer));
+      if (!a_.initial_state.weights.empty()) load_state(*model, a_.initial_state);
+      if (a_.stage == 0) data_ = compute::open_dataset(a_.model, compute::Split::train);
+      model_ = std::move(model);
+    } catch (const std::exception& e) {
+      node_->release(reserved_bytes_);
+      reserved_bytes_ = 0;
+      return error(messages::ErrorCode::invalid_request, e.what());
+    }
+    prev_ = std::move(prev);
+    group_ = std::move(group);
+    next_ = std::move(next);
+    coordinator_ = caf::actor_cast<caf::actor>(self_->current_sender());
+    self_->monitor(coordinator_);
+    my_range_ = member_ranges(samples_of(a_.group))[a_.member];
+    prev_ranges_ = member_ranges(samples_of(a_.prev_group));
+    next_ranges_ = member_ranges(samples_of(a_.next_group));
+    committed_round_ = a_.first_round == 0 ? std::nullopt : std::optional<uint64_t>(a_.first_round - 1);
+    commit_state();
+    begin_round(a_.first_round);
+    spdlog::debug("stage {}.{} deployed on {}: layers [{}, {})", a_.stage, a_.member, node_->node_id,
+                  a_.layer_begin, a_.layer_end);
+    messages::NodeInfo info;
+    info.node_id = node_->node_id;
+    info.pid = static_cast<uint32_t>(::getpid());
+    info.memory_budget_bytes = node_->memory_budget_bytes;
+    info.cpu_share = node_->cpu_share;
+    info.clock_us = now_us();
+    return messages::to_wire(info);
+  }
+
+  static void load_state(compute::StageModel& model, const messages::StageState& state) {
+    model.set_flat_weights(messages::to_tensor(state.weights).clone());
+    model.optimizer().load_state(messages::to_tensor(state.optimizer_state).clone(),
+                                 static_cast<int64_t>(state.optimizer_steps));
+  }
+
+  // ------------------------------------------------------------- messages
+
+  // Handles one envelope. Only requests get a reply; a problem with an
+  // asynchronous message goes to the coordinator instead (replying to a peer
+  // stage could make two stages bounce errors at each other).
+  void on_envelope(WireMessage& wire) {
+    const bool is_request = self_->current_mailbox_element()->mid.is_request();
+    std::optional<WireMessage> reply;
+    auto decoded = messages::from_wire(std::move(wire));
+    if (!decoded.ok()) {
+      reply = error(messages::ErrorCode::invalid_message, decoded.error);
+      if (!is_request) report_failure("dropped an undecodable message: " + decoded.error);
+    } else if (!model_) {
+      reply = error(messages::ErrorCode::invalid_request, "stage not deployed yet");
+    } else {
+      try {
+        reply = std::visit([this](auto& m) { return on(m); }, *decoded.message);
+      } catch (const std::exception& e) {
+        report_failure(e.what());
+        reply = error(messages::ErrorCode::internal, e.what());
+      }
+    }
+    if (is_request && reply) self_->make_response_promise<WireMessage>().deliver(std::move(*reply));
+  }
+
+  std::optional<WireMessage> on(Activation& m) {
+    if (!accept_round(m.round, &m)) return std::nullopt;
+    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes + m.labels.bytes);
+    auto& assembly = inputs_[m.microbatch];
+    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_tensor(m.tensor),
+                      messages::to_tensor(m.labels))) {
+      throw std::runtime_error("duplicate activation slice for micro-batch " + std::to_string(m.microbatch));
+    }
+    if (assembly.covered == my_range_.size()) rule_->forward_ready(static_cast<int>(m.microbatch));
+    return std::nullopt;
+  }
+
+  std::optional<WireMessage> on(Gradient& m) {
+    if (!accept_round(m.round, &m)) return std::nullopt;
+    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes);
+    auto& assembly = gradients_[m.microbatch];
+    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_tensor(m.tensor), {})) {
+      throw std::runtime_error("duplicate gradient slice for micro-batch " + std::to_string(m.microbatch));
+    }
+    if (assembly.covered == my_range_.size()) rule_->backward_ready(static_cast<int>(m.microbatch));
+    return std::nullopt;
+  }
+
+  std::optional<WireMessage> on(ReduceChunk& m) {
+    if (!accept_round(m.round, &m)) return std::nullopt;
+    chunks_received_.emplace(m.step, messages::to_tensor(m.tensor));
+    if (reducing_) advance_all_reduce();
+    return std::nullopt;
+  }
+
+  std::optional<WireMessage> on(RoundControl& m) {
+    switch (m.kind) {
+      case messages::ControlKind::start:
+        if (m.round != round_) {
+          throw std::runtime_error("asked to start round " + std::to_string(m.round) + " while at round " +
+                                   std::to_string(round_));
+        }
+        if (a_.stage == 0) {
+          for (uint32_t mb = 0; mb < a_.microbatches; ++mb) rule_->forward_ready(static_cast<int>(mb));
+        }
+        break;
+      case messages::ControlKind::commit:
+        if (m.round != round_ || !stepped_) {
+          throw std::runtime_error("asked to commit round " + std::to_string(m.round) + " that did not finish here");
+        }
+        committed_round_ = m.round;
+        commit_state();
+        begin_round(round_ + 1);
+        replay_deferred();
+        break;
+      case messages::ControlKind::abort:
+        roll_back();
+        break;
+      case messages::ControlKind::done:
+        throw std::runtime_error("a stage does not accept done messages");
+    }
+    return std::nullopt;
+  }
+
+  std::optional<WireMessage> on(messages::StateRequest&) {
+    messages::StageState state;
+    state.round = committed_round_.value_or(0);
+    state.layer_begin = a_.layer_begin;
+    state.layer_end = a_.layer_end;
+    state.weights = messages::to_blob(committed_weights_);
+    state.optimizer_state = messages::to_blob(committed_optimizer_);
+    state.optimizer_steps = static_cast<uint64_t>(committed_steps_);
+    return messages::to_wire(state);
+  }
+
+  template <typename Other>
+  std::optional<WireMessage> on(Other& m) {
+    return error(messages::ErrorCode::invalid_request,
+                 std::string("a stage does not accept ") + messages::kind_name(Message{m}) + " messages");
+  }
+
+  // Messages of the round after this one can arrive before this member saw
+  // the commit (they come over other connections): keep them for later.
+  // Messages of older rounds belong to an aborted round: drop them.
+  template <typename M>
+  bool accept_round(uint64_t round, M* message) {
+    if (round == round_) return true;
+    if (round == round_ + 1) deferred_.emplace_back(std::move(*message));
+    return false;
+  }
+
+  void replay_deferred() {
+    auto deferred = std::move(deferred_);
+    deferred_.clear();
+    for (auto& message : deferred) std::visit([this](auto& m) { on(m); }, message);
+  }
+
+  // ------------------------------------------------------------- the round
+
+  void begin_round(uint64_t round) {
+    round_ = round;
+    rule_.emplace(static_cast<int>(a_.stage), static_cast<int>(a_.stage_count), static_cast<int>(a_.microbatches));
+    inputs_.clear();
+    gradients_.clear();
+    labels_.clear();
+    chunks_received_.clear();
+    reducing_ = false;
+    stepped_ = false;
+    loss_sum_ = 0;
+    samples_ = 0;
+    correct_ = 0;
+    events_.clear();
+  }
+
+  void roll_back() {
+    model_->drop_all();
+    model_->zero_gradients();
+    model_->set_flat_weights(committed_weights_.clone());
+    model_->optimizer().load_state(committed_optimizer_.clone(), committed_steps_);
+    deferred_.clear();
+    begin_round(committed_round_ ? *committed_round_ + 1 : a_.first_round);
+  }
+
+  void commit_state() {
+    committed_weights_ = model_->flat_weights().clone();
+    committed_optimizer_ = model_->optimizer().state().clone();
+    committed_steps_ = model_->optimizer().steps();
+  }
+
+  // Runs every op the 1F1B rule allows now. Between two ops the mailbox is
+  // drained (receive with a zero timeout), so a backward that arrived while
+  // a forward ran goes first.
+  void pump() {
+    while (model_ && rule_) {
+      auto op = rule_->next();
+      if (!op) return;
+      try {
+        if (op->kind == Op::Kind::forward) {
+          run_forward(op->microbatch);
+        } else {
+          run_backward(op->microbatch);
+        }
+      } catch (const std::exception& e) {
+        report_failure(e.what());
+        return;
+      }
+      drain_mailbox();
+    }
+  }
+
+  void drain_mailbox() {
+    bool got = true;
+    while (got) {
+      got = false;
+      self_->receive(
+          [&](WireMessage& wire) {
+            got = true;
+            on_envelope(wire);
+          },
+          caf::after(std::chrono::seconds(0)) >> [] {});
+    }
+  }
+
+  std::pair<at::Tensor, at::Tensor> first_stage_input(int mb) {
+    const auto indices = compute::round_indices(data_->size(), a_.batch, a_.data_seed, static_cast<int64_t>(round_));
+    const size_t offset = static_cast<size_t>(mb) * a_.microbatch_size;
+    std::vector<int64_t> mine(indices.begin() + offset + my_range_.begin, indices.begin() + offset + my_range_.end);
+    auto batch = data_->get(mine);
+    return {batch.inputs, batch.labels};
+  }
+
+  void run_forward(int mb) {
+    at::Tensor input, labels;
+    if (a_.stage == 0) {
+      std::tie(input, labels) = first_stage_input(mb);
+    } else {
+      const auto& assembly = inputs_.at(mb);
+      input = assembly.tensor();
+      labels = assembly.all_labels();
+      inputs_.erase(mb);
+    }
+    const int64_t start = now_us();
+    at::Tensor output = model_->forward(mb, input);
+    record(TraceKind::forward, mb, start, now_us(), 0);
+    if (a_.stage + 1 == a_.stage_count) {
+      labels_[mb] = labels;
+      return;
+    }
+    for (const Slice& slice : route(my_range_, next_ranges_)) {
+      Activation out;
+      out.round = round_;
+      out.microbatch = static_cast<uint32_t>(mb);
+      out.samples = {slice.samples.begin, slice.samples.end};
+      out.from_stage = a_.stage;
+      out.from_member = a_.member;
+      const int64_t from = slice.samples.begin - my_range_.begin;
+      out.tensor = messages::to_blob(output.narrow(0, from, slice.samples.size()));
+      out.labels = messages::to_blob(labels.narrow(0, from, slice.samples.size()));
+      send(next_[slice.member], out, mb);
+    }
+  }
+
+  void run_backward(int mb) {
+    const int64_t start = now_us();
+    at::Tensor grad_input;
+    if (a_.stage + 1 == a_.stage_count) {
+      auto result = model_->backward_loss(mb, labels_.at(mb), static_cast<double>(a_.batch));
+      labels_.erase(mb);
+      loss_sum_ += result.loss_sum;
+      correct_ += result.correct;
+      samples_ += my_range_.size();
+      grad_input = result.grad_input;
+    } else {
+      const at::Tensor grad = gradients_.at(mb).tensor();
+      gradients_.erase(mb);
+      grad_input = model_->backward(mb, grad);
+    }
+    record(TraceKind::backward, mb, start, now_us(), 0);
+    if (a_.stage > 0) {
+      for (const Slice& slice : route(my_range_, prev_ranges_)) {
+        Gradient out;
+        out.round = round_;
+        out.microbatch = static_cast<uint32_t>(mb);
+        out.samples = {slice.samples.begin, slice.samples.end};
+        out.from_stage = a_.stage;
+        out.from_member = a_.member;
+        out.tensor = messages::to_blob(grad_input.narrow(0, slice.samples.begin - my_range_.begin, slice.samples.size()));
+        send(prev_[slice.member], out, mb);
+      }
+    }
+    if (rule_->finished()) start_all_reduce();
+  }
+
+  // ------------------------------------------------------------- all-reduce
+
+  // Ring all-reduce over the group: n-1 reduce-scatter steps, then n-1
+  // all-gather steps. Each chunk is summed once, in ring order, and then
+  // copied to everyone, so all members end with bit-identical gradients.
+  void start_all_reduce() {
+    const uint32_t n = static_cast<uint32_t>(a_.group.size());
+    reduce_start_us_ = now_us();
+    flat_ = model_->flat_gradients().clone();
+    if (n == 1) {
+      finish_round();
+      return;
+    }
+    reducing_ = true;
+    reduce_step_ = 0;
+    send_chunk();
+    advance_all_reduce();
+  }
+
+  std::pair<int64_t, int64_t> chunk_bounds(uint32_t chunk) const {
+    const int64_t total = flat_.numel();
+    const int64_t n = static_cast<int64_t>(a_.group.size());
+    return {total * chunk / n, total * (chunk + 1) / n};
+  }
+
+  uint32_t mod(int64_t x) const {
+    const int64_t n = static_cast<int64_t>(a_.group.size());
+    return static_cast<uint32_t>(((x % n) + n) % n);
+  }
+
+  // The chunk this member sends at `step`; it receives the one before it.
+  uint32_t chunk_sent_at(uint32_t step) const {
+    const uint32_t n = static_cast<uint32_t>(a_.group.size());
+    return step < n - 1 ? mod(int64_t{a_.member} - step) : mod(int64_t{a_.member} + 1 - (step - (n - 1)));
+  }
+
+  void send_chunk() {
+    const uint32_t chunk = chunk_sent_at(reduce_step_);
+    auto [begin, end] = chunk_bounds(chunk);
+    ReduceChunk out;
+    out.round = round_;
+    out.step = reduce_step_;
+    out.chunk = chunk;
+    out.from_member = a_.member;
+    out.tensor = messages::to_blob(flat_.narrow(0, begin, end - begin));
+    send(group_[mod(int64_t{a_.member} + 1)], out, 0);
+  }
+
+  void advance_all_reduce() {
+    const uint32_t n = static_cast<uint32_t>(a_.group.size());
+    const uint32_t steps = 2 * (n - 1);
+    while (reducing_) {
+      auto it = chunks_received_.find(reduce_step_);
+      if (it == chunks_received_.end()) return;
+      const uint32_t chunk = mod(int64_t{chunk_sent_at(reduce_step_)} - 1);
+      auto [begin, end] = chunk_bounds(chunk);
+      at::Tensor target = flat_.narrow(0, begin, end - begin);
+      if (it->second.numel() != target.numel()) {
+        throw std::runtime_error("all-reduce chunk " + std::to_string(chunk) + " has " +
+                                 std::to_string(it->second.numel()) + " elements, expected " +
+                                 std::to_string(target.numel()));
+      }
+      if (reduce_step_ < n - 1) {
+        target.add_(it->second);
+      } else {
+        target.copy_(it->second);
+      }
+      chunks_received_.erase(it);
+      ++reduce_step_;
+      if (reduce_step_ == steps) {
+        reducing_ = false;
+        finish_round();
+        return;
+      }
+      send_chunk();
+    }
+  }
+
+  void finish_round() {
+    const int64_t step_start = now_us();
+    record(TraceKind::all_reduce, 0, reduce_start_us_, step_start, a_.group.size() > 1 ? flat_.nbytes() : 0);
+    model_->apply_gradients(flat_);
+    flat_ = at::Tensor();
+    stepped_ = true;
+    record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
+    messages::Metrics metrics;
+    metrics.stage = a_.stage;
+    metrics.member = a_.member;
+    metrics.round = round_;
+    metrics.events = std::move(events_);
+    metrics.peak_memory_bytes = peak_rss_bytes();
+    events_.clear();
+    self_->send(coordinator_, messages::to_wire(metrics));
+    RoundControl done;
+    done.kind = messages::ControlKind::done;
+    done.round = round_;
+    done.loss_sum = loss_sum_;
+    done.samples = samples_;
+    done.correct = correct_;
+    done.stage = a_.stage;
+    done.member = a_.member;
+    self_->send(coordinator_, messages::to_wire(done));
+  }
+
+  // ------------------------------------------------------------- helpers
+
+  void send(const caf::actor& to, const Message& message, int mb) {
+    const int64_t start = now_us();
+    WireMessage wire = messages::to_wire(message);
+    const uint64_t bytes = wire.bytes.size();
+    self_->send(to, std::move(wire));
+    record(TraceKind::send, mb, start, now_us(), bytes);
+  }
+
+  void record(TraceKind kind, int mb, int64_t start, int64_t end, uint64_t bytes) {
+    if (!a_.trace) return;
+    TraceEvent e;
+    e.kind = kind;
+    e.stage = a_.stage;
+    e.member = a_.member;
+    e.round = round_;
+    e.microbatch = static_cast<uint32_t>(mb);
+    e.start_us = start;
+    e.end_us = end;
+    e.bytes = bytes;
+    events_.push_back(e);
+  }
+
+  WireMessage error(messages::ErrorCode code, const std::string& what) const {
+    return messages::to_wire(messages::Error{code, what});
+  }
+
+  void report_failure(const std::string& what) {
+    spdlog::error("stage {}.{} on {}: {}", a_.stage, a_.member, node_->node_id, what);
+    if (coordinator_) {
+      self_->send(coordinator_, error(messages::ErrorCode::internal, "stage " + std::to_string(a_.stage) + " member " +
+                                                                          std::to_string(a_.member) + " on " +
+                                                                          node_->node_id + ": " + what));
+    }
+  }
+
+  caf::blocking_actor* self_;
+  std::shared_ptr<NodeContext> node_;
+  uint64_t reserved_bytes_ = 0;
+
+  StageAssignment a_;
+  std::unique_ptr<compute::StageModel> model_;
+  std::unique_ptr<compute::Dataset> data_;
+  std::vector<caf::actor> prev_, group_, next_;
+  caf::actor coordinator_;
+  Range my_range_;
+  std::vector<Range> prev_ranges_, next_ranges_;
+
+  // The round in progress.
+  uint64_t round_ = 0;
+  std::optional<OneFOneB> rule_;
+  std::map<int, Assembly> inputs_, gradients_;
+  std::map<int, at::Tensor> labels_;  // last stage: labels of forwarded micro-batches
+  bool stepped_ = false;  // the optimizer stepped for round_
+  double loss_sum_ = 0;
+  uint32_t samples_ = 0, correct_ = 0;
+  std::vector<TraceEvent> events_;
+  std::vector<Message> deferred_;
+
+  // All-reduce.
+  bool reducing_ = false;
+  uint32_t reduce_step_ = 0;
+  at::Tensor flat_;
+  std::map<uint32_t, at::Tensor> chunks_received_;
+  int64_t reduce_start_us_ = 0;
+
+  // The last committed state: what an abort rolls back to.
+  std::optional<uint64_t> committed_round_;
+  at::Tensor committed_weights_, committed_optimizer_;
+  int64_t committed_steps_ = 0;
+};
+
+}  // namespace
+
+void stage_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
+  StageMember member(self, std::move(node));
+  member.run();
+}
+
+}  // namespace asteroid::actors

@@ -1,0 +1,29 @@
+#include "actors/system_config.h"
+
+#include <caf/blocking_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/timespan.hpp>
+
+#include "actors/node_context.h"
+#include "actors/stage_actor.h"
+#include "messages/transport.h"
+
+namespace asteroid::actors {
+
+AsteroidConfig::AsteroidConfig(const SystemOptions& options) {
+  load<caf::io::middleman>();
+  messages::add_wire_types(*this);
+  set("middleman.heartbeat-interval", caf::timespan{options.heartbeat_interval});
+  set("middleman.connection-timeout", caf::timespan{options.connection_timeout});
+  // Peers reach each other directly, not through whoever introduced them,
+  // so the loss of one node does not cut the others apart (CAF_NOTES 4).
+  set("middleman.enable-automatic-connections", true);
+  set("scheduler.max-threads", options.scheduler_threads);
+}
+
+AsteroidConfig::AsteroidConfig(const SystemOptions& options, std::shared_ptr<NodeContext> node)
+    : AsteroidConfig(options) {
+  add_actor_type("stage", [node](caf::blocking_actor* self) { stage_actor(self, node); });
+}
+
+}  // namespace asteroid::actors
