@@ -1,11 +1,25 @@
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
+
+#include "actors/node.h"
 #include "apps/commands.h"
 
 namespace asteroid::apps {
 
 void add_node_command(CLI::App& app) {
-  app.add_subcommand("node", "(not implemented yet)");
+  auto options = std::make_shared<actors::NodeOptions>();
+  auto* cmd = app.add_subcommand("node", "Run one device's node process (until SIGTERM)");
+  cmd->add_option("--port", options->port, "TCP port to listen on (0: any free port, printed)");
+  cmd->add_option("--host", options->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--id", options->id, "Device id")->capture_default_str();
+  cmd->add_option("--memory-mb", options->memory_mb, "Memory budget in MiB (0: unlimited)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cpu-share", options->cpu_share,
+                  "In-process CPU throttle: fraction of one core (0: none; used when cgroups are not available)")
+      ->check(CLI::Range(0.0, 64.0));
+  cmd->add_option("--threads", options->threads, "Torch intra-op threads")->check(CLI::PositiveNumber);
+  cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 
 }  // namespace asteroid::apps
