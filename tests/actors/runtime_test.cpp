@@ -1,0 +1,242 @@
+// The runtime across real node processes on 127.0.0.1: hybrid pipeline
+// training must equal single-device training (same losses, same weights),
+// every stage must follow the canonical 1F1B order, and bad jobs must fail
+// with the culprit named while the nodes go on.
+#include <ATen/ATen.h>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+
+#include "actors/coordinator.h"
+#include "actors/schedule.h"
+#include "actors/system_config.h"
+#include "compute/dataset.h"
+#include "compute/model_zoo.h"
+#include "compute/stage_model.h"
+#include "messages/tensor_codec.h"
+#include "tests/support/local_nodes.h"
+
+namespace asteroid::actors {
+namespace {
+
+using planner::Plan;
+using planner::Stage;
+
+constexpr int kBatch = 32;
+constexpr uint64_t kSeed = 7;
+
+Plan make_plan(int microbatches, std::vector<Stage> stages) {
+  Plan plan;
+  plan.strategy = "custom";
+  plan.batch = kBatch;
+  plan.microbatches = microbatches;
+  plan.microbatch_size = kBatch / microbatches;
+  plan.stages = std::move(stages);
+  return plan;
+}
+
+struct Reference {
+  std::vector<double> losses;
+  at::Tensor weights;
+};
+
+// Single-device training of the same model, data and seed, in this process.
+Reference train_single(const std::string& model, int rounds) {
+  compute::OptimizerConfig optimizer;  // the default, as the coordinator's
+  compute::StageModel whole(model, 0, compute::layer_count(model), kSeed, optimizer);
+  auto data = compute::open_dataset(model, compute::Split::train);
+  Reference ref;
+  for (int r = 0; r < rounds; ++r) {
+    auto batch = data->get(compute::round_indices(data->size(), kBatch, kSeed, r));
+    auto result = whole.forward_backward_loss(r, batch.inputs, batch.labels, kBatch);
+    whole.step();
+    ref.losses.push_back(result.loss_sum / kBatch);
+  }
+  ref.weights = whole.flat_weights();
+  return ref;
+}
+
+struct Distributed {
+  std::vector<RoundReport> rounds;
+  at::Tensor weights;
+  std::vector<messages::TraceEvent> trace;
+};
+
+Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan, const std::string& model, int rounds,
+                              bool trace = false) {
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  JobSpec spec;
+  spec.cluster = cluster;
+  spec.plan = plan;
+  spec.model = model;
+  spec.seed = kSeed;
+  spec.data_seed = kSeed;
+  spec.trace = trace;
+  Coordinator coordinator(system, spec);
+  coordinator.deploy();
+  Distributed out;
+  for (int r = 0; r < rounds; ++r) out.rounds.push_back(coordinator.run_round());
+  std::vector<at::Tensor> parts;
+  for (const auto& state : coordinator.fetch_states()) parts.push_back(messages::to_tensor(state.weights).clone());
+  out.weights = at::cat(parts);
+  out.trace = coordinator.trace();
+  return out;
+}
+
+void expect_equivalent(const Reference& ref, const Distributed& dist) {
+  ASSERT_EQ(ref.losses.size(), dist.rounds.size());
+  for (size_t r = 0; r < ref.losses.size(); ++r) {
+    EXPECT_EQ(dist.rounds[r].round, r);
+    EXPECT_EQ(dist.rounds[r].samples, static_cast<uint32_t>(kBatch));
+    EXPECT_LT(std::abs(dist.rounds[r].loss - ref.losses[r]) / std::abs(ref.losses[r]), 1e-4)
+        << "round " << r << ": distributed loss " << dist.rounds[r].loss << ", single " << ref.losses[r];
+  }
+  ASSERT_EQ(dist.weights.numel(), ref.weights.numel());
+  const double max_diff = (dist.weights - ref.weights).abs().max().item<double>();
+  EXPECT_LT(max_diff, 1e-5) << "final weights differ by up to " << max_diff;
+  // The run must have trained at all, or equality would prove nothing.
+  EXPECT_LT(ref.losses.back(), ref.losses.front());
+}
+
+class Runtime : public ::testing::Test {
+ protected:
+  test_support::LocalNodes nodes{{"d0", "d1", "d2", "d3"}};
+};
+
+TEST_F(Runtime, HybridPipelineWithAGroupEqualsSingleDevice) {
+  // fmnist-cnn: 3 stages, the middle one a group of two devices that split
+  // each micro-batch 5/3.
+  const int layers = compute::layer_count("fmnist-cnn");
+  ASSERT_GE(layers, 4);
+  const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 3, {{"d1", 5}, {"d2", 3}}}, {3, layers, {{"d3", 8}}}});
+  const auto ref = train_single("fmnist-cnn", 5);
+  expect_equivalent(ref, train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+TEST_F(Runtime, PureDataParallelEqualsSingleDevice) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  const Plan plan = make_plan(2, {{0, layers, {{"d0", 6}, {"d1", 4}, {"d2", 6}}}});
+  expect_equivalent(train_single("fmnist-cnn", 5), train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+TEST_F(Runtime, OneDevicePerStageEqualsSingleDevice) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 2, {{"d1", 8}}}, {2, 3, {{"d2", 8}}},
+                                  {3, layers, {{"d3", 8}}}});
+  expect_equivalent(train_single("fmnist-cnn", 5), train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+// The order of forwards and backwards each stage recorded, as "F0 F1 B0 ...".
+std::map<std::pair<uint32_t, uint32_t>, std::string> recorded_orders(const std::vector<messages::TraceEvent>& trace,
+                                                                      uint64_t round) {
+  std::vector<messages::TraceEvent> ops;
+  for (const auto& e : trace) {
+    if (e.round == round && (e.kind == messages::TraceKind::forward || e.kind == messages::TraceKind::backward)) {
+      ops.push_back(e);
+    }
+  }
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.start_us < b.start_us; });
+  std::map<std::pair<uint32_t, uint32_t>, std::string> orders;
+  for (const auto& e : ops) {
+    orders[{e.stage, e.member}] +=
+        to_string(Op{e.kind == messages::TraceKind::forward ? Op::Kind::forward : Op::Kind::backward,
+                     static_cast<int>(e.microbatch)}) +
+        " ";
+  }
+  return orders;
+}
+
+TEST_F(Runtime, EveryStageFollowsTheCanonicalOneFOneBOrder) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  struct Case {
+    int microbatches;
+    std::vector<Stage> stages;
+  };
+  const std::vector<Case> cases = {
+      {4, {{0, 2, {{"d0", 8}}}, {2, layers, {{"d1", 8}}}}},
+      {8, {{0, 1, {{"d0", 4}}}, {1, 2, {{"d1", 4}}}, {2, layers, {{"d2", 4}}}}},
+      {2, {{0, 1, {{"d0", 16}}}, {1, 2, {{"d1", 16}}}, {2, 3, {{"d2", 16}}}, {3, layers, {{"d3", 16}}}}},
+  };
+  for (const Case& c : cases) {
+    const Plan plan = make_plan(c.microbatches, c.stages);
+    const auto run = train_distributed(nodes.cluster(), plan, "fmnist-cnn", 2, /*trace=*/true);
+    const int stages = static_cast<int>(c.stages.size());
+    for (uint64_t round = 0; round < 2; ++round) {
+      const auto orders = recorded_orders(run.trace, round);
+      for (int p = 0; p < stages; ++p) {
+        std::string canonical;
+        for (const Op& op : canonical_1f1b(p, stages, c.microbatches)) canonical += to_string(op) + " ";
+        auto found = orders.find({static_cast<uint32_t>(p), 0u});
+        ASSERT_NE(found, orders.end()) << "stage " << p << " recorded nothing";
+        EXPECT_EQ(found->second, canonical) << "stage " << p << " of " << stages << ", M=" << c.microbatches
+                                            << ", round " << round;
+      }
+    }
+  }
+}
+
+TEST_F(Runtime, UnknownModelIsRefusedAndTheNodeAcceptsTheNextJob) {
+  const Plan plan = make_plan(1, {{0, 3, {{"d0", 32}}}});
+  try {
+    train_distributed(nodes.cluster(), plan, "no-such-model", 1);
+    FAIL() << "an unknown model was deployed";
+  } catch (const JobError& e) {
+    EXPECT_NE(std::string(e.what()).find("d0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no-such-model"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(nodes.process("d0").running());
+  const int layers = compute::layer_count("fmnist-cnn");
+  const auto run = train_distributed(nodes.cluster(), make_plan(1, {{0, layers, {{"d0", 32}}}}), "fmnist-cnn", 1);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_GT(run.rounds[0].loss, 0);
+}
+
+TEST_F(Runtime, UnreachableDeviceFailsFastWithItsNameAndAddress) {
+  planner::Cluster cluster = nodes.cluster();
+  planner::Device ghost;
+  ghost.id = "ghost";
+  ghost.host = "127.0.0.1";
+  ghost.port = nodes.cluster().devices[0].port;
+  nodes.process("d0").stop();  // nothing listens there any more
+  ghost.memory_mb = 4096;
+  cluster.devices.push_back(ghost);
+  const int layers = compute::layer_count("fmnist-cnn");
+  const Plan plan = make_plan(1, {{0, layers, {{"d1", 16}, {"ghost", 16}}}});
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    train_distributed(cluster, plan, "fmnist-cnn", 1);
+    FAIL() << "a job with an unreachable device ran";
+  } catch (const JobError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("ghost"), std::string::npos) << what;
+    EXPECT_NE(what.find("127.0.0.1:" + std::to_string(ghost.port)), std::string::npos) << what;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+}
+
+TEST_F(Runtime, MemoryBudgetIsEnforcedAtAssignment) {
+  test_support::LocalNodes small({"tiny"}, {"--memory-mb", "1"});
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  JobSpec spec;
+  spec.cluster = small.cluster();
+  const int layers = compute::layer_count("fmnist-cnn");
+  spec.plan = make_plan(1, {{0, layers, {{"tiny", 32}}}});
+  spec.model = "fmnist-cnn";
+  spec.required_memory_bytes["tiny"] = 2 * 1048576;
+  Coordinator coordinator(system, spec);
+  try {
+    coordinator.deploy();
+    FAIL() << "a stage larger than the node's budget was deployed";
+  } catch (const JobError& e) {
+    EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tiny"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace asteroid::actors
