@@ -246,7 +246,8 @@ State state_from_json(const json& j) {
     r.memory_mb = n.value("memory_mb", 0.0);
     r.log = n.value("log", "");
     r.argv = n.value("argv", std::vector<std::string>{});
-    for (const auto& [k, v] : n.value("env", json::object()).items()) r.env.emplace_back(k, v.get<std::string>());
+    const json env = n.value("env", json::object());  // named: items() must not outlive it
+    for (const auto& [k, v] : env.items()) r.env.emplace_back(k, v.get<std::string>());
     s.nodes.push_back(r);
   }
   return s;
