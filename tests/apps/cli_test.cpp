@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "apps/testbed/emulated_cluster.h"
@@ -118,6 +120,27 @@ TEST(Cli, ProbeLinkThroughClusterExec) {
   std::printf("cluster exec probe, 100 Mbit/s: %.1f Mbit/s\n", mbps);
   EXPECT_GE(mbps, 90);
   EXPECT_LE(mbps, 110);
+}
+
+// The real `asteroid node` under the emulation this machine offers.
+TEST(Cli, RealNodesComeUpAndGoDown) {
+  TempDir tmp;
+  std::string dir = tmp / "c";
+  DownGuard guard{dir};
+  CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "D", "--dir", dir, "--ready-timeout", "120"},
+                               Millis(180000));
+  ASSERT_EQ(up.status, 0) << up.err << up.out;
+  auto procs = test::recorded_processes(dir);
+  for (const auto& p : procs) EXPECT_TRUE(p.alive());
+  // Each node says it listens where cluster.json says it is.
+  for (const auto& d : EmulatedCluster::attach(dir).cluster().devices) {
+    std::ifstream in(dir + "/logs/" + d.id + ".log");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("listening"), std::string::npos) << d.id << ": " << text;
+  }
+  CommandResult down = test::run({kAsteroid, "cluster", "down", "--dir", dir});
+  EXPECT_EQ(down.status, 0) << down.err;
+  for (const auto& p : procs) EXPECT_FALSE(p.alive()) << p.pid;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // exec, faults, and above all clean-up after every kind of failure.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <filesystem>
@@ -376,6 +377,50 @@ TEST(LauncherRoot, CutAndHealLinkBetweenTwoDevices) {
   EXPECT_FALSE(reach("dev2", 1));
   c.inject_heal_link("dev2", "*");
   EXPECT_TRUE(reach("dev0", 2));
+}
+
+// The coordinator's way in: setns into the hub, then plain sockets reach
+// every device at its cluster.json address. Done in a forked child so the
+// test process keeps its own namespace.
+TEST(LauncherRoot, EnterClusterNetworkReachesTheNodes) {
+  SKIP_WITHOUT_NETNS();
+  TempDir tmp;
+  std::string dir = tmp / "c";
+  EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::none, NetMode::netns));
+  planner::Cluster cl = c.cluster();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int rc = 0;
+    try {
+      if (enter_cluster_network(dir + "/cluster.json") != "netns-tc") rc = 2;
+      for (const auto& d : cl.devices) {
+        CommandResult r = run_command({kHelper, "probe-link", "--connect", d.host + ":" + std::to_string(d.port),
+                                       "--seconds", "0.02"},
+                                      Millis(5000));
+        if (!r.ok()) rc = 3;
+      }
+    } catch (...) {
+      rc = 4;
+    }
+    ::_exit(rc);
+  }
+  int status = -1;
+  auto deadline = Clock::now() + Millis(20000);
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (Clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      FAIL() << "child timed out";
+    }
+    std::this_thread::sleep_for(Millis(5));
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Relay or no emulation: nothing to enter.
+  TempDir other;
+  EmulatedCluster r = EmulatedCluster::up(small_spec(1), options(other / "c", CpuMode::none, NetMode::relay));
+  EXPECT_EQ(enter_cluster_network(other / "c"), "relay");
+  EXPECT_EQ(enter_cluster_network(tmp.path()), "none");  // no nodes.json: real devices
 }
 
 }  // namespace
