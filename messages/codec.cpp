@@ -192,6 +192,31 @@ struct Encoder {
   void operator()(const StateRequest& m) { env.setStateRequest(m.round); }
 };
 
+// A message builder whose first segment is a buffer the caller owns (and
+// keeps: unlike MallocMessageBuilder, it does not zero that buffer when it
+// goes away). Further segments, if the first fills up, are its own.
+class FirstSegmentBuilder : public capnp::MessageBuilder {
+ public:
+  explicit FirstSegmentBuilder(kj::ArrayPtr<capnp::word> first) : first_(first) {}
+
+  kj::ArrayPtr<capnp::word> allocateSegment(unsigned minimum_size) override {
+    if (!first_used_ && minimum_size <= first_.size()) {
+      first_used_ = true;
+      return first_;
+    }
+    auto segment = kj::heapArray<capnp::word>(std::max(minimum_size, 8192u));
+    std::memset(segment.begin(), 0, segment.size() * sizeof(capnp::word));
+    auto view = segment.asPtr();
+    more_.push_back(std::move(segment));
+    return view;
+  }
+
+ private:
+  kj::ArrayPtr<capnp::word> first_;
+  bool first_used_ = false;
+  std::vector<kj::Array<capnp::word>> more_;
+};
+
 size_t payload_bytes(const Message& message) {
   struct {
     size_t operator()(const Activation& m) const { return m.tensor.bytes + m.labels.bytes; }
@@ -515,16 +540,28 @@ class Reader {
 }  // namespace
 
 std::vector<char> encode(const Message& message) {
-  // One first segment big enough for the whole message, so tensors are not
-  // split across segments and the flat array is copied once.
-  const size_t words = payload_bytes(message) / sizeof(capnp::word) + 256;
-  capnp::MallocMessageBuilder builder(static_cast<unsigned>(std::min<size_t>(words, 1u << 29)));
+  // Build the message straight into the output buffer: its first segment
+  // sits after the 8-byte segment table, sized for the payload plus the
+  // structure around it, so tensor bytes are copied exactly once. Should the
+  // estimate fall short, Cap'n Proto adds segments and the flat array is
+  // written out with one more copy.
+  const size_t words = payload_bytes(message) / sizeof(capnp::word) + 512;
+  std::vector<char> bytes((words + 1) * sizeof(capnp::word));  // zeroed, as Cap'n Proto requires
+  kj::ArrayPtr<capnp::word> first(reinterpret_cast<capnp::word*>(bytes.data() + sizeof(capnp::word)), words);
+  FirstSegmentBuilder builder(first);
   std::visit(Encoder{builder.initRoot<wire::Envelope>()}, message);
+  auto segments = builder.getSegmentsForOutput();
+  if (segments.size() == 1 && segments[0].begin() == first.begin()) {
+    const uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};  // one segment, its size
+    std::memcpy(bytes.data(), table, sizeof table);
+    bytes.resize((segments[0].size() + 1) * sizeof(capnp::word));
+    return bytes;
+  }
   const size_t size = capnp::computeSerializedSizeInWords(builder) * sizeof(capnp::word);
-  std::vector<char> bytes(size);
-  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(bytes.data()), size));
+  std::vector<char> spilled(size);
+  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(spilled.data()), size));
   capnp::writeMessage(out, builder);
-  return bytes;
+  return spilled;
 }
 
 Decoded decode(std::shared_ptr<const std::vector<char>> bytes, const DecodeLimits& limits) {
