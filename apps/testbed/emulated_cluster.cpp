@@ -906,6 +906,31 @@ std::string enter_cluster_network(const std::string& dir_or_file) {
   return s.mech.net;
 }
 
+std::vector<std::string> unreachable_devices(const planner::Cluster& cluster, Millis timeout) {
+  std::vector<std::string> out;
+  std::vector<std::thread> threads;
+  std::vector<char> ok(cluster.devices.size(), 0);
+  auto deadline = Clock::now() + timeout;
+  for (size_t i = 0; i < cluster.devices.size(); ++i) {
+    const auto& d = cluster.devices[i];
+    if (d.host.empty() || d.port <= 0) {
+      ok[i] = 1;
+      continue;
+    }
+    threads.emplace_back([&, i] {
+      const auto& dev = cluster.devices[i];
+      while (!ok[i] && Clock::now() < deadline) {
+        if (can_connect(dev.host, dev.port, Millis(200))) ok[i] = 1;
+        else std::this_thread::sleep_for(Millis(50));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < cluster.devices.size(); ++i)
+    if (!ok[i]) out.push_back(cluster.devices[i].id);
+  return out;
+}
+
 // ---- fault injection ---------------------------------------------------------------------
 
 namespace {

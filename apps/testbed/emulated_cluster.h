@@ -190,6 +190,12 @@ std::string enter_cluster_network(const std::string& dir_or_file);
 [[noreturn]] void exec_as_device(const std::string& dir, const std::string& device,
                                  const std::vector<std::string>& argv);
 
+// Devices of `cluster` (with host and port) that do not accept a TCP
+// connection within `timeout` (tried in parallel, in this process's current
+// network namespace): the check behind "a cluster file whose devices are
+// unreachable" errors. Devices without host/port are skipped.
+std::vector<std::string> unreachable_devices(const planner::Cluster& cluster, Millis timeout = Millis(3000));
+
 // This process's executable (/proc/self/exe).
 std::string self_executable();
 

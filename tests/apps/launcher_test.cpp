@@ -266,6 +266,27 @@ TEST(Launcher, FaultsFreezeThawKillRestartSlowInRelayMode) {
   expect_nothing_left(dir, procs);
 }
 
+TEST(Launcher, UnreachableDevicesAreNamed) {
+  TempDir tmp;
+  EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(tmp / "c", CpuMode::none, NetMode::relay));
+  planner::Cluster cl = c.cluster();
+  EXPECT_TRUE(unreachable_devices(cl, Millis(2000)).empty());
+  c.inject_kill("dev1");
+  planner::Device ghost;
+  ghost.id = "ghost";
+  ghost.host = "127.0.0.1";
+  ghost.port = 1;  // nothing listens there
+  cl.devices.push_back(ghost);
+  cl.devices[0].port = 0;  // planned for only: skipped
+  auto t0 = Clock::now();
+  // dev1's relay still accepts (then drops) connections: only the ghost is
+  // certain to be unreachable.
+  auto bad = unreachable_devices(cl, Millis(500));
+  EXPECT_NE(std::find(bad.begin(), bad.end(), "ghost"), bad.end());
+  EXPECT_EQ(std::find(bad.begin(), bad.end(), "dev0"), bad.end());
+  EXPECT_LT(Clock::now() - t0, Millis(3000));
+}
+
 TEST(Launcher, UnknownPresetIsAClearError) {
   try {
     preset_spec("X");
