@@ -1,6 +1,7 @@
 #include "apps/distributed_training.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 
