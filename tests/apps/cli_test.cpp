@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <signal.h>
+
 #include <thread>
 
 #include "apps/testbed/emulated_cluster.h"
@@ -90,6 +92,31 @@ TEST(Cli, FailingUpLeavesNothing) {
   EXPECT_NE(up.status, 0);
   EXPECT_NE(up.err.find("node nano-3 exited with status 3"), std::string::npos) << up.err;
   for (const auto& p : test::recorded_processes(dir)) EXPECT_FALSE(p.alive()) << p.pid;
+  std::string cid = test::read_json(dir + "/nodes.json")["cluster_id"];
+  EXPECT_TRUE(test::leftovers_of(cid).empty());
+}
+
+// `cluster up` itself killed half-way (SIGKILL: no clean-up of its own):
+// `cluster down` finds everything in nodes.json and removes it.
+TEST(Cli, DownAfterTheLauncherWasKilled) {
+  TempDir tmp;
+  std::string dir = tmp / "c";
+  DownGuard guard{dir};
+  SpawnOptions so;
+  so.argv = {kAsteroid, "cluster", "up", "--env", "D", "--dir", dir, "--node-command", kHelper + " hang",
+             "--ready-timeout", "60"};
+  so.output_file = tmp / "up.log";
+  Subprocess up = Subprocess::spawn(so);
+  auto deadline = Clock::now() + Millis(30000);
+  while (test::recorded_processes(dir).size() < 4 && Clock::now() < deadline) std::this_thread::sleep_for(Millis(10));
+  auto procs = test::recorded_processes(dir);
+  ASSERT_EQ(procs.size(), 4u);
+  up.signal(SIGKILL);
+  up.wait_for(Millis(5000));
+  for (const auto& p : procs) EXPECT_TRUE(p.alive());  // orphans now
+  CommandResult down = test::run({kAsteroid, "cluster", "down", "--dir", dir, "--grace", "1"});
+  EXPECT_EQ(down.status, 0) << down.err;
+  for (const auto& p : procs) EXPECT_FALSE(p.alive()) << p.pid;
   std::string cid = test::read_json(dir + "/nodes.json")["cluster_id"];
   EXPECT_TRUE(test::leftovers_of(cid).empty());
 }
