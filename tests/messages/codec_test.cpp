@@ -4,7 +4,9 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 
 #include "messages/asteroid.capnp.h"
@@ -88,6 +90,11 @@ TEST(Codec, EveryKindRoundTripsByteForByte) {
     ASSERT_TRUE(decoded.ok()) << decoded.error;
     EXPECT_EQ(decoded.message->index(), message.index());
     EXPECT_EQ(encode(*decoded.message), bytes);
+    // Seeds for the fuzzer (README, "Fuzzing the codec").
+    if (const char* corpus = std::getenv("ASTEROID_FUZZ_CORPUS")) {
+      std::ofstream(std::string(corpus) + "/" + kind_name(message) + ".bin", std::ios::binary)
+          .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
   }
 }
 
