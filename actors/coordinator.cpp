@@ -263,10 +263,10 @@ struct Coordinator::Impl {
     return report;
   }
 
-  std::vector<messages::StageState> fetch_states() {
+  std::vector<messages::StageState> fetch_states(bool every_member) {
     std::vector<messages::StageState> states;
     for (const Member& m : members) {
-      if (m.member != 0) continue;
+      if (m.member != 0 && !every_member) continue;
       std::string failure;
       self->request(m.actor, spec.deploy_timeout, messages::to_wire(messages::StateRequest{round}))
           .receive(
@@ -306,7 +306,9 @@ void Coordinator::deploy(uint64_t first_round, const std::vector<messages::Stage
 
 RoundReport Coordinator::run_round() { return impl_->run_round(); }
 
-std::vector<messages::StageState> Coordinator::fetch_states() { return impl_->fetch_states(); }
+std::vector<messages::StageState> Coordinator::fetch_states() { return impl_->fetch_states(false); }
+
+std::vector<messages::StageState> Coordinator::fetch_member_states() { return impl_->fetch_states(true); }
 
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }
 

@@ -71,6 +71,9 @@ class Coordinator {
   // The last committed state of every stage (from its first member), in
   // stage order. Throws JobError.
   std::vector<messages::StageState> fetch_states();
+  // The same from every member of every group, stage by stage, member by
+  // member (members of a group must hold identical states).
+  std::vector<messages::StageState> fetch_member_states();
 
   // Trace events received so far (when spec.trace), and the peak resident
   // memory reported by each device.

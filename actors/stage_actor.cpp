@@ -149,21 +149,27 @@ class StageMember {
         next.size() != a_.next_group.size()) {
       return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");
     }
-    std::string why;
-    if (!node_->reserve(a_.required_memory_bytes, &why)) return error(messages::ErrorCode::out_of_memory, why);
-    reserved_bytes_ = a_.required_memory_bytes;
+    std::unique_ptr<compute::StageModel> model;
     try {
-      auto model = std::make_unique<compute::StageModel>(a_.model, static_cast<int>(a_.layer_begin),
-                                                         static_cast<int>(a_.layer_end), a_.seed,
-                                                         to_compute(a_.optimizer));
+      model = std::make_unique<compute::StageModel>(a_.model, static_cast<int>(a_.layer_begin),
+                                                    static_cast<int>(a_.layer_end), a_.seed,
+                                                    to_compute(a_.optimizer));
       if (!a_.initial_state.weights.empty()) load_state(*model, a_.initial_state);
       if (a_.stage == 0) data_ = compute::open_dataset(a_.model, compute::Split::train);
-      model_ = std::move(model);
     } catch (const std::exception& e) {
-      node_->release(reserved_bytes_);
-      reserved_bytes_ = 0;
       return error(messages::ErrorCode::invalid_request, e.what());
     }
+    // What this member holds for sure: weights, gradients and optimizer
+    // state, plus their committed copy. The planner's estimate (activations,
+    // replicas) is usually larger.
+    const uint64_t k_opt = static_cast<uint64_t>(a_.optimizer.kind);  // 0 sgd, 1 momentum, 2 adam
+    const uint64_t held = static_cast<uint64_t>(model->parameter_bytes()) * (3 + 2 * k_opt);
+    std::string why;
+    if (!node_->reserve(std::max(a_.required_memory_bytes, held), &why)) {
+      return error(messages::ErrorCode::out_of_memory, why);
+    }
+    reserved_bytes_ = std::max(a_.required_memory_bytes, held);
+    model_ = std::move(model);
     prev_ = std::move(prev);
     group_ = std::move(group);
     next_ = std::move(next);
