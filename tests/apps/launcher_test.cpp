@@ -398,6 +398,14 @@ TEST(LauncherRoot, CutAndHealLinkBetweenTwoDevices) {
   EXPECT_FALSE(reach("dev2", 1));
   c.inject_heal_link("dev2", "*");
   EXPECT_TRUE(reach("dev0", 2));
+  // The coordinator's side: the hub loses dev1 only.
+  EXPECT_TRUE(reach("hub", 1));
+  c.inject_cut_link("dev1", "hub");
+  EXPECT_FALSE(reach("hub", 1));
+  EXPECT_TRUE(reach("hub", 0));
+  EXPECT_TRUE(reach("dev0", 1));
+  c.inject_heal_link("dev1", "hub");
+  EXPECT_TRUE(reach("hub", 1));
 }
 
 // The coordinator's way in: setns into the hub, then plain sockets reach
