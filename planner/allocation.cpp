@@ -43,8 +43,9 @@ bool greedy_split(const ProfileTables& t, const int* group, int g, int begin, in
   auto after_gift = [&](int i) {
     int y = y_out[i] + 1;
     if (caps && y > caps[i]) return kInf;
-    int d = group[i];
-    return t.fwd_ms(d, begin, end, y) + t.bwd_ms(d, begin, end, y);
+    double f, b;
+    t.times(group[i], begin, end, y, &f, &b);
+    return f + b;
   };
   for (int i = 0; i < g; ++i) y_out[i] = 1;
   for (int i = 0; i < g; ++i) next[i] = after_gift(i);
@@ -67,8 +68,10 @@ void stage_times(const ProfileTables& t, const int* group, int g, const int* y, 
                  int end, double* ef_ms, double* eb_ms) {
   double ef = 0, eb = 0;
   for (int i = 0; i < g; ++i) {
-    ef = std::max(ef, t.fwd_ms(group[i], begin, end, y[i]));
-    eb = std::max(eb, t.bwd_ms(group[i], begin, end, y[i]));
+    double f, b;
+    t.times(group[i], begin, end, y[i], &f, &b);
+    ef = std::max(ef, f);
+    eb = std::max(eb, b);
   }
   *ef_ms = ef;
   *eb_ms = eb;

@@ -45,6 +45,9 @@ ProfileTables::ProfileTables(const Cluster& cluster, const Profile& profile)
       }
     }
   }
+  coef_.resize(static_cast<size_t>(n) * kCoefCache);
+  for (int d = 0; d < n; ++d)
+    for (int y = 0; y < kCoefCache; ++y) coef_[static_cast<size_t>(d) * kCoefCache + y] = make_coef(d, y);
   bw_.assign(static_cast<size_t>(n) * n, std::numeric_limits<double>::infinity());
   for (int a = 0; a < n; ++a)
     for (int b = 0; b < n; ++b)
@@ -84,18 +87,23 @@ std::vector<int> ProfileTables::fastest(int k) const {
   return out;
 }
 
-double ProfileTables::time(const Table& t, int d, int begin, int end, int y) const {
-  const std::vector<int>& b = t.batch[d];
-  const double* p = t.prefix[d].data();
-  const size_t l1 = static_cast<size_t>(layers_) + 1;
-  auto seg = [&](size_t k) { return p[k * l1 + end] - p[k * l1 + begin]; };
+ProfileTables::Coef ProfileTables::make_coef(int d, int y) const {
+  const std::vector<int>& b = fwd_.batch[d];
   const size_t n = b.size();
-  if (y <= b[0]) return seg(0) * (static_cast<double>(y) / b[0]);
-  if (y >= b[n - 1]) return seg(n - 1) * (static_cast<double>(y) / b[n - 1]);
-  size_t k = static_cast<size_t>(std::upper_bound(b.begin(), b.end(), y) - b.begin()) - 1;
-  double w = static_cast<double>(y - b[k]) / (b[k + 1] - b[k]);
-  double lo = seg(k);
-  return lo + (seg(k + 1) - lo) * w;
+  Coef c;
+  if (y <= b[0]) {
+    c.k = 0;
+    c.c = static_cast<double>(y) / b[0];
+  } else if (y >= b[n - 1]) {
+    c.k = static_cast<int>(n - 1);
+    c.c = static_cast<double>(y) / b[n - 1];
+  } else {
+    size_t k = static_cast<size_t>(std::upper_bound(b.begin(), b.end(), y) - b.begin()) - 1;
+    c.k = static_cast<int>(k);
+    c.scale = false;
+    c.c = static_cast<double>(y - b[k]) / (b[k + 1] - b[k]);
+  }
+  return c;
 }
 
 double ProfileTables::min_rate(int d, int layer, int max_y, bool fwd_only) const {

@@ -28,8 +28,14 @@ class ProfileTables {
   int index(const std::string& id) const;
 
   // Time of layers [begin, end) on device d for y samples (y >= 0), ms.
-  double fwd_ms(int d, int begin, int end, int y) const { return time(fwd_, d, begin, end, y); }
-  double bwd_ms(int d, int begin, int end, int y) const { return time(bwd_, d, begin, end, y); }
+  double fwd_ms(int d, int begin, int end, int y) const { return time(fwd_, d, begin, end, coef(d, y)); }
+  double bwd_ms(int d, int begin, int end, int y) const { return time(bwd_, d, begin, end, coef(d, y)); }
+  // Both at once (same numbers as the two calls above).
+  void times(int d, int begin, int end, int y, double* fwd, double* bwd) const {
+    Coef c = coef(d, y);
+    *fwd = time(fwd_, d, begin, end, c);
+    *bwd = time(bwd_, d, begin, end, c);
+  }
 
   double weight_bytes(int begin, int end) const { return weight_[end] - weight_[begin]; }
   double stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
@@ -60,7 +66,27 @@ class ProfileTables {
     std::vector<std::vector<int>> batch;        // [d][k]
     std::vector<std::vector<double>> prefix;    // [d][k * (L+1) + l]
   };
-  double time(const Table& t, int d, int begin, int end, int y) const;
+  // Where y falls among device d's profiled sizes: t = seg(k) * c when
+  // scale is set (below the first or above the last size), else
+  // t = seg(k) + (seg(k+1) - seg(k)) * c. Cached for small y.
+  struct Coef {
+    int k = 0;
+    bool scale = true;
+    double c = 0;
+  };
+  static constexpr int kCoefCache = 512;
+  Coef coef(int d, int y) const {
+    return y >= 0 && y < kCoefCache ? coef_[static_cast<size_t>(d) * kCoefCache + y] : make_coef(d, y);
+  }
+  Coef make_coef(int d, int y) const;
+  double time(const Table& t, int d, int begin, int end, Coef c) const {
+    const double* p = t.prefix[d].data() + static_cast<size_t>(c.k) * (layers_ + 1);
+    double lo = p[end] - p[begin];
+    if (c.scale) return lo * c.c;
+    const double* q = p + (layers_ + 1);
+    return lo + ((q[end] - q[begin]) - lo) * c.c;
+  }
+  std::vector<Coef> coef_;
 
   Cluster cluster_;
   Profile profile_;

@@ -39,6 +39,9 @@ struct SearchStats {
   long long entries = 0;            // Pareto entries created
   long long complete_plans = 0;     // whole plans met by the search
   int chosen_sets_skipped = 0;      // k pruned by the lower bound
+  double seed_ms = 0;               // one-value DP seeding the incumbent
+  double exact_ms = 0;              // exact minimum of T_round
+  double tie_break_ms = 0;          // exact tie-breaks among the optima
 };
 
 struct PlanResult {
