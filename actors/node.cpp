@@ -10,10 +10,13 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "actors/node_context.h"
 #include "actors/system_config.h"
 #include "compute/model_zoo.h"
+#include "compute/profiler.h"
+#include "planner/json_io.h"
 #include "messages/transport.h"
 
 namespace asteroid::actors {
@@ -23,6 +26,33 @@ int64_t now_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// Profiles a model here, under this node's emulation. With a cgroup CPU
+// quota the measured times are already those of the emulated device; with
+// the in-process throttle, which sleeps after each compute call, they are
+// scaled by 1 / share, the slow-down the throttle applies in training.
+messages::WireMessage profile(NodeContext& node, const messages::ProfileRequest& request) {
+  try {
+    compute::ProfileOptions options;
+    if (!request.batches.empty()) options.batches.assign(request.batches.begin(), request.batches.end());
+    if (request.repeats > 0) options.repeats = static_cast<int>(request.repeats);
+    planner::Profile profile = compute::profile_model(request.model, node.node_id, options);
+    const double share = node.throttle.share();
+    if (share > 0 && share < 1) {
+      for (auto& [id, device] : profile.devices) {
+        for (auto* table : {&device.fwd_ms, &device.bwd_ms}) {
+          for (auto& layer : *table) {
+            for (double& ms : layer) ms /= share;
+          }
+        }
+      }
+    }
+    return messages::to_wire(messages::ProfileResult{planner::profile_to_json(profile).dump()});
+  } catch (const std::exception& e) {
+    return messages::to_wire(messages::Error{messages::ErrorCode::invalid_request,
+                                             "node " + node.node_id + " cannot profile: " + e.what()});
+  }
 }
 
 // The published actor of a node. Blocking, hence on a thread of its own, so
@@ -45,6 +75,12 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
           info.models = compute::model_names();
           return messages::to_wire(info);
         }
+        if (auto* request = std::get_if<messages::ProfileRequest>(&*decoded.message)) {
+          return profile(*node, *request);
+        }
+        if (std::holds_alternative<messages::LinkProbe>(*decoded.message)) {
+          return messages::to_wire(messages::LinkProbe{});
+        }
         return messages::to_wire(messages::Error{
             messages::ErrorCode::invalid_request,
             std::string("a node does not accept ") + messages::kind_name(*decoded.message) + " messages"});
@@ -66,10 +102,8 @@ int run_node(const NodeOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   at::set_num_threads(options.threads);
-  auto node = std::make_shared<NodeContext>();
-  node->node_id = options.id;
-  node->memory_budget_bytes = static_cast<uint64_t>(options.memory_mb * 1048576.0);
-  node->cpu_share = options.cpu_share;
+  auto node = std::make_shared<NodeContext>(options.id, static_cast<uint64_t>(options.memory_mb * 1048576.0),
+                                            options.cpu_share);
 
   AsteroidConfig config(SystemOptions{}, node);
   caf::actor_system system(config);

@@ -4,8 +4,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 namespace asteroid::actors {
+
+NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
+    : node_id(std::move(id)),
+      memory_budget_bytes(memory_budget),
+      cpu_share(share),
+      throttle(compute::CpuThrottle::from_environment(share > 0 ? std::optional<double>(share) : std::nullopt)) {}
 
 bool NodeContext::reserve(uint64_t bytes, std::string* why) {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -5,6 +5,8 @@
 
 #include <caf/actor_addr.hpp>
 
+#include "compute/cpu_throttle.h"
+
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -13,9 +15,16 @@
 namespace asteroid::actors {
 
 struct NodeContext {
+  // cpu_share > 0 throttles in-process (also $ASTEROID_CPU_SHARE and the
+  // slow-down control file, see compute/cpu_throttle.h).
+  explicit NodeContext(std::string id = "node", uint64_t memory_budget = 0, double cpu_share = 0);
+
   std::string node_id = "node";
   uint64_t memory_budget_bytes = 0;  // 0: no budget
   double cpu_share = 0;              // in-process throttle; 0: none
+  // Wraps every compute call of the stages hosted here (a no-op unless the
+  // node runs with --cpu-share, the fallback when cgroups are not available).
+  compute::CpuThrottle throttle;
 
   // Reserves `bytes` of the budget for a stage. False, with the reason in
   // `why`, when they do not fit beside what is already reserved.

@@ -400,7 +400,7 @@ class StageMember {
       inputs_.erase(mb);
     }
     const int64_t start = now_us();
-    at::Tensor output = model_->forward(mb, input);
+    at::Tensor output = node_->throttle.run([&] { return model_->forward(mb, input); });
     record(TraceKind::forward, mb, start, now_us(), 0);
     if (a_.stage + 1 == a_.stage_count) {
       labels_[mb] = labels;
@@ -424,7 +424,8 @@ class StageMember {
     const int64_t start = now_us();
     at::Tensor grad_input;
     if (a_.stage + 1 == a_.stage_count) {
-      auto result = model_->backward_loss(mb, labels_.at(mb), static_cast<double>(a_.batch));
+      auto result = node_->throttle.run(
+          [&] { return model_->backward_loss(mb, labels_.at(mb), static_cast<double>(a_.batch)); });
       labels_.erase(mb);
       loss_sum_ += result.loss_sum;
       correct_ += result.correct;
@@ -433,7 +434,7 @@ class StageMember {
     } else {
       const at::Tensor grad = gradients_.at(mb).tensor();
       gradients_.erase(mb);
-      grad_input = model_->backward(mb, grad);
+      grad_input = node_->throttle.run([&] { return model_->backward(mb, grad); });
     }
     record(TraceKind::backward, mb, start, now_us(), 0);
     if (a_.stage > 0) {
@@ -532,7 +533,7 @@ class StageMember {
   void finish_round() {
     const int64_t step_start = now_us();
     record(TraceKind::all_reduce, 0, reduce_start_us_, step_start, a_.group.size() > 1 ? flat_.nbytes() : 0);
-    model_->apply_gradients(flat_);
+    node_->throttle.run([&] { model_->apply_gradients(flat_); });
     flat_ = at::Tensor();
     stepped_ = true;
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);

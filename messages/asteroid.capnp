@@ -258,5 +258,7 @@ struct Envelope {
     stateRequest @13 :UInt64;  # coordinator -> member: your StageState (committed round)
     planRequest @14 :PlanRequest;
     planResult @15 :PlanResult;
+    linkProbe @16 :Data;       # coordinator -> node: bytes to time the link;
+                               # the node answers with an empty linkProbe
   }
 }

@@ -189,6 +189,10 @@ struct Encoder {
     o.setExplanation(m.explanation);
   }
   void operator()(const Hello&) { env.setHello(); }
+  void operator()(const LinkProbe& m) {
+    auto data = env.initLinkProbe(static_cast<unsigned>(m.payload.size()));
+    if (!m.payload.empty()) std::memcpy(data.begin(), m.payload.data(), m.payload.size());
+  }
   void operator()(const StateRequest& m) { env.setStateRequest(m.round); }
 };
 
@@ -238,6 +242,7 @@ size_t payload_bytes(const Message& message) {
     }
     size_t operator()(const PlanResult& m) const { return m.plan_json.size() + m.explanation.size(); }
     size_t operator()(const Hello&) const { return 0; }
+    size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
   return std::visit(visitor, message);
@@ -526,6 +531,10 @@ class Reader {
       }
       case wire::Envelope::HELLO:
         return Hello{};
+      case wire::Envelope::LINK_PROBE: {
+        auto data = env.getLinkProbe();
+        return LinkProbe{std::vector<char>(data.begin(), data.end())};
+      }
       case wire::Envelope::STATE_REQUEST:
         return StateRequest{env.getStateRequest()};
     }

@@ -173,13 +173,18 @@ struct PlanResult {
 
 struct Hello {};
 
+// Bytes that only measure a link.
+struct LinkProbe {
+  std::vector<char> payload;
+};
+
 struct StateRequest {
   uint64_t round = 0;
 };
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe>;
 
 // The schema's name of the kind a message holds ("activation", ...).
 const char* kind_name(const Message& message);

@@ -76,7 +76,8 @@ std::vector<Message> one_of_each_kind() {
   PlanRequest plan{"{\"devices\":[]}", "{\"layers\":[]}", "pp", 64, 4, OptimizerKind::sgd, "{}", {"nano-1"}, {"tx2-9"},
                    true};
   PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
-  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result};
+  LinkProbe probe{std::vector<char>(1000, 'x')};
+  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result, probe};
 }
 
 TEST(Codec, EveryKindRoundTripsByteForByte) {
