@@ -23,7 +23,8 @@ std::vector<ModelSpec> make_zoo() {
                  InputKind::image, {1, 28, 28}, 10, 0, "fashion-mnist",
                  {"conv1", "pool1", "conv2", "pool2", "fc1", "fc2"}});
   zoo.push_back({"fmnist-resnet",
-                 "conv stem, five residual blocks (32, 32, 64, 64, 128 channels), average pool, linear",
+                 "conv stem (32 channels), five residual blocks (32, 64, 64, 128, 128 channels, "
+                 "three with stride 2), no norm layers, global average pool, linear",
                  InputKind::image, {1, 28, 28}, 10, 0, "fashion-mnist",
                  chain({{"stem"}, numbered("block", 5), {"head"}})});
   zoo.push_back({"mobilenetv2", "MobileNetV2 for 32x32 inputs (group norm), 17 inverted residual blocks",

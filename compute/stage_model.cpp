@@ -12,6 +12,7 @@
 namespace asteroid::compute {
 
 struct StageModel::Impl {
+  using LossResult = StageModel::LossResult;
   Impl(const std::string& m, int b, int e, uint64_t seed, const OptimizerConfig& opt)
       : spec(find_model(m)), begin(b), end(e), layers(build_layers(m, b, e, seed)), optimizer(opt) {
     for (auto& l : layers)
@@ -57,6 +58,25 @@ struct StageModel::Impl {
   at::Tensor run(at::Tensor x) const {
     for (const auto& l : layers) x = l.module->forward(x);
     return x;
+  }
+
+  // Cross entropy (summed) of `logits` against `labels`, backward of
+  // sum / divisor through the graph, and the gradient of `x`.
+  LossResult loss_backward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& labels,
+                           double divisor) {
+    torch::AutoGradMode grad(true);
+    at::Tensor y = labels.to(torch::kLong);
+    if (y.dim() != 1 || y.size(0) != logits.size(0))
+      throw std::invalid_argument("labels must be a vector of " + std::to_string(logits.size(0)) +
+                                  " class indices");
+    at::Tensor loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    (loss / divisor).backward();
+    LossResult r;
+    r.loss_sum = loss.item<double>();
+    r.correct = logits.detach().argmax(1).eq(y).sum().item<int64_t>();
+    if (x.requires_grad()) r.grad_input = x.grad().defined() ? x.grad() : torch::zeros_like(x);
+    return r;
   }
 
   void zero_grads() {
@@ -115,19 +135,25 @@ StageModel::LossResult StageModel::forward_backward_loss(int64_t key, const at::
   torch::AutoGradMode grad(true);
   at::Tensor x = impl_->prepare(input);
   at::Tensor logits = impl_->run(x);
-  at::Tensor y = labels.to(torch::kLong);
-  if (y.dim() != 1 || y.size(0) != logits.size(0))
-    throw std::invalid_argument("labels must be a vector of " + std::to_string(logits.size(0)) +
-                                " class indices");
-  at::Tensor loss = torch::nn::functional::cross_entropy(
-      logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  (loss / loss_divisor).backward();
-  LossResult r;
-  r.loss_sum = loss.item<double>();
-  r.correct = logits.detach().argmax(1).eq(y).sum().item<int64_t>();
-  if (x.requires_grad()) r.grad_input = x.grad().defined() ? x.grad() : torch::zeros_like(x);
   (void)key;
-  return r;
+  return impl_->loss_backward(x, logits, labels, loss_divisor);
+}
+
+StageModel::LossResult StageModel::backward_loss(int64_t key, const at::Tensor& labels,
+                                                 double loss_divisor) {
+  if (!is_last())
+    throw std::invalid_argument("backward_loss on stage [" + std::to_string(begin()) + ", " +
+                                std::to_string(end()) + ") which is not the last stage");
+  if (!(loss_divisor > 0)) throw std::invalid_argument("loss divisor must be positive");
+  auto it = impl_->stash.find(key);
+  if (it == impl_->stash.end())
+    throw std::invalid_argument("backward_loss: no forward stashed under key " + std::to_string(key));
+  if (!labels.defined() || labels.dim() != 1 || labels.size(0) != it->second.output.size(0))
+    throw std::invalid_argument("labels must be a vector of " +
+                                std::to_string(it->second.output.size(0)) + " class indices");
+  Impl::Stash s = std::move(it->second);
+  impl_->stash.erase(it);
+  return impl_->loss_backward(s.input, s.output, labels, loss_divisor);
 }
 
 void StageModel::drop(int64_t key) { impl_->stash.erase(key); }

@@ -1,0 +1,224 @@
+#include "compute/profiler.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "compute/layers.h"
+#include "compute/model_zoo.h"
+
+namespace asteroid::compute {
+namespace {
+
+// A CPU allocator that counts the bytes alive. It allocates like c10's
+// default CPU allocator (alloc_cpu/free_cpu) and keeps each block's size, so
+// the data pointer is its own context and raw_allocate works (oneDNN uses it).
+class CountingAllocator final : public c10::Allocator {
+ public:
+  static CountingAllocator& instance() {
+    static CountingAllocator* a = new CountingAllocator;  // lives as long as the process
+    return *a;
+  }
+  // Makes it the CPU allocator of this process (once; it stays installed).
+  static void install() {
+    static std::once_flag once;
+    std::call_once(once, [] { c10::SetCPUAllocator(&instance(), /*priority=*/200); });
+  }
+
+  c10::DataPtr allocate(size_t n) const override {
+    void* p = c10::alloc_cpu(n);
+    if (p != nullptr) {
+      std::lock_guard<std::mutex> lock(mu_);
+      sizes_[p] = n;
+      live_ += static_cast<int64_t>(n);
+    }
+    return {p, p, &raw_delete, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &raw_delete; }
+
+  int64_t live() const { return live_.load(); }
+
+ private:
+  static void raw_delete(void* p) {
+    if (p == nullptr) return;
+    instance().release(p);
+    c10::free_cpu(p);
+  }
+  void release(void* p) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) return;
+    live_ -= static_cast<int64_t>(it->second);
+    sizes_.erase(it);
+  }
+
+  mutable std::mutex mu_;
+  mutable std::unordered_map<void*, size_t> sizes_;
+  mutable std::atomic<int64_t> live_{0};
+};
+
+// A synthetic input batch for the first layer: N(0, 1) images or uniform tokens.
+torch::Tensor first_input(const ModelSpec& spec, int64_t batch, uint64_t seed) {
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), spec.sample_shape.begin(), spec.sample_shape.end());
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (spec.input == InputKind::tokens)
+    return torch::randint(spec.vocab_size, shape, gen, torch::kLong);
+  return torch::randn(shape, gen, torch::kFloat);
+}
+
+// The layer's input as a stage sees it: a leaf that wants a gradient, except
+// on the first layer.
+torch::Tensor as_input(const torch::Tensor& x, bool first) {
+  torch::Tensor in = x.detach();
+  if (!first && in.is_floating_point()) in.requires_grad_(true);
+  return in;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void check_batches(const std::vector<int>& b) {
+  if (b.empty()) throw std::invalid_argument("profile: the batch size list is empty");
+  for (size_t i = 0; i < b.size(); ++i)
+    if (b[i] < 1 || (i > 0 && b[i] <= b[i - 1]))
+      throw std::invalid_argument("profile: batch sizes must be positive and strictly increasing");
+}
+
+std::vector<planner::LayerInfo> layer_info(const ModelSpec& spec, std::vector<NamedLayer>& layers,
+                                           int64_t batch, uint64_t seed) {
+  CountingAllocator::install();
+  const CountingAllocator& counter = CountingAllocator::instance();
+  std::vector<planner::LayerInfo> info;
+  torch::Tensor x = first_input(spec, batch, seed);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    planner::LayerInfo li;
+    li.name = layers[l].name;
+    for (const auto& p : layers[l].module->parameters()) li.weight_bytes += double(p.numel() * p.element_size());
+    torch::Tensor in = as_input(x, l == 0);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad(true);
+      const int64_t before = counter.live();
+      y = layers[l].module->forward(in);
+      li.stash_bytes = double(std::max<int64_t>(0, counter.live() - before)) / double(batch);
+    }
+    li.out_bytes = double(y.numel() * y.element_size()) / double(batch);
+    info.push_back(li);
+    x = y.detach();
+  }
+  return info;
+}
+
+}  // namespace
+
+std::vector<int> parse_batch_list(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size())
+      throw std::invalid_argument("--batches: '" + item + "' in '" + text + "' is not an integer");
+    out.push_back(v);
+  }
+  check_batches(out);
+  return out;
+}
+
+std::vector<planner::LayerInfo> measure_layers(const std::string& model, int batch, uint64_t seed) {
+  const ModelSpec& spec = find_model(model);
+  if (batch < 1) throw std::invalid_argument("measure_layers: batch must be positive");
+  auto layers = build_layers(model, 0, spec.layer_count(), seed);
+  return layer_info(spec, layers, batch, seed);
+}
+
+planner::Profile profile_model(const std::string& model, const std::string& device_id,
+                               const ProfileOptions& o) {
+  const ModelSpec& spec = find_model(model);
+  check_batches(o.batches);
+  if (o.repeats < 1) throw std::invalid_argument("profile: --repeats must be at least 1");
+  if (o.warmup < 0) throw std::invalid_argument("profile: warm-up runs must be >= 0");
+  if (o.threads < 1) throw std::invalid_argument("profile: --threads must be at least 1");
+  if (device_id.empty()) throw std::invalid_argument("profile: empty device id");
+  at::set_num_threads(o.threads);
+
+  auto layers = build_layers(model, 0, spec.layer_count(), o.seed);
+  const size_t L = layers.size();
+  planner::Profile profile;
+  profile.model = model;
+  profile.layers = layer_info(spec, layers, o.batches.back(), o.seed);
+
+  planner::DeviceProfile dev;
+  dev.batch = o.batches;
+  dev.fwd_ms.assign(L, {});
+  dev.bwd_ms.assign(L, {});
+  for (int b : o.batches) {
+    torch::Tensor x = first_input(spec, b, o.seed + 1);
+    for (size_t l = 0; l < L; ++l) {
+      Layer& layer = *layers[l].module;
+      std::vector<double> fwd, bwd;
+      torch::Tensor next, grad_out;
+      for (int r = 0; r < o.warmup + o.repeats; ++r) {
+        torch::Tensor in = as_input(x, l == 0);
+        torch::AutoGradMode grad(true);
+        auto t0 = std::chrono::steady_clock::now();
+        torch::Tensor y = layer.forward(in);
+        const double f = ms_since(t0);
+        if (!grad_out.defined()) {
+          at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 2 + l);
+          grad_out = torch::randn(y.sizes(), gen, torch::kFloat);
+        }
+        t0 = std::chrono::steady_clock::now();
+        torch::autograd::backward({y}, {grad_out});
+        const double g = ms_since(t0);
+        if (r >= o.warmup) {
+          fwd.push_back(f);
+          bwd.push_back(g);
+        }
+        // Keep gradient buffers allocated, as a training stage does between rounds.
+        torch::NoGradGuard no_grad;
+        for (auto& p : layer.parameters())
+          if (p.grad().defined()) p.mutable_grad().zero_();
+        next = y.detach();
+      }
+      dev.fwd_ms[l].push_back(std::max(1e-6, median(fwd)));
+      dev.bwd_ms[l].push_back(std::max(1e-6, median(bwd)));
+      x = next;
+    }
+  }
+  // Non-decreasing in the batch size, as COST_MODEL.md's allocation assumes:
+  // measurement noise must not make 16 samples look cheaper than 8.
+  for (size_t l = 0; l < L; ++l)
+    for (size_t k = 1; k < o.batches.size(); ++k) {
+      dev.fwd_ms[l][k] = std::max(dev.fwd_ms[l][k], dev.fwd_ms[l][k - 1]);
+      dev.bwd_ms[l][k] = std::max(dev.bwd_ms[l][k], dev.bwd_ms[l][k - 1]);
+    }
+  profile.devices[device_id] = std::move(dev);
+  return profile;
+}
+
+}  // namespace asteroid::compute

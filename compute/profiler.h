@@ -1,0 +1,49 @@
+// The per-layer profiler: what the planner needs to know about a model on
+// this machine (../docs/COST_MODEL.md): for every layer its forward and
+// backward time at several batch sizes, its weight bytes, its output bytes
+// per sample and the activation bytes per sample it keeps for backward.
+//
+// How it measures (docs/compute.md has the details):
+// - times: each layer runs alone on the output of the layers before it, with
+//   autograd on (as in training); forward = the layer's forward including
+//   building its graph, backward = autograd backward from a gradient of its
+//   output to its parameters and its input (no input gradient for layer 0).
+//   `warmup` runs are discarded, then the median of `repeats` runs is kept.
+//   Times are then made non-decreasing in the batch size (a running max), as
+//   the cost model assumes.
+// - stash_bytes: CPU bytes allocated during the layer's forward that are
+//   still alive after it while its output is held (saved activations plus the
+//   output itself), counted by a counting CPU allocator that the profiler
+//   installs for the rest of the process, divided by the batch size.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "planner/types.h"
+
+namespace asteroid::compute {
+
+struct ProfileOptions {
+  std::vector<int> batches = {1, 2, 4, 8, 16, 32, 64};  // strictly increasing, >= 1
+  int repeats = 5;     // measured runs per (layer, batch size); the median is kept
+  int warmup = 1;      // runs discarded before them
+  int threads = 1;     // at::set_num_threads
+  uint64_t seed = 0;   // weights and synthetic inputs
+};
+
+// Weight, output and stash bytes of every layer (no timing).
+std::vector<planner::LayerInfo> measure_layers(const std::string& model, int batch = 8,
+                                               uint64_t seed = 0);
+
+// The full profile of `model` on this machine under the name `device_id`.
+// Throws std::invalid_argument for an unknown model or bad options.
+planner::Profile profile_model(const std::string& model, const std::string& device_id,
+                               const ProfileOptions& options = {});
+
+// "1,2,4,8" -> {1, 2, 4, 8}; throws std::invalid_argument unless the list is
+// strictly increasing positive integers.
+std::vector<int> parse_batch_list(const std::string& text);
+
+}  // namespace asteroid::compute
