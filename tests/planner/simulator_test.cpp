@@ -1,0 +1,161 @@
+// The simulator against textbook pipeline schedules and small literal cases.
+#include <gtest/gtest.h>
+
+#include "planner/cost_model.h"
+#include "planner/search.h"
+#include "planner/simulator.h"
+#include "tests/planner/instances.h"
+
+namespace asteroid::planner {
+namespace {
+
+// P devices "d0".."d{P-1}", one layer each; every layer takes tf forward and
+// tb backward for any batch (profiled at 1 and 64 with the time growing
+// linearly is NOT wanted here: the textbook assumes a fixed stage time, so
+// the profile is flat: t(b) = t for b in [1, 64]).
+struct Pipeline {
+  Cluster cluster;
+  Profile profile;
+  Plan plan;
+};
+
+Pipeline textbook(int p, int m, double tf, double tb, double out_bytes = 0, double bandwidth = 100) {
+  Pipeline x;
+  x.cluster.default_bandwidth_mbps = bandwidth;
+  for (int s = 0; s < p; ++s) {
+    std::string id = "d" + std::to_string(s);
+    x.cluster.devices.push_back({id, "", 0, 1024, std::nullopt});
+    x.profile.layers.push_back({"l" + std::to_string(s), 0, out_bytes, 0});
+  }
+  for (int s = 0; s < p; ++s) {
+    DeviceProfile dp;
+    dp.batch.push_back(1);
+    dp.batch.push_back(64);
+    dp.fwd_ms.assign(p, {tf, tf});
+    dp.bwd_ms.assign(p, {tb, tb});
+    x.profile.devices["d" + std::to_string(s)] = dp;
+  }
+  x.plan.batch = m;
+  x.plan.microbatches = m;
+  x.plan.microbatch_size = 1;
+  for (int s = 0; s < p; ++s) x.plan.stages.push_back({s, s + 1, {{"d" + std::to_string(s), 1}}});
+  return x;
+}
+
+TEST(Simulator, TextbookOneFOneBRoundIsMPlusPMinusOneSteps) {
+  for (int p = 1; p <= 5; ++p)
+    for (int m = 1; m <= 8; ++m)
+      for (auto [tf, tb] : {std::pair{1.0, 1.0}, std::pair{1.0, 2.0}, std::pair{3.0, 1.5}}) {
+        Pipeline x = textbook(p, m, tf, tb);
+        ProfileTables t(x.cluster, x.profile);
+        Simulation sim = simulate(x.plan, t);
+        SCOPED_TRACE("P " + std::to_string(p) + " M " + std::to_string(m) + " tf " + std::to_string(tf) +
+                     " tb " + std::to_string(tb) + "\n" + format_grid(x.plan, sim));
+        EXPECT_DOUBLE_EQ(sim.round_ms, (m + p - 1) * (tf + tb));
+        // The cost model says the same for equal stages and free transfers.
+        EXPECT_DOUBLE_EQ(evaluate(x.plan, t).round_ms, (m + p - 1) * (tf + tb));
+        // Each device computes M (tf + tb): the bubble is (P-1)/(M+P-1).
+        EXPECT_NEAR(sim.bubble_fraction, static_cast<double>(p - 1) / (m + p - 1), 1e-12);
+        EXPECT_EQ(sim.ops.size(), static_cast<size_t>(2 * m * p));
+      }
+}
+
+TEST(Simulator, GridOfTwoStagesTwoMicroBatches) {
+  // tf = tb = 1. Stage 0 admits K_0 = min(2, 2) = 2 forwards, stage 1 one.
+  // t=0 0F0; t=1 0F1 and 1F0; t=2 1B0 (backward first; 1F1 is also ready);
+  // t=3 0B0 and 1F1; t=4 1B1; t=5 0B1. Round 6 = (2 + 2 - 1) x 2.
+  Pipeline x = textbook(2, 2, 1, 1);
+  ProfileTables t(x.cluster, x.profile);
+  Simulation sim = simulate(x.plan, t);
+  EXPECT_EQ(format_grid(x.plan, sim),
+            "t(ms)  0.0 1.0 2.0 3.0 4.0 5.0\n"
+            "stage0 0F0 0F1 .   0B0 .   0B1\n"
+            "stage1 .   1F0 1B0 1F1 1B1 .\n");
+  EXPECT_DOUBLE_EQ(sim.round_ms, 6);
+}
+
+TEST(Simulator, OneFOneBWindowLimitsStashedMicroBatches) {
+  // With P = 4 and M = 8, stage p never has more than min(M, P - p)
+  // forwards without their backward.
+  Pipeline x = textbook(4, 8, 1, 2);
+  ProfileTables t(x.cluster, x.profile);
+  Simulation sim = simulate(x.plan, t);
+  for (int s = 0; s < 4; ++s) {
+    int in_flight = 0, most = 0;
+    for (const SimOp& op : sim.ops) {
+      if (op.stage != s) continue;
+      in_flight += op.kind == 'F' ? 1 : -1;
+      most = std::max(most, in_flight);
+    }
+    EXPECT_EQ(most, std::min(8, 4 - s)) << "stage " << s << "\n" << format_grid(x.plan, sim);
+  }
+}
+
+TEST(Simulator, TransfersShareTheirLinkOneAtATime) {
+  // Two stages, free compute, M = 2, one sample of 12500 bytes per
+  // micro-batch at 100 Mbit/s: 12500 * 8 / 1e3 / 100 = 1 ms a transfer.
+  // t=0: 0F0, 0F1 (free); act0 on d0->d1 [0, 1], act1 waits: [1, 2].
+  // t=1: 1F0, 1B0; grad0 on d1->d0 [1, 2] (the other direction: no wait).
+  // t=2: 1F1, 1B1, 0B0; grad1 [2, 3]. t=3: 0B1. Round 3.
+  // (The cost model charges the transfer step M times: 2 * (1 + 1) = 4.)
+  Pipeline x = textbook(2, 2, 0, 0, 12500, 100);
+  ProfileTables t(x.cluster, x.profile);
+  Simulation sim = simulate(x.plan, t);
+  EXPECT_DOUBLE_EQ(sim.round_ms, 3);
+  ASSERT_EQ(sim.transfers.size(), 4u);
+  EXPECT_DOUBLE_EQ(sim.transfers[1].start_ms, 1);  // act1 waited for act0
+  EXPECT_DOUBLE_EQ(evaluate(x.plan, t).round_ms, 4);
+}
+
+TEST(Simulator, GroupAllReducesAfterItsLastBackward) {
+  // One stage of two devices, M = 1, B = 2 (one sample each), tf = 1,
+  // tb = 2: both finish their backward at 3. W = 250000 bytes at
+  // 100 Mbit/s: Ta = 2 (2-1)/2 * 250000 * 8 / 1e3 / 100 = 20 ms. Round 23.
+  Pipeline x = textbook(2, 1, 1, 2);
+  x.profile.layers = {{"l0", 250000, 0, 0}};
+  for (auto& [id, dp] : x.profile.devices) {
+    dp.fwd_ms = {{1, 1}};
+    dp.bwd_ms = {{2, 2}};
+  }
+  x.plan.batch = 2;
+  x.plan.microbatch_size = 2;
+  x.plan.stages = {{0, 1, {{"d0", 1}, {"d1", 1}}}};
+  ProfileTables t(x.cluster, x.profile);
+  Simulation sim = simulate(x.plan, t);
+  EXPECT_DOUBLE_EQ(sim.round_ms, 23);
+  EXPECT_DOUBLE_EQ(sim.devices[0].allreduce_ms, 20);
+  EXPECT_DOUBLE_EQ(sim.devices[1].busy_ms, 3);
+  EXPECT_DOUBLE_EQ(evaluate(x.plan, t).round_ms, 23);  // M E + Ta = 1 * 3 + 20
+}
+
+TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
+  int simulated = 0;
+  for (uint32_t seed = 1; seed <= 60; ++seed) {
+    testing::InstanceSpec spec;
+    spec.devices = 1 + seed % 6;
+    spec.layers = 2 + seed % 7;
+    spec.mixed_links = seed % 2;
+    testing::Instance in = testing::random_instance(seed, spec);
+    ProfileTables t(in.cluster, in.profile);
+    TrainingConfig cfg;
+    cfg.microbatches = 1 + seed % 5;
+    cfg.batch = cfg.microbatches * (1 + seed % 8);
+    PlanResult r = plan_hpp(t, cfg);
+    if (!r.feasible) continue;
+    Simulation sim = simulate(r.plan, t);
+    ++simulated;
+    size_t devices = 0;
+    for (const Stage& s : r.plan.stages) devices += s.devices.size();
+    EXPECT_EQ(sim.ops.size(), 2 * devices * r.plan.microbatches) << "seed " << seed;
+    for (const SimDevice& d : sim.devices) {
+      EXPECT_GE(d.idle_ms, -1e-9);
+      EXPECT_LE(d.finish_ms, sim.round_ms + 1e-9);
+    }
+    EXPECT_GE(sim.bubble_fraction, 0);
+    EXPECT_LT(sim.bubble_fraction, 1);
+  }
+  EXPECT_GE(simulated, 40);
+}
+
+}  // namespace
+}  // namespace asteroid::planner
