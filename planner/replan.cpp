@@ -239,10 +239,22 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
     for (int x = s - 1; x >= 0 && target[s] < 0; --x)
       if (!survivors[x].empty()) target[s] = x;
   }
+  // 5. (below) Whenever the local repair cannot fit, the heavy plan if it fits.
+  auto fall_back = [&](ReplanResult& light) {
+    if (options.fall_back_to_heavy) {
+      ReplanResult heavy = replan_heavy(running, cluster, profile, config, lost, added);
+      if (heavy.feasible) {
+        heavy.fell_back_to_heavy = true;
+        heavy.planning_ms = ms_since(start);
+        return heavy;
+      }
+    }
+    light.planning_ms = ms_since(start);
+    return light;
+  };
   if (target[0] < 0) {
-    r.why = "every device of the running plan is lost";
-    r.planning_ms = ms_since(start);
-    return r;
+    r.why = "every device of the running plan's stages is lost";
+    return fall_back(r);
   }
   Draft d;
   for (int s = 0; s < p; ++s) {
@@ -282,6 +294,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
       d.groups[best_stage].push_back(dev);
       sort_group(d.groups[best_stage], t);
       best = with;
+      idle.erase(std::remove(idle.begin(), idle.end(), id), idle.end());
     } else if (std::find(idle.begin(), idle.end(), id) == idle.end()) {
       idle.push_back(id);
     }
@@ -324,15 +337,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
   r.why = r.feasible ? "" : (best.why.empty() ? r.evaluation.infeasible_reason : best.why);
   finish_moves(r, running, t, opt, lost);
 
-  // 5. Still no fit: the heavy plan, if it fits.
-  if (!r.feasible && options.fall_back_to_heavy) {
-    ReplanResult heavy = replan_heavy(running, cluster, profile, config, lost, added);
-    if (heavy.feasible) {
-      heavy.fell_back_to_heavy = true;
-      heavy.planning_ms = ms_since(start);
-      return heavy;
-    }
-  }
+  if (!r.feasible) return fall_back(r);
   r.planning_ms = ms_since(start);
   return r;
 }
