@@ -792,6 +792,7 @@ PlanResult run_search(const ProfileTables& t, const TrainingConfig& config, Stra
 }  // namespace
 
 bool same_round(double a, double b) {
+  if (std::isinf(a) || std::isinf(b)) return a == b;
   return std::fabs(a - b) <= kTol * std::max(std::fabs(a), std::fabs(b));
 }
 

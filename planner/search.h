@@ -64,7 +64,7 @@ PlanResult make_plan(const ProfileTables& tables, const TrainingConfig& config, 
 // stages, then smaller peak memory fraction. True when a is better than b.
 bool better_plan(double round_a, int stages_a, double peak_a, double round_b, int stages_b,
                  double peak_b);
-// |a - b| <= 1e-9 max(|a|, |b|).
+// |a - b| <= 1e-9 max(|a|, |b|) (infinities: only equal to themselves).
 bool same_round(double a, double b);
 
 }  // namespace asteroid::planner

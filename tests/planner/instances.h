@@ -22,6 +22,7 @@ struct InstanceSpec {
   bool tight_memory = false;
   bool mixed_links = false;
   bool monotone = true;  // false: some profiled times decrease with batch size
+  bool identical = false;  // every device the same (speed, memory): many exact ties
 };
 
 struct Instance {
@@ -62,12 +63,19 @@ inline Instance random_instance(uint32_t seed, const InstanceSpec& spec) {
     if (pick(0, 3) == 0) dp.batch = {4};
     double speed = uni(0.5, 4.0);
     double fixed = uni(0.0, 0.6);  // per-call overhead: batching helps
+    if (spec.identical) {
+      speed = 1;
+      fixed = 0.25;
+      dev.memory_mb = in.cluster.devices.empty() ? dev.memory_mb : in.cluster.devices.front().memory_mb;
+      in.cluster.devices.back().memory_mb = dev.memory_mb;
+      dp.batch = {1, 4, 8};
+    }
     for (int l = 0; l < spec.layers; ++l) {
       std::vector<double> f, b;
       for (int bs : dp.batch) {
-        double t = layer_cost[l] * speed * (fixed + bs) / (1 + fixed) * uni(0.9, 1.1);
+        double t = layer_cost[l] * speed * (fixed + bs) / (1 + fixed) * (spec.identical ? 1.0 : uni(0.9, 1.1));
         f.push_back(t);
-        b.push_back(t * uni(1.5, 2.5));
+        b.push_back(t * (spec.identical ? 2.0 : uni(1.5, 2.5)));
       }
       if (spec.monotone) {
         for (size_t k = 1; k < f.size(); ++k) {

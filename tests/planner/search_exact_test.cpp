@@ -40,9 +40,30 @@ std::vector<Case> exactness_cases() {
   return cases;
 }
 
-TEST(SearchExact, MatchesExhaustiveEnumeration) {
+// Identical devices on uniform links: many plans tie in T_round exactly, so
+// the tie-breaks (stages, peak memory, devices) decide.
+std::vector<Case> tie_cases() {
+  std::vector<Case> cases;
+  std::mt19937 rng(77);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int n = 0; n < 100; ++n) {
+    Case c;
+    c.seed = 5000 + n;
+    c.spec.devices = pick(2, 6);
+    c.spec.layers = pick(2, 8);
+    c.spec.tight_memory = n % 2 == 1;
+    c.spec.identical = true;
+    c.microbatches = pick(1, 6);
+    c.microbatch_size = pick(1, 8);
+    c.optimizer = static_cast<Optimizer>(n % 3);
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+void compare_with_enumeration(const std::vector<Case>& cases) {
   int compared = 0, feasible = 0, multi_stage = 0, partial_sets = 0;
-  for (const Case& c : exactness_cases()) {
+  for (const Case& c : cases) {
     testing::Instance in = testing::random_instance(c.seed, c.spec);
     ProfileTables t(in.cluster, in.profile);
     TrainingConfig cfg;
@@ -70,14 +91,21 @@ TEST(SearchExact, MatchesExhaustiveEnumeration) {
     if (want.stages > 1) ++multi_stage;
     if (want.devices < c.spec.devices) ++partial_sets;
   }
-  EXPECT_GE(compared, 200);
   // The cases must exercise the interesting parts of the space.
-  EXPECT_GE(feasible, 150);
-  EXPECT_GE(multi_stage, 30);
-  EXPECT_GE(partial_sets, 10);
+  EXPECT_GE(feasible, static_cast<int>(cases.size()) * 6 / 10);
+  EXPECT_GE(multi_stage, static_cast<int>(cases.size()) / 10);
+  EXPECT_GE(partial_sets, static_cast<int>(cases.size()) / 20);
   std::printf("compared %d instances: %d feasible, %d multi-stage optima, %d leaving devices idle\n",
               compared, feasible, multi_stage, partial_sets);
 }
+
+TEST(SearchExact, MatchesExhaustiveEnumeration) {
+  std::vector<Case> cases = exactness_cases();
+  ASSERT_GE(cases.size(), 200u);
+  compare_with_enumeration(cases);
+}
+
+TEST(SearchExact, BreaksTiesLikeTheEnumeration) { compare_with_enumeration(tie_cases()); }
 
 }  // namespace
 }  // namespace asteroid::planner
