@@ -4,9 +4,12 @@
 #include <caf/io/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include <set>
+#include <algorithm>
+#include <functional>
 
+#include "actors/atoms.h"
 #include "messages/transport.h"
+#include "planner/cost_model.h"
 
 namespace asteroid::actors {
 namespace {
@@ -15,6 +18,10 @@ using messages::WireMessage;
 using Clock = std::chrono::steady_clock;
 
 std::string address_of(const planner::Device& d) { return d.host + ":" + std::to_string(d.port); }
+
+std::string range_text(const planner::Stage& s) {
+  return "layers " + std::to_string(s.begin) + "-" + std::to_string(s.end);
+}
 
 }  // namespace
 
@@ -29,6 +36,20 @@ struct Coordinator::Impl {
     uint32_t stage = 0, member = 0;
     std::string device;
     caf::actor actor;
+    int begin = 0, end = 0;  // its layers
+  };
+  // A round every member stepped, waiting for its replicas to be stored.
+  struct Uncommitted {
+    RoundReport report;
+    std::set<uint32_t> replicas_missing;  // stages
+  };
+  // What the receive loop collects for the round in flight.
+  struct RoundProgress {
+    uint64_t round = 0;
+    std::set<std::pair<uint32_t, uint32_t>> done;
+    std::set<uint32_t> early_replicas;  // stages whose replica of `round` is already stored
+    double loss_sum = 0;
+    uint32_t samples = 0, correct = 0;
   };
 
   Impl(caf::actor_system& system, JobSpec spec) : system(system), self(system), spec(std::move(spec)) {}
@@ -38,9 +59,15 @@ struct Coordinator::Impl {
   JobSpec spec;
   std::map<std::string, Node> nodes;  // by device id
   std::vector<Member> members;        // stage by stage, member by member
-  uint64_t round = 0;
+  uint64_t round = 0;                 // the next round to start
+  std::optional<uint64_t> committed;  // the last committed round
+  std::optional<Uncommitted> uncommitted;
+  std::optional<RoundProgress> progress;
+  std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
+
+  // ------------------------------------------------------------- connecting
 
   const planner::Device& device(const std::string& id) const {
     const int index = spec.cluster.index_of(id);
@@ -52,15 +79,37 @@ struct Coordinator::Impl {
     return d;
   }
 
-  Node& connect(const std::string& id) {
+  // Sends `request` and waits for one envelope in reply, at most `timeout`.
+  // Returns the decoded reply or throws JobError with `what` and the reason.
+  messages::Message ask(const caf::actor& to, const messages::Message& request, std::chrono::milliseconds timeout,
+                        const std::string& what) {
+    std::optional<messages::Message> answer;
+    std::string failure;
+    self->request(to, timeout, messages::to_wire(request))
+        .receive(
+            [&](WireMessage& reply) {
+              auto decoded = messages::from_wire(std::move(reply));
+              if (!decoded.ok()) {
+                failure = "malformed reply: " + decoded.error;
+              } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
+                failure = std::string(to_string(error->code)) + ": " + error->message;
+              } else {
+                answer = std::move(decoded.message);
+              }
+            },
+            [&](caf::error& e) { failure = system.render(e); });
+    if (!answer) throw JobError(what + ": " + failure);
+    return std::move(*answer);
+  }
+
+  Node& connect(const std::string& id, bool again = false) {
     auto found = nodes.find(id);
-    if (found != nodes.end()) return found->second;
+    if (found != nodes.end() && !again) return found->second;
     const planner::Device& d = device(id);
     Node node;
     node.device = &d;
     std::string failure;
-    auto& mm = system.middleman();
-    self->request(mm.actor_handle(), spec.connect_timeout, caf::connect_atom::value, d.host,
+    self->request(system.middleman().actor_handle(), spec.connect_timeout, caf::connect_atom::value, d.host,
                   static_cast<uint16_t>(d.port))
         .receive(
             [&](const caf::node_id& nid, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
@@ -69,30 +118,23 @@ struct Coordinator::Impl {
               if (!node.actor) failure = "nothing is published there";
             },
             [&](caf::error& e) { failure = system.render(e); });
-    if (failure.empty()) {
-      self->request(node.actor, spec.connect_timeout, messages::to_wire(messages::Hello{}))
-          .receive(
-              [&](WireMessage& reply) {
-                auto decoded = messages::from_wire(std::move(reply));
-                if (!decoded.ok()) {
-                  failure = "its answer to hello is malformed: " + decoded.error;
-                } else if (auto* info = std::get_if<messages::NodeInfo>(&*decoded.message)) {
-                  node.info = *info;
-                } else {
-                  failure = std::string("it answered hello with ") + messages::kind_name(*decoded.message);
-                }
-              },
-              [&](caf::error& e) { failure = system.render(e); });
+    const std::string where = "device '" + id + "' at " + address_of(d);
+    if (!failure.empty()) throw JobError(where + " is unreachable: " + failure);
+    auto info = ask(node.actor, messages::Hello{}, spec.connect_timeout, where + " did not say who it is");
+    if (auto* i = std::get_if<messages::NodeInfo>(&info)) {
+      node.info = *i;
+    } else {
+      throw JobError(where + " answered hello with " + messages::kind_name(info));
     }
-    if (!failure.empty()) {
-      throw JobError("device '" + id + "' at " + address_of(d) + " is unreachable: " + failure);
-    }
+    self->monitor(node.actor);
     spdlog::debug("connected to {} at {} (node {})", id, address_of(d), node.info.node_id);
-    return nodes.emplace(id, std::move(node)).first->second;
+    nodes[id] = std::move(node);
+    return nodes[id];
   }
 
-  messages::StageAssignment assignment(size_t stage, size_t member, uint64_t first_round,
-                                       const std::vector<messages::StageState>& states) const {
+  // ------------------------------------------------------------- deploying
+
+  messages::StageAssignment assignment(size_t stage, size_t member, const messages::StageState* state) const {
     const auto& stages = spec.plan.stages;
     auto group_of = [&](size_t s) {
       std::vector<messages::GroupMember> group;
@@ -116,11 +158,13 @@ struct Coordinator::Impl {
     a.optimizer = spec.optimizer;
     a.seed = spec.seed;
     a.data_seed = spec.data_seed;
-    a.first_round = first_round;
-    if (!states.empty()) a.initial_state = states.at(stage);
+    a.first_round = round;
+    if (state) a.initial_state = *state;
     a.trace = spec.trace;
     auto memory = spec.required_memory_bytes.find(stages[stage].devices[member].id);
     if (memory != spec.required_memory_bytes.end()) a.required_memory_bytes = memory->second;
+    a.replicate_every = spec.replicate_every;
+    a.central_every = spec.central_every;
     return a;
   }
 
@@ -130,6 +174,60 @@ struct Coordinator::Impl {
       if (m.stage == stage) handles.push_back(m.actor);
     }
     return handles;
+  }
+
+  // Stages whose replica a holder keeps (single-device groups, P > 1).
+  std::map<uint32_t, std::string> replica_holders() const {
+    std::map<uint32_t, std::string> holders;
+    if (spec.replicate_every == 0) return holders;
+    for (size_t s = 0; s < spec.plan.stages.size(); ++s) {
+      if (auto holder = planner::replica_holder(spec.plan, static_cast<int>(s))) holders[static_cast<uint32_t>(s)] = *holder;
+    }
+    return holders;
+  }
+
+  caf::actor spawn_stage(const std::string& id) {
+    Node& node = connect(id);
+    auto spawned = system.middleman().remote_spawn<caf::actor>(node.id, "stage", caf::make_message(),
+                                                               spec.deploy_timeout);
+    if (!spawned) {
+      throw JobError("device '" + id + "' at " + address_of(*node.device) +
+                     " could not spawn a stage actor: " + system.render(spawned.error()));
+    }
+    self->monitor(*spawned);
+    return *spawned;
+  }
+
+  // Sends every member its assignment (members[i] gets states[stage] when
+  // given and non-empty) and waits for each to accept.
+  void assign(const std::vector<messages::StageState>& states) {
+    const auto holders = replica_holders();
+    for (const Member& m : members) {
+      const messages::StageState* state =
+          m.stage < states.size() && !states[m.stage].weights.empty() ? &states[m.stage] : nullptr;
+      const auto a = assignment(m.stage, m.member, state);
+      std::vector<caf::actor> holder;
+      auto h = holders.find(m.stage);
+      if (h != holders.end()) holder.push_back(connect(h->second).actor);
+      std::string failure;
+      const auto prev = m.stage > 0 ? handles_of(m.stage - 1) : std::vector<caf::actor>{};
+      self->request(m.actor, spec.deploy_timeout, messages::to_wire(a), prev, handles_of(m.stage),
+                    handles_of(m.stage + 1), holder)
+          .receive(
+              [&](WireMessage& reply) {
+                auto decoded = messages::from_wire(std::move(reply));
+                if (!decoded.ok()) {
+                  failure = "malformed reply: " + decoded.error;
+                } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
+                  failure = std::string(to_string(error->code)) + ": " + error->message;
+                }
+              },
+              [&](caf::error& e) { failure = system.render(e); });
+      if (!failure.empty()) {
+        throw JobError("device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (" +
+                       range_text(spec.plan.stages[m.stage]) + "): " + failure);
+      }
+    }
   }
 
   void deploy(uint64_t first_round, const std::vector<messages::StageState>& states) {
@@ -144,155 +242,296 @@ struct Coordinator::Impl {
     for (const auto& stage : stages) {
       for (const auto& d : stage.devices) connect(d.id);
     }
-    auto& mm = system.middleman();
+    round = first_round;
+    committed = first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1);
     for (size_t s = 0; s < stages.size(); ++s) {
       for (size_t m = 0; m < stages[s].devices.size(); ++m) {
         const std::string& id = stages[s].devices[m].id;
-        Node& node = nodes.at(id);
-        auto spawned = mm.remote_spawn<caf::actor>(node.id, "stage", caf::make_message(), spec.deploy_timeout);
-        if (!spawned) {
-          throw JobError("device '" + id + "' at " + address_of(*node.device) +
-                         " could not spawn a stage actor: " + system.render(spawned.error()));
-        }
-        self->monitor(*spawned);
-        members.push_back({static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, *spawned});
+        members.push_back({static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, spawn_stage(id), stages[s].begin,
+                           stages[s].end});
       }
     }
-    for (const Member& m : members) {
-      const auto a = assignment(m.stage, m.member, first_round, states);
-      std::string failure;
-      const auto prev = m.stage > 0 ? handles_of(m.stage - 1) : std::vector<caf::actor>{};
-      self->request(m.actor, spec.deploy_timeout, messages::to_wire(a), prev, handles_of(m.stage),
-                    handles_of(m.stage + 1))
-          .receive(
-              [&](WireMessage& reply) {
-                auto decoded = messages::from_wire(std::move(reply));
-                if (!decoded.ok()) {
-                  failure = "malformed reply: " + decoded.error;
-                } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
-                  failure = std::string(to_string(error->code)) + ": " + error->message;
-                }
-              },
-              [&](caf::error& e) { failure = system.render(e); });
-      if (!failure.empty()) {
-        throw JobError("device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (layers " +
-                       std::to_string(a.layer_begin) + "-" + std::to_string(a.layer_end) + "): " + failure);
-      }
-    }
-    round = first_round;
+    assign(states);
   }
 
-  void broadcast(const messages::Message& message) {
+  // ------------------------------------------------------------- rounds
+
+  void broadcast(const messages::Message& message, const std::set<std::string>& except = {}) {
     const auto wire = messages::to_wire(message);
-    for (const Member& m : members) self->send(m.actor, wire);
+    for (const Member& m : members) {
+      if (!except.count(m.device)) self->send(m.actor, wire);
+    }
   }
 
-  const Member* member_of(const caf::actor_addr& address) const {
+  const Member* member_at(uint32_t stage, uint32_t member) const {
     for (const Member& m : members) {
-      if (m.actor.address() == address) return &m;
+      if (m.stage == stage && m.member == member) return &m;
     }
     return nullptr;
   }
 
-  RoundReport run_round() {
-    const auto started = Clock::now();
-    const auto deadline = started + spec.round_timeout;
-    messages::RoundControl start;
-    start.kind = messages::ControlKind::start;
-    start.round = round;
-    broadcast(start);
+  std::string device_of(const caf::actor_addr& address) const {
+    for (const Member& m : members) {
+      if (m.actor.address() == address) return m.device;
+    }
+    for (const auto& [id, node] : nodes) {
+      if (node.actor.address() == address) return id;
+    }
+    return "";
+  }
 
-    RoundReport report;
-    report.round = round;
-    double loss_sum = 0;
-    std::set<std::pair<uint32_t, uint32_t>> done;
-    std::string failure;
-    while (done.size() < members.size() && failure.empty()) {
+  void on_envelope(messages::Message& message) {
+    std::visit(
+        [&](auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, messages::RoundControl>) {
+            if (m.kind == messages::ControlKind::done && progress && m.round == progress->round) {
+              if (!progress->done.insert({m.stage, m.member}).second) return;
+              progress->loss_sum += m.loss_sum;
+              progress->samples += m.samples;
+              progress->correct += m.correct;
+            } else if (m.kind == messages::ControlKind::replicated) {
+              if (uncommitted && m.round == uncommitted->report.round) {
+                uncommitted->replicas_missing.erase(m.stage);
+              } else if (progress && m.round == progress->round) {
+                progress->early_replicas.insert(m.stage);
+              }
+            }
+          } else if constexpr (std::is_same_v<T, messages::Metrics>) {
+            if (spec.trace) trace.insert(trace.end(), m.events.begin(), m.events.end());
+            if (const Member* member = member_at(m.stage, m.member)) {
+              auto& peak = peak_memory[member->device];
+              peak = std::max(peak, m.peak_memory_bytes);
+            }
+          } else if constexpr (std::is_same_v<T, messages::StageState>) {
+            central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
+          } else if constexpr (std::is_same_v<T, messages::Error>) {
+            throw JobError(m.message);
+          }
+        },
+        message);
+  }
+
+  // Receives until `finished()` holds, handling whatever arrives; throws
+  // DeviceLost / JobError on failures and on the deadline.
+  void receive_until(const std::function<bool()>& finished, Clock::time_point deadline, const std::string& what) {
+    while (!finished()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      std::optional<messages::Message> message;
+      std::string lost, lost_why, failure;
       self->receive(
           [&](WireMessage& wire) {
             auto decoded = messages::from_wire(std::move(wire));
             if (!decoded.ok()) {
               failure = "received a malformed message: " + decoded.error;
-              return;
+            } else {
+              message = std::move(decoded.message);
             }
-            std::visit(
-                [&](auto& m) {
-                  using T = std::decay_t<decltype(m)>;
-                  if constexpr (std::is_same_v<T, messages::RoundControl>) {
-                    if (m.kind != messages::ControlKind::done || m.round != round) return;
-                    if (!done.insert({m.stage, m.member}).second) return;
-                    loss_sum += m.loss_sum;
-                    report.samples += m.samples;
-                    report.correct += m.correct;
-                  } else if constexpr (std::is_same_v<T, messages::Metrics>) {
-                    if (spec.trace) trace.insert(trace.end(), m.events.begin(), m.events.end());
-                    for (const Member& member : members) {
-                      if (member.stage == m.stage && member.member == m.member) {
-                        auto& peak = peak_memory[member.device];
-                        peak = std::max(peak, m.peak_memory_bytes);
-                      }
-                    }
-                  } else if constexpr (std::is_same_v<T, messages::Error>) {
-                    failure = m.message;
-                  }
-                },
-                *decoded.message);
           },
           [&](caf::down_msg& down) {
-            const Member* m = member_of(down.source);
-            if (m) {
-              failure = "device '" + m->device + "' (stage " + std::to_string(m->stage) +
-                        ") went down: " + system.render(down.reason);
-            }
+            lost = device_of(down.source);
+            lost_why = "went down: " + system.render(down.reason);
           },
-          caf::after(std::max(left, std::chrono::milliseconds(0))) >> [&] {
-            failure = "round " + std::to_string(round) + " did not finish within " +
-                      std::to_string(spec.round_timeout.count()) + " ms (" + std::to_string(done.size()) + " of " +
-                      std::to_string(members.size()) + " members done)";
-          });
+          [&](lost_atom, const std::string& device) {
+            lost = device;
+            lost_why = "stopped answering heartbeats";
+          },
+          caf::after(std::max(left, std::chrono::milliseconds(0))) >> [&] { failure = what + " timed out"; });
+      if (!failure.empty()) throw JobError(failure);
+      if (!lost.empty()) {
+        const bool in_use = std::any_of(members.begin(), members.end(), [&](const Member& m) { return m.device == lost; });
+        if (in_use) throw DeviceLost(lost, "device '" + lost + "' " + lost_why);
+        continue;
+      }
+      if (message) on_envelope(*message);
     }
-    if (!failure.empty()) throw JobError(failure);
+  }
+
+  RoundReport commit_round(Uncommitted&& u) {
     messages::RoundControl commit;
     commit.kind = messages::ControlKind::commit;
-    commit.round = round;
+    commit.round = u.report.round;
     broadcast(commit);
-    report.loss = loss_sum / static_cast<double>(spec.plan.batch);
-    report.ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    committed = u.report.round;
+    return u.report;
+  }
+
+  std::vector<RoundReport> run_round() {
+    std::vector<RoundReport> committed_now;
+    const auto started = Clock::now();
+    const auto deadline = started + spec.round_timeout;
+    messages::RoundControl start;
+    start.kind = messages::ControlKind::start;
+    start.round = round;
+    progress = RoundProgress{round, {}, {}, 0, 0, 0};
+    broadcast(start);
+    const std::string what = "round " + std::to_string(round);
+    receive_until([&] { return progress->done.size() == members.size(); }, deadline, what);
+    Uncommitted stepped;
+    stepped.report.round = round;
+    stepped.report.loss = progress->loss_sum / static_cast<double>(spec.plan.batch);
+    stepped.report.samples = progress->samples;
+    stepped.report.correct = progress->correct;
+    stepped.report.ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    if (spec.replicate_every > 0 && (round + 1) % spec.replicate_every == 0) {
+      for (const auto& [stage, holder] : replica_holders()) {
+        if (!progress->early_replicas.count(stage)) stepped.replicas_missing.insert(stage);
+      }
+    }
+    progress.reset();
+    // The previous round's replicas normally arrived while this round ran.
+    if (uncommitted) {
+      receive_until([&] { return uncommitted->replicas_missing.empty(); }, deadline,
+                    "replication of round " + std::to_string(uncommitted->report.round));
+      committed_now.push_back(commit_round(std::move(*uncommitted)));
+      uncommitted.reset();
+    }
+    if (stepped.replicas_missing.empty()) {
+      committed_now.push_back(commit_round(std::move(stepped)));
+    } else {
+      uncommitted = std::move(stepped);
+    }
     ++round;
-    return report;
+    return committed_now;
+  }
+
+  std::vector<RoundReport> flush() {
+    std::vector<RoundReport> committed_now;
+    if (uncommitted) {
+      receive_until([&] { return uncommitted->replicas_missing.empty(); }, Clock::now() + spec.round_timeout,
+                    "replication of round " + std::to_string(uncommitted->report.round));
+      committed_now.push_back(commit_round(std::move(*uncommitted)));
+      uncommitted.reset();
+    }
+    return committed_now;
+  }
+
+  // ------------------------------------------------------------- states
+
+  messages::StageState state_from(const caf::actor& actor, uint64_t at, const std::string& what) {
+    auto reply = ask(actor, messages::StateRequest{at}, spec.deploy_timeout, what);
+    auto* state = std::get_if<messages::StageState>(&reply);
+    if (!state) throw JobError(what + ": answered with " + messages::kind_name(reply));
+    return std::move(*state);
   }
 
   std::vector<messages::StageState> fetch_states(bool every_member) {
     std::vector<messages::StageState> states;
     for (const Member& m : members) {
       if (m.member != 0 && !every_member) continue;
-      std::string failure;
-      self->request(m.actor, spec.deploy_timeout, messages::to_wire(messages::StateRequest{round}))
-          .receive(
-              [&](WireMessage& reply) {
-                auto decoded = messages::from_wire(std::move(reply));
-                if (!decoded.ok()) {
-                  failure = "malformed state: " + decoded.error;
-                } else if (auto* state = std::get_if<messages::StageState>(&*decoded.message)) {
-                  states.push_back(std::move(*state));
-                } else {
-                  failure = std::string("answered with ") + messages::kind_name(*decoded.message);
-                }
-              },
-              [&](caf::error& e) { failure = system.render(e); });
-      if (!failure.empty()) {
-        throw JobError("could not fetch the weights of stage " + std::to_string(m.stage) + " from device '" +
-                       m.device + "': " + failure);
+      states.push_back(state_from(m.actor, committed.value_or(0),
+                                  "could not fetch the weights of stage " + std::to_string(m.stage) + " from device '" +
+                                      m.device + "'"));
+    }
+    return states;
+  }
+
+  void abort(const std::set<std::string>& lost) {
+    progress.reset();
+    uncommitted.reset();
+    messages::RoundControl abort;
+    abort.kind = messages::ControlKind::abort;
+    abort.round = committed ? *committed + 1 : 0;
+    // A state request after the abort is answered after the abort was
+    // processed, and after everything the member sent before: once every
+    // live member answered, nothing stale of the aborted rounds is in flight.
+    for (const Member& m : members) {
+      if (lost.count(m.device)) continue;
+      self->send(m.actor, messages::to_wire(abort));
+    }
+    for (const Member& m : members) {
+      if (lost.count(m.device)) continue;
+      state_from(m.actor, committed.value_or(0), "device '" + m.device + "' did not confirm the abort");
+    }
+    // Drain what arrived before the confirmations (stale dones, metrics).
+    bool drained = false;
+    while (!drained) {
+      self->receive([&](WireMessage&) {}, [&](caf::down_msg&) {}, [&](lost_atom, const std::string&) {},
+                    caf::after(std::chrono::milliseconds(0)) >> [&] { drained = true; });
+    }
+    round = committed ? *committed + 1 : 0;
+  }
+
+  std::vector<std::optional<messages::StageState>> recover_states(const std::set<std::string>& lost) {
+    std::vector<std::optional<messages::StageState>> states(spec.plan.stages.size());
+    if (!committed) return states;  // nothing committed: every stage starts from the seed
+    const uint64_t at = *committed;
+    const auto holders = replica_holders();
+    for (size_t s = 0; s < spec.plan.stages.size(); ++s) {
+      const planner::Stage& stage = spec.plan.stages[s];
+      for (const Member& m : members) {
+        if (m.stage != s || lost.count(m.device)) continue;
+        states[s] = state_from(m.actor, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
+        break;
+      }
+      if (!states[s]) {
+        auto holder = holders.find(static_cast<uint32_t>(s));
+        if (holder != holders.end() && !lost.count(holder->second)) {
+          messages::ReplicaRequest request{spec.job_id, static_cast<uint32_t>(stage.begin),
+                                           static_cast<uint32_t>(stage.end), at};
+          try {
+            auto reply = ask(connect(holder->second).actor, request, spec.deploy_timeout,
+                             "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'");
+            if (auto* state = std::get_if<messages::StageState>(&reply)) states[s] = std::move(*state);
+          } catch (const JobError& e) {
+            spdlog::warn("{}", e.what());
+          }
+        }
+      }
+      if (!states[s]) {
+        auto copy = central.find({static_cast<uint32_t>(stage.begin), static_cast<uint32_t>(stage.end)});
+        if (copy != central.end() && copy->second.round == at) states[s] = copy->second;
       }
     }
     return states;
   }
 
-  void stop_stages() {
-    for (const Member& m : members) self->send_exit(m.actor, caf::exit_reason::user_shutdown);
+  void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                const std::set<std::string>& lost) {
+    std::vector<Member> old = std::move(members);
     members.clear();
+    spec.plan = plan;
+    for (size_t s = 0; s < plan.stages.size(); ++s) {
+      const planner::Stage& stage = plan.stages[s];
+      const bool has_state = s < states.size() && !states[s].weights.empty();
+      for (size_t m = 0; m < stage.devices.size(); ++m) {
+        const std::string& id = stage.devices[m].id;
+        if (lost.count(id)) throw JobError("the new plan uses device '" + id + "', which is lost");
+        Member now{static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, caf::actor(), stage.begin, stage.end};
+        if (!has_state) {
+          // Same device, same layers: the member keeps its committed weights.
+          for (Member& o : old) {
+            if (o.actor && o.device == id && o.begin == stage.begin && o.end == stage.end) {
+              now.actor = std::move(o.actor);
+              o.actor = caf::actor();
+              break;
+            }
+          }
+          if (!now.actor && committed) {
+            throw JobError("stage " + std::to_string(s) + " (" + range_text(stage) +
+                           ") has no state to start from: no member keeps it and none was recovered");
+          }
+        }
+        if (!now.actor) now.actor = spawn_stage(id);
+        members.push_back(std::move(now));
+      }
+    }
+    stop(old);
+    round = committed ? *committed + 1 : 0;
+    assign(states);
   }
+
+  void stop(std::vector<Member>& list) {
+    for (Member& m : list) {
+      if (m.actor) {
+        self->demonitor(m.actor);
+        self->send_exit(m.actor, caf::exit_reason::user_shutdown);
+      }
+    }
+    list.clear();
+  }
+
+  void stop_stages() { stop(members); }
 };
 
 Coordinator::Coordinator(caf::actor_system& system, JobSpec spec)
@@ -304,18 +543,45 @@ void Coordinator::deploy(uint64_t first_round, const std::vector<messages::Stage
   impl_->deploy(first_round, states);
 }
 
-RoundReport Coordinator::run_round() { return impl_->run_round(); }
+std::vector<RoundReport> Coordinator::run_round() { return impl_->run_round(); }
+std::vector<RoundReport> Coordinator::flush() { return impl_->flush(); }
+uint64_t Coordinator::next_round() const { return impl_->round; }
+std::optional<uint64_t> Coordinator::last_committed() const { return impl_->committed; }
 
 std::vector<messages::StageState> Coordinator::fetch_states() { return impl_->fetch_states(false); }
-
 std::vector<messages::StageState> Coordinator::fetch_member_states() { return impl_->fetch_states(true); }
 
+void Coordinator::abort(const std::set<std::string>& lost_devices) { impl_->abort(lost_devices); }
+
+std::vector<std::optional<messages::StageState>> Coordinator::recover_states(
+    const std::set<std::string>& lost_devices) {
+  return impl_->recover_states(lost_devices);
+}
+
+void Coordinator::rewind_to(uint64_t round) {
+  impl_->committed = round;
+  impl_->round = round + 1;
+}
+
+void Coordinator::redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                           const std::set<std::string>& lost_devices) {
+  impl_->redeploy(plan, states, lost_devices);
+}
+
+const planner::Plan& Coordinator::plan() const { return impl_->spec.plan; }
+
+std::map<std::string, caf::actor> Coordinator::node_actors() const {
+  std::map<std::string, caf::actor> out;
+  for (const auto& [id, node] : impl_->nodes) out[id] = node.actor;
+  return out;
+}
+
+void Coordinator::reconnect(const std::string& device) { impl_->connect(device, /*again=*/true); }
+
+caf::actor Coordinator::inbox() const { return caf::actor_cast<caf::actor>(impl_->self); }
+
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }
-
 const std::map<std::string, uint64_t>& Coordinator::peak_memory_bytes() const { return impl_->peak_memory; }
-
-uint64_t Coordinator::next_round() const { return impl_->round; }
-
 const JobSpec& Coordinator::spec() const { return impl_->spec; }
 
 }  // namespace asteroid::actors

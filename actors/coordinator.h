@@ -4,8 +4,16 @@
 // every member's done, commit. It never waits on a remote actor without a
 // deadline (CAF_NOTES.md section 4).
 //
-// Not thread-safe; drive it from one thread. Its destructor stops the stage
-// actors it spawned (the nodes keep running).
+// Commit rule: a round counts once every member has stepped it and, for a
+// round after which single-device stages replicate, once their replicas are
+// stored on their holders. Replication runs while the next round computes,
+// so the commit of round r may come during round r + 1 (at most one round
+// waits for its commit).
+//
+// It also offers what supervision needs: abort the rounds in flight, find
+// every stage's last committed state (live member, replica or central copy)
+// and switch to another plan. Not thread-safe; drive it from one thread. Its
+// destructor stops the stage actors it spawned (the nodes keep running).
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -14,6 +22,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -29,6 +39,13 @@ struct JobError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A device stopped answering during a round: its stage actors went down, or
+// the heartbeat monitor declared it dead.
+struct DeviceLost : JobError {
+  DeviceLost(std::string device_id, const std::string& what) : JobError(what), device(std::move(device_id)) {}
+  std::string device;
+};
+
 struct JobSpec {
   planner::Cluster cluster;
   planner::Plan plan;
@@ -40,6 +57,8 @@ struct JobSpec {
   std::string job_id = "job";
   // Per device id: the planner's memory estimate for its stage (optional).
   std::map<std::string, uint64_t> required_memory_bytes;
+  uint32_t replicate_every = 1;  // single-device stages replicate every N rounds (0: never)
+  uint32_t central_every = 0;    // every stage sends its state to the coordinator every N rounds
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};
   std::chrono::milliseconds round_timeout{600000};
@@ -50,7 +69,7 @@ struct RoundReport {
   double loss = 0;       // mean loss over the mini-batch
   uint32_t samples = 0;  // samples whose loss was seen
   uint32_t correct = 0;
-  double ms = 0;         // start to commit
+  double ms = 0;         // from its start to the moment every member was done
 };
 
 class Coordinator {
@@ -65,8 +84,16 @@ class Coordinator {
   // order) or from the seed when `states` is empty. Throws JobError.
   void deploy(uint64_t first_round = 0, const std::vector<messages::StageState>& states = {});
 
-  // Runs and commits one round. Throws JobError.
-  RoundReport run_round();
+  // Runs round next_round(). Returns the rounds committed meanwhile, in
+  // order: the previous round once its replicas are stored, and this one if
+  // it needs none. Throws DeviceLost or JobError.
+  std::vector<RoundReport> run_round();
+  // Commits the round still waiting for its replicas, if any.
+  std::vector<RoundReport> flush();
+
+  uint64_t next_round() const;
+  // The last committed round, if any round was committed.
+  std::optional<uint64_t> last_committed() const;
 
   // The last committed state of every stage (from its first member), in
   // stage order. Throws JobError.
@@ -75,12 +102,40 @@ class Coordinator {
   // member (members of a group must hold identical states).
   std::vector<messages::StageState> fetch_member_states();
 
+  // ---- supervision ----
+
+  // Tells every member not on a lost device to drop the rounds not
+  // committed and roll back to the last committed state.
+  void abort(const std::set<std::string>& lost_devices);
+  // Layers [begin, end) at the last committed round, for every stage of the
+  // running plan: from a live member, else from the replica holder, else
+  // from the central copy of that round. nullopt for a stage whose state is
+  // lost with the devices in `lost_devices`.
+  std::vector<std::optional<messages::StageState>> recover_states(const std::set<std::string>& lost_devices);
+  // Switches to `plan` from the round after the last committed one. A member
+  // whose device and layers stay the same is re-deployed in place and keeps
+  // its weights; every other member is spawned (on a device not in
+  // `lost_devices`) and loads `states[stage]`. Members no longer in the
+  // plan are stopped. Throws JobError.
+  void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                const std::set<std::string>& lost_devices);
+  // Rolls the job back to committed round `round` (< last committed, e.g.
+  // from a central copy) so that redeploy continues from there.
+  void rewind_to(uint64_t round);
+
+  const planner::Plan& plan() const;
+  // The node actor of every device the coordinator connected to.
+  std::map<std::string, caf::actor> node_actors() const;
+  // Connects (again) to a device, within the connect timeout. Throws JobError.
+  void reconnect(const std::string& device);
+  // The actor that receives the coordinator's messages: others (the
+  // heartbeat monitor) report lost devices to it as (lost_atom, device id).
+  caf::actor inbox() const;
+
   // Trace events received so far (when spec.trace), and the peak resident
   // memory reported by each device.
   const std::vector<messages::TraceEvent>& trace() const;
   const std::map<std::string, uint64_t>& peak_memory_bytes() const;
-
-  uint64_t next_round() const;
   const JobSpec& spec() const;
 
  private:

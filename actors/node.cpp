@@ -9,7 +9,9 @@
 
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <optional>
 
 #include "actors/node_context.h"
@@ -32,7 +34,7 @@ int64_t now_us() {
 // quota the measured times are already those of the emulated device; with
 // the in-process throttle, which sleeps after each compute call, they are
 // scaled by 1 / share, the slow-down the throttle applies in training.
-messages::WireMessage profile(NodeContext& node, const messages::ProfileRequest& request) {
+messages::Message profile(NodeContext& node, const messages::ProfileRequest& request) {
   try {
     compute::ProfileOptions options;
     if (!request.batches.empty()) options.batches.assign(request.batches.begin(), request.batches.end());
@@ -48,42 +50,95 @@ messages::WireMessage profile(NodeContext& node, const messages::ProfileRequest&
         }
       }
     }
-    return messages::to_wire(messages::ProfileResult{planner::profile_to_json(profile).dump()});
+    return messages::ProfileResult{planner::profile_to_json(profile).dump()};
   } catch (const std::exception& e) {
-    return messages::to_wire(messages::Error{messages::ErrorCode::invalid_request,
-                                             "node " + node.node_id + " cannot profile: " + e.what()});
+    return messages::Error{messages::ErrorCode::invalid_request, "node " + node.node_id + " cannot profile: " + e.what()};
   }
 }
 
-// The published actor of a node. Blocking, hence on a thread of its own, so
-// that profiling (long compute) never starves the node's I/O.
+// Replicas of other devices' stages that this node keeps (topology-driven
+// replication): by job and layer range, the last two rounds received.
+class ReplicaStore {
+ public:
+  messages::RoundControl store(messages::StageState&& state) {
+    auto& rounds = replicas_[{state.job_id, state.layer_begin, state.layer_end}];
+    messages::RoundControl ack;
+    ack.kind = messages::ControlKind::replicated;
+    ack.round = state.round;
+    rounds[state.round] = std::move(state);
+    while (rounds.size() > 2) rounds.erase(rounds.begin());
+    return ack;
+  }
+
+  messages::Message find(const messages::ReplicaRequest& request, const std::string& node_id) const {
+    auto it = replicas_.find({request.job_id, request.layer_begin, request.layer_end});
+    if (it != replicas_.end()) {
+      auto round = it->second.find(request.round);
+      if (round != it->second.end()) return round->second;
+    }
+    return messages::Error{messages::ErrorCode::invalid_request,
+                           "node " + node_id + " holds no replica of layers " + std::to_string(request.layer_begin) +
+                               "-" + std::to_string(request.layer_end) + " at round " + std::to_string(request.round)};
+  }
+
+ private:
+  std::map<std::tuple<std::string, uint32_t, uint32_t>, std::map<uint64_t, messages::StageState>> replicas_;
+};
+
+messages::Message node_info(const NodeContext& node) {
+  messages::NodeInfo info;
+  info.node_id = node.node_id;
+  info.pid = static_cast<uint32_t>(::getpid());
+  info.memory_budget_bytes = node.memory_budget_bytes;
+  info.cpu_share = node.cpu_share;
+  info.clock_us = now_us();
+  info.models = compute::model_names();
+  return info;
+}
+
+// The published actor of a node: answers hello, heartbeats, link probes and
+// profile requests, and keeps replicas. Blocking, hence on a thread of its
+// own, so profiling (long compute) never starves the node's I/O; heartbeats
+// wait while it profiles, which happens before training, not during it.
 void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
+  ReplicaStore replicas;
+  auto answer = [&](messages::Message&& message) -> messages::Message {
+    return std::visit(
+        [&](auto& m) -> messages::Message {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, messages::Hello>) {
+            return node_info(*node);
+          } else if constexpr (std::is_same_v<T, messages::Heartbeat>) {
+            return messages::Heartbeat{node->node_id, m.sequence, now_us()};
+          } else if constexpr (std::is_same_v<T, messages::ProfileRequest>) {
+            return profile(*node, m);
+          } else if constexpr (std::is_same_v<T, messages::LinkProbe>) {
+            return messages::LinkProbe{};
+          } else if constexpr (std::is_same_v<T, messages::StageState>) {
+            return replicas.store(std::move(m));
+          } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
+            return replicas.find(m, node->node_id);
+          } else {
+            return messages::Error{messages::ErrorCode::invalid_request,
+                                   std::string("a node does not accept ") + messages::kind_name(message) + " messages"};
+          }
+        },
+        message);
+  };
   bool running = true;
   self->receive_while([&] { return running; })(
-      [&](messages::WireMessage& wire) -> messages::WireMessage {
+      [&](messages::WireMessage& wire) {
+        const bool is_request = self->current_mailbox_element()->mid.is_request();
+        auto sender = caf::actor_cast<caf::actor>(self->current_sender());
         auto decoded = messages::from_wire(std::move(wire));
-        if (!decoded.ok()) {
-          return messages::to_wire(messages::Error{messages::ErrorCode::invalid_message, decoded.error});
+        messages::Message reply =
+            decoded.ok() ? answer(std::move(*decoded.message))
+                         : messages::Error{messages::ErrorCode::invalid_message, decoded.error};
+        if (is_request) {
+          self->make_response_promise<messages::WireMessage>().deliver(messages::to_wire(reply));
+        } else if (sender) {
+          self->send(sender, messages::to_wire(reply));  // e.g. a replica's acknowledgement
         }
-        if (std::holds_alternative<messages::Hello>(*decoded.message)) {
-          messages::NodeInfo info;
-          info.node_id = node->node_id;
-          info.pid = static_cast<uint32_t>(::getpid());
-          info.memory_budget_bytes = node->memory_budget_bytes;
-          info.cpu_share = node->cpu_share;
-          info.clock_us = now_us();
-          info.models = compute::model_names();
-          return messages::to_wire(info);
-        }
-        if (auto* request = std::get_if<messages::ProfileRequest>(&*decoded.message)) {
-          return profile(*node, *request);
-        }
-        if (std::holds_alternative<messages::LinkProbe>(*decoded.message)) {
-          return messages::to_wire(messages::LinkProbe{});
-        }
-        return messages::to_wire(messages::Error{
-            messages::ErrorCode::invalid_request,
-            std::string("a node does not accept ") + messages::kind_name(*decoded.message) + " messages"});
       },
       [&](caf::exit_msg& exit) {
         self->fail_state(exit.reason);

@@ -21,19 +21,25 @@ void OneFOneB::forward_ready(int microbatch) { inputs_ready_.insert(microbatch);
 
 void OneFOneB::backward_ready(int microbatch) { gradients_ready_.insert(microbatch); }
 
+Op::Kind OneFOneB::due() const {
+  // After a backward the window has room again and a forward is due; after
+  // a forward that filled the window, a backward is due.
+  if (forwards_done_ < microbatches_ && in_flight() < window_) return Op::Kind::forward;
+  return Op::Kind::backward;
+}
+
 std::optional<Op> OneFOneB::next() {
-  // Backwards run in micro-batch order; the oldest admitted one goes first.
-  if (backwards_done_ < forwards_done_ && gradients_ready_.count(backwards_done_)) {
-    gradients_ready_.erase(backwards_done_);
-    return Op{Op::Kind::backward, backwards_done_++};
-  }
-  if (forwards_done_ < microbatches_ && in_flight() < window_ && inputs_ready_.count(forwards_done_)) {
+  if (finished()) return std::nullopt;
+  if (due() == Op::Kind::forward) {
+    if (!inputs_ready_.count(forwards_done_)) return std::nullopt;
     inputs_ready_.erase(forwards_done_);
     const int microbatch = forwards_done_++;
     if (is_last_stage()) gradients_ready_.insert(microbatch);
     return Op{Op::Kind::forward, microbatch};
   }
-  return std::nullopt;
+  if (!gradients_ready_.count(backwards_done_)) return std::nullopt;
+  gradients_ready_.erase(backwards_done_);
+  return Op{Op::Kind::backward, backwards_done_++};
 }
 
 std::vector<Op> canonical_1f1b(int stage, int stages, int microbatches) {

@@ -1,9 +1,14 @@
 // The 1F1B rule that makes the pipeline schedule emerge from message flow,
 // as a small pure class (no actors, no clock). Stage p of P admits at most
-// K_p = min(M, P - p) micro-batches whose backward has not come back; a
-// waiting backward goes before a waiting forward; forwards are admitted in
-// micro-batch order. A stage member tells the rule what became ready (inputs
-// arrived, gradients arrived) and asks it what to run next.
+// K_p = min(M, P - p) micro-batches whose backward has not come back: K_p
+// warm-up forwards, then, with the window full, a backward must come back
+// before the next forward is admitted, and the stage alternates one backward
+// and one forward; the remaining backwards close the round. Micro-batches go
+// in order. A stage member tells the rule what became ready (inputs arrived,
+// gradients arrived) and asks it what to run next; the rule answers only
+// with the next op of that order, so every stage runs the canonical 1F1B
+// order whatever the timing (a greedy "any ready backward first" would
+// reorder under jitter, and the order would no longer be reproducible).
 //
 // On the last stage a forward's backward is ready as soon as the forward
 // ran (the loss is local), which gives its F B F B ... order.
@@ -54,6 +59,10 @@ class OneFOneB {
   bool finished() const { return backwards_done_ == microbatches_; }
 
  private:
+  // The kind of op due next: forward while the window has room (and
+  // forwards remain), else backward.
+  Op::Kind due() const;
+
   int stage_, stages_, microbatches_, window_;
   int forwards_done_ = 0;   // forwards admitted, in order 0, 1, ...
   int backwards_done_ = 0;

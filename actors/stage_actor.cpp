@@ -112,9 +112,10 @@ class StageMember {
     bool running = true;
     self_->receive_while([&] { return running; })(
         [&](WireMessage& wire, std::vector<caf::actor>& prev, std::vector<caf::actor>& group,
-            std::vector<caf::actor>& next) -> WireMessage {
-          auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next));
+            std::vector<caf::actor>& next, std::vector<caf::actor>& holder) -> WireMessage {
+          auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next), std::move(holder));
           if (!model_) running = false;  // refused: nothing to do here
+          pump();
           return reply;
         },
         [&](WireMessage& wire) {
@@ -135,8 +136,11 @@ class StageMember {
 
   // ------------------------------------------------------------- deployment
 
+  // Deploys this member, or re-deploys it after a re-plan: with the same
+  // model and layers and no initial state, it keeps its weights, rolled back
+  // to its last committed round (which must be first_round - 1).
   WireMessage deploy(WireMessage&& wire, std::vector<caf::actor> prev, std::vector<caf::actor> group,
-                     std::vector<caf::actor> next) {
+                     std::vector<caf::actor> next, std::vector<caf::actor> holder) {
     auto decoded = messages::from_wire(std::move(wire));
     if (!decoded.ok()) return error(messages::ErrorCode::invalid_message, decoded.error);
     auto* assignment = std::get_if<StageAssignment>(&*decoded.message);
@@ -144,45 +148,64 @@ class StageMember {
       return error(messages::ErrorCode::invalid_request,
                    std::string("expected a stage assignment, got ") + messages::kind_name(*decoded.message));
     }
-    a_ = std::move(*assignment);
-    if (prev.size() != a_.prev_group.size() || group.size() != a_.group.size() ||
-        next.size() != a_.next_group.size()) {
+    StageAssignment a = std::move(*assignment);
+    if (prev.size() != a.prev_group.size() || group.size() != a.group.size() || next.size() != a.next_group.size() ||
+        holder.size() > 1) {
       return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");
     }
-    std::unique_ptr<compute::StageModel> model;
-    try {
-      model = std::make_unique<compute::StageModel>(a_.model, static_cast<int>(a_.layer_begin),
-                                                    static_cast<int>(a_.layer_end), a_.seed,
-                                                    to_compute(a_.optimizer));
-      if (!a_.initial_state.weights.empty()) load_state(*model, a_.initial_state);
-      if (a_.stage == 0) data_ = compute::open_dataset(a_.model, compute::Split::train);
-    } catch (const std::exception& e) {
-      return error(messages::ErrorCode::invalid_request, e.what());
+    const bool keep = model_ && a.model == a_.model && a.layer_begin == a_.layer_begin &&
+                      a.layer_end == a_.layer_end && a.initial_state.weights.empty();
+    if (keep) {
+      if (committed_.round + 1 != static_cast<int64_t>(a.first_round)) {
+        return error(messages::ErrorCode::invalid_request,
+                     "asked to go on from round " + std::to_string(a.first_round) +
+                         " but the last committed round here is " + std::to_string(committed_.round));
+      }
+      restore(committed_);
+    } else {
+      std::unique_ptr<compute::StageModel> model;
+      try {
+        model = std::make_unique<compute::StageModel>(a.model, static_cast<int>(a.layer_begin),
+                                                      static_cast<int>(a.layer_end), a.seed, to_compute(a.optimizer));
+        if (!a.initial_state.weights.empty()) load_state(*model, a.initial_state);
+        if (a.stage == 0 && !data_) data_ = compute::open_dataset(a.model, compute::Split::train);
+      } catch (const std::exception& e) {
+        return error(messages::ErrorCode::invalid_request, e.what());
+      }
+      // What this member holds for sure: weights, gradients and optimizer
+      // state, plus the committed and uncommitted copies. The planner's
+      // estimate (activations, replicas) is usually larger.
+      const uint64_t k_opt = static_cast<uint64_t>(a.optimizer.kind);  // 0 sgd, 1 momentum, 2 adam
+      const uint64_t held = static_cast<uint64_t>(model->parameter_bytes()) * (4 + 3 * k_opt);
+      const uint64_t needed = std::max(a.required_memory_bytes, held);
+      node_->release(reserved_bytes_);
+      reserved_bytes_ = 0;
+      std::string why;
+      if (!node_->reserve(needed, &why)) {
+        model_.reset();
+        return error(messages::ErrorCode::out_of_memory, why);
+      }
+      reserved_bytes_ = needed;
+      model_ = std::move(model);
+      committed_ = snapshot(static_cast<int64_t>(a.first_round) - 1);
     }
-    // What this member holds for sure: weights, gradients and optimizer
-    // state, plus their committed copy. The planner's estimate (activations,
-    // replicas) is usually larger.
-    const uint64_t k_opt = static_cast<uint64_t>(a_.optimizer.kind);  // 0 sgd, 1 momentum, 2 adam
-    const uint64_t held = static_cast<uint64_t>(model->parameter_bytes()) * (3 + 2 * k_opt);
-    std::string why;
-    if (!node_->reserve(std::max(a_.required_memory_bytes, held), &why)) {
-      return error(messages::ErrorCode::out_of_memory, why);
-    }
-    reserved_bytes_ = std::max(a_.required_memory_bytes, held);
-    model_ = std::move(model);
+    a_ = std::move(a);
+    a_.initial_state = {};  // loaded; no second copy
     prev_ = std::move(prev);
     group_ = std::move(group);
     next_ = std::move(next);
+    holder_ = holder.empty() ? caf::actor() : holder.front();
+    if (coordinator_) self_->demonitor(coordinator_);
     coordinator_ = caf::actor_cast<caf::actor>(self_->current_sender());
     self_->monitor(coordinator_);
     my_range_ = member_ranges(samples_of(a_.group))[a_.member];
     prev_ranges_ = member_ranges(samples_of(a_.prev_group));
     next_ranges_ = member_ranges(samples_of(a_.next_group));
-    committed_round_ = a_.first_round == 0 ? std::nullopt : std::optional<uint64_t>(a_.first_round - 1);
-    commit_state();
+    pending_.clear();
+    deferred_.clear();
     begin_round(a_.first_round);
-    spdlog::debug("stage {}.{} deployed on {}: layers [{}, {})", a_.stage, a_.member, node_->node_id,
-                  a_.layer_begin, a_.layer_end);
+    spdlog::debug("stage {}.{} deployed on {}: layers [{}, {}) from round {}", a_.stage, a_.member, node_->node_id,
+                  a_.layer_begin, a_.layer_end, a_.first_round);
     messages::NodeInfo info;
     info.node_id = node_->node_id;
     info.pid = static_cast<uint32_t>(::getpid());
@@ -264,33 +287,39 @@ class StageMember {
           for (uint32_t mb = 0; mb < a_.microbatches; ++mb) rule_->forward_ready(static_cast<int>(mb));
         }
         break;
-      case messages::ControlKind::commit:
-        if (m.round != round_ || !stepped_) {
+      case messages::ControlKind::commit: {
+        auto stepped = pending_.find(m.round);
+        if (stepped != pending_.end()) {
+          committed_ = std::move(stepped->second);
+          pending_.erase(pending_.begin(), std::next(stepped));
+        } else if (committed_.round != static_cast<int64_t>(m.round)) {
           throw std::runtime_error("asked to commit round " + std::to_string(m.round) + " that did not finish here");
         }
-        committed_round_ = m.round;
-        commit_state();
-        begin_round(round_ + 1);
-        replay_deferred();
         break;
+      }
       case messages::ControlKind::abort:
         roll_back();
         break;
+      case messages::ControlKind::replicated: {
+        // The holder stored our replica: tell the coordinator, which commits
+        // a round only once its replicas are safe.
+        RoundControl forwarded = m;
+        forwarded.stage = a_.stage;
+        forwarded.member = a_.member;
+        self_->send(coordinator_, messages::to_wire(forwarded));
+        break;
+      }
       case messages::ControlKind::done:
         throw std::runtime_error("a stage does not accept done messages");
     }
     return std::nullopt;
   }
 
-  std::optional<WireMessage> on(messages::StateRequest&) {
-    messages::StageState state;
-    state.round = committed_round_.value_or(0);
-    state.layer_begin = a_.layer_begin;
-    state.layer_end = a_.layer_end;
-    state.weights = messages::to_blob(committed_weights_);
-    state.optimizer_state = messages::to_blob(committed_optimizer_);
-    state.optimizer_steps = static_cast<uint64_t>(committed_steps_);
-    return messages::to_wire(state);
+  // The state after `round` if this member has it (committed or stepped),
+  // else its last committed state; the caller checks the round.
+  std::optional<WireMessage> on(messages::StateRequest& m) {
+    auto stepped = pending_.find(m.round);
+    return messages::to_wire(state_of(stepped != pending_.end() ? stepped->second : committed_));
   }
 
   template <typename Other>
@@ -325,26 +354,48 @@ class StageMember {
     labels_.clear();
     chunks_received_.clear();
     reducing_ = false;
-    stepped_ = false;
     loss_sum_ = 0;
     samples_ = 0;
     correct_ = 0;
     events_.clear();
   }
 
+  // Drops every round not committed and restores the last committed state.
   void roll_back() {
-    model_->drop_all();
-    model_->zero_gradients();
-    model_->set_flat_weights(committed_weights_.clone());
-    model_->optimizer().load_state(committed_optimizer_.clone(), committed_steps_);
+    restore(committed_);
+    pending_.clear();
     deferred_.clear();
-    begin_round(committed_round_ ? *committed_round_ + 1 : a_.first_round);
+    begin_round(static_cast<uint64_t>(committed_.round + 1));
   }
 
-  void commit_state() {
-    committed_weights_ = model_->flat_weights().clone();
-    committed_optimizer_ = model_->optimizer().state().clone();
-    committed_steps_ = model_->optimizer().steps();
+  // Weights and optimizer state after round `round` (-1: before round 0).
+  struct Snapshot {
+    int64_t round = -1;
+    at::Tensor weights, optimizer;
+    int64_t steps = 0;
+  };
+
+  Snapshot snapshot(int64_t round) const {
+    return {round, model_->flat_weights().clone(), model_->optimizer().state().clone(), model_->optimizer().steps()};
+  }
+
+  void restore(const Snapshot& s) {
+    model_->drop_all();
+    model_->zero_gradients();
+    model_->set_flat_weights(s.weights.clone());
+    model_->optimizer().load_state(s.optimizer.clone(), s.steps);
+  }
+
+  messages::StageState state_of(const Snapshot& s) const {
+    messages::StageState state;
+    state.round = static_cast<uint64_t>(std::max<int64_t>(s.round, 0));
+    state.layer_begin = a_.layer_begin;
+    state.layer_end = a_.layer_end;
+    state.weights = messages::to_blob(s.weights);
+    state.optimizer_state = messages::to_blob(s.optimizer);
+    state.optimizer_steps = static_cast<uint64_t>(s.steps);
+    state.job_id = a_.job_id;
+    return state;
   }
 
   // Runs every op the 1F1B rule allows now. Between two ops the mailbox is
@@ -530,13 +581,20 @@ class StageMember {
     }
   }
 
+  // After the all-reduce: step, keep the new state until the coordinator
+  // commits it, ship the replicas, report, and be ready for the next round.
   void finish_round() {
     const int64_t step_start = now_us();
     record(TraceKind::all_reduce, 0, reduce_start_us_, step_start, a_.group.size() > 1 ? flat_.nbytes() : 0);
     node_->throttle.run([&] { model_->apply_gradients(flat_); });
     flat_ = at::Tensor();
-    stepped_ = true;
+    const Snapshot& stepped = pending_[round_] = snapshot(static_cast<int64_t>(round_));
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
+    const uint64_t rounds_done = round_ + 1;
+    if (holder_ && a_.replicate_every > 0 && rounds_done % a_.replicate_every == 0) {
+      send(holder_, state_of(stepped), 0);
+    }
+    if (a_.central_every > 0 && rounds_done % a_.central_every == 0) send(coordinator_, state_of(stepped), 0);
     messages::Metrics metrics;
     metrics.stage = a_.stage;
     metrics.member = a_.member;
@@ -554,6 +612,8 @@ class StageMember {
     done.stage = a_.stage;
     done.member = a_.member;
     self_->send(coordinator_, messages::to_wire(done));
+    begin_round(round_ + 1);
+    replay_deferred();
   }
 
   // ------------------------------------------------------------- helpers
@@ -610,7 +670,6 @@ class StageMember {
   std::optional<OneFOneB> rule_;
   std::map<int, Assembly> inputs_, gradients_;
   std::map<int, at::Tensor> labels_;  // last stage: labels of forwarded micro-batches
-  bool stepped_ = false;  // the optimizer stepped for round_
   double loss_sum_ = 0;
   uint32_t samples_ = 0, correct_ = 0;
   std::vector<TraceEvent> events_;
@@ -623,10 +682,11 @@ class StageMember {
   std::map<uint32_t, at::Tensor> chunks_received_;
   int64_t reduce_start_us_ = 0;
 
-  // The last committed state: what an abort rolls back to.
-  std::optional<uint64_t> committed_round_;
-  at::Tensor committed_weights_, committed_optimizer_;
-  int64_t committed_steps_ = 0;
+  // The last committed state (what an abort rolls back to) and the states
+  // stepped since, by round, until the coordinator commits them.
+  Snapshot committed_;
+  std::map<uint64_t, Snapshot> pending_;
+  caf::actor holder_;  // the node that keeps this stage's replica, if any
 };
 
 }  // namespace

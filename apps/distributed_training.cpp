@@ -97,8 +97,7 @@ compute::TrainResult run_distributed_training(const DistributedOptions& options)
   compute::ProgressLine progress(total, o.progress);
   compute::TrainResult result;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t r = 0; r < total; ++r) {
-    const actors::RoundReport report = coordinator.run_round();
+  auto record = [&](const actors::RoundReport& report) {
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error("training diverged: loss is " + std::to_string(report.loss) + " in round " +
                                std::to_string(report.round) + " (try a smaller --lr)");
@@ -106,8 +105,12 @@ compute::TrainResult run_distributed_training(const DistributedOptions& options)
     result.samples += o.batch;
     result.final_loss = report.loss;
     metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms, {}});
-    progress.update(r + 1, report.loss, result.samples);
+    progress.update(static_cast<int64_t>(report.round) + 1, report.loss, result.samples);
+  };
+  while (static_cast<int64_t>(coordinator.next_round()) < total) {
+    for (const auto& report : coordinator.run_round()) record(report);
   }
+  for (const auto& report : coordinator.flush()) record(report);
   result.rounds = total;
   result.train_seconds = seconds_since(t0);
   result.samples_per_s = result.train_seconds > 0 ? static_cast<double>(result.samples) / result.train_seconds : 0;

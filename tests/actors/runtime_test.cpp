@@ -80,7 +80,10 @@ Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan,
   Coordinator coordinator(system, spec);
   coordinator.deploy();
   Distributed out;
-  for (int r = 0; r < rounds; ++r) out.rounds.push_back(coordinator.run_round());
+  while (coordinator.next_round() < static_cast<uint64_t>(rounds)) {
+    for (const auto& report : coordinator.run_round()) out.rounds.push_back(report);
+  }
+  for (const auto& report : coordinator.flush()) out.rounds.push_back(report);
   std::vector<at::Tensor> parts;
   for (const auto& state : coordinator.fetch_states()) parts.push_back(messages::to_tensor(state.weights).clone());
   out.weights = at::cat(parts);
@@ -133,6 +136,7 @@ TEST_F(Runtime, GroupMembersHoldBitIdenticalStatesAfterEveryRound) {
   coordinator.deploy();
   for (int r = 0; r < 3; ++r) {
     coordinator.run_round();
+    coordinator.flush();
     const auto states = coordinator.fetch_member_states();
     ASSERT_EQ(states.size(), 4u);
     for (size_t stage = 0; stage < 2; ++stage) {

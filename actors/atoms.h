@@ -1,0 +1,17 @@
+// CAF atoms of messages that stay inside one process (between the heartbeat
+// monitor and the coordinator). Everything that crosses a process boundary is
+// an envelope (messages/asteroid.capnp), never an atom.
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace asteroid::actors {
+
+// (lost_atom, device id): a device stopped answering.
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+// (back_atom, device id): a lost device answers again.
+using back_atom = caf::atom_constant<caf::atom("back")>;
+// Internal tick of the heartbeat monitor.
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+}  // namespace asteroid::actors
