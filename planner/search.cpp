@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <stdexcept>
 
 #include "planner/allocation.h"
@@ -58,6 +59,17 @@ bool outcome_better(const Outcome& a, const Outcome& b) {
   return better_plan(a.round, a.stages, a.peak, b.round, b.stages, b.peak);
 }
 
+// Lower-bound tables of one (M, k). They stay valid when the incumbent
+// falls (a smaller incumbent only makes them tighter), so the searches of
+// one (M, k) share them and recompute only when the incumbent has fallen by
+// more than 10% since.
+struct BoundTables {
+  std::vector<double> q_min, pf_min;
+  double prefix_incumbent = kInf;
+  std::vector<int> min_stages;
+  double stages_incumbent = kInf;
+};
+
 // The exact search for one chosen set (devices `dev`, in sorted order) and
 // one M. `incumbent` is the best T_round known (shared across sets and M).
 class SuffixSearch {
@@ -71,10 +83,11 @@ class SuffixSearch {
   enum class Keep { one, value, staged };
   SuffixSearch(const ProfileTables& t, const Rates& rates, const std::vector<int>& dev, int m,
                int b, int k_opt, int min_group, int max_group, double* incumbent,
-               SearchStats* stats, Keep keep)
+               SearchStats* stats, Keep keep, BoundTables* bounds)
       : t_(t), rates_(rates), dev_(dev), k_(static_cast<int>(dev.size())), l_(t.layer_count()),
         m_(m), b_(b), k_opt_(k_opt), min_group_(min_group), max_group_(max_group),
-        incumbent_(incumbent), stats_(stats), keep_(keep) {
+        incumbent_(incumbent), stats_(stats), keep_(keep), bounds_(*bounds),
+        q_min_(bounds->q_min), pf_min_(bounds->pf_min), min_stages_(bounds->min_stages) {
     qdim_ = std::min(m_, k_);
     prepare();
   }
@@ -84,7 +97,11 @@ class SuffixSearch {
   void set_limits(int max_stages, double peak_below) {
     max_stages_ = max_stages;
     peak_below_ = peak_below;
-    if (max_stages_ < std::numeric_limits<int>::max()) compute_min_stages();
+    if (max_stages_ < std::numeric_limits<int>::max() &&
+        (min_stages_.empty() || stale(bounds_.stages_incumbent))) {
+      compute_min_stages();
+      bounds_.stages_incumbent = *incumbent_;
+    }
   }
 
   // A lower bound of T_round for any plan on this set within the incumbent
@@ -93,9 +110,14 @@ class SuffixSearch {
   double set_lower_bound() {
     double fluid = m_ * b_ * rl_[idx_rl(l_, k_)] / k_;
     if (over(fluid, *incumbent_)) return fluid;
-    compute_prefix_bounds();
+    if (q_min_.empty() || stale(bounds_.prefix_incumbent)) {
+      compute_prefix_bounds();
+      bounds_.prefix_incumbent = *incumbent_;
+    }
     return std::max(fluid, last_stage_bound());
   }
+
+  bool stale(double computed_under) const { return *incumbent_ < 0.9 * computed_under; }
 
   // REQUIRES: set_lower_bound() was called.
   Outcome run() {
@@ -490,6 +512,13 @@ class SuffixSearch {
     need_list.erase(std::unique(need_list.begin(), need_list.end()), need_list.end());
     const int min_k = need_list.front();
 
+    // Under a stage limit, a stage with devices in front of it is useful
+    // only if the shortest suffix here plus it plus the prefix fit the limit.
+    int fewest_stages = std::numeric_limits<int>::max();
+    for (const Alive& al : alive) {
+      if (empty) fewest_stages = 0;
+      for (int id : al.entries) fewest_stages = std::min(fewest_stages, arena_[id].stages);
+    }
     std::vector<int> y0(k_), y(k_), caps(k_);
     struct PerK {
       bool ok;
@@ -514,9 +543,11 @@ class SuffixSearch {
           min_tail = std::min(min_tail, 2 * al.tau + al.min_v);
         }
       }
+      if (h > 0 && too_many_stages(fewest_stages + 2)) continue;
       const int a_hi = (h == 0) ? 0 : a - 1;
       const int a_lo = (h == 0) ? 0 : 1;
       for (int a2 = a_hi; a2 >= a_lo; --a2) {
+        if (h > 0 && too_many_stages(fewest_stages + 1 + min_stages(a2, h))) continue;
         const PrefixBound pb = prefix_bound(a2, h, i);
         if (over(pb.t, *incumbent_) || over(pb.pe + min_tail, *incumbent_)) continue;
         const double w = t_.weight_bytes(a2, a);
@@ -637,8 +668,11 @@ class SuffixSearch {
   const Keep keep_;
   int max_stages_ = std::numeric_limits<int>::max();
   double peak_below_ = kInf;
-  std::vector<int> min_stages_;
-  std::vector<double> q_min_, pf_min_, rate_prefix_f_;
+  BoundTables& bounds_;
+  std::vector<double>& q_min_;
+  std::vector<double>& pf_min_;
+  std::vector<int>& min_stages_;
+  std::vector<double> rate_prefix_f_;
   int qdim_ = 1;
 
   std::vector<double> rl_, rfl_, rate_prefix_, cross_, inner_, mem_;
@@ -720,11 +754,12 @@ PlanResult run_search(const ProfileTables& t, const TrainingConfig& config, Stra
   const std::vector<int> ms = microbatch_choices(config);
   std::vector<Rates> rates;
   for (int m : ms) rates.emplace_back(t, config.batch / m);
+  std::map<std::pair<size_t, int>, BoundTables> bounds;
   auto search = [&](size_t mi, int k, SuffixSearch::Keep keep, bool count_skip,
                     int max_stages = std::numeric_limits<int>::max(), double peak_below = kInf) {
     std::vector<int> dev = t.fastest(k);
     SuffixSearch s(t, rates[mi], dev, ms[mi], config.batch / ms[mi], k_opt, min_group, max_group,
-                   &incumbent, &stats, keep);
+                   &incumbent, &stats, keep, &bounds[{mi, k}]);
     s.set_limits(max_stages, peak_below);
     if (over(s.set_lower_bound(), incumbent)) {
       if (count_skip) ++stats.chosen_sets_skipped;

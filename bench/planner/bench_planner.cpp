@@ -1,40 +1,52 @@
-// Planning time of the exact hpp search for 4..32 devices x 50..200 layers
-// (markdown table), and the distribution of simulated / modelled round time
-// on the random instances of the planner tests.
+// Benchmark of the planner (docs/planner.md):
+//   1. time of the exact hpp search for 4, 8, 16, 32 devices x 50, 100, 200
+//      layers, on two synthetic edge clusters (markdown tables);
+//   2. the distribution of simulated round / cost-model round over the
+//      random instances of the planner tests and over the benchmark plans.
+// Usage: bench_planner [repeats=3]
+//        bench_planner 1 DEVICES LAYERS REGIME(0|1)   one instance, with search statistics
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "planner/search.h"
+#include "planner/simulator.h"
+#include "tests/planner/instances.h"
 
 using namespace asteroid::planner;
 
 namespace {
 
-// An edge cluster of three device classes (nx: fast, 8 GiB; tx2: medium,
-// 8 GiB; nano: slow, 4 GiB) on a 100 Mbit/s LAN with a few slower links,
-// and a CNN-like chain: early layers have big activations, late layers big
-// weights.
-void make_instance(int devices, int layers, uint32_t seed, Cluster* c, Profile* p) {
+struct Regime {
+  const char* name;
+  double out_bytes;  // activation bytes per sample at the first layer
+  double bandwidth;  // Mbit/s
+};
+
+// Three device classes, cycled: nx (fast, 8 GiB), tx2 (1.8x slower, 8 GiB),
+// nano (4.5x slower, 4 GiB), +-10% each; every 5th pair of neighbours on a
+// 40 Mbit/s link. A CNN-like chain of `layers`: activations shrink and
+// weights grow with depth; about 12 ms per sample for the whole model on an nx.
+void make_instance(int devices, int layers, uint32_t seed, const Regime& regime, Cluster* c, Profile* p) {
   std::mt19937 rng(seed);
   auto uni = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  *c = Cluster{};
+  *p = Profile{};
   p->model = "bench";
-  p->layers.clear();
-  p->devices.clear();
-  c->devices.clear();
-  c->links.clear();
   std::vector<double> cost(layers);
   for (int l = 0; l < layers; ++l) {
     double depth = static_cast<double>(l) / layers;
     LayerInfo li;
     li.name = "layer" + std::to_string(l);
-    li.weight_bytes = std::round(uni(0.5, 1.5) * (2e4 + 4e6 * depth * depth));
-    li.out_bytes = std::round(uni(0.5, 1.5) * 4e5 * (1.05 - depth));
+    li.weight_bytes = std::round(uni(0.5, 1.5) * (2e4 + 4e6 * depth * depth) * 50 / layers);
+    li.out_bytes = std::round(uni(0.5, 1.5) * regime.out_bytes * (1.05 - depth));
     li.stash_bytes = li.out_bytes * 2;
-    cost[l] = uni(0.2, 1.0) * 12.0 / layers * 50;  // ms per sample on an nx
+    cost[l] = uni(0.2, 1.0) * 12.0 / layers / 0.6;
     p->layers.push_back(li);
   }
   const char* classes[] = {"nx", "tx2", "nano"};
@@ -52,7 +64,7 @@ void make_instance(int devices, int layers, uint32_t seed, Cluster* c, Profile* 
     for (int l = 0; l < layers; ++l) {
       std::vector<double> f, b;
       for (int bs : dp.batch) {
-        double t = cost[l] * s * (0.3 + bs) / 1.3 / 16;
+        double t = cost[l] * s * (0.3 + bs) / 1.3;  // batching amortises a fixed cost
         f.push_back(t);
         b.push_back(2 * t);
       }
@@ -61,40 +73,98 @@ void make_instance(int devices, int layers, uint32_t seed, Cluster* c, Profile* 
     }
     p->devices[dev.id] = dp;
   }
-  c->default_bandwidth_mbps = 100;
-  for (int d = 0; d + 1 < devices; d += 5)
-    c->links.push_back({c->devices[d].id, c->devices[d + 1].id, 40});
+  c->default_bandwidth_mbps = regime.bandwidth;
+  for (int d = 0; d + 1 < devices; d += 5) c->links.push_back({c->devices[d].id, c->devices[d + 1].id, 40});
+}
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  double pos = q * (v.size() - 1);
+  size_t lo = static_cast<size_t>(std::floor(pos));
+  size_t hi = std::min(v.size() - 1, lo + 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int repeat = argc > 1 ? std::atoi(argv[1]) : 3;
-  std::printf("Exact hpp planning time (ms, median of %d), batch 64, M = 4\n\n", repeat);
-  std::printf("| devices | 50 layers | 100 layers | 200 layers |\n|---|---|---|---|\n");
-  for (int n : {4, 8, 16, 32}) {
-    std::printf("| %d |", n);
-    for (int l : {50, 100, 200}) {
-      Cluster c;
-      Profile p;
-      make_instance(n, l, 7 + n * 1000 + l, &c, &p);
-      ProfileTables t(c, p);
-      TrainingConfig cfg;
-      cfg.batch = 64;
-      cfg.microbatches = 4;
-      std::vector<double> ms;
-      PlanResult r;
-      for (int i = 0; i < repeat; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        r = plan_hpp(t, cfg);
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  const int repeat = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+  const Regime regimes[] = {{"compute-bound: 1000 Mbit/s LAN, 100 kB/sample activations", 1e5, 1000},
+                            {"communication-bound: 100 Mbit/s LAN, 400 kB/sample activations", 4e5, 100}};
+  if (argc == 5) {
+    Cluster c;
+    Profile p;
+    const int n = std::atoi(argv[2]), l = std::atoi(argv[3]);
+    make_instance(n, l, 7 + n * 1000 + l, regimes[std::atoi(argv[4]) % 2], &c, &p);
+    ProfileTables t(c, p);
+    TrainingConfig cfg;
+    cfg.batch = 64;
+    cfg.microbatches = 4;
+    PlanResult r = plan_hpp(t, cfg);
+    const SearchStats& st = r.stats;
+    std::printf("%.1f ms (seed %.1f, exact %.1f, tie-break %.1f): T_round %.3f, %zu stages; %lld splits, %lld entries, "
+                "%lld complete plans, %d sets skipped\n",
+                r.planning_ms, st.seed_ms, st.exact_ms, st.tie_break_ms, r.evaluation.round_ms, r.plan.stages.size(),
+                st.stage_allocations, st.entries, st.complete_plans, st.chosen_sets_skipped);
+    return 0;
+  }
+  std::vector<double> bench_ratios;
+  for (const Regime& regime : regimes) {
+    std::printf("### Exact hpp planning time, %s\n\n", regime.name);
+    std::printf("batch 64, M = 4, SGD; ms, median of %d runs (stages P, devices used k of N)\n\n", repeat);
+    std::printf("| devices | 50 layers | 100 layers | 200 layers |\n|---|---|---|---|\n");
+    for (int n : {4, 8, 16, 32}) {
+      std::printf("| %d |", n);
+      for (int l : {50, 100, 200}) {
+        Cluster c;
+        Profile p;
+        make_instance(n, l, 7 + n * 1000 + l, regime, &c, &p);
+        ProfileTables t(c, p);
+        TrainingConfig cfg;
+        cfg.batch = 64;
+        cfg.microbatches = 4;
+        std::vector<double> ms;
+        PlanResult r;
+        for (int i = 0; i < repeat; ++i) {
+          auto t0 = std::chrono::steady_clock::now();
+          r = plan_hpp(t, cfg);
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+        size_t used = 0;
+        for (const Stage& s : r.plan.stages) used += s.devices.size();
+        std::printf(" %.0f (P=%zu, k=%zu) |", quantile(ms, 0.5), r.plan.stages.size(), used);
+        std::fflush(stdout);
+        if (r.feasible) bench_ratios.push_back(simulate(r.plan, t).round_ms / r.evaluation.round_ms);
       }
-      std::sort(ms.begin(), ms.end());
-      std::printf(" %.1f (P=%zu, T=%.0f, alloc %lld, entries %lld) |", ms[ms.size() / 2], r.plan.stages.size(),
-                  r.evaluation.round_ms, r.stats.stage_allocations, r.stats.entries);
-      std::fflush(stdout);
+      std::printf("\n");
     }
     std::printf("\n");
   }
+
+  // Simulated / modelled round on the tests' random instances.
+  std::vector<double> ratios;
+  std::mt19937 rng(4242);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (uint32_t seed = 1; seed <= 400; ++seed) {
+    testing::InstanceSpec spec;
+    spec.devices = pick(1, 6);
+    spec.layers = pick(1, 8);
+    spec.tight_memory = seed % 2;
+    spec.mixed_links = (seed / 2) % 2;
+    testing::Instance in = testing::random_instance(seed, spec);
+    ProfileTables t(in.cluster, in.profile);
+    TrainingConfig cfg;
+    cfg.microbatches = pick(1, 8);
+    cfg.batch = cfg.microbatches * pick(1, 8);
+    PlanResult r = plan_hpp(t, cfg);
+    if (!r.feasible) continue;
+    ratios.push_back(simulate(r.plan, t).round_ms / r.evaluation.round_ms);
+  }
+  std::printf("### Simulated round / cost-model round of the hpp plan\n\n");
+  std::printf("| instances | count | min | median | p90 | max |\n|---|---|---|---|---|---|\n");
+  for (auto [name, v] : {std::pair<const char*, std::vector<double>*>{"random (tests' generator, <= 6 devices, <= 8 layers)", &ratios},
+                         {"benchmark plans above", &bench_ratios}})
+    std::printf("| %s | %zu | %.3f | %.3f | %.3f | %.3f |\n", name, v->size(), quantile(*v, 0), quantile(*v, 0.5),
+                quantile(*v, 0.9), quantile(*v, 1));
   return 0;
 }
