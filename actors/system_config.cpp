@@ -5,6 +5,7 @@
 #include <caf/timespan.hpp>
 
 #include "actors/node_context.h"
+#include "actors/planner_actor.h"
 #include "actors/stage_actor.h"
 #include "messages/transport.h"
 
@@ -19,6 +20,8 @@ AsteroidConfig::AsteroidConfig(const SystemOptions& options) {
   // so the loss of one node does not cut the others apart (CAF_NOTES 4).
   set("middleman.enable-automatic-connections", true);
   set("scheduler.max-threads", options.scheduler_threads);
+  // Any process can host the planner; a coordinator spawns it where it wants.
+  add_actor_type("planner", planner_actor);
 }
 
 AsteroidConfig::AsteroidConfig(const SystemOptions& options, std::shared_ptr<NodeContext> node)
