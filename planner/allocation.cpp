@@ -47,6 +47,10 @@ bool greedy_split(const ProfileTables& t, const int* group, int g, int begin, in
     t.times(group[i], begin, end, y, &f, &b);
     return f + b;
   };
+  if (g == 1) {  // every sample goes to the one device, as far as it fits
+    y_out[0] = caps ? std::min(samples, caps[0]) : samples;
+    return y_out[0] == samples;
+  }
   for (int i = 0; i < g; ++i) y_out[i] = 1;
   for (int i = 0; i < g; ++i) next[i] = after_gift(i);
   for (int r = samples - g; r > 0; --r) {
