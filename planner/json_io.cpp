@@ -279,7 +279,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
   Field root(j, source, "");
   root.expect(j.is_object(), "a JSON object");
   Plan plan;
-  if (root.has("strategy")) plan.strategy = root.at("strategy").string();
+  plan.strategy = root.has("strategy") ? root.at("strategy").string() : "custom";
   plan.batch = root.at("batch").int_at_least(1);
   plan.microbatches = root.at("microbatches").int_at_least(1);
   Field mbs = root.at("microbatch_size");

@@ -5,6 +5,12 @@
 // unknown fields are ignored. Savers write pretty-printed JSON and throw
 // std::runtime_error naming the path when the file cannot be written.
 //
+// Optional fields: cluster `host`, `port`, `emulate` (its `cpu_share` and
+// `device_class` are kept), `links`, and `default_bandwidth_mbps` when there
+// is a single device; profile `model` and layer `name`; plan `strategy`
+// ("custom" when absent), `predicted_round_ms`, `idle_devices`. Everything
+// else FORMATS.md shows is required.
+//
 // Checks that need two files at once (a plan's device ids against the
 // cluster, its layer ranges against the profile, the profile covering every
 // device of the cluster) are the check_* functions below; the load_*
