@@ -204,6 +204,7 @@ ReplanResult replan_heavy(const Plan& running, const Cluster& cluster, const Pro
     EvalOptions eo;
     eo.optimizer = config.optimizer;
     r.evaluation = evaluate(r.plan, t, eo);
+    r.plan.predicted_round_ms = r.evaluation.round_ms;
     finish_moves(r, running, t, config.optimizer, lost);
   }
   r.planning_ms = ms_since(start);
@@ -333,6 +334,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
   EvalOptions eo;
   eo.optimizer = opt;
   r.evaluation = evaluate(r.plan, t, eo);
+  r.plan.predicted_round_ms = r.evaluation.round_ms;
   r.feasible = best.failing == 0 && r.evaluation.feasible;
   r.why = r.feasible ? "" : (best.why.empty() ? r.evaluation.infeasible_reason : best.why);
   finish_moves(r, running, t, opt, lost);
