@@ -159,29 +159,29 @@ double cpu_ratio(EmulatedCluster& c, long long iterations) {
 TEST(FidelityCpu, HalfShareTakesTwiceAsLongCgroup) {
   SKIP_WITHOUT_CGROUPS();
   TempDir tmp;
-  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.3, 0.15),
+  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.1),
                                           options(tmp / "c", CpuMode::cgroup, NetMode::none));
   ASSERT_NE(c.mechanisms().cpu.find("cgroup"), std::string::npos);
-  double ratio = cpu_ratio(c, calibrate(0.2));
-  std::printf("%s, shares 0.3 vs 0.15: slow/fast = %.3f\n", c.mechanisms().cpu.c_str(), ratio);
+  double ratio = cpu_ratio(c, calibrate(0.15));
+  std::printf("%s, shares 0.2 vs 0.1: slow/fast = %.3f\n", c.mechanisms().cpu.c_str(), ratio);
   EXPECT_GE(ratio, 1.6);
   EXPECT_LE(ratio, 2.4);
 }
 
 TEST(FidelityCpu, HalfShareTakesTwiceAsLongThrottle) {
   TempDir tmp;
-  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.3, 0.15),
+  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.1),
                                           options(tmp / "c", CpuMode::throttle, NetMode::none));
-  double ratio = cpu_ratio(c, calibrate(0.2));
-  std::printf("throttle, shares 0.3 vs 0.15: slow/fast = %.3f\n", ratio);
+  double ratio = cpu_ratio(c, calibrate(0.15));
+  std::printf("throttle, shares 0.2 vs 0.1: slow/fast = %.3f\n", ratio);
   EXPECT_GE(ratio, 1.6);
   EXPECT_LE(ratio, 2.4);
 }
 
 TEST(FidelityCpu, SlowFaultDividesTheShare) {
   TempDir tmp;
-  // Both devices 0.3; then dev1 slowed by 2 => the same 2x ratio.
-  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.3, 0.3),
+  // Both devices 0.2; then dev1 slowed by 2 => the same 2x ratio.
+  EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.2),
                                           options(tmp / "c", CpuMode::automatic, NetMode::none));
   c.inject_slow("dev1", 2);
   double ratio = cpu_ratio(c, calibrate(0.15));
