@@ -64,6 +64,9 @@ struct Coordinator::Impl {
   std::optional<Uncommitted> uncommitted;
   std::optional<RoundProgress> progress;
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
+  std::set<std::string> lost_between;  // reported lost while no round ran
+  std::set<std::string> returned;      // reported back
+  std::set<caf::actor_addr> dead_actors;  // members whose actor went down
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
 
@@ -280,7 +283,7 @@ struct Coordinator::Impl {
     return "";
   }
 
-  void on_envelope(messages::Message& message) {
+  void on_envelope(messages::Message& message, const caf::actor_addr& sender) {
     std::visit(
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
@@ -306,45 +309,102 @@ struct Coordinator::Impl {
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
           } else if constexpr (std::is_same_v<T, messages::Error>) {
+            const Member* from = member_by_address(sender);
+            if (from) throw StageFailed(from->device, from->stage, m.message);
             throw JobError(m.message);
           }
         },
         message);
   }
 
+  const Member* member_by_address(const caf::actor_addr& address) const {
+    for (const Member& m : members) {
+      if (m.actor.address() == address) return &m;
+    }
+    return nullptr;
+  }
+
+  bool in_use(const std::string& device) const {
+    return std::any_of(members.begin(), members.end(), [&](const Member& m) { return m.device == device; });
+  }
+
+  // Handles one non-envelope event: a down notification or a report of the
+  // heartbeat monitor. Throws DeviceLost / StageFailed for what concerns
+  // the running plan when `throwing`, else remembers it.
+  void on_down(const caf::down_msg& down) {
+    dead_actors.insert(down.source);
+    if (const Member* m = member_by_address(down.source)) {
+      // A lost connection means the device is gone; any other reason means
+      // the actor itself failed on a node that lives on.
+      if (down.reason == caf::exit_reason::remote_link_unreachable) {
+        throw DeviceLost(m->device, "device '" + m->device + "' went down: " + system.render(down.reason));
+      }
+      throw StageFailed(m->device, m->stage, "the stage " + std::to_string(m->stage) + " actor on device '" +
+                                                 m->device + "' failed: " + system.render(down.reason));
+    }
+    for (const auto& [id, node] : nodes) {
+      if (node.actor.address() == down.source && in_use(id)) {
+        throw DeviceLost(id, "device '" + id + "' went down: " + system.render(down.reason));
+      }
+    }
+  }
+
   // Receives until `finished()` holds, handling whatever arrives; throws
-  // DeviceLost / JobError on failures and on the deadline.
+  // DeviceLost / StageFailed / JobError on failures and on the deadline.
   void receive_until(const std::function<bool()>& finished, Clock::time_point deadline, const std::string& what) {
+    for (const auto& device : lost_between) {
+      if (in_use(device)) {
+        lost_between.erase(device);
+        throw DeviceLost(device, "device '" + device + "' stopped answering heartbeats");
+      }
+    }
     while (!finished()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      std::optional<messages::Message> message;
-      std::string lost, lost_why, failure;
-      self->receive(
-          [&](WireMessage& wire) {
-            auto decoded = messages::from_wire(std::move(wire));
-            if (!decoded.ok()) {
-              failure = "received a malformed message: " + decoded.error;
-            } else {
-              message = std::move(decoded.message);
-            }
-          },
-          [&](caf::down_msg& down) {
-            lost = device_of(down.source);
-            lost_why = "went down: " + system.render(down.reason);
-          },
-          [&](lost_atom, const std::string& device) {
-            lost = device;
-            lost_why = "stopped answering heartbeats";
-          },
-          caf::after(std::max(left, std::chrono::milliseconds(0))) >> [&] { failure = what + " timed out"; });
-      if (!failure.empty()) throw JobError(failure);
-      if (!lost.empty()) {
-        const bool in_use = std::any_of(members.begin(), members.end(), [&](const Member& m) { return m.device == lost; });
-        if (in_use) throw DeviceLost(lost, "device '" + lost + "' " + lost_why);
-        continue;
-      }
-      if (message) on_envelope(*message);
+      if (!receive_one(left, /*in_round=*/true)) throw JobError(what + " timed out");
     }
+  }
+
+  // Handles one message, waiting at most `wait`; false on timeout. Outside
+  // a round (in_round false) losses are remembered instead of thrown.
+  bool receive_one(std::chrono::milliseconds wait, bool in_round) {
+    bool got = true;
+    std::optional<messages::Message> message;
+    caf::actor_addr sender;
+    std::optional<caf::down_msg> down;
+    std::string lost, failure;
+    self->receive(
+        [&](WireMessage& wire) {
+          sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+          auto decoded = messages::from_wire(std::move(wire));
+          if (!decoded.ok()) {
+            failure = "received a malformed message: " + decoded.error;
+          } else {
+            message = std::move(decoded.message);
+          }
+        },
+        [&](caf::down_msg& d) { down = std::move(d); },
+        [&](lost_atom, const std::string& device) { lost = device; },
+        [&](back_atom, const std::string& device) { returned.insert(device); },
+        caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
+    if (!failure.empty()) throw JobError(failure);
+    if (!in_round) {
+      if (!lost.empty()) lost_between.insert(lost);
+      if (down) {
+        try {
+          on_down(*down);
+        } catch (const DeviceLost& e) {
+          lost_between.insert(e.device);
+        } catch (const StageFailed& e) {
+          lost_between.insert(e.device);  // judged again when the next round starts
+        }
+      }
+      if (message) on_envelope(*message, sender);
+      return got;
+    }
+    if (!lost.empty() && in_use(lost)) throw DeviceLost(lost, "device '" + lost + "' stopped answering heartbeats");
+    if (down) on_down(*down);
+    if (message) on_envelope(*message, sender);
+    return got;
   }
 
   RoundReport commit_round(Uncommitted&& u) {
@@ -436,18 +496,21 @@ struct Coordinator::Impl {
     // processed, and after everything the member sent before: once every
     // live member answered, nothing stale of the aborted rounds is in flight.
     for (const Member& m : members) {
-      if (lost.count(m.device)) continue;
+      if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
       self->send(m.actor, messages::to_wire(abort));
     }
     for (const Member& m : members) {
-      if (lost.count(m.device)) continue;
-      state_from(m.actor, committed.value_or(0), "device '" + m.device + "' did not confirm the abort");
+      if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
+      try {
+        ask(m.actor, messages::StateRequest{committed.value_or(0)}, spec.connect_timeout,
+            "device '" + m.device + "' did not confirm the abort");
+      } catch (const JobError& e) {
+        throw DeviceLost(m.device, e.what());
+      }
     }
-    // Drain what arrived before the confirmations (stale dones, metrics).
-    bool drained = false;
-    while (!drained) {
-      self->receive([&](WireMessage&) {}, [&](caf::down_msg&) {}, [&](lost_atom, const std::string&) {},
-                    caf::after(std::chrono::milliseconds(0)) >> [&] { drained = true; });
+    // Drain what arrived before the confirmations (stale dones, metrics),
+    // keeping news of lost and returned devices.
+    while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
     }
     round = committed ? *committed + 1 : 0;
   }
@@ -460,9 +523,27 @@ struct Coordinator::Impl {
     for (size_t s = 0; s < spec.plan.stages.size(); ++s) {
       const planner::Stage& stage = spec.plan.stages[s];
       for (const Member& m : members) {
-        if (m.stage != s || lost.count(m.device)) continue;
-        states[s] = state_from(m.actor, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
-        break;
+        if (m.stage != s || lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
+        try {
+          states[s] = state_from(m.actor, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
+          if (states[s]->round != at) states[s].reset();
+        } catch (const JobError& e) {
+          spdlog::warn("{}", e.what());
+        }
+        if (states[s]) break;
+      }
+      // The node of a member whose actor failed keeps its committed state.
+      for (const Member& m : members) {
+        if (states[s] || m.stage != s || lost.count(m.device)) continue;
+        messages::ReplicaRequest request{spec.job_id, static_cast<uint32_t>(stage.begin),
+                                         static_cast<uint32_t>(stage.end), at};
+        try {
+          auto reply = ask(connect(m.device).actor, request, spec.connect_timeout,
+                           "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'");
+          if (auto* state = std::get_if<messages::StageState>(&reply)) states[s] = std::move(*state);
+        } catch (const JobError& e) {
+          spdlog::warn("{}", e.what());
+        }
       }
       if (!states[s]) {
         auto holder = holders.find(static_cast<uint32_t>(s));
@@ -501,7 +582,8 @@ struct Coordinator::Impl {
         if (!has_state) {
           // Same device, same layers: the member keeps its committed weights.
           for (Member& o : old) {
-            if (o.actor && o.device == id && o.begin == stage.begin && o.end == stage.end) {
+            if (o.actor && !dead_actors.count(o.actor.address()) && o.device == id && o.begin == stage.begin &&
+                o.end == stage.end) {
               now.actor = std::move(o.actor);
               o.actor = caf::actor();
               break;
@@ -577,6 +659,14 @@ std::map<std::string, caf::actor> Coordinator::node_actors() const {
 }
 
 void Coordinator::reconnect(const std::string& device) { impl_->connect(device, /*again=*/true); }
+
+std::set<std::string> Coordinator::take_returned() {
+  while (impl_->receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
+  }
+  std::set<std::string> out;
+  out.swap(impl_->returned);
+  return out;
+}
 
 caf::actor Coordinator::inbox() const { return caf::actor_cast<caf::actor>(impl_->self); }
 

@@ -46,6 +46,15 @@ struct DeviceLost : JobError {
   std::string device;
 };
 
+// A stage actor failed on its own (an exception in its compute, or it died
+// while its node lives): the node can host it again.
+struct StageFailed : JobError {
+  StageFailed(std::string device_id, uint32_t stage_index, const std::string& what)
+      : JobError(what), device(std::move(device_id)), stage(stage_index) {}
+  std::string device;
+  uint32_t stage;
+};
+
 struct JobSpec {
   planner::Cluster cluster;
   planner::Plan plan;
@@ -128,6 +137,9 @@ class Coordinator {
   std::map<std::string, caf::actor> node_actors() const;
   // Connects (again) to a device, within the connect timeout. Throws JobError.
   void reconnect(const std::string& device);
+  // Devices reported back (back_atom) since the last call; handles what
+  // waits in the mailbox first.
+  std::set<std::string> take_returned();
   // The actor that receives the coordinator's messages: others (the
   // heartbeat monitor) report lost devices to it as (lost_atom, device id).
   caf::actor inbox() const;

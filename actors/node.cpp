@@ -117,6 +117,7 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             return replicas.store(std::move(m));
           } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
+            if (auto kept = node->kept(m.job_id, m.layer_begin, m.layer_end, m.round)) return *kept;
             return replicas.find(m, node->node_id);
           } else {
             return messages::Error{messages::ErrorCode::invalid_request,
@@ -160,6 +161,11 @@ int run_node(const NodeOptions& options) {
   auto node = std::make_shared<NodeContext>(options.id, static_cast<uint64_t>(options.memory_mb * 1048576.0),
                                             options.cpu_share);
 
+  if (!options.crash_at.empty()) {
+    const auto colon = options.crash_at.find(':');
+    node->crash_event = options.crash_at.substr(0, colon);
+    node->crash_round = colon == std::string::npos ? 0 : std::stoll(options.crash_at.substr(colon + 1));
+  }
   AsteroidConfig config(SystemOptions{}, node);
   caf::actor_system system(config);
   auto actor = system.spawn(node_actor, node);

@@ -16,6 +16,7 @@ struct NodeOptions {
   double memory_mb = 0;          // budget; 0: unlimited
   double cpu_share = 0;          // in-process throttle; 0: none
   int threads = 1;               // at::set_num_threads
+  std::string crash_at;          // "EVENT:ROUND" (fault injection), empty: never
 };
 
 // Runs the node until SIGTERM/SIGINT. Prints "asteroid node <id> listening

@@ -1,6 +1,9 @@
 #include "actors/node_context.h"
 
 #include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +16,13 @@ NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
       memory_budget_bytes(memory_budget),
       cpu_share(share),
       throttle(compute::CpuThrottle::from_environment(share > 0 ? std::optional<double>(share) : std::nullopt)) {}
+
+void NodeContext::crash_point(const char* event, uint64_t round) const {
+  if (crash_round >= 0 && static_cast<uint64_t>(crash_round) == round && crash_event == event) {
+    spdlog::warn("node {}: crashing at {} of round {} as asked (--crash-at)", node_id, event, round);
+    std::raise(SIGKILL);
+  }
+}
 
 bool NodeContext::reserve(uint64_t bytes, std::string* why) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -58,6 +68,19 @@ void NodeContext::stop_stages() {
     stages = stages_;
   }
   for (const auto& stage : stages) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
+}
+
+void NodeContext::keep_committed(const messages::StageState& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  kept_[{state.job_id, state.layer_begin, state.layer_end}] = state;
+}
+
+std::optional<messages::StageState> NodeContext::kept(const std::string& job, uint32_t begin, uint32_t end,
+                                                      uint64_t round) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = kept_.find({job, begin, end});
+  if (it == kept_.end() || it->second.round != round) return std::nullopt;
+  return it->second;
 }
 
 }  // namespace asteroid::actors

@@ -6,9 +6,13 @@
 #include <caf/actor_addr.hpp>
 
 #include "compute/cpu_throttle.h"
+#include "messages/envelope.h"
 
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -22,6 +26,13 @@ struct NodeContext {
   std::string node_id = "node";
   uint64_t memory_budget_bytes = 0;  // 0: no budget
   double cpu_share = 0;              // in-process throttle; 0: none
+  // Fault injection for experiments and tests (`asteroid node --crash-at
+  // EVENT:ROUND`): the node SIGKILLs itself when one of its stages reaches
+  // EVENT (forward, backward, allreduce, replicate, step) in round ROUND.
+  std::string crash_event;
+  int64_t crash_round = -1;
+  void crash_point(const char* event, uint64_t round) const;
+
   // Wraps every compute call of the stages hosted here (a no-op unless the
   // node runs with --cpu-share, the fallback when cgroups are not available).
   compute::CpuThrottle throttle;
@@ -38,10 +49,19 @@ struct NodeContext {
   void remove_stage(const caf::actor_addr& stage);
   void stop_stages();
 
+  // The last committed state of each stage hosted here (by job and layer
+  // range; blobs shared with the stage, not copied), so that a stage actor
+  // that failed can be restarted from it: the node is the stage's
+  // supervisor-side memory.
+  void keep_committed(const messages::StageState& state);
+  std::optional<messages::StageState> kept(const std::string& job, uint32_t begin, uint32_t end,
+                                           uint64_t round) const;
+
  private:
   mutable std::mutex mutex_;
   uint64_t reserved_bytes_ = 0;
   std::vector<caf::actor_addr> stages_;
+  std::map<std::tuple<std::string, uint32_t, uint32_t>, messages::StageState> kept_;
 };
 
 }  // namespace asteroid::actors

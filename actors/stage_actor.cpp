@@ -190,6 +190,7 @@ class StageMember {
       committed_ = snapshot(static_cast<int64_t>(a.first_round) - 1);
     }
     a_ = std::move(a);
+    if (committed_.round >= 0) node_->keep_committed(state_of(committed_));
     a_.initial_state = {};  // loaded; no second copy
     prev_ = std::move(prev);
     group_ = std::move(group);
@@ -292,6 +293,7 @@ class StageMember {
         if (stepped != pending_.end()) {
           committed_ = std::move(stepped->second);
           pending_.erase(pending_.begin(), std::next(stepped));
+          node_->keep_committed(state_of(committed_));
         } else if (committed_.round != static_cast<int64_t>(m.round)) {
           throw std::runtime_error("asked to commit round " + std::to_string(m.round) + " that did not finish here");
         }
@@ -441,6 +443,7 @@ class StageMember {
   }
 
   void run_forward(int mb) {
+    node_->crash_point("forward", round_);
     at::Tensor input, labels;
     if (a_.stage == 0) {
       std::tie(input, labels) = first_stage_input(mb);
@@ -472,6 +475,7 @@ class StageMember {
   }
 
   void run_backward(int mb) {
+    node_->crash_point("backward", round_);
     const int64_t start = now_us();
     at::Tensor grad_input;
     if (a_.stage + 1 == a_.stage_count) {
@@ -519,6 +523,7 @@ class StageMember {
     reducing_ = true;
     reduce_step_ = 0;
     send_chunk();
+    node_->crash_point("allreduce", round_);
     advance_all_reduce();
   }
 
@@ -586,12 +591,14 @@ class StageMember {
   void finish_round() {
     const int64_t step_start = now_us();
     record(TraceKind::all_reduce, 0, reduce_start_us_, step_start, a_.group.size() > 1 ? flat_.nbytes() : 0);
+    node_->crash_point("step", round_);
     node_->throttle.run([&] { model_->apply_gradients(flat_); });
     flat_ = at::Tensor();
     const Snapshot& stepped = pending_[round_] = snapshot(static_cast<int64_t>(round_));
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
     const uint64_t rounds_done = round_ + 1;
     if (holder_ && a_.replicate_every > 0 && rounds_done % a_.replicate_every == 0) {
+      node_->crash_point("replicate", round_);
       send(holder_, state_of(stepped), 0);
     }
     if (a_.central_every > 0 && rounds_done % a_.central_every == 0) send(coordinator_, state_of(stepped), 0);

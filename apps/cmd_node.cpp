@@ -19,6 +19,18 @@ void add_node_command(CLI::App& app) {
                   "In-process CPU throttle: fraction of one core (0: none; used when cgroups are not available)")
       ->check(CLI::Range(0.0, 64.0));
   cmd->add_option("--threads", options->threads, "Torch intra-op threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--crash-at", options->crash_at,
+                  "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
+                  "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step)")
+      ->check([](const std::string& v) {
+        const auto colon = v.find(':');
+        const std::string event = v.substr(0, colon);
+        const bool known = event == "forward" || event == "backward" || event == "allreduce" || event == "replicate" ||
+                           event == "step";
+        const bool number = colon != std::string::npos && colon + 1 < v.size() &&
+                            v.find_first_not_of("0123456789", colon + 1) == std::string::npos;
+        return known && number ? std::string() : "expected EVENT:ROUND, e.g. allreduce:3";
+      });
   cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 

@@ -1,0 +1,362 @@
+#include "supervision/job_supervisor.h"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <set>
+
+#include "actors/planner_actor.h"
+#include "messages/transport.h"
+#include "planner/json_io.h"
+#include "supervision/checkpoint.h"
+#include "supervision/heartbeat_monitor.h"
+#include "supervision/stage_states.h"
+
+namespace asteroid::supervision {
+namespace {
+
+using actors::DeviceLost;
+using actors::JobError;
+using actors::StageFailed;
+using Clock = std::chrono::steady_clock;
+
+std::string summary_of(const planner::Plan& plan) {
+  std::string out;
+  for (const auto& stage : plan.stages) {
+    if (!out.empty()) out += " | ";
+    out += "[" + std::to_string(stage.begin) + "," + std::to_string(stage.end) + ") ";
+    for (size_t i = 0; i < stage.devices.size(); ++i) {
+      out += (i ? "+" : "") + stage.devices[i].id + ":" + std::to_string(stage.devices[i].samples);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, const planner::Cluster& cluster) {
+  planner::Profile profile;
+  profile.model = "uniform";
+  profile.layers = layers;
+  for (const auto& device : cluster.devices) {
+    planner::DeviceProfile d;
+    d.batch = {1, 64};
+    for (size_t l = 0; l < layers.size(); ++l) {
+      d.fwd_ms.push_back({0.01, 0.64});
+      d.bwd_ms.push_back({0.02, 1.28});
+    }
+    profile.devices[device.id] = d;
+  }
+  return profile;
+}
+
+struct JobSupervisor::Impl {
+  Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
+      : system(system), coordinator(system, spec), options(std::move(options)) {
+    std::vector<int64_t> parameters;
+    for (const auto& layer : this->options.profile.layers) {
+      parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
+    }
+    layout.emplace(parameters, planner::optimizer_state_factor(this->options.optimizer));
+  }
+
+  ~Impl() {
+    if (monitor) caf::anon_send_exit(monitor, caf::exit_reason::user_shutdown);
+    if (planner) caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
+  }
+
+  caf::actor_system& system;
+  actors::Coordinator coordinator;
+  SupervisionOptions options;
+  std::optional<StateLayout> layout;
+  caf::actor monitor, planner;
+  std::set<std::string> lost;  // devices lost and not back
+  std::vector<FailureRecord> failures;
+  std::function<void(const SupervisionEvent&)> listener;
+  Clock::time_point started = Clock::now();
+  int recoveries = 0;
+
+  double now_s() const { return std::chrono::duration<double>(Clock::now() - started).count(); }
+
+  void emit(const std::string& kind, const std::string& text, bool with_plan) {
+    spdlog::info("{}", text);
+    if (listener) listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : ""});
+  }
+
+  void start(uint64_t first_round, const std::vector<messages::StageState>& states) {
+    started = Clock::now();
+    planner = system.spawn(actors::planner_actor);
+    coordinator.deploy(first_round, states);
+    MonitorSetup setup;
+    setup.options = options.heartbeat;
+    setup.listener = coordinator.inbox();
+    setup.nodes = coordinator.node_actors();
+    for (const auto& device : coordinator.spec().cluster.devices) {
+      if (!device.host.empty() && device.port > 0) setup.addresses[device.id] = device;
+    }
+    monitor = spawn_heartbeat_monitor(system, setup);
+  }
+
+  // ------------------------------------------------------------- rounds
+
+  std::vector<actors::RoundReport> run_round() {
+    admit_returned();
+    for (;;) {
+      try {
+        auto reports = coordinator.run_round();
+        after_commits(reports);
+        return reports;
+      } catch (const DeviceLost& e) {
+        recover({e.device}, "device-lost", e.what());
+      } catch (const StageFailed& e) {
+        recover({}, "stage-failed", e.what(), e.device);
+      }
+      if (++recoveries > options.max_recoveries) {
+        throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
+      }
+    }
+  }
+
+  // Commits the round waiting for its replicas. After a failure the round
+  // is lost instead and runs again with the next run_round().
+  std::vector<actors::RoundReport> flush() {
+    try {
+      auto reports = coordinator.flush();
+      after_commits(reports);
+      return reports;
+    } catch (const DeviceLost& e) {
+      recover({e.device}, "device-lost", e.what());
+    } catch (const StageFailed& e) {
+      recover({}, "stage-failed", e.what(), e.device);
+    }
+    if (++recoveries > options.max_recoveries) {
+      throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
+    }
+    return {};
+  }
+
+  void after_commits(const std::vector<actors::RoundReport>& reports) {
+    if (reports.empty()) return;
+    for (auto& failure : failures) {
+      if (failure.recovered_s < 0) failure.recovered_s = now_s();
+    }
+    if (options.checkpoint_every > 0) {
+      for (const auto& report : reports) {
+        if ((report.round + 1) % options.checkpoint_every == 0) write_checkpoint_at(report.round);
+      }
+    }
+  }
+
+  void write_checkpoint_at(uint64_t round) {
+    if (coordinator.last_committed() != round) return;  // a later round committed meanwhile
+    Checkpoint checkpoint;
+    const auto& spec = coordinator.spec();
+    checkpoint.job = {{"round", round},
+                      {"model", spec.model},
+                      {"seed", spec.seed},
+                      {"data_seed", spec.data_seed},
+                      {"job_id", spec.job_id},
+                      {"optimizer", {{"kind", static_cast<int>(spec.optimizer.kind)}, {"lr", spec.optimizer.lr},
+                                     {"momentum", spec.optimizer.momentum}, {"beta1", spec.optimizer.beta1},
+                                     {"beta2", spec.optimizer.beta2}, {"eps", spec.optimizer.eps},
+                                     {"weight_decay", spec.optimizer.weight_decay}}},
+                      {"plan", planner::plan_to_json(coordinator.plan())}};
+    checkpoint.states = coordinator.fetch_states();
+    write_checkpoint(options.checkpoint_path, checkpoint);
+    emit("checkpoint", "checkpoint of round " + std::to_string(round) + " written to " + options.checkpoint_path, false);
+  }
+
+  // ------------------------------------------------------------- recovery
+
+  planner::Plan ask_planner(const std::vector<std::string>& lost_now, const std::vector<std::string>& added,
+                            std::string* explanation) {
+    messages::PlanRequest request;
+    request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
+    request.profile_json = planner::profile_to_json(options.profile).dump();
+    request.strategy = "hpp";
+    request.batch = static_cast<uint32_t>(coordinator.plan().batch);
+    request.microbatches = static_cast<uint32_t>(coordinator.plan().microbatches);
+    request.optimizer = static_cast<messages::OptimizerKind>(options.optimizer);
+    request.running_plan_json = planner::plan_to_json(coordinator.plan()).dump();
+    request.lost_devices = lost_now;
+    request.added_devices = added;
+    request.heavy = options.heavy_replan;
+    caf::scoped_actor self{system};
+    std::optional<messages::PlanResult> result;
+    std::string failure;
+    self->request(planner, std::chrono::seconds(60), messages::to_wire(request))
+        .receive(
+            [&](messages::WireMessage& reply) {
+              auto decoded = messages::from_wire(std::move(reply));
+              if (decoded.ok()) {
+                if (auto* r = std::get_if<messages::PlanResult>(&*decoded.message)) result = *r;
+              }
+              if (!result) failure = decoded.ok() ? "unexpected reply" : decoded.error;
+            },
+            [&](caf::error& e) { failure = system.render(e); });
+    if (!result) throw JobError("the planner did not answer: " + failure);
+    if (result->plan_json.empty()) throw JobError("no plan fits on the remaining devices: " + result->reason);
+    if (explanation) *explanation = result->explanation;
+    return planner::plan_from_json(nlohmann::json::parse(result->plan_json), "re-plan");
+  }
+
+  // The state each stage of `plan` starts from: empty where every member
+  // keeps its device and layers (it keeps its own weights), else assembled
+  // from the recovered states of the old stages.
+  std::vector<messages::StageState> states_for(const planner::Plan& plan, const planner::Plan& old,
+                                               const std::vector<messages::StageState>& recovered,
+                                               const std::set<std::string>& failed_devices) {
+    std::vector<messages::StageState> states(plan.stages.size());
+    if (recovered.empty()) return states;  // nothing committed yet: from the seed
+    for (size_t s = 0; s < plan.stages.size(); ++s) {
+      const auto& stage = plan.stages[s];
+      bool kept = false;
+      for (const auto& o : old.stages) {
+        if (o.begin != stage.begin || o.end != stage.end) continue;
+        kept = true;
+        for (const auto& d : stage.devices) {
+          const bool was_member = std::any_of(o.devices.begin(), o.devices.end(),
+                                              [&](const planner::StageDevice& od) { return od.id == d.id; });
+          if (!was_member || failed_devices.count(d.id) || lost.count(d.id)) kept = false;
+        }
+      }
+      if (!kept) states[s] = layout->assemble(stage.begin, stage.end, recovered);
+    }
+    return states;
+  }
+
+  void recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
+               const std::string& failed_device = "") {
+    FailureRecord record;
+    record.kind = kind;
+    record.round = coordinator.next_round();
+    record.detected_s = now_s();
+    record.devices.assign(lost_now.begin(), lost_now.end());
+    if (!failed_device.empty()) record.devices.push_back(failed_device);
+    emit("failure", "failure in round " + std::to_string(record.round) + ": " + why, false);
+    // Abort the rounds in flight; a device that does not confirm is lost too.
+    for (size_t attempt = 0;; ++attempt) {
+      lost.insert(lost_now.begin(), lost_now.end());
+      try {
+        coordinator.abort(lost);
+        break;
+      } catch (const DeviceLost& e) {
+        if (attempt > coordinator.spec().cluster.devices.size()) throw;
+        lost_now.insert(e.device);
+        record.devices.push_back(e.device);
+      }
+    }
+    const planner::Plan old = coordinator.plan();
+    std::vector<messages::StageState> recovered;
+    if (coordinator.last_committed()) {
+      auto states = coordinator.recover_states(lost);
+      for (size_t s = 0; s < states.size(); ++s) {
+        if (!states[s]) {
+          throw JobError("stage " + std::to_string(s) + " (layers " + std::to_string(old.stages[s].begin) + "-" +
+                         std::to_string(old.stages[s].end) +
+                         ") is lost: no surviving member, replica or central copy holds its state of round " +
+                         std::to_string(*coordinator.last_committed()));
+        }
+        recovered.push_back(std::move(*states[s]));
+      }
+    }
+    planner::Plan plan = old;
+    std::vector<std::string> lost_in_plan;
+    for (const auto& stage : old.stages) {
+      for (const auto& d : stage.devices) {
+        if (lost.count(d.id)) lost_in_plan.push_back(d.id);
+      }
+    }
+    std::string explanation;
+    if (!lost_in_plan.empty()) {
+      plan = ask_planner(lost_in_plan, {}, &explanation);
+      record.replan = options.heavy_replan ? "heavy" : "lightweight";
+    } else {
+      record.replan = "in-place";
+    }
+    std::set<std::string> failed;
+    if (!failed_device.empty()) failed.insert(failed_device);
+    const auto states = states_for(plan, old, recovered, failed);
+    for (size_t s = 0; s < states.size(); ++s) {
+      if (states[s].weights.empty()) continue;
+      record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
+      record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
+                            static_cast<double>(plan.stages[s].devices.size());
+    }
+    coordinator.redeploy(plan, states, lost);
+    record.plan_summary = summary_of(plan);
+    record.planned_round_ms = plan.predicted_round_ms;
+    failures.push_back(record);
+    emit("replan",
+         record.replan + " re-plan after losing " + std::to_string(record.devices.size()) +
+             " device(s): " + record.plan_summary + "; replaying round " + std::to_string(coordinator.next_round()),
+         true);
+    if (!explanation.empty()) spdlog::debug("{}", explanation);
+  }
+
+  // Devices that came back (or new ones) join at this round boundary.
+  void admit_returned() {
+    auto back = coordinator.take_returned();
+    std::vector<std::string> added;
+    for (const auto& device : back) {
+      bool in_plan = false;
+      for (const auto& stage : coordinator.plan().stages) {
+        for (const auto& d : stage.devices) in_plan = in_plan || d.id == device;
+      }
+      if (!in_plan) added.push_back(device);
+    }
+    if (added.empty()) return;
+    try {
+      for (const auto& r : coordinator.flush()) (void)r;  // a clean boundary: nothing uncommitted
+      for (const auto& device : added) coordinator.reconnect(device);
+      std::string explanation;
+      const planner::Plan old = coordinator.plan();
+      const planner::Plan plan = ask_planner({}, added, &explanation);
+      std::vector<messages::StageState> recovered;
+      if (coordinator.last_committed()) recovered = coordinator.fetch_states();
+      coordinator.redeploy(plan, states_for(plan, old, recovered, {}), {});
+      for (const auto& device : added) lost.erase(device);
+      std::string names;
+      for (const auto& d : added) names += (names.empty() ? "" : ", ") + d;
+      emit("rejoin", "admitted " + names + " at round " + std::to_string(coordinator.next_round()) + ": " +
+                         summary_of(plan),
+           true);
+    } catch (const DeviceLost& e) {
+      recover({e.device}, "device-lost", e.what());
+    } catch (const JobError& e) {
+      spdlog::warn("could not admit returning devices: {}", e.what());
+    }
+  }
+};
+
+JobSupervisor::JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
+    : impl_(std::make_unique<Impl>(system, std::move(spec), std::move(options))) {}
+
+JobSupervisor::~JobSupervisor() = default;
+
+void JobSupervisor::start(uint64_t first_round, const std::vector<messages::StageState>& states) {
+  impl_->start(first_round, states);
+}
+
+std::vector<actors::RoundReport> JobSupervisor::run_round() { return impl_->run_round(); }
+std::vector<actors::RoundReport> JobSupervisor::flush() { return impl_->flush(); }
+
+uint64_t JobSupervisor::committed_rounds() const {
+  const auto last = impl_->coordinator.last_committed();
+  return last ? *last + 1 : 0;
+}
+
+uint64_t JobSupervisor::next_round() const { return impl_->coordinator.next_round(); }
+
+void JobSupervisor::on_event(std::function<void(const SupervisionEvent&)> listener) {
+  impl_->listener = std::move(listener);
+}
+
+const std::vector<FailureRecord>& JobSupervisor::failures() const { return impl_->failures; }
+actors::Coordinator& JobSupervisor::coordinator() { return impl_->coordinator; }
+const planner::Plan& JobSupervisor::plan() const { return impl_->coordinator.plan(); }
+
+}  // namespace asteroid::supervision

@@ -1,0 +1,112 @@
+// The job supervisor: the top of Asteroid's supervision tree. It drives a
+// Coordinator and keeps training going when devices fail:
+//
+//   job supervisor (this, in the coordinator process)
+//     heartbeat monitor (an actor: heartbeats + CAF down notifications)
+//     planner (an actor: lightweight or heavy re-plans)
+//     device supervisors (each node's actor: keeps the committed state of
+//       the stages it hosts and the replicas of its neighbours)
+//       stage actors
+//
+// On a device failure (pipeline replay): stop the round in flight (every
+// member rolls back to the last committed round), find every stage's state
+// at that round (a surviving group member, the node of a failed stage, the
+// replica holder, or the central copy), ask the planner for the lightweight
+// re-plan (or the heavy one), re-deploy (members that keep their device and
+// layers stay in place; others are spawned on survivors with CAF remote
+// spawn and load the recovered state) and replay the lost round. A stage
+// actor that failed on its own is restarted the same way on its node. A
+// device that comes back, or a new one, is admitted at a round boundary.
+// Every `checkpoint_every` committed rounds it writes a checkpoint.
+//
+// When recovery is impossible (a stage lost with no replica left, or no
+// plan fits on the survivors) it throws JobError naming the reason; the last
+// checkpoint stays as it was. Not thread-safe: one thread drives it.
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/coordinator.h"
+#include "planner/types.h"
+#include "supervision/health.h"
+
+namespace asteroid::supervision {
+
+struct SupervisionOptions {
+  bool heavy_replan = false;      // --replan heavy: full search over the survivors
+  HeartbeatOptions heartbeat;
+  // The profile the re-planner evaluates plans with (the job's own, or
+  // uniform_profile() when the job was planned by hand).
+  planner::Profile profile;
+  planner::Optimizer optimizer = planner::Optimizer::momentum;
+  int max_recoveries = 16;          // then the job gives up
+  uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
+  std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)
+};
+
+// One failure and what it cost.
+struct FailureRecord {
+  std::vector<std::string> devices;  // lost (or whose stage failed)
+  std::string kind;                  // device-lost | stage-failed
+  uint64_t round = 0;                // the round in flight (replayed)
+  double detected_s = 0;             // since the job started
+  double recovered_s = -1;           // first commit after it; -1 until then
+  double recovery_ms() const { return recovered_s < 0 ? -1 : (recovered_s - detected_s) * 1000.0; }
+  std::string replan;                // lightweight | heavy | in-place
+  int layers_moved = 0;
+  double bytes_moved = 0;
+  double planned_round_ms = 0;       // the new plan's T_round by the cost model
+  std::string plan_summary;          // "[0,3) nx0+tx2-1 | [3,9) nano-0"
+};
+
+// An event for the metrics file: a failure, a new plan, a rejoin, a checkpoint.
+struct SupervisionEvent {
+  std::string kind;      // failure | replan | rejoin | checkpoint
+  std::string text;      // one line for people
+  std::string plan_json; // the plan in force afterwards (replan, rejoin)
+};
+
+class JobSupervisor {
+ public:
+  JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options);
+  ~JobSupervisor();
+  JobSupervisor(const JobSupervisor&) = delete;
+  JobSupervisor& operator=(const JobSupervisor&) = delete;
+
+  // Deploys (see Coordinator::deploy) and starts the heartbeat monitor.
+  void start(uint64_t first_round = 0, const std::vector<messages::StageState>& states = {});
+  // Runs the next round, recovering from failures on the way. Returns the
+  // rounds committed meanwhile (none when the round was lost and will be
+  // replayed by the next call). Throws JobError when recovery is impossible.
+  // Drive it as: while (committed_rounds() < N) next_round() < N ? run_round() : flush();
+  std::vector<actors::RoundReport> run_round();
+  // Commits the round still waiting for its replicas (after a failure the
+  // round is lost instead and runs again with the next run_round()).
+  std::vector<actors::RoundReport> flush();
+  // Rounds committed so far (the last committed round + 1) and the next
+  // round to start.
+  uint64_t committed_rounds() const;
+  uint64_t next_round() const;
+
+  void on_event(std::function<void(const SupervisionEvent&)> listener);
+  const std::vector<FailureRecord>& failures() const;
+  actors::Coordinator& coordinator();
+  const planner::Plan& plan() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A profile for re-planning a job planned by hand: the model's real layer
+// sizes (from `layers`) and the same time per sample and layer on every
+// device, so that plans are compared by balance, memory and transfers.
+planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, const planner::Cluster& cluster);
+
+}  // namespace asteroid::supervision
