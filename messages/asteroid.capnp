@@ -117,6 +117,10 @@ struct StageAssignment {
   requiredMemoryBytes @19 :UInt64;   # the planner's estimate for this member
                                      # (weights, optimizer, stash, replicas);
                                      # the node refuses what exceeds its budget
+  replicateEvery @20 :UInt32;        # send committed state to the replica
+                                     # holder every N rounds (0: never; the
+                                     # holder's node actor travels beside)
+  centralEvery @21 :UInt32;          # ... and to the coordinator (0: never)
 }
 
 # A stage's weights and optimizer state after committed round `round`.
@@ -127,6 +131,7 @@ struct StageState {
   weights @3 :Tensor;            # flat float32
   optimizerState @4 :Tensor;     # flat float32 (empty for plain SGD)
   optimizerSteps @5 :UInt64;
+  jobId @6 :Text;                # set on replicas: whose state this is
 }
 
 # Round control between the coordinator and the stage members.
@@ -144,7 +149,9 @@ struct RoundControl {
     start @0;     # coordinator -> members: run this round
     done @1;      # member -> coordinator: stepped the optimizer for this round
     commit @2;    # coordinator -> members: the round counts; keep its state
-    abort @3;     # coordinator -> members: drop the round in flight, roll back
+    abort @3;     # coordinator -> members: drop the rounds not committed, roll back
+    replicated @4;  # node -> member -> coordinator: the replica of this
+                    # round's state is stored on its holder
   }
 }
 
@@ -240,6 +247,15 @@ struct PlanResult {
   explanation @2 :Text;         # the --explain table
 }
 
+# To a node: the replica it holds of a stage's state (answered with a
+# stageState, or an error when it holds none for that round).
+struct ReplicaRequest {
+  jobId @0 :Text;
+  layerBegin @1 :UInt32;
+  layerEnd @2 :UInt32;
+  round @3 :UInt64;
+}
+
 struct Envelope {
   union {
     activation @0 :Activation;
@@ -260,5 +276,6 @@ struct Envelope {
     planResult @15 :PlanResult;
     linkProbe @16 :Data;       # coordinator -> node: bytes to time the link;
                                # the node answers with an empty linkProbe
+    replicaRequest @17 :ReplicaRequest;
   }
 }

@@ -45,6 +45,7 @@ void put_state(wire::StageState::Builder out, const StageState& s) {
   put_tensor(out.initWeights(), s.weights);
   put_tensor(out.initOptimizerState(), s.optimizer_state);
   out.setOptimizerSteps(s.optimizer_steps);
+  out.setJobId(s.job_id);
 }
 
 struct Encoder {
@@ -106,6 +107,8 @@ struct Encoder {
     put_state(o.initInitialState(), m.initial_state);
     o.setTrace(m.trace);
     o.setRequiredMemoryBytes(m.required_memory_bytes);
+    o.setReplicateEvery(m.replicate_every);
+    o.setCentralEvery(m.central_every);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
   void operator()(const RoundControl& m) {
@@ -189,6 +192,13 @@ struct Encoder {
     o.setExplanation(m.explanation);
   }
   void operator()(const Hello&) { env.setHello(); }
+  void operator()(const ReplicaRequest& m) {
+    auto o = env.initReplicaRequest();
+    o.setJobId(m.job_id);
+    o.setLayerBegin(m.layer_begin);
+    o.setLayerEnd(m.layer_end);
+    o.setRound(m.round);
+  }
   void operator()(const LinkProbe& m) {
     auto data = env.initLinkProbe(static_cast<unsigned>(m.payload.size()));
     if (!m.payload.empty()) std::memcpy(data.begin(), m.payload.data(), m.payload.size());
@@ -242,6 +252,7 @@ size_t payload_bytes(const Message& message) {
     }
     size_t operator()(const PlanResult& m) const { return m.plan_json.size() + m.explanation.size(); }
     size_t operator()(const Hello&) const { return 0; }
+    size_t operator()(const ReplicaRequest& m) const { return m.job_id.size(); }
     size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
@@ -344,6 +355,7 @@ class Reader {
     s.weights = tensor(in.getWeights(), "stageState.weights");
     s.optimizer_state = tensor(in.getOptimizerState(), "stageState.optimizerState");
     s.optimizer_steps = in.getOptimizerSteps();
+    s.job_id = text(in.getJobId(), "stageState.jobId");
     return s;
   }
 
@@ -421,6 +433,8 @@ class Reader {
         m.initial_state = state(in.getInitialState());
         m.trace = in.getTrace();
         m.required_memory_bytes = in.getRequiredMemoryBytes();
+        m.replicate_every = in.getReplicateEvery();
+        m.central_every = in.getCentralEvery();
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");
@@ -443,7 +457,7 @@ class Reader {
       case wire::Envelope::CONTROL: {
         auto in = env.getControl();
         RoundControl m;
-        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::abort, "control.kind");
+        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::replicated, "control.kind");
         m.round = in.getRound();
         m.loss_sum = in.getLossSum();
         m.samples = in.getSamples();
@@ -531,6 +545,11 @@ class Reader {
       }
       case wire::Envelope::HELLO:
         return Hello{};
+      case wire::Envelope::REPLICA_REQUEST: {
+        auto in = env.getReplicaRequest();
+        return ReplicaRequest{text(in.getJobId(), "replicaRequest.jobId"), in.getLayerBegin(), in.getLayerEnd(),
+                              in.getRound()};
+      }
       case wire::Envelope::LINK_PROBE: {
         auto data = env.getLinkProbe();
         return LinkProbe{std::vector<char>(data.begin(), data.end())};

@@ -80,6 +80,7 @@ struct StageState {
   TensorBlob weights;
   TensorBlob optimizer_state;
   uint64_t optimizer_steps = 0;
+  std::string job_id;  // set on replicas
 };
 
 struct StageAssignment {
@@ -94,9 +95,10 @@ struct StageAssignment {
   StageState initial_state;  // weights empty: initialise from seed
   bool trace = false;
   uint64_t required_memory_bytes = 0;
+  uint32_t replicate_every = 0, central_every = 0;
 };
 
-enum class ControlKind : uint8_t { start, done, commit, abort };
+enum class ControlKind : uint8_t { start, done, commit, abort, replicated };
 
 struct RoundControl {
   ControlKind kind = ControlKind::start;
@@ -173,6 +175,12 @@ struct PlanResult {
 
 struct Hello {};
 
+struct ReplicaRequest {
+  std::string job_id;
+  uint32_t layer_begin = 0, layer_end = 0;
+  uint64_t round = 0;
+};
+
 // Bytes that only measure a link.
 struct LinkProbe {
   std::vector<char> payload;
@@ -184,7 +192,7 @@ struct StateRequest {
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest>;
 
 // The schema's name of the kind a message holds ("activation", ...).
 const char* kind_name(const Message& message);

@@ -36,6 +36,7 @@ StageState sample_state() {
   s.weights = floats({10}, 1.0f);
   s.optimizer_state = floats({10}, -3.0f);
   s.optimizer_steps = 42;
+  s.job_id = "job-7";
   return s;
 }
 
@@ -65,6 +66,8 @@ std::vector<Message> one_of_each_kind() {
   s.initial_state = sample_state();
   s.trace = true;
   s.required_memory_bytes = 4ull << 30;
+  s.replicate_every = 1;
+  s.central_every = 10;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}};
@@ -77,7 +80,8 @@ std::vector<Message> one_of_each_kind() {
                    true};
   PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
   LinkProbe probe{std::vector<char>(1000, 'x')};
-  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result, probe};
+  ReplicaRequest replica{"job-7", 2, 5, 41};
+  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result, probe, replica};
 }
 
 TEST(Codec, EveryKindRoundTripsByteForByte) {
