@@ -199,6 +199,11 @@ class InvertedResidual : public Layer {
     project_ = register_module("project", nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
     gn_p_ = register_module("gn_p", nn::GroupNorm(nn::GroupNormOptions(kGroups, out)));
   }
+  // Zero-gamma: a residual block starts as the identity (see BasicBlock).
+  void zero_branch() {
+    torch::NoGradGuard no_grad;
+    if (residual_) gn_p_->weight.zero_();
+  }
   Tensor forward(const Tensor& x) override {
     Tensor y = x;
     if (!expand_.is_empty()) y = activate(gn_e_(conv2d(expand_, y)), act_);
@@ -423,8 +428,10 @@ void initialise(torch::nn::Module& layer, InitPolicy policy, at::Generator& gen)
       ln->bias.zero_();
     }
   }
-  if (policy == InitPolicy::residual)
+  if (policy == InitPolicy::residual) {
     if (auto* block = dynamic_cast<BasicBlock*>(&layer)) block->zero_branch();
+    if (auto* block = dynamic_cast<InvertedResidual*>(&layer)) block->zero_branch();
+  }
 }
 
 }  // namespace
@@ -438,8 +445,8 @@ std::vector<NamedLayer> build_layers(const std::string& model, int begin, int en
                            " modules but the zoo table lists " +
                            std::to_string(spec.layer_count()) + " layers");
   const InitPolicy policy = spec.input == InputKind::tokens ? InitPolicy::bert
-                           : model == "fmnist-resnet"     ? InitPolicy::residual
-                                                          : InitPolicy::torch_default;
+                            : model == "fmnist-cnn"           ? InitPolicy::torch_default
+                                                              : InitPolicy::residual;
   std::vector<NamedLayer> layers;
   for (int i = begin; i < end; ++i) {
     auto module = f[i]();

@@ -26,6 +26,13 @@ double steady_seconds() {
 // JSON has no NaN or infinity: write null for them.
 nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 
+// Extra fields: whole numbers (counts, sizes) as integers.
+nlohmann::json extra_number(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9007199254740992.0)
+    return nlohmann::json(static_cast<int64_t>(v));
+  return number(v);
+}
+
 }  // namespace
 
 void check_writable(const std::string& path, const std::string& what) {
@@ -47,7 +54,7 @@ std::string MetricsWriter::to_json_line(const RoundRecord& r) {
   j["loss"] = number(r.loss);
   j["samples"] = r.samples;
   j["ms"] = number(r.ms);
-  for (const auto& [k, v] : r.extra) j[k] = number(v);
+  for (const auto& [k, v] : r.extra) j[k] = extra_number(v);
   return j.dump();
 }
 
@@ -63,7 +70,7 @@ std::string summary_json(const TrainingSummary& s) {
   j["test_accuracy"] = number(s.test_accuracy);
   j["samples_per_s"] = number(s.samples_per_s);
   j["rounds"] = s.rounds;
-  for (const auto& [k, v] : s.numbers) j[k] = number(v);
+  for (const auto& [k, v] : s.numbers) j[k] = extra_number(v);
   for (const auto& [k, v] : s.strings) j[k] = v;
   for (const auto& [k, v] : s.json) {
     try {

@@ -20,11 +20,11 @@ TEST(MetricsWriter, WritesOneJsonObjectPerRound) {
     MetricsWriter w(path);
     ASSERT_TRUE(w.enabled());
     w.write({0, 2.5, 64, 12.25, {}});
-    w.write({1, 1.5, 64, 10.0, {{"stage0_ms", 3.0}}});
+    w.write({1, 1.5, 64, 10.0, {{"stage0_ms", 3.5}, {"stages", 2}}});
     // Flushed per line: readable while the run goes on.
     EXPECT_EQ(read_text(path),
               "{\"round\":0,\"loss\":2.5,\"samples\":64,\"ms\":12.25}\n"
-              "{\"round\":1,\"loss\":1.5,\"samples\":64,\"ms\":10.0,\"stage0_ms\":3.0}\n");
+              "{\"round\":1,\"loss\":1.5,\"samples\":64,\"ms\":10.0,\"stage0_ms\":3.5,\"stages\":2}\n");
   }
   EXPECT_EQ(MetricsWriter::to_json_line({3, NAN, 1, 1.0, {}}),
             "{\"round\":3,\"loss\":null,\"samples\":1,\"ms\":1.0}");
@@ -59,6 +59,7 @@ TEST(Summary, HasTheRequiredFieldsAndExtras) {
   EXPECT_EQ(j["samples_per_s"], 1500.5);
   EXPECT_EQ(j["rounds"], 937);
   EXPECT_EQ(j["train_seconds"], 40);
+  EXPECT_TRUE(j["train_seconds"].is_number_integer());  // whole extras are written as integers
   EXPECT_EQ(j["model"], "fmnist-cnn");
   EXPECT_EQ(j["stages"][0]["layers"][1], 3);
   s.json["bad"] = "{not json";
