@@ -635,11 +635,12 @@ EmulatedCluster EmulatedCluster::up(const ClusterSpec& spec, const LaunchOptions
     {
       std::ofstream(n.log, std::ios::app) << "# " << join_command(n.argv) << "\n";
     }
-    Subprocess p = Subprocess::spawn(so);
-    n.pid = p.pid();
-    n.start = p.ref().start_time;
-    handle.children_.push_back(std::move(p));
-    persist();
+    so.on_forked = [&](pid_t pid) {
+      n.pid = pid;
+      n.start = process_start_time(pid);
+      persist();
+    };
+    handle.children_.push_back(Subprocess::spawn(so));
   }
 
   // ---- relay ----
@@ -663,11 +664,12 @@ EmulatedCluster EmulatedCluster::up(const ClusterSpec& spec, const LaunchOptions
     so.output_file = (fs::path(dir) / "logs" / "relay.log").string();
     so.new_session = true;
     so.die_with_parent = o.die_with_parent;
-    Subprocess p = Subprocess::spawn(so);
-    s.relay_pid = p.pid();
-    s.relay_start = p.ref().start_time;
-    handle.children_.push_back(std::move(p));
-    persist();
+    so.on_forked = [&](pid_t pid) {
+      s.relay_pid = pid;
+      s.relay_start = process_start_time(pid);
+      persist();
+    };
+    handle.children_.push_back(Subprocess::spawn(so));
   }
 
   // ---- readiness ----
@@ -1036,12 +1038,14 @@ void EmulatedCluster::inject_restart(const std::string& id, Millis ready_timeout
     if (!r.netns.empty()) so.netns_path = netns_path(r.netns);
     so.cgroup_procs_files = node_procs_files(r);
     std::ofstream(r.log, std::ios::app) << "# restart: " << join_command(r.argv) << "\n";
+    so.on_forked = [&](pid_t pid) {
+      r.pid = pid;
+      r.start = process_start_time(pid);
+      save_state(s);
+    };
     Subprocess p = Subprocess::spawn(so);
-    r.pid = p.pid();
-    r.start = p.ref().start_time;
     n = r;
     hub = s.mech.net == "netns-tc" ? s.hub_netns : "";
-    save_state(s);
     if (owning_)
       children_.push_back(std::move(p));
     else

@@ -232,6 +232,13 @@ Subprocess Subprocess::spawn(const SpawnOptions& o) {
     close_all();
     throw SpawnError("pipe: " + std::string(std::strerror(errno)));
   }
+  int go[2] = {-1, -1};  // the parent's "you may exec now"
+  if (::pipe2(go, O_CLOEXEC) != 0) {
+    close_all();
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1], report[0], report[1]})
+      if (fd >= 0) ::close(fd);
+    throw SpawnError("pipe: " + std::string(std::strerror(errno)));
+  }
   int null_fd = o.stdin_null ? ::open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
   pid_t parent = ::getpid();
 
@@ -239,7 +246,7 @@ Subprocess Subprocess::spawn(const SpawnOptions& o) {
   if (pid < 0) {
     int e = errno;
     close_all();
-    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1], report[0], report[1], null_fd})
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1], report[0], report[1], null_fd, go[0], go[1]})
       if (fd >= 0) ::close(fd);
     throw SpawnError("fork: " + std::string(std::strerror(e)));
   }
@@ -263,6 +270,17 @@ Subprocess Subprocess::spawn(const SpawnOptions& o) {
     if (out_pipe[1] >= 0 && ::dup2(out_pipe[1], 1) < 0) child_fail(report[1], kStepIo);
     if (err_pipe[1] >= 0 && ::dup2(err_pipe[1], 2) < 0) child_fail(report[1], kStepIo);
     if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) child_fail(report[1], kStepChdir);
+    {
+      // Wait for the parent's go (it records our pid first); EOF means the
+      // parent is gone or gave up: never exec then.
+      ::close(go[1]);
+      char c = 0;
+      ssize_t n;
+      do {
+        n = ::read(go[0], &c, 1);
+      } while (n < 0 && errno == EINTR);
+      if (n != 1) _exit(127);
+    }
 #ifdef SYS_close_range
     // Descriptors the parent's libraries opened without O_CLOEXEC (sockets of
     // a test, say) must not leak into a long-lived node.
@@ -273,8 +291,29 @@ Subprocess Subprocess::spawn(const SpawnOptions& o) {
   }
   // ---- parent ----
   close_all();
-  for (int fd : {out_pipe[1], err_pipe[1], report[1], null_fd})
+  for (int fd : {out_pipe[1], err_pipe[1], report[1], null_fd, go[0]})
     if (fd >= 0) ::close(fd);
+  if (o.on_forked) {
+    try {
+      o.on_forked(pid);
+    } catch (...) {
+      ::close(go[1]);  // the child exits without exec
+      int st = 0;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+      for (int fd : {report[0], out_pipe[0], err_pipe[0]})
+        if (fd >= 0) ::close(fd);
+      throw;
+    }
+  }
+  {
+    char c = 1;
+    ssize_t w;
+    do {
+      w = ::write(go[1], &c, 1);
+    } while (w < 0 && errno == EINTR);
+    ::close(go[1]);
+  }
   int msg[2] = {0, 0};
   ssize_t n;
   do {

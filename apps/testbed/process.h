@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -61,6 +62,11 @@ struct SpawnOptions {
   std::string netns_path;        // e.g. /run/netns/NAME: setns(CLONE_NEWNET) before exec
   std::vector<std::string> cgroup_procs_files;  // "0" written to each before exec
   std::string cwd;
+  // Called in the parent with the child's pid BEFORE the child may exec: a
+  // launcher records the pid here, so that no child it started can exist
+  // unrecorded (if the parent dies first, the child exits without exec).
+  // If it throws, the child is killed and the exception propagates.
+  std::function<void(pid_t)> on_forked;
 };
 
 struct SpawnError : std::runtime_error {

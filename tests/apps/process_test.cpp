@@ -108,5 +108,29 @@ TEST(Process, EnvironmentAndOutputFile) {
   ::unlink(tmpl);
 }
 
+TEST(Process, OnForkedRunsBeforeExec) {
+  char dir[] = "/tmp/asteroid-fork-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::string marker = std::string(dir) + "/ran";
+  SpawnOptions o;
+  o.argv = {"touch", marker};
+  pid_t seen = 0;
+  o.on_forked = [&](pid_t pid) {
+    seen = pid;
+    // The child has not exec'd yet: nothing it would do has happened.
+    EXPECT_FALSE(std::ifstream(marker).good());
+  };
+  Subprocess p = Subprocess::spawn(o);
+  EXPECT_EQ(seen, p.pid());
+  EXPECT_EQ(p.wait_for(Millis(5000)), std::optional<int>(0));
+  EXPECT_TRUE(std::ifstream(marker).good());
+  ::unlink(marker.c_str());
+  // A recorder that fails: the child never runs the program.
+  o.on_forked = [](pid_t) { throw std::runtime_error("cannot record"); };
+  EXPECT_THROW(Subprocess::spawn(o), std::runtime_error);
+  EXPECT_FALSE(std::ifstream(marker).good());
+  ::rmdir(dir);
+}
+
 }  // namespace
 }  // namespace asteroid::testbed
