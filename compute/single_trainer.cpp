@@ -70,7 +70,10 @@ TrainResult run_single_training(const TrainOptions& o) {
   r.samples_per_s = r.train_seconds > 0 ? double(r.samples) / r.train_seconds : 0;
   progress.finish();
 
-  const EvalResult eval = evaluate(model, *test, 500, o.test_samples);
+  // Inference batches of 500 images; token models keep [n, 128, 2048]
+  // activations, so 32 sequences at a time keep evaluation under ~100 MB.
+  const int64_t eval_batch = spec.input == InputKind::tokens ? 32 : 500;
+  const EvalResult eval = evaluate(model, *test, eval_batch, o.test_samples);
   r.test_accuracy = eval.accuracy;
   r.test_loss = eval.mean_loss;
   r.test_samples = eval.samples;
