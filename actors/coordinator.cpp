@@ -383,8 +383,16 @@ struct Coordinator::Impl {
           }
         },
         [&](caf::down_msg& d) { down = std::move(d); },
-        [&](lost_atom, const std::string& device) { lost = device; },
-        [&](back_atom, const std::string& device) { returned.insert(device); },
+        [&](lost_atom, const std::string& device) {
+          lost = device;
+          returned.erase(device);
+        },
+        [&](back_atom, const std::string& device) {
+          // The monitor reports a device back only after its loss: any
+          // older news of the loss is void.
+          returned.insert(device);
+          lost_between.erase(device);
+        },
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
     if (!failure.empty()) throw JobError(failure);
     if (!in_round) {
@@ -489,6 +497,16 @@ struct Coordinator::Impl {
   void abort(const std::set<std::string>& lost) {
     progress.reset();
     uncommitted.reset();
+    // Learn of every loss already reported, so no confirmation is awaited
+    // from a device known to be gone.
+    while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
+    }
+    for (const auto& device : lost_between) {
+      if (!lost.count(device) && in_use(device)) {
+        lost_between.erase(device);
+        throw DeviceLost(device, "device '" + device + "' is gone too");
+      }
+    }
     messages::RoundControl abort;
     abort.kind = messages::ControlKind::abort;
     abort.round = committed ? *committed + 1 : 0;

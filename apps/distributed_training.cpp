@@ -5,21 +5,26 @@
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
-#include "actors/coordinator.h"
 #include "actors/system_config.h"
 #include "actors/trace.h"
 #include "compute/dataset.h"
 #include "compute/evaluate.h"
 #include "compute/model_zoo.h"
+#include "compute/profiler.h"
 #include "compute/training_log.h"
 #include "compute/weights_io.h"
 #include "messages/tensor_codec.h"
+#include "planner/json_io.h"
+#include "supervision/checkpoint.h"
 
 namespace asteroid::apps {
 namespace {
@@ -62,18 +67,74 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& failures) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : failures) {
+    out.push_back({{"devices", f.devices},
+                   {"kind", f.kind},
+                   {"round", f.round},
+                   {"detected_s", f.detected_s},
+                   {"recovered_s", f.recovered_s},
+                   {"recovery_ms", f.recovery_ms()},
+                   {"replan", f.replan},
+                   {"layers_moved", f.layers_moved},
+                   {"bytes_moved", f.bytes_moved},
+                   {"plan", f.plan_summary}});
+  }
+  return out;
+}
+
+// Committed samples per second over the rounds in [from, to) of `rounds`
+// by their own durations (NaN when there are none).
+double throughput(const std::vector<actors::RoundReport>& rounds, size_t from, size_t to, int batch) {
+  double ms = 0;
+  size_t n = 0;
+  for (size_t i = from; i < to && i < rounds.size(); ++i, ++n) ms += rounds[i].ms;
+  return n == 0 || ms <= 0 ? std::nan("") : batch * n * 1000.0 / ms;
+}
+
 }  // namespace
 
-compute::TrainResult run_distributed_training(const DistributedOptions& options) {
-  const compute::TrainOptions& o = options.train;
+DistributedResult run_distributed_training(const DistributedOptions& input) {
+  DistributedOptions options = input;
+  compute::TrainOptions& o = options.train;
+  std::vector<messages::StageState> states;
+  uint64_t first_round = 0;
+  if (!options.resume_checkpoint.empty()) {
+    auto checkpoint = supervision::read_checkpoint(options.resume_checkpoint);
+    const auto& job = checkpoint.job;
+    try {
+      first_round = job.at("round").get<uint64_t>() + 1;
+      o.model = job.at("model").get<std::string>();
+      o.seed = job.at("seed").get<uint64_t>();
+      options.plan = planner::plan_from_json(job.at("plan"), options.resume_checkpoint + " (plan)");
+      o.batch = options.plan.batch;
+      const auto& opt = job.at("optimizer");
+      o.optimizer.kind = static_cast<compute::OptimizerKind>(opt.at("kind").get<int>());
+      o.optimizer.lr = opt.at("lr").get<double>();
+      o.optimizer.momentum = opt.at("momentum").get<double>();
+      o.optimizer.beta1 = opt.at("beta1").get<double>();
+      o.optimizer.beta2 = opt.at("beta2").get<double>();
+      o.optimizer.eps = opt.at("eps").get<double>();
+      o.optimizer.weight_decay = opt.at("weight_decay").get<double>();
+      options.job_id = job.value("job_id", options.job_id);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error("checkpoint " + options.resume_checkpoint + ": incomplete job description: " + e.what());
+    }
+    states = std::move(checkpoint.states);
+  }
   compute::find_model(o.model);
   check_plan(options.plan, o);
   at::set_num_threads(o.threads);
 
-  compute::MetricsWriter metrics(o.metrics_path);
+  const bool resumed = first_round > 0;
+  compute::MetricsWriter metrics(o.metrics_path, /*append=*/resumed);
   if (!o.summary_path.empty()) compute::check_writable(o.summary_path, "summary file");
   if (!o.weights_out.empty()) compute::check_writable(o.weights_out, "weights file");
   if (!options.trace_path.empty()) compute::check_writable(options.trace_path, "trace file");
+  if (options.checkpoint_every > 0 && options.checkpoint_path.empty()) {
+    throw std::invalid_argument("--checkpoint-every needs a place for the checkpoint (a run folder)");
+  }
 
   const auto test = compute::open_dataset(o.model, compute::Split::test, o.data_dir);
   const int64_t train_size = compute::open_dataset(o.model, compute::Split::train, o.data_dir)->size();
@@ -90,47 +151,76 @@ compute::TrainResult run_distributed_training(const DistributedOptions& options)
   spec.data_seed = o.seed;
   spec.optimizer = to_spec(o.optimizer);
   spec.trace = !options.trace_path.empty() || options.print_grid;
+  spec.job_id = options.job_id;
+  spec.replicate_every = options.replicate_every;
+  spec.central_every = options.central_every;
   spec.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
-  actors::Coordinator coordinator(system, spec);
-  coordinator.deploy();
+  supervision::SupervisionOptions supervision;
+  supervision.heavy_replan = options.heavy_replan;
+  supervision.heartbeat = options.heartbeat;
+  supervision.optimizer = static_cast<planner::Optimizer>(o.optimizer.kind);
+  supervision.profile = options.profile ? *options.profile
+                                        : supervision::uniform_profile(compute::measure_layers(o.model), options.cluster);
+  supervision.checkpoint_every = options.checkpoint_every;
+  supervision.checkpoint_path = options.checkpoint_path;
+  supervision::JobSupervisor job(system, spec, supervision);
+  job.on_event([&](const supervision::SupervisionEvent& e) {
+    nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
+    if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
+    metrics.write_line(line.dump());
+  });
+  job.start(first_round, states);
 
-  compute::ProgressLine progress(total, o.progress);
-  compute::TrainResult result;
-  const auto t0 = std::chrono::steady_clock::now();
+  compute::ProgressLine progress(total - static_cast<int64_t>(first_round), o.progress);
+  DistributedResult result;
+  result.first_round = first_round;
   auto record = [&](const actors::RoundReport& report) {
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error("training diverged: loss is " + std::to_string(report.loss) + " in round " +
                                std::to_string(report.round) + " (try a smaller --lr)");
     }
+    result.committed.push_back(report);
     result.samples += o.batch;
     result.final_loss = report.loss;
     metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms, {}});
-    progress.update(static_cast<int64_t>(report.round) + 1, report.loss, result.samples);
+    progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
   };
-  while (static_cast<int64_t>(coordinator.next_round()) < total) {
-    for (const auto& report : coordinator.run_round()) record(report);
+  std::set<uint64_t> announced;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (static_cast<int64_t>(job.committed_rounds()) < total) {
+    if (static_cast<int64_t>(job.next_round()) < total) {
+      if (options.before_round && announced.insert(job.next_round()).second) options.before_round(job.next_round(), job);
+      for (const auto& report : job.run_round()) record(report);
+    } else {
+      for (const auto& report : job.flush()) record(report);
+    }
   }
-  for (const auto& report : coordinator.flush()) record(report);
-  result.rounds = total;
+  result.rounds = static_cast<int64_t>(result.committed.size());
   result.train_seconds = seconds_since(t0);
   result.samples_per_s = result.train_seconds > 0 ? static_cast<double>(result.samples) / result.train_seconds : 0;
   progress.finish();
 
   std::vector<at::Tensor> parts;
-  for (const auto& state : coordinator.fetch_states()) parts.push_back(messages::to_tensor(state.weights));
+  for (const auto& state : job.coordinator().fetch_states()) parts.push_back(messages::to_tensor(state.weights));
   const at::Tensor weights = at::cat(parts);
   const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
   result.test_accuracy = eval.accuracy;
   result.test_loss = eval.mean_loss;
   result.test_samples = eval.samples;
+  result.failures = job.failures();
+  result.trace = job.coordinator().trace();
+  result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
+  result.final_plan = job.plan();
 
-  const auto names = member_names(options.plan);
+  // Trace rows are named after the plan in force at the end; after a
+  // re-plan, earlier rounds' rows keep their (stage, member) numbers.
+  const auto names = member_names(result.final_plan);
   if (!options.trace_path.empty()) {
-    std::ofstream(options.trace_path) << actors::perfetto_json(coordinator.trace(), names);
+    std::ofstream(options.trace_path) << actors::perfetto_json(result.trace, names);
   }
-  if (options.print_grid && total > 0) {
+  if (options.print_grid && !result.committed.empty()) {
     std::printf("Pipeline of the last round (stage, F/B, micro-batch):\n%s",
-                actors::step_grid(coordinator.trace(), coordinator.next_round() - 1, names).c_str());
+                actors::step_grid(result.trace, result.committed.back().round, names).c_str());
   }
   if (!o.summary_path.empty()) {
     compute::TrainingSummary s;
@@ -139,6 +229,7 @@ compute::TrainResult run_distributed_training(const DistributedOptions& options)
     s.rounds = result.rounds;
     s.strings = {{"strategy", options.plan.strategy}, {"model", o.model},
                  {"optimizer", compute::to_string(o.optimizer.kind)}};
+    s.strings.insert(options.summary_strings.begin(), options.summary_strings.end());
     s.numbers = {{"test_loss", result.test_loss},
                  {"test_samples", static_cast<double>(result.test_samples)},
                  {"final_loss", result.final_loss},
@@ -147,11 +238,32 @@ compute::TrainResult run_distributed_training(const DistributedOptions& options)
                  {"batch", static_cast<double>(o.batch)},
                  {"microbatches", static_cast<double>(options.plan.microbatches)},
                  {"stages", static_cast<double>(options.plan.stages.size())},
+                 {"first_round", static_cast<double>(first_round)},
                  {"lr", o.optimizer.lr}};
+    s.numbers.insert(options.summary_numbers.begin(), options.summary_numbers.end());
     if (options.plan.predicted_round_ms > 0) {
       s.numbers["predicted_samples_per_s"] = o.batch * 1000.0 / options.plan.predicted_round_ms;
     }
-    s.json = {{"seed", std::to_string(o.seed)}};
+    // Every failure with its detection and recovery, and the throughput
+    // before the first one and after the last one.
+    nlohmann::json failures = failures_json(result.failures);
+    if (!result.failures.empty()) {
+      size_t first_replayed = result.committed.size(), last_replayed = 0;
+      for (size_t i = 0; i < result.committed.size(); ++i) {
+        for (const auto& f : result.failures) {
+          if (result.committed[i].round == f.round) {
+            first_replayed = std::min(first_replayed, i);
+            last_replayed = std::max(last_replayed, i);
+          }
+        }
+      }
+      s.numbers["samples_per_s_before_failures"] = throughput(result.committed, 0, first_replayed, o.batch);
+      s.numbers["samples_per_s_after_failures"] =
+          throughput(result.committed, last_replayed + 1, result.committed.size(), o.batch);
+    }
+    s.json = {{"seed", std::to_string(o.seed)},
+              {"failures", failures.dump()},
+              {"final_plan", planner::plan_to_json(result.final_plan).dump()}};
     compute::write_summary(o.summary_path, s);
   }
   if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);

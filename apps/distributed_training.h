@@ -1,13 +1,21 @@
 // Distributed training of a plan on running nodes, as `asteroid train
-// --cluster c.json --plan p.json` does: deploy, run the rounds with a
-// progress line, write the same metrics and summary files as single-device
-// training (plus the trace), evaluate test accuracy at the end.
+// --cluster c.json --plan p.json` does: deploy under the job supervisor,
+// run the rounds with a progress line (recovering from device failures on
+// the way), write the same metrics and summary files as single-device
+// training (plus the trace, the failures and the plans), evaluate test
+// accuracy at the end. It can also continue from a checkpoint.
 #pragma once
 
+#include <functional>
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "actors/coordinator.h"
 #include "compute/single_trainer.h"
 #include "planner/types.h"
+#include "supervision/job_supervisor.h"
 
 namespace asteroid::apps {
 
@@ -15,14 +23,39 @@ struct DistributedOptions {
   compute::TrainOptions train;  // model, epochs/rounds, batch, seed, optimizer, outputs
   planner::Cluster cluster;
   planner::Plan plan;
+  // For re-planning; absent: the model's real layer sizes with uniform times.
+  std::optional<planner::Profile> profile;
   std::string trace_path;       // Perfetto trace (empty: none)
   bool print_grid = false;      // print the step x stage grid of the last round
   double connect_timeout_s = 5;
+  // Supervision.
+  bool heavy_replan = false;
+  uint32_t replicate_every = 1;
+  uint32_t central_every = 0;
+  uint32_t checkpoint_every = 0;
+  std::string checkpoint_path;    // where checkpoints go (REQUIRED with checkpoint_every)
+  std::string resume_checkpoint;  // continue the job saved there (plan, round, weights)
+  supervision::HeartbeatOptions heartbeat;
+  std::string job_id = "job";
+  // Called before a round starts for the first time (fault schedules).
+  std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
+  // Extra summary fields (strings), e.g. the emulation mechanisms.
+  std::map<std::string, std::string> summary_strings;
+  std::map<std::string, double> summary_numbers;
+};
+
+struct DistributedResult : compute::TrainResult {
+  std::vector<actors::RoundReport> committed;       // in order
+  std::vector<supervision::FailureRecord> failures;
+  std::vector<messages::TraceEvent> trace;
+  std::map<std::string, uint64_t> peak_memory_bytes;
+  planner::Plan final_plan;
+  uint64_t first_round = 0;  // > 0 when resumed
 };
 
 // Throws std::invalid_argument for options that do not fit together (the
 // plan's batch differs from --batch, ...) and actors::JobError when the job
-// cannot run (unreachable device, refused stage, failed round).
-compute::TrainResult run_distributed_training(const DistributedOptions& options);
+// cannot run (unreachable device, refused stage, unrecoverable failure).
+DistributedResult run_distributed_training(const DistributedOptions& options);
 
 }  // namespace asteroid::apps

@@ -12,8 +12,8 @@
 namespace asteroid::compute {
 namespace {
 
-std::FILE* open_for_writing(const std::string& path, const std::string& what) {
-  std::FILE* f = std::fopen(path.c_str(), "w");
+std::FILE* open_for_writing(const std::string& path, const std::string& what, bool append = false) {
+  std::FILE* f = std::fopen(path.c_str(), append ? "a" : "w");
   if (f == nullptr)
     throw std::runtime_error("cannot write " + what + " '" + path + "': " + std::strerror(errno));
   return f;
@@ -39,8 +39,8 @@ void check_writable(const std::string& path, const std::string& what) {
   std::fclose(open_for_writing(path, what));
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
-  if (!path.empty()) file_ = open_for_writing(path, "metrics file");
+MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path) {
+  if (!path.empty()) file_ = open_for_writing(path, "metrics file", append);
 }
 
 MetricsWriter::~MetricsWriter() {
@@ -58,9 +58,11 @@ std::string MetricsWriter::to_json_line(const RoundRecord& r) {
   return j.dump();
 }
 
-void MetricsWriter::write(const RoundRecord& record) {
+void MetricsWriter::write(const RoundRecord& record) { write_line(to_json_line(record)); }
+
+void MetricsWriter::write_line(const std::string& json_object) {
   if (file_ == nullptr) return;
-  const std::string line = to_json_line(record) + "\n";
+  const std::string line = json_object + "\n";
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
     throw std::runtime_error("cannot write metrics file '" + path_ + "': " + std::strerror(errno));
 }

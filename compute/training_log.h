@@ -33,15 +33,18 @@ struct RoundRecord {
 // {"round":0,"loss":2.30,"samples":64,"ms":12.5,...}, flushed per line.
 class MetricsWriter {
  public:
-  // An empty path makes a writer that writes nothing. Throws
-  // std::runtime_error naming the path when it cannot be opened.
-  explicit MetricsWriter(const std::string& path);
+  // An empty path makes a writer that writes nothing; `append` continues an
+  // existing file (a resumed run). Throws std::runtime_error naming the path
+  // when it cannot be opened.
+  explicit MetricsWriter(const std::string& path, bool append = false);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
 
   bool enabled() const { return file_ != nullptr; }
   void write(const RoundRecord& record);
+  // Any other line, e.g. {"event":"replan",...} between the rounds.
+  void write_line(const std::string& json_object);
   static std::string to_json_line(const RoundRecord& record);  // without the newline
 
  private:

@@ -73,7 +73,8 @@ struct JobSupervisor::Impl {
   SupervisionOptions options;
   std::optional<StateLayout> layout;
   caf::actor monitor, planner;
-  std::set<std::string> lost;  // devices lost and not back
+  std::set<std::string> lost;     // devices lost and not back
+  std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
   std::vector<FailureRecord> failures;
   std::function<void(const SupervisionEvent&)> listener;
   Clock::time_point started = Clock::now();
@@ -92,21 +93,35 @@ struct JobSupervisor::Impl {
     coordinator.deploy(first_round, states);
     MonitorSetup setup;
     setup.options = options.heartbeat;
+    setup.reconnect_every = options.reconnect_every;
     setup.listener = coordinator.inbox();
     setup.nodes = coordinator.node_actors();
+    // Reconnection is tried for the devices of the plan (once lost) and for
+    // the devices the job could not reach at the start (new ones may come);
+    // a reachable device the plan leaves idle stays idle.
     for (const auto& device : coordinator.spec().cluster.devices) {
-      if (!device.host.empty() && device.port > 0) setup.addresses[device.id] = device;
+      if (device.host.empty() || device.port <= 0) continue;
+      if (!setup.nodes.count(device.id)) {
+        try {
+          coordinator.reconnect(device.id);
+          continue;
+        } catch (const JobError&) {
+          awaited.insert(device.id);
+        }
+      }
+      setup.addresses[device.id] = device;
     }
+    setup.nodes = coordinator.node_actors();
     monitor = spawn_heartbeat_monitor(system, setup);
   }
 
   // ------------------------------------------------------------- rounds
 
   std::vector<actors::RoundReport> run_round() {
-    admit_returned();
+    std::vector<actors::RoundReport> reports = admit_returned();
     for (;;) {
       try {
-        auto reports = coordinator.run_round();
+        for (auto& report : coordinator.run_round()) reports.push_back(report);
         after_commits(reports);
         return reports;
       } catch (const DeviceLost& e) {
@@ -297,20 +312,18 @@ struct JobSupervisor::Impl {
     if (!explanation.empty()) spdlog::debug("{}", explanation);
   }
 
-  // Devices that came back (or new ones) join at this round boundary.
-  void admit_returned() {
-    auto back = coordinator.take_returned();
+  // Devices that came back, or new ones (unreachable when the job started),
+  // join at this round boundary. Returns the rounds committed on the way.
+  std::vector<actors::RoundReport> admit_returned() {
+    std::vector<actors::RoundReport> reports;
     std::vector<std::string> added;
-    for (const auto& device : back) {
-      bool in_plan = false;
-      for (const auto& stage : coordinator.plan().stages) {
-        for (const auto& d : stage.devices) in_plan = in_plan || d.id == device;
-      }
-      if (!in_plan) added.push_back(device);
+    for (const auto& device : coordinator.take_returned()) {
+      if (lost.count(device) || awaited.count(device)) added.push_back(device);
     }
-    if (added.empty()) return;
+    if (added.empty()) return reports;
     try {
-      for (const auto& r : coordinator.flush()) (void)r;  // a clean boundary: nothing uncommitted
+      reports = coordinator.flush();  // a clean boundary: nothing uncommitted
+      after_commits(reports);
       for (const auto& device : added) coordinator.reconnect(device);
       std::string explanation;
       const planner::Plan old = coordinator.plan();
@@ -318,7 +331,10 @@ struct JobSupervisor::Impl {
       std::vector<messages::StageState> recovered;
       if (coordinator.last_committed()) recovered = coordinator.fetch_states();
       coordinator.redeploy(plan, states_for(plan, old, recovered, {}), {});
-      for (const auto& device : added) lost.erase(device);
+      for (const auto& device : added) {
+        lost.erase(device);
+        awaited.erase(device);
+      }
       std::string names;
       for (const auto& d : added) names += (names.empty() ? "" : ", ") + d;
       emit("rejoin", "admitted " + names + " at round " + std::to_string(coordinator.next_round()) + ": " +
@@ -329,6 +345,7 @@ struct JobSupervisor::Impl {
     } catch (const JobError& e) {
       spdlog::warn("could not admit returning devices: {}", e.what());
     }
+    return reports;
   }
 };
 

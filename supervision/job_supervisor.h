@@ -41,6 +41,7 @@ namespace asteroid::supervision {
 struct SupervisionOptions {
   bool heavy_replan = false;      // --replan heavy: full search over the survivors
   HeartbeatOptions heartbeat;
+  std::chrono::milliseconds reconnect_every{1000};  // tries to reach lost or awaited devices
   // The profile the re-planner evaluates plans with (the job's own, or
   // uniform_profile() when the job was planned by hand).
   planner::Profile profile;

@@ -4,7 +4,8 @@
 
 namespace asteroid::test_support {
 
-LocalNodes::LocalNodes(const std::vector<std::string>& ids, const std::vector<std::string>& extra_args)
+LocalNodes::LocalNodes(const std::vector<std::string>& ids, const std::vector<std::string>& extra_args,
+                       const std::map<std::string, std::vector<std::string>>& per_node)
     : extra_args_(extra_args) {
   cluster_.default_bandwidth_mbps = 1000;
   for (const auto& id : ids) {
@@ -15,7 +16,10 @@ LocalNodes::LocalNodes(const std::vector<std::string>& ids, const std::vector<st
     cluster_.devices.push_back(d);
   }
   processes_.resize(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) start(i, 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto own = per_node.find(ids[i]);
+    start(i, 0, own == per_node.end() ? std::vector<std::string>{} : own->second);
+  }
 }
 
 LocalNodes::~LocalNodes() {
@@ -24,11 +28,12 @@ LocalNodes::~LocalNodes() {
   }
 }
 
-void LocalNodes::start(size_t index, int port) {
+void LocalNodes::start(size_t index, int port, const std::vector<std::string>& args) {
   planner::Device& d = cluster_.devices[index];
   testbed::SpawnOptions options;
   options.argv = {ASTEROID_BIN, "node", "--host", "127.0.0.1", "--port", std::to_string(port), "--id", d.id};
   options.argv.insert(options.argv.end(), extra_args_.begin(), extra_args_.end());
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
   options.capture_stdout = true;
   options.die_with_parent = true;
   processes_[index] = testbed::Subprocess::spawn(options);
@@ -49,7 +54,7 @@ testbed::Subprocess& LocalNodes::process(const std::string& id) {
 void LocalNodes::restart(const std::string& id) {
   const int index = cluster_.index_of(id);
   if (index < 0) throw std::invalid_argument("no node " + id);
-  start(static_cast<size_t>(index), cluster_.devices[static_cast<size_t>(index)].port);
+  start(static_cast<size_t>(index), cluster_.devices[static_cast<size_t>(index)].port, {});
 }
 
 }  // namespace asteroid::test_support

@@ -4,6 +4,7 @@
 // fails; each step waits with a deadline.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -14,18 +15,21 @@ namespace asteroid::test_support {
 
 class LocalNodes {
  public:
-  // Starts one node per id; extra arguments go to every node.
-  explicit LocalNodes(const std::vector<std::string>& ids, const std::vector<std::string>& extra_args = {});
+  // Starts one node per id; extra arguments go to every node, and
+  // per_node[id] to that node only (e.g. {"--crash-at", "allreduce:3"}).
+  explicit LocalNodes(const std::vector<std::string>& ids, const std::vector<std::string>& extra_args = {},
+                      const std::map<std::string, std::vector<std::string>>& per_node = {});
   ~LocalNodes();
 
   // The devices with host and port, default bandwidth 1000 Mbit/s.
   const planner::Cluster& cluster() const { return cluster_; }
   testbed::Subprocess& process(const std::string& id);
-  // Starts node `id` again on its old port (after it was killed).
+  // Starts node `id` again on its old port (after it was killed), without
+  // its per-node arguments.
   void restart(const std::string& id);
 
  private:
-  void start(size_t index, int port);
+  void start(size_t index, int port, const std::vector<std::string>& args);
   std::vector<std::string> extra_args_;
   planner::Cluster cluster_;
   std::vector<testbed::Subprocess> processes_;

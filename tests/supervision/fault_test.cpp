@@ -1,0 +1,233 @@
+// Pipeline replay across real node processes: a device that dies, freezes,
+// crashes in the middle of an all-reduce or of a replication, or comes back,
+// must cost seconds, never the training. In each case the job reaches its
+// rounds, the committed rounds are 0, 1, ..., N-1 (no gap, no repeat), every
+// committed loss equals the fault-free run's (so the model after recovery is
+// the one before it, not a fresh one), and the final accuracy on a fixed
+// test subset is within two points of the fault-free run.
+#include <ATen/ATen.h>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <functional>
+
+#include "actors/system_config.h"
+#include "compute/dataset.h"
+#include "compute/evaluate.h"
+#include "compute/profiler.h"
+#include "messages/tensor_codec.h"
+#include "supervision/job_supervisor.h"
+#include "tests/support/local_nodes.h"
+
+namespace asteroid::supervision {
+namespace {
+
+using planner::Plan;
+using planner::Stage;
+using test_support::LocalNodes;
+
+constexpr int kRounds = 10;
+constexpr int kBatch = 32;
+constexpr int kEvalSamples = 1000;
+const char* const kModel = "fmnist-cnn";  // conv1 pool1 conv2 pool2 fc1 fc2
+
+// Three stages; the middle one a group of two; the first and last stages are
+// single devices that replicate to their neighbours.
+Plan three_stage_plan() {
+  Plan plan;
+  plan.strategy = "custom";
+  plan.batch = kBatch;
+  plan.microbatches = 4;
+  plan.microbatch_size = kBatch / 4;
+  plan.stages = {Stage{0, 2, {{"d0", 8}}}, Stage{2, 4, {{"d1", 4}, {"d2", 4}}}, Stage{4, 6, {{"d3", 8}}}};
+  return plan;
+}
+
+struct Outcome {
+  std::vector<actors::RoundReport> committed;
+  std::vector<FailureRecord> failures;
+  std::vector<SupervisionEvent> events;
+  planner::Plan final_plan;
+  double accuracy = 0;
+};
+
+const std::vector<planner::LayerInfo>& layer_infos() {
+  static const auto layers = compute::measure_layers(kModel);
+  return layers;
+}
+
+// Trains kRounds rounds; `before_round(r)` runs before round r starts (the
+// first time it starts) and may inject a fault.
+Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_round = {},
+              const std::string& checkpoint = "") {
+  actors::AsteroidConfig config;
+  caf::actor_system system(config);
+  actors::JobSpec spec;
+  spec.cluster = nodes.cluster();
+  spec.plan = three_stage_plan();
+  spec.model = kModel;
+  spec.job_id = "fault-test";
+  SupervisionOptions options;
+  options.profile = uniform_profile(layer_infos(), spec.cluster);
+  options.reconnect_every = std::chrono::milliseconds(50);
+  if (!checkpoint.empty()) {
+    options.checkpoint_every = 3;
+    options.checkpoint_path = checkpoint;
+  }
+  JobSupervisor job(system, spec, options);
+  Outcome out;
+  job.on_event([&](const SupervisionEvent& e) { out.events.push_back(e); });
+  job.start();
+  std::set<uint64_t> announced;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (job.committed_rounds() < kRounds) {
+    if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("training did not finish in time");
+    if (job.next_round() < kRounds) {
+      if (before_round && announced.insert(job.next_round()).second) before_round(job.next_round());
+      for (const auto& r : job.run_round()) out.committed.push_back(r);
+    } else {
+      for (const auto& r : job.flush()) out.committed.push_back(r);
+    }
+  }
+  out.failures = job.failures();
+  out.final_plan = job.plan();
+  std::vector<at::Tensor> parts;
+  for (const auto& state : job.coordinator().fetch_states()) parts.push_back(messages::to_tensor(state.weights));
+  const auto test = compute::open_dataset(kModel, compute::Split::test);
+  out.accuracy = compute::evaluate_weights(kModel, at::cat(parts), *test, 500, kEvalSamples).accuracy;
+  return out;
+}
+
+const Outcome& fault_free() {
+  static const Outcome outcome = [] {
+    LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+    return train(nodes);
+  }();
+  return outcome;
+}
+
+void expect_continuity(const Outcome& run) {
+  const Outcome& reference = fault_free();
+  ASSERT_EQ(run.committed.size(), static_cast<size_t>(kRounds));
+  for (size_t r = 0; r < run.committed.size(); ++r) {
+    EXPECT_EQ(run.committed[r].round, r) << "committed rounds must continue without a gap or a repeat";
+    const double expected = reference.committed[r].loss;
+    EXPECT_NEAR(run.committed[r].loss, expected, 1e-3 * std::abs(expected))
+        << "round " << r << ": the loss after recovery does not continue the loss before it";
+  }
+  EXPECT_NEAR(run.accuracy, reference.accuracy, 0.02);
+}
+
+bool uses(const Plan& plan, const std::string& device) {
+  for (const auto& stage : plan.stages) {
+    for (const auto& d : stage.devices) {
+      if (d.id == device) return true;
+    }
+  }
+  return false;
+}
+
+TEST(PipelineReplay, FaultFreeRunTrains) {
+  const Outcome& run = fault_free();
+  ASSERT_EQ(run.committed.size(), static_cast<size_t>(kRounds));
+  EXPECT_LT(run.committed.back().loss, run.committed.front().loss);
+  EXPECT_TRUE(run.failures.empty());
+}
+
+TEST(PipelineReplay, KilledGroupMember) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--crash-at", "backward:4"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].round, 4u);
+  EXPECT_EQ(run.failures[0].replan, "lightweight");
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
+  EXPECT_TRUE(uses(run.final_plan, "d1")) << "the surviving member keeps its stage";
+}
+
+TEST(PipelineReplay, KilledOnlyDeviceOfAStage) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--crash-at", "forward:5"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_FALSE(uses(run.final_plan, "d3"));
+  EXPECT_EQ(run.final_plan.stages.back().end, 6);
+}
+
+TEST(PipelineReplay, FrozenNodeIsDetectedLikeAKilledOne) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+  const auto frozen = std::chrono::steady_clock::now();
+  const Outcome run = train(nodes, [&](uint64_t round) {
+    if (round == 4) nodes.process("d1").signal(SIGSTOP);
+  });
+  nodes.process("d1").signal(SIGCONT);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d1"});
+  EXPECT_FALSE(uses(run.final_plan, "d1"));
+  (void)frozen;
+}
+
+TEST(PipelineReplay, TwoFailuresInDifferentRounds) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {},
+                   {{"d2", {"--crash-at", "backward:2"}}, {"d3", {"--crash-at", "forward:7"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 2u);
+  EXPECT_EQ(run.failures[0].round, 2u);
+  EXPECT_EQ(run.failures[1].round, 7u);
+}
+
+TEST(PipelineReplay, FailureDuringTheAllReduce) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d1", {"--crash-at", "allreduce:5"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].round, 5u);
+}
+
+TEST(PipelineReplay, FailureDuringReplication) {
+  // d0 runs the first stage alone and dies while sending the replica of
+  // round 5 to d1: round 5 never commits and is replayed from round 4's.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d0", {"--crash-at", "replicate:5"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_FALSE(uses(run.final_plan, "d0"));
+}
+
+TEST(PipelineReplay, KilledNodeRestartsAndRejoins) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+  const Outcome run = train(nodes, [&](uint64_t round) {
+    if (round == 2) nodes.process("d2").signal(SIGKILL);
+    if (round == 4) nodes.restart("d2");
+  });
+  expect_continuity(run);
+  ASSERT_GE(run.failures.size(), 1u);
+  bool rejoined = false;
+  for (const auto& e : run.events) rejoined = rejoined || e.kind == "rejoin";
+  EXPECT_TRUE(rejoined) << "the restarted node was not admitted again";
+  EXPECT_TRUE(uses(run.final_plan, "d2"));
+}
+
+TEST(PipelineReplay, NoReplicaLeftStopsWithAClearMessage) {
+  // The last stage's device and the holder of its replica (d0, the first
+  // stage) die together: nothing holds the last stage's state any more.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+  try {
+    train(nodes, [&](uint64_t round) {
+      if (round == 4) {
+        nodes.process("d3").signal(SIGKILL);
+        nodes.process("d0").signal(SIGKILL);
+      }
+    });
+    FAIL() << "training went on without the state of a stage";
+  } catch (const actors::JobError& e) {
+    EXPECT_NE(std::string(e.what()).find("lost"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace asteroid::supervision
