@@ -93,6 +93,26 @@ double throughput(const std::vector<actors::RoundReport>& rounds, size_t from, s
   return n == 0 || ms <= 0 ? std::nan("") : batch * n * 1000.0 / ms;
 }
 
+// A resumed job undoes the rounds after its checkpoint: their lines go, so
+// the metrics list every committed round once, in order.
+void drop_rounds_after(const std::string& path, int64_t last_kept) {
+  if (path.empty()) return;
+  std::ifstream in(path);
+  if (!in) return;  // nothing logged yet
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("round") && j["round"].get<int64_t>() > last_kept) break;
+    } catch (const nlohmann::json::exception&) {
+      break;  // a torn last line of a coordinator that died
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
+}
+
 }  // namespace
 
 DistributedResult run_distributed_training(const DistributedOptions& input) {
@@ -127,7 +147,8 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   check_plan(options.plan, o);
   at::set_num_threads(o.threads);
 
-  const bool resumed = first_round > 0;
+  const bool resumed = !options.resume_checkpoint.empty();
+  if (resumed) drop_rounds_after(o.metrics_path, static_cast<int64_t>(first_round) - 1);
   compute::MetricsWriter metrics(o.metrics_path, /*append=*/resumed);
   if (!o.summary_path.empty()) compute::check_writable(o.summary_path, "summary file");
   if (!o.weights_out.empty()) compute::check_writable(o.weights_out, "weights file");
@@ -185,14 +206,15 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms, {}});
     progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
   };
+  job.on_commit(record);
   std::set<uint64_t> announced;
   const auto t0 = std::chrono::steady_clock::now();
   while (static_cast<int64_t>(job.committed_rounds()) < total) {
     if (static_cast<int64_t>(job.next_round()) < total) {
       if (options.before_round && announced.insert(job.next_round()).second) options.before_round(job.next_round(), job);
-      for (const auto& report : job.run_round()) record(report);
+      job.run_round();
     } else {
-      for (const auto& report : job.flush()) record(report);
+      job.flush();
     }
   }
   result.rounds = static_cast<int64_t>(result.committed.size());

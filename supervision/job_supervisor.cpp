@@ -77,6 +77,7 @@ struct JobSupervisor::Impl {
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
   std::vector<FailureRecord> failures;
   std::function<void(const SupervisionEvent&)> listener;
+  std::function<void(const actors::RoundReport&)> commit_listener;
   Clock::time_point started = Clock::now();
   int recoveries = 0;
 
@@ -157,6 +158,9 @@ struct JobSupervisor::Impl {
     if (reports.empty()) return;
     for (auto& failure : failures) {
       if (failure.recovered_s < 0) failure.recovered_s = now_s();
+    }
+    if (commit_listener) {
+      for (const auto& report : reports) commit_listener(report);
     }
     if (options.checkpoint_every > 0) {
       for (const auto& report : reports) {
@@ -370,6 +374,10 @@ uint64_t JobSupervisor::next_round() const { return impl_->coordinator.next_roun
 
 void JobSupervisor::on_event(std::function<void(const SupervisionEvent&)> listener) {
   impl_->listener = std::move(listener);
+}
+
+void JobSupervisor::on_commit(std::function<void(const actors::RoundReport&)> listener) {
+  impl_->commit_listener = std::move(listener);
 }
 
 const std::vector<FailureRecord>& JobSupervisor::failures() const { return impl_->failures; }

@@ -96,6 +96,9 @@ class JobSupervisor {
   uint64_t next_round() const;
 
   void on_event(std::function<void(const SupervisionEvent&)> listener);
+  // Called for every committed round, in order, before a checkpoint of that
+  // round is written (so a log written here never lags a checkpoint).
+  void on_commit(std::function<void(const actors::RoundReport&)> listener);
   const std::vector<FailureRecord>& failures() const;
   actors::Coordinator& coordinator();
   const planner::Plan& plan() const;

@@ -1,0 +1,138 @@
+// The coordinator itself dies (SIGKILL) in the middle of a job; `asteroid
+// train --resume` continues from its last checkpoint on the nodes that are
+// still up, and the job ends as if nothing happened: every round committed
+// once, in order, with the losses of an uninterrupted run.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "planner/json_io.h"
+#include "tests/support/local_nodes.h"
+
+namespace asteroid::supervision {
+namespace {
+
+namespace fs = std::filesystem;
+using test_support::LocalNodes;
+
+constexpr int kRounds = 12;
+
+struct Paths {
+  fs::path dir, cluster, plan;
+};
+
+Paths prepare(const LocalNodes& nodes, const std::string& name) {
+  Paths p;
+  p.dir = fs::temp_directory_path() / ("asteroid-resume-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(p.dir);
+  fs::create_directories(p.dir);
+  p.cluster = p.dir / "cluster.json";
+  p.plan = p.dir / "plan.json";
+  planner::save_cluster(nodes.cluster(), p.cluster.string());
+  planner::Plan plan;
+  plan.strategy = "custom";
+  plan.batch = 32;
+  plan.microbatches = 4;
+  plan.microbatch_size = 8;
+  plan.stages = {{0, 2, {{"d0", 8}}}, {2, 4, {{"d1", 5}, {"d2", 3}}}, {4, 6, {{"d3", 8}}}};
+  planner::save_plan(plan, p.plan.string());
+  return p;
+}
+
+std::vector<std::string> train_args(const Paths& p, const std::string& metrics) {
+  return {ASTEROID_BIN, "train", "--cluster", p.cluster.string(), "--rounds", std::to_string(kRounds),
+          "--batch", "32", "--seed", "7", "--model", "fmnist-cnn", "--metrics", metrics, "--progress", "off",
+          "--test-samples", "500", "--checkpoint-every", "1", "--checkpoint", (p.dir / "checkpoint.bin").string()};
+}
+
+// (round, loss) of every round line, in file order.
+std::vector<std::pair<int64_t, double>> rounds_in(const fs::path& metrics) {
+  std::vector<std::pair<int64_t, double>> out;
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("round")) out.push_back({j["round"].get<int64_t>(), j["loss"].get<double>()});
+  }
+  return out;
+}
+
+int run_to_end(std::vector<std::string> argv) {
+  testbed::SpawnOptions options;
+  options.argv = std::move(argv);
+  options.die_with_parent = true;
+  auto process = testbed::Subprocess::spawn(options);
+  auto status = process.wait_for(std::chrono::minutes(3));
+  if (!status) process.stop();
+  return status.value_or(-1);
+}
+
+TEST(CoordinatorRestart, ResumesFromTheLastCheckpoint) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3"});
+  const Paths p = prepare(nodes, "killed");
+  const fs::path metrics = p.dir / "metrics.jsonl";
+
+  // An uninterrupted run for reference, on the same nodes.
+  auto reference_args = train_args(p, (p.dir / "reference.jsonl").string());
+  reference_args.insert(reference_args.end(), {"--plan", p.plan.string(), "--job-id", "reference"});
+  ASSERT_EQ(run_to_end(reference_args), 0);
+  const auto reference = rounds_in(p.dir / "reference.jsonl");
+  ASSERT_EQ(reference.size(), static_cast<size_t>(kRounds));
+
+  // The same job, its coordinator killed once five rounds are logged.
+  auto args = train_args(p, metrics.string());
+  args.insert(args.end(), {"--plan", p.plan.string(), "--job-id", "killed"});
+  testbed::SpawnOptions options;
+  options.argv = args;
+  options.die_with_parent = true;
+  auto coordinator = testbed::Subprocess::spawn(options);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (rounds_in(metrics).size() < 5) {
+    ASSERT_TRUE(coordinator.running()) << "the coordinator ended before it could be killed";
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no progress";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a file the coordinator writes
+  }
+  coordinator.signal(SIGKILL);
+  coordinator.wait_for(std::chrono::seconds(10));
+  ASSERT_LT(rounds_in(metrics).size(), static_cast<size_t>(kRounds)) << "killed too late to test anything";
+
+  // The nodes survived the coordinator and take the resumed job.
+  for (const char* id : {"d0", "d1", "d2", "d3"}) EXPECT_TRUE(nodes.process(id).running()) << id;
+  auto resume = train_args(p, metrics.string());
+  resume.insert(resume.end(), {"--resume", (p.dir / "checkpoint.bin").string()});
+  ASSERT_EQ(run_to_end(resume), 0);
+
+  const auto resumed = rounds_in(metrics);
+  ASSERT_EQ(resumed.size(), static_cast<size_t>(kRounds));
+  for (size_t r = 0; r < resumed.size(); ++r) {
+    EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
+    EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-4 * std::abs(reference[r].second)) << "round " << r;
+  }
+}
+
+TEST(CoordinatorRestart, AMissingOrCorruptCheckpointIsNamed) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3"});
+  const Paths p = prepare(nodes, "corrupt");
+  const fs::path bad = p.dir / "checkpoint.bin";
+  std::ofstream(bad) << "ASTCKPT1 but nothing else";
+  auto args = train_args(p, (p.dir / "m.jsonl").string());
+  args.insert(args.end(), {"--resume", bad.string()});
+  testbed::SpawnOptions options;
+  options.argv = args;
+  options.capture_stdout = true;
+  options.capture_stderr = true;
+  auto process = testbed::Subprocess::spawn(options);
+  const auto status = process.wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(*status, 0);
+  const std::string err = process.read_all_stderr(testbed::Clock::now() + std::chrono::seconds(5));
+  EXPECT_NE(err.find(bad.string()), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace asteroid::supervision
