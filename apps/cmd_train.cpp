@@ -1,5 +1,8 @@
-// `asteroid train`: single-device training (no actors), or distributed
-// training of a plan on running nodes under the job supervisor.
+// `asteroid train`: the training job on nodes (apps/train_job.h,
+// docs/default-job.md): with no arguments it brings up emulated env C,
+// profiles, plans hpp, trains fmnist-resnet for one epoch and leaves a run
+// folder. `--strategy single` without --env/--cluster/--resume is the
+// in-process single-device path (no nodes, no run folder; docs/compute.md).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -8,22 +11,29 @@
 #include <stdexcept>
 
 #include "apps/commands.h"
-#include "apps/distributed_training.h"
+#include "apps/train_job.h"
+#include "compute/profiler.h"
 #include "compute/single_trainer.h"
-#include "planner/json_io.h"
 
 namespace asteroid::apps {
 namespace {
 
 struct TrainCli {
-  compute::TrainOptions train;
+  TrainJobOptions job;
   std::string optimizer = "momentum";
   double lr = 0;  // 0: the optimizer's default
   std::string progress = "auto";
-  // Distributed.
-  std::string cluster_path, plan_path, profile_path, replan = "lightweight", resume;
+  std::string replan = "lightweight";
+  std::string profile_batches = "1,2,4,8,16,32,64";
   int heartbeat_interval_ms = 100, heartbeat_deadline_ms = 700;
-  DistributedOptions distributed;
+  bool no_plots = false;
+
+  TrainCli() {
+    job.distributed.train.model = "fmnist-resnet";
+    job.distributed.train.epochs = 1;
+    job.distributed.train.batch = 64;
+  }
+  compute::TrainOptions& train() { return job.distributed.train; }
 };
 
 compute::ProgressLine::Mode parse_progress(const std::string& s) {
@@ -34,110 +44,134 @@ compute::ProgressLine::Mode parse_progress(const std::string& s) {
   throw std::invalid_argument("--progress must be auto, terminal, plain or off, got '" + s + "'");
 }
 
-void print_result(const compute::TrainOptions& o, const compute::TrainResult& r) {
-  std::printf(
-      "model %s: %lld rounds (%lld samples) in %.1f s, %.0f samples/s, final loss %.4f, "
-      "test accuracy %.2f %% on %lld samples\n",
-      o.model.c_str(), (long long)r.rounds, (long long)r.samples, r.train_seconds, r.samples_per_s,
-      r.final_loss, 100.0 * r.test_accuracy, (long long)r.test_samples);
-}
-
 void prepare(TrainCli& cli) {
-  compute::TrainOptions& o = cli.train;
+  compute::TrainOptions& o = cli.train();
   o.optimizer = compute::default_optimizer_config(compute::parse_optimizer_kind(cli.optimizer));
   if (cli.lr != 0) o.optimizer.lr = cli.lr;
   o.progress = parse_progress(cli.progress);
 }
 
-// The whole single-device path: options in, summary printed.
+// The in-process single-device path: options in, summary printed.
 void run_single(TrainCli& cli) {
   prepare(cli);
-  print_result(cli.train, compute::run_single_training(cli.train));
+  compute::TrainOptions o = cli.train();
+  o.strategy = "single";
+  const compute::TrainResult r = compute::run_single_training(o);
+  std::printf(
+      "model %s: %lld rounds (%lld samples) in %.1f s, %.0f samples/s, final loss %.4f, "
+      "test accuracy %.2f %% on %lld samples\n",
+      o.model.c_str(), (long long)r.rounds, (long long)r.samples, r.train_seconds, r.samples_per_s, r.final_loss,
+      100.0 * r.test_accuracy, (long long)r.test_samples);
 }
 
-// A plan on running nodes (--cluster, --plan), or a checkpoint resumed.
-void run_distributed(TrainCli& cli) {
+// Everything else: the job on nodes.
+void run_job(TrainCli& cli) {
   prepare(cli);
-  DistributedOptions& d = cli.distributed;
-  d.train = cli.train;
-  if (cli.cluster_path.empty()) throw std::invalid_argument("--cluster is required to train on nodes");
-  d.cluster = planner::load_cluster(cli.cluster_path);
-  if (!cli.resume.empty()) {
-    namespace fs = std::filesystem;
-    d.resume_checkpoint = fs::is_directory(cli.resume) ? (fs::path(cli.resume) / "checkpoint.bin").string() : cli.resume;
-    if (d.checkpoint_path.empty()) d.checkpoint_path = d.resume_checkpoint;
-  } else {
-    if (cli.plan_path.empty()) throw std::invalid_argument("--plan is required with --cluster");
-    d.plan = planner::load_plan(cli.plan_path);
-  }
-  if (!cli.profile_path.empty()) d.profile = planner::load_profile(cli.profile_path);
-  if (cli.replan != "lightweight" && cli.replan != "heavy") {
+  TrainJobOptions& j = cli.job;
+  DistributedOptions& d = j.distributed;
+  if (cli.replan != "lightweight" && cli.replan != "heavy")
     throw std::invalid_argument("--replan must be lightweight or heavy, got '" + cli.replan + "'");
-  }
   d.heavy_replan = cli.replan == "heavy";
   d.heartbeat.interval = std::chrono::milliseconds(cli.heartbeat_interval_ms);
   d.heartbeat.deadline = std::chrono::milliseconds(cli.heartbeat_deadline_ms);
-  const DistributedResult r = run_distributed_training(d);
-  print_result(d.train, r);
-  for (const auto& f : r.failures) {
-    std::printf("failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
-                (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());
-  }
+  j.profile_batches = compute::parse_batch_list(cli.profile_batches);
+  j.plots = !cli.no_plots;
+  run_train_job(j);
 }
 
 }  // namespace
 
 void add_train_command(CLI::App& app) {
   auto cli = std::make_shared<TrainCli>();
+  TrainJobOptions& j = cli->job;
+  DistributedOptions& d = j.distributed;
+  compute::TrainOptions& t = d.train;
   CLI::App* cmd = app.add_subcommand(
-      "train", "train a model: alone (--strategy single) or on running nodes (--cluster, --plan)");
-  cmd->add_option("--strategy", cli->train.strategy, "single")->capture_default_str();
-  cmd->add_option("--model", cli->train.model, "zoo model")->capture_default_str();
-  cmd->add_option("--epochs", cli->train.epochs, "epochs over the training set")->capture_default_str();
-  cmd->add_option("--batch", cli->train.batch, "mini-batch size (samples per round)")->capture_default_str();
-  cmd->add_option("--seed", cli->train.seed, "initial weights and sample order")->capture_default_str();
-  cmd->add_option("--rounds", cli->train.rounds, "stop after N rounds (0: all epochs)")->capture_default_str();
+      "train",
+      "train a model on nodes: with no arguments, bring up emulated env C, profile, plan (hpp), train fmnist-resnet "
+      "for one epoch and leave a run folder in runs/ (docs/default-job.md); --strategy single alone trains in this "
+      "process");
+  cmd->add_option("--strategy", j.strategy, "hpp | dp | pp | single (the best device alone)")->capture_default_str();
+  cmd->add_option("--model", t.model, "zoo model")->capture_default_str();
+  cmd->add_option("--epochs", t.epochs, "epochs over the training set")->capture_default_str();
+  cmd->add_option("--batch", t.batch, "mini-batch size (samples per round)")->capture_default_str();
+  cmd->add_option("--seed", t.seed, "initial weights and sample order")->capture_default_str();
+  cmd->add_option("--rounds", t.rounds, "stop after N rounds (0: all epochs)")->capture_default_str();
   cmd->add_option("--optimizer", cli->optimizer, "sgd | momentum | adam")->capture_default_str();
   cmd->add_option("--lr", cli->lr, "learning rate (default 0.05, adam 0.001)");
-  cmd->add_option("--threads", cli->train.threads, "Torch threads")->capture_default_str();
-  cmd->add_option("--metrics", cli->train.metrics_path, "JSON Lines file, one line per round");
-  cmd->add_option("--summary", cli->train.summary_path, "summary JSON file");
-  cmd->add_option("--weights-out", cli->train.weights_out, "final flat weights (binary, see docs/compute.md)");
-  cmd->add_option("--data-dir", cli->train.data_dir,
-                  "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)");
-  cmd->add_option("--test-samples", cli->train.test_samples, "evaluate on the first N test samples (0: all)")
+  cmd->add_option("--threads", t.threads, "Torch threads (this process)")->capture_default_str();
+  cmd->add_option("--metrics", t.metrics_path, "JSON Lines file, one line per round (default: in the run folder)");
+  cmd->add_option("--summary", t.summary_path, "summary JSON file (default: in the run folder)");
+  cmd->add_option("--weights-out", t.weights_out, "final flat weights (binary, see docs/compute.md)");
+  cmd->add_option("--data-dir", t.data_dir, "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)");
+  cmd->add_option("--test-samples", t.test_samples, "evaluate on the first N test samples (0: all)")
       ->capture_default_str();
   cmd->add_option("--progress", cli->progress, "auto | terminal | plain | off")->capture_default_str();
+
+  auto* cluster = "Cluster";
+  cmd->add_option("--env", j.env, "bring up this emulated preset: A, B, C or D (default C; docs/testbed.md)")
+      ->group(cluster);
+  cmd->add_option("--bandwidth", j.bandwidth_mbps, "link bandwidth of the preset in Mbit/s (default 1000; 100 = slow)")
+      ->check(CLI::PositiveNumber)
+      ->group(cluster);
+  cmd->add_option("--cpu-budget", j.cpu_budget, "cores the whole preset may use (default: 3/4 of the cores)")
+      ->check(CLI::PositiveNumber)
+      ->group(cluster);
+  cmd->add_option("--cpu", j.cpu_mode, "CPU emulation of the preset: auto | cgroup | throttle | none")
+      ->capture_default_str()
+      ->group(cluster);
+  cmd->add_option("--net", j.net_mode, "link emulation of the preset: auto | netns | relay | none")
+      ->capture_default_str()
+      ->group(cluster);
+  cmd->add_option("--cluster", j.cluster_file, "cluster.json of running nodes (no up/down)")->group(cluster);
+  cmd->add_option("--out", j.out, "the run folder (default: runs/<time>-<name>, with runs/latest)")->group(cluster);
+  cmd->add_flag("--no-plots", cli->no_plots, "no PNG plots in the run folder")->group(cluster);
+
+  auto* planning = "Profiling and planning";
+  cmd->add_option("--microbatches", j.microbatches, "micro-batches per mini-batch (0: searched)")
+      ->capture_default_str()
+      ->group(planning);
+  cmd->add_option("--profile-batches", cli->profile_batches, "batch sizes every device profiles")
+      ->capture_default_str()
+      ->group(planning);
+  cmd->add_option("--profile-repeats", j.profile_repeats, "measured runs per layer and batch size")
+      ->capture_default_str()
+      ->group(planning);
+  cmd->add_option("--profile-timeout", j.profile_timeout_s, "seconds for every device to profile")
+      ->capture_default_str()
+      ->group(planning);
+  cmd->add_option("--plan", j.plan_file, "train this plan.json (no profiling, no planning)")->group(planning);
+  cmd->add_option("--profile", j.profile_file, "profile.json for a given --plan (predictions, re-planning)")
+      ->group(planning);
+
   auto* nodes = "Training on nodes";
-  cmd->add_option("--cluster", cli->cluster_path, "cluster.json of running nodes")->group(nodes);
-  cmd->add_option("--plan", cli->plan_path, "plan.json to train with")->group(nodes);
-  cmd->add_option("--profile", cli->profile_path, "profile.json for re-planning (default: uniform times)")
+  cmd->add_option("--trace", d.trace_path, "write the Chrome/Perfetto trace here (default: run folder trace.json)")
       ->group(nodes);
-  cmd->add_option("--trace", cli->distributed.trace_path, "write a Chrome/Perfetto trace")->group(nodes);
-  cmd->add_flag("--grid", cli->distributed.print_grid, "print the step x stage grid of the last round")
-      ->group(nodes);
-  cmd->add_option("--connect-timeout", cli->distributed.connect_timeout_s, "seconds to reach each device")
+  cmd->add_flag("--grid", d.print_grid, "print the step x stage grid of the last round")->group(nodes);
+  cmd->add_option("--connect-timeout", d.connect_timeout_s, "seconds to reach each device")
       ->capture_default_str()
       ->group(nodes);
-  cmd->add_option("--job-id", cli->distributed.job_id, "name of the job on the nodes")->group(nodes);
+  cmd->add_option("--job-id", d.job_id, "name of the job on the nodes")->group(nodes);
+
   auto* faults = "Fault tolerance";
+  cmd->add_option("--faults", j.faults_file, "fault schedule (JSON; docs/default-job.md)")->group(faults);
   cmd->add_option("--replan", cli->replan, "lightweight | heavy re-planning after a failure")
       ->capture_default_str()
       ->group(faults);
-  cmd->add_option("--replicate-every", cli->distributed.replicate_every,
+  cmd->add_option("--replicate-every", d.replicate_every,
                   "single-device stages replicate their state to a neighbour every N rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
-  cmd->add_option("--central-every", cli->distributed.central_every,
+  cmd->add_option("--central-every", d.central_every,
                   "every stage also sends its state to the coordinator every N rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
-  cmd->add_option("--checkpoint-every", cli->distributed.checkpoint_every,
-                  "write a checkpoint every N committed rounds (0: never)")
+  cmd->add_option("--checkpoint-every", d.checkpoint_every, "write a checkpoint every N committed rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
-  cmd->add_option("--checkpoint", cli->distributed.checkpoint_path, "checkpoint file")->group(faults);
-  cmd->add_option("--resume", cli->resume, "continue from a checkpoint file (or a run folder's checkpoint.bin)")
+  cmd->add_option("--checkpoint", d.checkpoint_path, "checkpoint file (default: run folder checkpoint.bin)")
+      ->group(faults);
+  cmd->add_option("--resume", j.resume, "continue from a checkpoint file (or a run folder's checkpoint.bin)")
       ->group(faults);
   cmd->add_option("--heartbeat-interval", cli->heartbeat_interval_ms, "ms between heartbeats")
       ->capture_default_str()
@@ -146,9 +180,11 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str()
       ->group(faults);
   cmd->callback([cli] {
-    if (!cli->cluster_path.empty() || !cli->resume.empty()) return run_distributed(*cli);
-    if (cli->train.strategy == "single") return run_single(*cli);
-    throw std::invalid_argument("--strategy '" + cli->train.strategy + "' trains on nodes: give --cluster and --plan");
+    const TrainJobOptions& job = cli->job;
+    const bool on_nodes = !job.env.empty() || !job.cluster_file.empty() || !job.resume.empty() ||
+                          !job.plan_file.empty();
+    if (job.strategy == "single" && !on_nodes) return run_single(*cli);
+    run_job(*cli);
   });
 }
 

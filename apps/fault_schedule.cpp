@@ -1,0 +1,231 @@
+#include "apps/fault_schedule.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "apps/testbed/emulated_cluster.h"
+
+namespace asteroid::apps {
+namespace {
+
+const std::set<std::string> kActions = {"kill", "freeze", "thaw", "slow", "cut-link", "heal-link", "restart"};
+
+std::string number_text(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string Fault::describe() const {
+  std::string when = round ? "round " + std::to_string(*round) : "after " + number_text(*after_s) + " s";
+  std::string what = action + " " + device;
+  if (action == "slow") what += " x" + number_text(factor);
+  if (action == "cut-link" || action == "heal-link") what += " " + peer;
+  return when + ": " + what;
+}
+
+std::vector<Fault> faults_from_json(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(source + ": not JSON: " + e.what());
+  }
+  if (j.is_object() && j.contains("faults")) j = j["faults"];
+  if (!j.is_array())
+    throw std::invalid_argument(source + ": expected a JSON array of faults (or {\"faults\": [...]})");
+  std::vector<Fault> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& e = j[i];
+    const std::string where = source + ": faults[" + std::to_string(i) + "]";
+    auto bad = [&](const std::string& what) { return std::invalid_argument(where + ": " + what); };
+    if (!e.is_object()) throw bad("expected an object such as {\"round\": 40, \"action\": \"kill\", \"device\": \"nano-1\"}");
+    Fault f;
+    f.index = i;
+    const bool has_round = e.contains("round"), has_after = e.contains("after_s");
+    if (has_round == has_after) throw bad("expected exactly one of \"round\" and \"after_s\"");
+    if (has_round) {
+      const auto& r = e["round"];
+      if (!r.is_number_integer() || r.get<int64_t>() < 0)
+        throw bad("\"round\" must be a non-negative integer, got " + r.dump());
+      f.round = r.get<uint64_t>();
+    } else {
+      const auto& a = e["after_s"];
+      if (!a.is_number() || !std::isfinite(a.get<double>()) || a.get<double>() < 0)
+        throw bad("\"after_s\" must be a non-negative number of seconds, got " + a.dump());
+      f.after_s = a.get<double>();
+    }
+    if (!e.contains("action") || !e["action"].is_string())
+      throw bad("\"action\" must be one of kill, freeze, thaw, slow, cut-link, heal-link, restart");
+    f.action = e["action"].get<std::string>();
+    if (!kActions.count(f.action))
+      throw bad("\"action\" must be one of kill, freeze, thaw, slow, cut-link, heal-link, restart, got '" + f.action +
+                "'");
+    if (!e.contains("device") || !e["device"].is_string() || e["device"].get<std::string>().empty())
+      throw bad("\"device\" must be a device id (a string)");
+    f.device = e["device"].get<std::string>();
+    if (f.action == "slow") {
+      if (!e.contains("factor") || !e["factor"].is_number() || !(e["factor"].get<double>() > 0) ||
+          !std::isfinite(e["factor"].get<double>()))
+        throw bad("\"slow\" needs \"factor\", a number > 0 (the CPU share is divided by it; 1 restores)");
+      f.factor = e["factor"].get<double>();
+    }
+    if (f.action == "cut-link" || f.action == "heal-link") {
+      if (!e.contains("peer") || !e["peer"].is_string() || e["peer"].get<std::string>().empty())
+        throw bad("\"" + f.action + "\" needs \"peer\": a device id, \"hub\" (the coordinator) or \"*\" (everything)");
+      f.peer = e["peer"].get<std::string>();
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::vector<Fault> load_faults(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot read the fault schedule '" + path + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  return faults_from_json(text.str(), path);
+}
+
+void check_faults(const std::vector<Fault>& faults, const planner::Cluster& cluster, const std::string& source) {
+  auto known = [&](const std::string& id) { return cluster.index_of(id) >= 0; };
+  std::string ids;
+  for (const auto& d : cluster.devices) ids += (ids.empty() ? "" : ", ") + d.id;
+  for (const Fault& f : faults) {
+    const std::string where = source + ": faults[" + std::to_string(f.index) + "]";
+    if (!known(f.device))
+      throw std::invalid_argument(where + ": unknown device '" + f.device + "' (the cluster has " + ids + ")");
+    if (!f.peer.empty() && f.peer != "hub" && f.peer != "*" && !known(f.peer))
+      throw std::invalid_argument(where + ": unknown peer '" + f.peer + "' (a device id, hub or *; the cluster has " +
+                                  ids + ")");
+  }
+}
+
+FaultInjector::FaultInjector(testbed::EmulatedCluster& owner, std::vector<Fault> faults, const std::string& log_path,
+                             std::function<void(const std::string&)> announce)
+    : owner_(owner), faults_(std::move(faults)), done_(faults_.size(), false), announce_(std::move(announce)) {
+  log_ = std::fopen(log_path.c_str(), "w");
+  if (!log_) throw std::runtime_error("cannot write the fault log '" + log_path + "'");
+}
+
+FaultInjector::~FaultInjector() {
+  try {
+    finish();
+  } catch (...) {
+  }
+  if (log_) std::fclose(log_);
+}
+
+void FaultInjector::inject(testbed::EmulatedCluster& cluster, const Fault& f) {
+  std::string error;
+  const auto t = std::chrono::steady_clock::now();
+  try {
+    if (f.action == "kill") cluster.inject_kill(f.device);
+    else if (f.action == "freeze") cluster.inject_freeze(f.device);
+    else if (f.action == "thaw") cluster.inject_thaw(f.device);
+    else if (f.action == "slow") cluster.inject_slow(f.device, f.factor);
+    else if (f.action == "cut-link") cluster.inject_cut_link(f.device, f.peer);
+    else if (f.action == "heal-link") cluster.inject_heal_link(f.device, f.peer);
+    else if (f.action == "restart") cluster.inject_restart(f.device);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  nlohmann::json line = {{"t_s", std::chrono::duration<double>(t - t0_).count()},
+                         {"unix_s", unix_seconds()},
+                         {"round", round_.load()},
+                         {"action", f.action},
+                         {"device", f.device},
+                         {"entry", f.index},
+                         {"ok", error.empty()}};
+  if (f.round) line["at_round"] = *f.round;
+  if (f.after_s) line["after_s"] = *f.after_s;
+  if (f.action == "slow") line["factor"] = f.factor;
+  if (!f.peer.empty()) line["peer"] = f.peer;
+  if (!error.empty()) line["error"] = error;
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::fprintf(log_, "%s\n", line.dump().c_str());
+  std::fflush(log_);
+  ++injected_;
+  if (announce_) announce_("fault " + f.describe() + (error.empty() ? "" : " FAILED: " + error));
+}
+
+void FaultInjector::before_round(uint64_t round) {
+  round_ = round;
+  bool start_timer = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!started_) {
+      started_ = true;
+      t0_ = std::chrono::steady_clock::now();
+      start_timer = std::any_of(faults_.begin(), faults_.end(), [](const Fault& f) { return f.after_s.has_value(); });
+    }
+  }
+  if (start_timer) timer_ = std::thread([this] { timer_loop(); });
+  for (size_t i = 0; i < faults_.size(); ++i) {
+    const Fault& f = faults_[i];
+    if (!f.round || *f.round != round) continue;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (done_[i]) continue;
+      done_[i] = true;
+    }
+    inject(owner_, f);
+  }
+}
+
+void FaultInjector::timer_loop() {
+  // Its own handle: a handle is not shared between threads.
+  testbed::EmulatedCluster cluster = testbed::EmulatedCluster::attach(owner_.dir());
+  std::vector<size_t> order;
+  for (size_t i = 0; i < faults_.size(); ++i)
+    if (faults_[i].after_s) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return *faults_[a].after_s < *faults_[b].after_s; });
+  for (size_t i : order) {
+    const auto due = t0_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(*faults_[i].after_s));
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait_until(lock, due, [&] { return stop_; });
+      if (stop_) return;
+      done_[i] = true;
+    }
+    inject(cluster, faults_[i]);
+  }
+}
+
+void FaultInjector::finish() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (size_t i = 0; i < faults_.size(); ++i) {
+    if (done_[i]) continue;
+    nlohmann::json line = {{"action", faults_[i].action}, {"device", faults_[i].device}, {"entry", faults_[i].index},
+                           {"ok", false}, {"error", "not reached: training ended first"}};
+    if (faults_[i].round) line["at_round"] = *faults_[i].round;
+    if (faults_[i].after_s) line["after_s"] = *faults_[i].after_s;
+    std::fprintf(log_, "%s\n", line.dump().c_str());
+  }
+  std::fflush(log_);
+}
+
+}  // namespace asteroid::apps

@@ -1,0 +1,713 @@
+#include "apps/train_job.h"
+
+#include <ATen/Parallel.h>
+#include <caf/actor_system.hpp>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+
+#include "actors/system_config.h"
+#include "apps/fault_schedule.h"
+#include "apps/profiling.h"
+#include "apps/testbed/emulated_cluster.h"
+#include "apps/testbed/process.h"
+#include "compute/dataset.h"
+#include "compute/model_zoo.h"
+#include "compute/profiler.h"
+#include "planner/cost_model.h"
+#include "planner/json_io.h"
+#include "planner/profile_tables.h"
+#include "planner/report.h"
+#include "planner/search.h"
+#include "supervision/checkpoint.h"
+#include "supervision/job_supervisor.h"
+
+#ifndef ASTEROID_PLOT_SCRIPT
+#define ASTEROID_PLOT_SCRIPT ""
+#endif
+
+namespace asteroid::apps {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void say(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void say(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::vfprintf(stdout, format, args);
+  va_end(args);
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------- signals
+
+// SIGINT/SIGTERM: stop at the next step or round boundary and clean up. The
+// handler resets itself, so a second signal ends the process at once.
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) {
+  g_stop = true;
+  static const char text[] = "\nasteroid train: stopping (cluster goes down at the next round; again to force)\n";
+  ssize_t ignored = ::write(STDERR_FILENO, text, sizeof text - 1);
+  (void)ignored;
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  static void check(const char* where) {
+    if (g_stop) throw std::runtime_error(std::string("interrupted ") + where);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// ---------------------------------------------------------------- namespaces
+
+// Brings this process's main thread back to the network namespace it
+// started in. The testbed's down() kills every process whose main thread is
+// in one of the cluster's namespaces, the hub included, so the coordinator
+// must leave the hub before it brings the cluster down.
+class HomeNetwork {
+ public:
+  HomeNetwork() : fd_(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) {}
+  ~HomeNetwork() {
+    go_home();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HomeNetwork(const HomeNetwork&) = delete;
+  HomeNetwork& operator=(const HomeNetwork&) = delete;
+  void left_home() { away_ = true; }
+  void go_home() {
+    if (!away_ || fd_ < 0) return;
+    if (::setns(fd_, CLONE_NEWNET) != 0)
+      std::fprintf(stderr, "asteroid train: cannot return to the host network namespace: %s\n", std::strerror(errno));
+    away_ = false;
+  }
+
+ private:
+  int fd_ = -1;
+  bool away_ = false;
+};
+
+// ---------------------------------------------------------------- run folder
+
+std::string time_stamp() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::localtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+// runs_root/<time>-<name> (a suffix when taken) and runs_root/latest -> it.
+std::string make_run_folder(const TrainJobOptions& o, const std::string& name) {
+  if (!o.out.empty()) {
+    fs::create_directories(o.out);
+    return o.out;
+  }
+  fs::create_directories(o.runs_root);
+  const std::string base = time_stamp() + "-" + name;
+  std::string leaf = base;
+  for (int i = 2; fs::exists(fs::path(o.runs_root) / leaf); ++i) leaf = base + "-" + std::to_string(i);
+  fs::create_directories(fs::path(o.runs_root) / leaf);
+  const fs::path latest = fs::path(o.runs_root) / "latest";
+  std::error_code ec;
+  if (fs::is_symlink(latest, ec) || !fs::exists(latest, ec)) {
+    fs::remove(latest, ec);
+    fs::create_directory_symlink(leaf, latest, ec);
+  }
+  return (fs::path(o.runs_root) / leaf).string();
+}
+
+void copy_into(const std::string& from, const fs::path& to) {
+  if (from.empty() || !fs::exists(from)) return;
+  std::error_code ec;
+  if (fs::exists(to) && fs::equivalent(from, to, ec)) return;
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+}
+
+// ---------------------------------------------------------------- planning
+
+planner::Optimizer planner_optimizer(const compute::OptimizerConfig& c) {
+  return static_cast<planner::Optimizer>(c.kind);
+}
+
+json plan_extras(const planner::Evaluation& ev, planner::Optimizer optimizer, double planning_ms) {
+  json steps = json::array();
+  for (const planner::StepTime& s : ev.steps)
+    steps.push_back({{"kind", s.kind == planner::StepKind::compute ? "compute" : "transfer"},
+                     {"stage", s.stage},
+                     {"ef_ms", s.ef_ms},
+                     {"eb_ms", s.eb_ms},
+                     {"ta_ms", s.ta_ms}});
+  json memory = json::array();
+  for (const planner::DeviceMemory& m : ev.memory)
+    memory.push_back({{"id", m.id}, {"stage", m.stage}, {"used_bytes", m.used_bytes()},
+                      {"capacity_bytes", m.capacity_bytes}});
+  json extras = {{"optimizer", planner::optimizer_name(optimizer)},
+                 {"dominant_step", ev.dominant_step},
+                 {"throughput_samples_per_s", ev.throughput * 1e3},
+                 {"peak_memory_fraction", ev.peak_memory_fraction},
+                 {"steps", steps},
+                 {"memory", memory}};
+  if (planning_ms >= 0) extras["planning_ms"] = planning_ms;
+  return extras;
+}
+
+struct Planned {
+  planner::PlanResult result;
+  std::string best_single_device;
+  double best_single_round_ms = 0;
+};
+
+// The best device alone: a one-stage plan on each device (M searched), the
+// fastest by the cost model.
+planner::PlanResult best_single(const planner::Cluster& cluster, const planner::Profile& profile,
+                                const planner::TrainingConfig& config, std::string* device) {
+  planner::PlanResult best;
+  for (const auto& d : cluster.devices) {
+    planner::Cluster alone = cluster;
+    alone.devices = {d};
+    alone.links.clear();
+    planner::ProfileTables tables(alone, profile);
+    planner::TrainingConfig c = config;
+    c.search_microbatches = true;
+    planner::PlanResult r = planner::plan_hpp(tables, c);
+    if (!r.feasible) continue;
+    if (!best.feasible || r.evaluation.round_ms < best.evaluation.round_ms) {
+      best = r;
+      *device = d.id;
+    }
+  }
+  if (best.feasible) {
+    best.plan.strategy = "single";
+    best.plan.idle_devices.clear();
+    for (const auto& d : cluster.devices)
+      if (d.id != *device) best.plan.idle_devices.push_back(d.id);
+  } else {
+    best.why = "the model does not fit on any single device";
+  }
+  return best;
+}
+
+Planned plan_job(const std::string& strategy, const planner::Cluster& cluster, const planner::Profile& profile,
+                 const planner::TrainingConfig& config) {
+  Planned p;
+  const auto t0 = Clock::now();
+  planner::PlanResult single = best_single(cluster, profile, config, &p.best_single_device);
+  if (single.feasible) p.best_single_round_ms = single.evaluation.round_ms;
+  if (strategy == "single") {
+    p.result = single;
+    p.result.planning_ms = seconds_since(t0) * 1000;
+  } else {
+    planner::ProfileTables tables(cluster, profile);
+    p.result = planner::make_plan(tables, config, planner::parse_strategy(strategy));
+  }
+  return p;
+}
+
+// Whether the model can fit at all, from its layer sizes alone (before any
+// node starts): feasibility depends on memory only, so a uniform profile
+// answers it. Returns the reason when it cannot.
+std::optional<std::string> fits_nowhere(const std::string& strategy, const planner::Cluster& cluster,
+                                        const std::vector<planner::LayerInfo>& layers,
+                                        const planner::TrainingConfig& config) {
+  const planner::Profile uniform = supervision::uniform_profile(layers, cluster);
+  std::string device;
+  planner::PlanResult r = strategy == "single" ? best_single(cluster, uniform, config, &device)
+                                               : planner::make_plan(planner::ProfileTables(cluster, uniform), config,
+                                                                    planner::parse_strategy(strategy));
+  if (r.feasible) return std::nullopt;
+  return r.why.empty() ? r.evaluation.infeasible_reason : r.why;
+}
+
+// ---------------------------------------------------------------- output
+
+std::string device_table(const planner::Cluster& cluster, const planner::Profile& profile,
+                         const std::map<std::string, LinkMeasurement>& links, int batch) {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "  %-10s %-6s %9s %10s %16s %12s\n", "device", "class", "cpu share", "memory",
+                "fwd+bwd ms/batch", "link Mbit/s");
+  out += line;
+  for (const auto& d : cluster.devices) {
+    double total = 0;
+    auto p = profile.devices.find(d.id);
+    if (p != profile.devices.end()) {
+      planner::Cluster alone = cluster;
+      alone.devices = {d};
+      alone.links.clear();
+      planner::ProfileTables t(alone, profile);
+      double f = 0, b = 0;
+      t.times(0, 0, t.layer_count(), batch, &f, &b);
+      total = f + b;
+    }
+    const std::string cls = d.emulate && d.emulate->device_class ? *d.emulate->device_class : "-";
+    const double share = d.emulate && d.emulate->cpu_share ? *d.emulate->cpu_share : 0;
+    auto l = links.find(d.id);
+    std::snprintf(line, sizeof line, "  %-10s %-6s %9s %8.0f MiB %16.1f %12s\n", d.id.c_str(), cls.c_str(),
+                  share > 0 ? (std::to_string(share).substr(0, 5)).c_str() : "-", d.memory_mb, total,
+                  l != links.end() ? std::to_string(static_cast<int>(std::lround(l->second.mbps))).c_str() : "-");
+    out += line;
+  }
+  return out;
+}
+
+std::string plot_script() {
+  if (const char* e = std::getenv("ASTEROID_PLOT_SCRIPT"); e && *e) return e;
+  if (fs::exists(ASTEROID_PLOT_SCRIPT)) return ASTEROID_PLOT_SCRIPT;
+  const fs::path beside = fs::path(testbed::self_executable()).parent_path() / "plot_run.py";
+  return fs::exists(beside) ? beside.string() : std::string(ASTEROID_PLOT_SCRIPT);
+}
+
+// PNG plots by scripts/plot_run.py with Debian's python3 and matplotlib. A
+// failure is reported and the job goes on.
+std::vector<std::string> make_plots(const std::string& run_dir) {
+  const std::string script = plot_script();
+  const std::string python = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  if (script.empty() || !fs::exists(script)) {
+    say("plots: skipped, plot script not found (%s; set ASTEROID_PLOT_SCRIPT)\n", script.c_str());
+    return {};
+  }
+  testbed::CommandResult r;
+  try {
+    r = testbed::run_command({python, script, run_dir}, testbed::Millis(180000));
+  } catch (const std::exception& e) {
+    say("plots: failed to start %s: %s\n", python.c_str(), e.what());
+    return {};
+  }
+  if (!r.ok()) {
+    std::string why = r.err.empty() ? r.out : r.err;
+    if (why.size() > 600) why = "..." + why.substr(why.size() - 600);
+    say("plots: failed (%s exit %d): %s\n", python.c_str(), r.status, why.c_str());
+    return {};
+  }
+  std::vector<std::string> made;
+  for (const char* png : {"loss.png", "throughput.png", "timeline.png"})
+    if (fs::exists(fs::path(run_dir) / png)) made.push_back(png);
+  return made;
+}
+
+// Committed throughput over the rounds after the first `skip` (start-up
+// costs), by their own durations; 0 when there are too few.
+double steady_throughput(const std::vector<actors::RoundReport>& rounds, size_t skip, int batch) {
+  double ms = 0;
+  size_t n = 0;
+  for (size_t i = skip; i < rounds.size(); ++i, ++n) ms += rounds[i].ms;
+  return n == 0 || ms <= 0 ? 0 : batch * n * 1000.0 / ms;
+}
+
+}  // namespace
+
+TrainJobResult run_train_job(const TrainJobOptions& input) {
+  const auto job_t0 = Clock::now();
+  TrainJobOptions o = input;
+  DistributedOptions& d = o.distributed;
+  compute::TrainOptions& t = d.train;
+  std::map<std::string, double> timings;
+
+  // ---- 0. everything that can be checked before anything starts
+  if (!o.env.empty() && !o.cluster_file.empty())
+    throw std::invalid_argument("give --env (an emulated cluster to bring up) or --cluster (a running one), not both");
+  const bool managed = o.cluster_file.empty();
+  if (managed && o.env.empty()) o.env = "C";
+  if (o.strategy != "hpp" && o.strategy != "dp" && o.strategy != "pp" && o.strategy != "single")
+    throw std::invalid_argument("--strategy must be hpp, dp, pp or single, got '" + o.strategy + "'");
+  if (o.microbatches < 0) throw std::invalid_argument("--microbatches must be >= 0 (0: searched)");
+  if (o.microbatches > 0 && t.batch % o.microbatches != 0)
+    throw std::invalid_argument("--batch " + std::to_string(t.batch) + " is not divisible by --microbatches " +
+                                std::to_string(o.microbatches));
+  if (!o.resume.empty() && !o.plan_file.empty()) throw std::invalid_argument("--resume takes the plan from the checkpoint: no --plan");
+  if (!o.resume.empty()) {
+    d.resume_checkpoint = fs::is_directory(o.resume) ? (fs::path(o.resume) / "checkpoint.bin").string() : o.resume;
+    if (!fs::exists(d.resume_checkpoint)) throw std::invalid_argument("--resume: no checkpoint at " + d.resume_checkpoint);
+    if (d.checkpoint_path.empty()) d.checkpoint_path = d.resume_checkpoint;
+  } else {
+    compute::find_model(t.model);
+    if (t.batch <= 0) throw std::invalid_argument("--batch must be positive");
+  }
+  std::optional<planner::Plan> given_plan;
+  if (!o.plan_file.empty()) given_plan = planner::load_plan(o.plan_file);
+  std::optional<planner::Profile> given_profile;
+  if (!o.profile_file.empty()) given_profile = planner::load_profile(o.profile_file);
+  std::vector<Fault> faults;
+  if (!o.faults_file.empty()) faults = load_faults(o.faults_file);
+  if (o.resume.empty()) compute::open_dataset(t.model, compute::Split::test, t.data_dir);  // missing data: say so now
+
+  testbed::ClusterSpec spec;
+  planner::Cluster cluster;  // with hosts and ports once known
+  std::string cluster_name;
+  if (managed) {
+    spec = testbed::preset_spec(o.env, o.bandwidth_mbps > 0 ? o.bandwidth_mbps : 1000, o.cpu_budget);
+    testbed::parse_cpu_mode(o.cpu_mode);
+    testbed::parse_net_mode(o.net_mode);
+    cluster = spec.cluster;
+    cluster_name = "env " + o.env;
+  } else {
+    if (o.bandwidth_mbps > 0 || o.cpu_budget > 0)
+      throw std::invalid_argument("--bandwidth and --cpu-budget shape a cluster this job brings up (--env), not a "
+                                  "running one (--cluster)");
+    cluster = planner::load_cluster(o.cluster_file);
+    cluster_name = o.cluster_file;
+  }
+  const std::string faults_source = o.faults_file;
+  check_faults(faults, cluster, faults_source);
+  if (given_plan) {
+    for (const auto& s : given_plan->stages)
+      for (const auto& sd : s.devices)
+        if (cluster.index_of(sd.id) < 0)
+          throw std::invalid_argument(o.plan_file + ": device '" + sd.id + "' is not in " + cluster_name);
+  }
+  planner::TrainingConfig config;
+  config.batch = static_cast<int>(t.batch);
+  config.microbatches = o.microbatches > 0 ? o.microbatches : 1;
+  config.search_microbatches = o.microbatches == 0;
+  config.optimizer = planner_optimizer(t.optimizer);
+  at::set_num_threads(t.threads);  // before any Torch work: no thread pool beyond it
+  if (!given_plan && o.resume.empty()) {
+    if (auto why = fits_nowhere(o.strategy, cluster, compute::measure_layers(t.model), config))
+      throw std::runtime_error("the model " + t.model + " does not fit on " + cluster_name + " (" + o.strategy +
+                               ", batch " + std::to_string(t.batch) + "): " + *why);
+  }
+
+  // ---- the run folder
+  std::string name = managed ? o.env : fs::path(o.cluster_file).parent_path().filename().string();
+  if (name.empty() || name == "." || name == "..") name = "cluster";
+  name += "-" + t.model + "-" + (given_plan ? given_plan->strategy : o.resume.empty() ? o.strategy : "resume");
+  const std::string run_dir = make_run_folder(o, name);
+  const fs::path run(run_dir);
+  TrainJobResult out;
+  out.run_dir = run_dir;
+  say("run folder: %s\n", run_dir.c_str());
+
+  StopSignals signals;
+  std::optional<testbed::EmulatedCluster> emulated;  // owning (managed) or attached (--cluster)
+  HomeNetwork home;  // destroyed before `emulated`: out of the hub before the cluster goes down
+  std::unique_ptr<FaultInjector> injector;
+  try {
+    // ---- 1. the cluster
+    testbed::Mechanisms mechanisms;
+    bool have_mechanisms = false;
+    if (managed) {
+      say("[1/7] bringing up %s: %zu devices at %g Mbit/s\n", cluster_name.c_str(), cluster.devices.size(),
+          spec.cluster.default_bandwidth_mbps);
+      testbed::LaunchOptions launch;
+      launch.dir = (run / "cluster").string();
+      launch.die_with_parent = true;
+      launch.cpu = testbed::parse_cpu_mode(o.cpu_mode);
+      launch.net = testbed::parse_net_mode(o.net_mode);
+      launch.cancel = &g_stop;
+      launch.log = [](const std::string& m) { say("  %s\n", m.c_str()); };
+      const auto t0 = Clock::now();
+      emulated.emplace(testbed::EmulatedCluster::up(spec, launch));
+      home.left_home();
+      testbed::enter_cluster_network(launch.dir);
+      timings["up"] = seconds_since(t0);
+      cluster = emulated->cluster();
+      mechanisms = emulated->mechanisms();
+      have_mechanisms = true;
+      say("  up in %.1f s: %s\n", timings["up"], mechanisms.summary().c_str());
+    } else {
+      say("[1/7] using the running cluster %s (%zu devices)\n", cluster_name.c_str(), cluster.devices.size());
+      home.left_home();
+      const std::string net = testbed::enter_cluster_network(o.cluster_file);
+      const fs::path dir = fs::absolute(o.cluster_file).parent_path();
+      if (fs::exists(dir / "nodes.json")) {
+        emulated.emplace(testbed::EmulatedCluster::attach(dir.string()));
+        mechanisms = emulated->mechanisms();
+        have_mechanisms = true;
+        say("  emulated (%s)\n", mechanisms.summary().c_str());
+      } else if (!faults.empty()) {
+        throw std::invalid_argument("--faults needs an emulated cluster (a cluster.json written by `asteroid cluster "
+                                    "up`, with its nodes.json beside it); " +
+                                    o.cluster_file + " has none");
+      }
+      (void)net;
+      std::vector<std::string> needed;
+      planner::Cluster check = cluster;
+      if (given_plan) {
+        check.devices.clear();
+        for (const auto& dv : cluster.devices)
+          for (const auto& s : given_plan->stages)
+            for (const auto& sd : s.devices)
+              if (sd.id == dv.id) check.devices.push_back(dv);
+      }
+      std::vector<std::string> no_address;
+      for (const auto& dv : check.devices)
+        if (dv.host.empty() || dv.port <= 0) no_address.push_back(dv.id);
+      if (!no_address.empty()) {
+        std::string ids;
+        for (const auto& id : no_address) ids += (ids.empty() ? "" : ", ") + id;
+        throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
+      }
+      const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
+      if (!unreachable.empty()) {
+        std::string ids;
+        for (const auto& id : unreachable) {
+          const auto& dv = cluster.devices[static_cast<size_t>(cluster.index_of(id))];
+          ids += (ids.empty() ? "" : ", ") + id + " (" + dv.host + ":" + std::to_string(dv.port) + ")";
+        }
+        throw std::runtime_error("cannot reach device(s) of " + o.cluster_file + ": " + ids +
+                                 " (nothing accepts connections there within 3 s: is the cluster up? `asteroid "
+                                 "cluster up`, `asteroid cluster status`)");
+      }
+    }
+    StopSignals::check("after bringing the cluster up");
+
+    // ---- 2. profile on every device, measure the links
+    std::optional<planner::Profile> profile = given_profile;
+    std::map<std::string, LinkMeasurement> links;
+    ClusterMeasurement measured;
+    planner::Cluster plan_cluster = cluster;
+    if (!given_plan && o.resume.empty()) {
+      say("[2/7] profiling %s on every device (on its own node, in parallel) and timing the links\n",
+          t.model.c_str());
+      MeasureOptions mo;
+      mo.model = t.model;
+      mo.batches = o.profile_batches;
+      mo.repeats = o.profile_repeats;
+      mo.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(d.connect_timeout_s * 1000));
+      mo.profile_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.profile_timeout_s * 1000));
+      mo.cancel = &g_stop;
+      mo.log = [](const std::string& m) { say("%s\n", m.c_str()); };
+      {
+        actors::AsteroidConfig caf_config;
+        caf::actor_system system(caf_config);
+        measured = measure_cluster(system, cluster, mo);
+      }
+      timings["profile"] = measured.profile_wall_s;
+      timings["links"] = measured.links_wall_s;
+      profile = measured.profile;
+      links = measured.links;
+      plan_cluster = with_measured_links(cluster, links);
+      planner::save_profile(*profile, (run / "profile.json").string());
+      say("%s", device_table(plan_cluster, *profile, links, static_cast<int>(t.batch)).c_str());
+    } else {
+      say("[2/7] no profiling: %s\n", given_plan ? ("the plan comes from " + o.plan_file).c_str()
+                                                 : "resuming from a checkpoint");
+      if (profile) planner::save_profile(*profile, (run / "profile.json").string());
+    }
+    planner::save_cluster(plan_cluster, (run / "cluster.json").string());
+    StopSignals::check("after profiling");
+
+    // ---- 3. plan
+    planner::Plan plan;
+    if (given_plan) {
+      say("[3/7] the plan of %s\n", o.plan_file.c_str());
+      plan = *given_plan;
+    } else if (!o.resume.empty()) {
+      say("[3/7] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
+    } else {
+      say("[3/7] planning (%s)\n", o.strategy.c_str());
+      Planned planned = plan_job(o.strategy, plan_cluster, *profile, config);
+      timings["plan"] = planned.result.planning_ms / 1000;
+      out.best_single_device = planned.best_single_device;
+      if (planned.best_single_round_ms > 0) out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
+      const planner::PlanResult& r = planned.result;
+      if (!r.plan.stages.empty())
+        say("%s", planner::explain_plan(r.plan, r.evaluation, r.planning_ms).c_str());
+      if (!r.feasible || r.plan.stages.empty())
+        throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
+                                 (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
+      plan = r.plan;
+      planner::save_plan(plan, (run / "plan.json").string(), plan_extras(r.evaluation, config.optimizer, r.planning_ms));
+      std::ofstream(run / "plan.txt") << planner::explain_plan(r.plan, r.evaluation, r.planning_ms);
+    }
+    if (given_plan && profile) {
+      // Predictions and the best single device from the given profile.
+      std::string best;
+      planner::PlanResult single = best_single(plan_cluster, *profile, config, &best);
+      if (single.feasible) {
+        out.best_single_device = best;
+        out.best_single_samples_per_s = t.batch * 1000.0 / single.evaluation.round_ms;
+      }
+      const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
+      plan.predicted_round_ms = ev.round_ms;
+      say("%s", planner::explain_plan(plan, ev).c_str());
+      planner::save_plan(plan, (run / "plan.json").string(), plan_extras(ev, config.optimizer, -1));
+    } else if (given_plan) {
+      planner::save_plan(plan, (run / "plan.json").string());
+    }
+    if (plan.predicted_round_ms > 0) out.predicted_samples_per_s = plan.batch * 1000.0 / plan.predicted_round_ms;
+
+    // ---- 4. deploy and train (5. evaluate)
+    say("[4/7] deploying and training %s on %s%s\n", t.model.c_str(), cluster_name.c_str(),
+        faults.empty() ? "" : (" with " + std::to_string(faults.size()) + " scheduled fault(s)").c_str());
+    if (!faults.empty()) {
+      injector = std::make_unique<FaultInjector>(*emulated, faults, (run / "faults.jsonl").string(),
+                                                 [](const std::string& m) { say("\n%s\n", m.c_str()); });
+    }
+    const std::string metrics_path = t.metrics_path.empty() ? (run / "metrics.jsonl").string() : t.metrics_path;
+    const std::string summary_path = t.summary_path.empty() ? (run / "summary.json").string() : t.summary_path;
+    const std::string trace_path = d.trace_path.empty() ? (run / "trace.json").string() : d.trace_path;
+    t.metrics_path = metrics_path;
+    t.summary_path = summary_path;
+    t.strategy = plan.strategy;
+    d.trace_path = trace_path;
+    if (d.checkpoint_every > 0 && d.checkpoint_path.empty()) d.checkpoint_path = (run / "checkpoint.bin").string();
+    d.cluster = plan_cluster;
+    d.plan = plan;
+    if (profile) d.profile = profile;
+    FaultInjector* inj = injector.get();
+    d.before_round = [inj](uint64_t round, supervision::JobSupervisor&) {
+      StopSignals::check("during training");
+      if (inj) inj->before_round(round);
+    };
+    if (managed) d.summary_strings["env"] = o.env;
+    const auto train_t0 = Clock::now();
+    out.training = run_distributed_training(d);
+    timings["train_and_evaluate"] = seconds_since(train_t0);
+    timings["train"] = out.training.train_seconds;
+    if (!o.resume.empty()) plan = out.training.final_plan;
+    if (injector) injector->finish();
+    say("[5/7] test accuracy %.2f %% on %lld samples\n", 100.0 * out.training.test_accuracy,
+        (long long)out.training.test_samples);
+
+    // ---- 6. cluster down (7. the summary follows, with the down time)
+    if (managed) {
+      say("[6/7] bringing the cluster down\n");
+      const auto t0 = Clock::now();
+      injector.reset();
+      home.go_home();
+      emulated->down();
+      timings["down"] = seconds_since(t0);
+    }
+
+    // The run folder's copies of files written elsewhere.
+    copy_into(metrics_path, run / "metrics.jsonl");
+    copy_into(trace_path, run / "trace.json");
+    if (!d.checkpoint_path.empty()) copy_into(d.checkpoint_path, run / "checkpoint.bin");
+
+    // summary.json: what run_distributed_training wrote, and the job's own.
+    json s = planner::read_json_file(summary_path);
+    s["strategy"] = plan.strategy;
+    s["env"] = managed ? o.env : "";
+    s["cluster"] = managed ? cluster_name : o.cluster_file;
+    s["run_dir"] = run_dir;
+    s["devices"] = plan_cluster.devices.size();
+    if (have_mechanisms) {
+      s["mechanisms"] = {{"cpu", mechanisms.cpu},
+                         {"memory", mechanisms.memory},
+                         {"net", mechanisms.net},
+                         {"latency", mechanisms.latency},
+                         {"notes", mechanisms.notes},
+                         {"summary", mechanisms.summary()}};
+    } else {
+      s["mechanisms"] = {{"summary", "not emulated (real devices)"}};
+    }
+    if (out.predicted_samples_per_s > 0) s["predicted_samples_per_s"] = out.predicted_samples_per_s;
+    if (out.best_single_samples_per_s > 0) {
+      s["best_single_samples_per_s"] = out.best_single_samples_per_s;
+      s["best_single_device"] = out.best_single_device;
+      s["speedup_over_best_single"] = out.training.samples_per_s / out.best_single_samples_per_s;
+      if (out.predicted_samples_per_s > 0)
+        s["predicted_speedup_over_best_single"] = out.predicted_samples_per_s / out.best_single_samples_per_s;
+    }
+    if (out.predicted_samples_per_s > 0) s["measured_over_predicted"] = out.training.samples_per_s / out.predicted_samples_per_s;
+    const double steady = steady_throughput(out.training.committed, 5, plan.batch);
+    if (steady > 0) s["samples_per_s_after_round_5"] = steady;
+    if (!links.empty()) {
+      json l = json::object(), rtt = json::object();
+      for (const auto& [id, m] : links) {
+        l[id] = m.mbps;
+        rtt[id] = m.rtt_ms;
+      }
+      s["links_mbps"] = l;
+      s["link_rtt_ms"] = rtt;
+      s["profile_seconds"] = measured.profile_seconds;
+    }
+    if (injector || !faults.empty()) s["faults_scheduled"] = faults.size();
+    out.job_seconds = seconds_since(job_t0);
+    timings["job_before_plots"] = out.job_seconds;
+    s["timings_s"] = timings;
+    planner::write_json_file(s, (run / "summary.json").string());
+    if (summary_path != (run / "summary.json").string()) planner::write_json_file(s, summary_path);
+
+    // Plots (after the cluster is down: they need no node).
+    if (o.plots) {
+      const auto t0 = Clock::now();
+      const auto made = make_plots(run_dir);
+      if (!made.empty()) {
+        std::string list;
+        for (const auto& m : made) list += (list.empty() ? "" : ", ") + m;
+        say("plots: %s (%.1f s)\n", list.c_str(), seconds_since(t0));
+      }
+    }
+
+    // ---- 7. the summary
+    const auto& r = out.training;
+    say("[7/7] summary: %s, %s on %s\n", plan.strategy.c_str(), t.model.c_str(), cluster_name.c_str());
+    say("  %lld rounds (%lld samples) in %.1f s, final loss %.4f, test accuracy %.2f %% on %lld samples\n",
+        (long long)r.rounds, (long long)r.samples, r.train_seconds, r.final_loss, 100.0 * r.test_accuracy,
+        (long long)r.test_samples);
+    say("  measured throughput:   %8.1f samples/s\n", r.samples_per_s);
+    if (out.predicted_samples_per_s > 0)
+      say("  predicted (planner):   %8.1f samples/s (measured / predicted = %.2f)\n", out.predicted_samples_per_s,
+          r.samples_per_s / out.predicted_samples_per_s);
+    if (out.best_single_samples_per_s > 0)
+      say("  best single device:    %8.1f samples/s (%s alone, by its profile): speedup %.2fx\n",
+          out.best_single_samples_per_s, out.best_single_device.c_str(),
+          r.samples_per_s / out.best_single_samples_per_s);
+    for (const auto& f : r.failures)
+      say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
+          (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());
+    if (have_mechanisms) say("  emulation: %s\n", mechanisms.summary().c_str());
+    say("  whole job: %.1f s; run folder: %s\n", seconds_since(job_t0), run_dir.c_str());
+    out.job_seconds = seconds_since(job_t0);
+    return out;
+  } catch (const std::exception& e) {
+    // The cluster goes down with `emulated` (owning) as this unwinds; note
+    // what happened where the run's files are.
+    std::ofstream(run / "error.txt") << e.what() << "\n";
+    injector.reset();
+    home.go_home();
+    if (emulated && managed) {
+      try {
+        emulated->down();
+      } catch (const std::exception& down_error) {
+        std::fprintf(stderr, "asteroid train: bringing the cluster down failed: %s (try `asteroid cluster down --dir %s`)\n",
+                     down_error.what(), (run / "cluster").string().c_str());
+      }
+    }
+    throw;
+  }
+}
+
+}  // namespace asteroid::apps

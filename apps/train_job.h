@@ -1,0 +1,71 @@
+// The training job on nodes, as `asteroid train` runs it (docs/default-job.md):
+//
+//   1. bring an emulated cluster up (--env, a preset), or use a running one
+//      (--cluster FILE: no up, no down);
+//   2. profile the model on every device, on its own node under its own
+//      emulation, all at once, and time every device's link;
+//   3. plan (hpp, dp, pp, or the best device alone) and print the plan table;
+//   4. deploy and train under the job supervisor, with a progress line and
+//      an optional fault schedule;
+//   5. evaluate test accuracy;
+//   6. print the measured and predicted throughput and the speedup over the
+//      best single device;
+//   7. bring the cluster down and leave a run folder: cluster.json,
+//      profile.json, plan.json, metrics.jsonl, summary.json, trace.json,
+//      faults.jsonl, checkpoint.bin, PNG plots.
+//
+// Nothing is left running when the job fails at any step: the cluster it
+// brought up is torn down (also on SIGINT/SIGTERM, at the next round
+// boundary). REQUIRES: called from the process's main thread before any
+// other thread exists (the emulated nodes die with the thread that started
+// them, and the coordinator joins the cluster's network namespace).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "apps/distributed_training.h"
+
+namespace asteroid::apps {
+
+struct TrainJobOptions {
+  // Model, epochs/rounds, batch, seed, optimizer, progress, data dir, and the
+  // supervision knobs. train.metrics_path / summary_path, trace_path and
+  // checkpoint_path, when set, put those files elsewhere (a copy still goes
+  // into the run folder); empty: in the run folder.
+  DistributedOptions distributed;
+  std::string strategy = "hpp";  // hpp | dp | pp | single
+  std::string env;               // preset A-D (empty and no cluster_file: "C")
+  double bandwidth_mbps = 0;     // preset link bandwidth (0: 1000)
+  double cpu_budget = 0;         // cores of the whole preset (0: the testbed's default)
+  std::string cpu_mode = "auto"; // testbed CPU emulation: auto | cgroup | throttle | none
+  std::string net_mode = "auto"; // testbed link emulation: auto | netns | relay | none
+  std::string cluster_file;      // a running cluster (no up/down)
+  std::string plan_file;         // train this plan (no profiling, no planning)
+  std::string profile_file;      // with plan_file: for predictions and re-planning
+  std::string resume;            // a checkpoint (or a run folder) to continue
+  std::string out;               // the run folder itself; empty: runs_root/<time>-<name>
+  std::string runs_root = "runs";
+  std::string faults_file;       // fault schedule (fault_schedule.h)
+  int microbatches = 0;          // M; 0: searched over the divisors of the batch
+  std::vector<int> profile_batches = {1, 2, 4, 8, 16, 32, 64};
+  int profile_repeats = 5;
+  double profile_timeout_s = 600;
+  bool plots = true;
+};
+
+struct TrainJobResult {
+  std::string run_dir;
+  DistributedResult training;
+  double predicted_samples_per_s = 0;    // 0: no prediction (no profile)
+  double best_single_samples_per_s = 0;  // by the profile; 0: no profile
+  std::string best_single_device;
+  double job_seconds = 0;
+};
+
+// Runs the whole job; prints the plan table, the progress line and the
+// summary. Throws std::invalid_argument for bad options or input files
+// (naming them), std::runtime_error when the job cannot run or fails.
+TrainJobResult run_train_job(const TrainJobOptions& options);
+
+}  // namespace asteroid::apps
