@@ -586,7 +586,7 @@ struct Coordinator::Impl {
   }
 
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                const std::set<std::string>& lost) {
+                const std::set<std::string>& lost, bool respawn) {
     std::vector<Member> old = std::move(members);
     members.clear();
     spec.plan = plan;
@@ -597,7 +597,7 @@ struct Coordinator::Impl {
         const std::string& id = stage.devices[m].id;
         if (lost.count(id)) throw JobError("the new plan uses device '" + id + "', which is lost");
         Member now{static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, caf::actor(), stage.begin, stage.end};
-        if (!has_state) {
+        if (!has_state && !respawn) {
           // Same device, same layers: the member keeps its committed weights.
           for (Member& o : old) {
             if (o.actor && !dead_actors.count(o.actor.address()) && o.device == id && o.begin == stage.begin &&
@@ -658,14 +658,14 @@ std::vector<std::optional<messages::StageState>> Coordinator::recover_states(
   return impl_->recover_states(lost_devices);
 }
 
-void Coordinator::rewind_to(uint64_t round) {
+void Coordinator::rewind_to(std::optional<uint64_t> round) {
   impl_->committed = round;
-  impl_->round = round + 1;
+  impl_->round = round ? *round + 1 : 0;
 }
 
 void Coordinator::redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                           const std::set<std::string>& lost_devices) {
-  impl_->redeploy(plan, states, lost_devices);
+                           const std::set<std::string>& lost_devices, bool respawn) {
+  impl_->redeploy(plan, states, lost_devices, respawn);
 }
 
 const planner::Plan& Coordinator::plan() const { return impl_->spec.plan; }

@@ -126,11 +126,13 @@ class Coordinator {
   // its weights; every other member is spawned (on a device not in
   // `lost_devices`) and loads `states[stage]`. Members no longer in the
   // plan are stopped. Throws JobError.
+  // With `respawn`, every member is spawned anew (none stays in place).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                const std::set<std::string>& lost_devices);
-  // Rolls the job back to committed round `round` (< last committed, e.g.
-  // from a central copy) so that redeploy continues from there.
-  void rewind_to(uint64_t round);
+                const std::set<std::string>& lost_devices, bool respawn = false);
+  // Rolls the job back to committed round `round` (older than the last
+  // committed one, e.g. a checkpoint's; nullopt: before round 0) so that
+  // redeploy continues from there.
+  void rewind_to(std::optional<uint64_t> round);
 
   const planner::Plan& plan() const;
   // The node actor of every device the coordinator connected to.

@@ -177,7 +177,9 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   spec.central_every = options.central_every;
   spec.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
   supervision::SupervisionOptions supervision;
-  supervision.heavy_replan = options.heavy_replan;
+  supervision.recovery = options.restart_on_failure ? supervision::Recovery::restart
+                         : options.heavy_replan      ? supervision::Recovery::heavy
+                                                     : supervision::Recovery::lightweight;
   supervision.heartbeat = options.heartbeat;
   supervision.optimizer = static_cast<planner::Optimizer>(o.optimizer.kind);
   supervision.profile = options.profile ? *options.profile
@@ -195,6 +197,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   compute::ProgressLine progress(total - static_cast<int64_t>(first_round), o.progress);
   DistributedResult result;
   result.first_round = first_round;
+  const auto t0 = std::chrono::steady_clock::now();
   auto record = [&](const actors::RoundReport& report) {
     if (!std::isfinite(report.loss)) {
       throw std::runtime_error("training diverged: loss is " + std::to_string(report.loss) + " in round " +
@@ -203,12 +206,12 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     result.committed.push_back(report);
     result.samples += o.batch;
     result.final_loss = report.loss;
-    metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms, {}});
+    metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms,
+                   {{"t_s", seconds_since(t0)}}});
     progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
   };
   job.on_commit(record);
   std::set<uint64_t> announced;
-  const auto t0 = std::chrono::steady_clock::now();
   while (static_cast<int64_t>(job.committed_rounds()) < total) {
     if (static_cast<int64_t>(job.next_round()) < total) {
       if (options.before_round && announced.insert(job.next_round()).second) options.before_round(job.next_round(), job);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <fstream>
 #include <set>
 
 #include "actors/planner_actor.h"
@@ -202,7 +203,7 @@ struct JobSupervisor::Impl {
     request.running_plan_json = planner::plan_to_json(coordinator.plan()).dump();
     request.lost_devices = lost_now;
     request.added_devices = added;
-    request.heavy = options.heavy_replan;
+    request.heavy = options.recovery != Recovery::lightweight;
     caf::scoped_actor self{system};
     std::optional<messages::PlanResult> result;
     std::string failure;
@@ -268,6 +269,7 @@ struct JobSupervisor::Impl {
         record.devices.push_back(e.device);
       }
     }
+    if (options.recovery == Recovery::restart) return restart(std::move(record));
     const planner::Plan old = coordinator.plan();
     std::vector<messages::StageState> recovered;
     if (coordinator.last_committed()) {
@@ -292,7 +294,7 @@ struct JobSupervisor::Impl {
     std::string explanation;
     if (!lost_in_plan.empty()) {
       plan = ask_planner(lost_in_plan, {}, &explanation);
-      record.replan = options.heavy_replan ? "heavy" : "lightweight";
+      record.replan = options.recovery == Recovery::lightweight ? "lightweight" : "heavy";
     } else {
       record.replan = "in-place";
     }
@@ -306,6 +308,7 @@ struct JobSupervisor::Impl {
                             static_cast<double>(plan.stages[s].devices.size());
     }
     coordinator.redeploy(plan, states, lost);
+    record.resumed_from = coordinator.next_round();
     record.plan_summary = summary_of(plan);
     record.planned_round_ms = plan.predicted_round_ms;
     failures.push_back(record);
@@ -314,6 +317,43 @@ struct JobSupervisor::Impl {
              " device(s): " + record.plan_summary + "; replaying round " + std::to_string(coordinator.next_round()),
          true);
     if (!explanation.empty()) spdlog::debug("{}", explanation);
+  }
+
+  // The baseline Asteroid is compared with: drop everything in flight, plan
+  // from scratch over the survivors and start every stage anew from the last
+  // checkpoint (the rounds after it are lost and run again), or from the
+  // seed when there is none yet.
+  void restart(FailureRecord record) {
+    std::vector<std::string> lost_in_plan;
+    for (const auto& stage : coordinator.plan().stages) {
+      for (const auto& d : stage.devices) {
+        if (lost.count(d.id)) lost_in_plan.push_back(d.id);
+      }
+    }
+    const planner::Plan plan = ask_planner(lost_in_plan, {}, nullptr);
+    std::vector<messages::StageState> states(plan.stages.size());
+    std::optional<uint64_t> from;
+    if (!options.checkpoint_path.empty() && std::ifstream(options.checkpoint_path).good()) {
+      const Checkpoint checkpoint = read_checkpoint(options.checkpoint_path);
+      from = checkpoint.job.at("round").get<uint64_t>();
+      for (size_t s = 0; s < plan.stages.size(); ++s) {
+        states[s] = layout->assemble(plan.stages[s].begin, plan.stages[s].end, checkpoint.states);
+      }
+    } else {
+      // No checkpoint yet: every stage starts from the seed, as new.
+      states.clear();
+    }
+    coordinator.rewind_to(from);
+    coordinator.redeploy(plan, states, lost, /*respawn=*/true);
+    record.replan = "restart";
+    record.resumed_from = coordinator.next_round();
+    record.plan_summary = summary_of(plan);
+    record.planned_round_ms = plan.predicted_round_ms;
+    failures.push_back(record);
+    emit("replan",
+         "stop-and-restart after losing " + std::to_string(record.devices.size()) + " device(s): " +
+             record.plan_summary + "; starting again from round " + std::to_string(record.resumed_from),
+         true);
   }
 
   // Devices that came back, or new ones (unreachable when the job started),

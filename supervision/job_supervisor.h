@@ -38,8 +38,16 @@
 
 namespace asteroid::supervision {
 
+// How a device failure is handled.
+enum class Recovery {
+  lightweight,  // pipeline replay with the lightweight re-plan (the default)
+  heavy,        // pipeline replay with a full search over the survivors
+  restart,      // the baseline: stop every stage, plan from scratch over the
+                // survivors, restart from the last checkpoint (or the seed)
+};
+
 struct SupervisionOptions {
-  bool heavy_replan = false;      // --replan heavy: full search over the survivors
+  Recovery recovery = Recovery::lightweight;
   HeartbeatOptions heartbeat;
   std::chrono::milliseconds reconnect_every{1000};  // tries to reach lost or awaited devices
   // The profile the re-planner evaluates plans with (the job's own, or
@@ -59,7 +67,8 @@ struct FailureRecord {
   double detected_s = 0;             // since the job started
   double recovered_s = -1;           // first commit after it; -1 until then
   double recovery_ms() const { return recovered_s < 0 ? -1 : (recovered_s - detected_s) * 1000.0; }
-  std::string replan;                // lightweight | heavy | in-place
+  std::string replan;                // lightweight | heavy | restart | in-place
+  uint64_t resumed_from = 0;         // the round training went on from
   int layers_moved = 0;
   double bytes_moved = 0;
   double planned_round_ms = 0;       // the new plan's T_round by the cost model

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <functional>
 
 #include "actors/system_config.h"
@@ -61,7 +62,7 @@ const std::vector<planner::LayerInfo>& layer_infos() {
 // Trains kRounds rounds; `before_round(r)` runs before round r starts (the
 // first time it starts) and may inject a fault.
 Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_round = {},
-              const std::string& checkpoint = "") {
+              const std::string& checkpoint = "", Recovery recovery = Recovery::lightweight) {
   actors::AsteroidConfig config;
   caf::actor_system system(config);
   actors::JobSpec spec;
@@ -72,6 +73,7 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
   SupervisionOptions options;
   options.profile = uniform_profile(layer_infos(), spec.cluster);
   options.reconnect_every = std::chrono::milliseconds(50);
+  options.recovery = recovery;
   if (!checkpoint.empty()) {
     options.checkpoint_every = 3;
     options.checkpoint_path = checkpoint;
@@ -210,6 +212,37 @@ TEST(PipelineReplay, KilledNodeRestartsAndRejoins) {
   for (const auto& e : run.events) rejoined = rejoined || e.kind == "rejoin";
   EXPECT_TRUE(rejoined) << "the restarted node was not admitted again";
   EXPECT_TRUE(uses(run.final_plan, "d2"));
+}
+
+TEST(PipelineReplay, HeavyReplanAlsoRecovers) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--crash-at", "backward:5"}}});
+  const Outcome run = train(nodes, {}, "", Recovery::heavy);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].replan, "heavy");
+  EXPECT_FALSE(uses(run.final_plan, "d3"));
+}
+
+TEST(StopAndRestart, GoesBackToTheLastCheckpoint) {
+  // The baseline: every stage starts anew from the checkpoint of round 5
+  // (every 3 rounds: rounds 2 and 5), so round 6 runs twice.
+  const auto dir = std::filesystem::temp_directory_path() / ("asteroid-restart-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d1", {"--crash-at", "backward:7"}}});
+  const Outcome run = train(nodes, {}, (dir / "checkpoint.bin").string(), Recovery::restart);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].replan, "restart");
+  EXPECT_EQ(run.failures[0].resumed_from, 6u);
+  std::vector<uint64_t> rounds;
+  for (const auto& r : run.committed) rounds.push_back(r.round);
+  std::vector<uint64_t> expected = {0, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9};
+  if (rounds.size() == expected.size() - 1) expected.erase(expected.begin() + 7);  // round 6 was not committed yet
+  EXPECT_EQ(rounds, expected);
+  const Outcome& reference = fault_free();
+  EXPECT_NEAR(run.committed.back().loss, reference.committed.back().loss,
+              1e-3 * std::abs(reference.committed.back().loss));
+  EXPECT_NEAR(run.accuracy, reference.accuracy, 0.02);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PipelineReplay, NoReplicaLeftStopsWithAClearMessage) {
