@@ -74,6 +74,10 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
   options.profile = uniform_profile(layer_infos(), spec.cluster);
   options.reconnect_every = std::chrono::milliseconds(50);
   options.recovery = recovery;
+  // ctest runs these tests two at a time on a 2-core machine: a generous
+  // deadline keeps a busy but live node from being declared dead (the
+  // default, 700 ms, is for an unloaded cluster).
+  options.heartbeat.deadline = std::chrono::milliseconds(2000);
   if (!checkpoint.empty()) {
     options.checkpoint_every = 3;
     options.checkpoint_path = checkpoint;
