@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=data.FMNIST_DIR)
     p.add_argument("--out", default="", help="result JSON (rank 0)")
     p.add_argument("--weights-out", default="", help="final flat weights, Asteroid's ASTWGT01 format (rank 0)")
+    p.add_argument("--calibrate", type=int, default=3,
+                   help="after training, time N forward+backward passes without gradient sync (DDP no_sync) "
+                        "to split backward compute from the all-reduce; nothing is stepped")
     p.add_argument("--log-losses", action="store_true",
                    help="all-reduce every round's loss for the log (outside the timed part)")
     return p.parse_args(argv)
@@ -227,11 +230,33 @@ def main(argv=None):
                 break
     t_end = time.time()
 
+    # Backward compute alone (no all-reduce): a few passes under no_sync on the
+    # last round's samples; the gradients are dropped, nothing is stepped.
+    calib = []
+    if a.calibrate > 0 and rows:
+        idx = data.round_indices(train.size, a.batch, a.seed, len(rows) - 1)[begin:end]
+        x, y = train.get(idx)
+        ctx = net.no_sync() if use_ddp else torch.enable_grad()
+        with ctx:
+            for _ in range(a.calibrate):
+                throttle.start()
+                c0 = time.perf_counter()
+                out = net(x)
+                loss = F.cross_entropy(out, y, reduction="sum") * (a.world_size / a.batch)
+                c1 = time.perf_counter()
+                loss.backward()
+                c2 = time.perf_counter()
+                throttle.finish()
+                calib.append({"forward_ms": (c1 - c0) * 1e3, "backward_ms": (c2 - c1) * 1e3})
+        opt.zero_grad(set_to_none=False)
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     mine = {"rank": a.rank, "device": os.environ.get("ASTEROID_DEVICE_ID", socket.gethostname()),
             "local_batch": local, "peak_rss_bytes": peak,
             "median_ms": {k: statistics.median(row[k] for row in rows[a.warmup:] or rows)
                           for k in ("ms", "data_ms", "forward_ms", "backward_allreduce_ms", "step_ms")}}
+    if calib:
+        mine["calibration_ms"] = {k: statistics.median(c[k] for c in calib) for k in ("forward_ms", "backward_ms")}
     if use_ddp:
         everyone = [None] * a.world_size
         dist.all_gather_object(everyone, mine)
