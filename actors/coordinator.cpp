@@ -67,6 +67,7 @@ struct Coordinator::Impl {
   std::set<std::string> lost_between;  // reported lost while no round ran
   std::set<std::string> returned;      // reported back
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
+  double longest_round_ms = 0;
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
 
@@ -189,6 +190,23 @@ struct Coordinator::Impl {
     return holders;
   }
 
+  // Every node of the plan connects to every other one before any stage
+  // traffic (see connect_peers in node.cpp).
+  void connect_mesh() {
+    messages::Peers peers;
+    for (const auto& stage : spec.plan.stages) {
+      for (const auto& d : stage.devices) {
+        const planner::Device& device = this->device(d.id);
+        peers.peers.push_back({d.id, device.host, static_cast<uint16_t>(device.port)});
+      }
+    }
+    if (peers.peers.size() < 2) return;
+    for (const auto& peer : peers.peers) {
+      ask(connect(peer.device_id).actor, peers, spec.connect_timeout + std::chrono::seconds(5 * peers.peers.size()),
+          "device '" + peer.device_id + "' could not connect to the other devices");
+    }
+  }
+
   caf::actor spawn_stage(const std::string& id) {
     Node& node = connect(id);
     auto spawned = system.middleman().remote_spawn<caf::actor>(node.id, "stage", caf::make_message(),
@@ -245,6 +263,7 @@ struct Coordinator::Impl {
     for (const auto& stage : stages) {
       for (const auto& d : stage.devices) connect(d.id);
     }
+    connect_mesh();
     round = first_round;
     committed = first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1);
     for (size_t s = 0; s < stages.size(); ++s) {
@@ -360,7 +379,7 @@ struct Coordinator::Impl {
     }
     while (!finished()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (!receive_one(left, /*in_round=*/true)) throw JobError(what + " timed out");
+      if (!receive_one(left, /*in_round=*/true)) throw RoundStalled(what + " made no progress in time");
     }
   }
 
@@ -424,10 +443,17 @@ struct Coordinator::Impl {
     return u.report;
   }
 
+  // How long a round may run before it counts as stalled.
+  std::chrono::milliseconds round_limit() const {
+    if (longest_round_ms <= 0) return spec.round_timeout;
+    const auto adaptive = std::chrono::milliseconds(static_cast<int64_t>(10 * longest_round_ms));
+    return std::min(spec.round_timeout, std::max(std::chrono::milliseconds(20000), adaptive));
+  }
+
   std::vector<RoundReport> run_round() {
     std::vector<RoundReport> committed_now;
     const auto started = Clock::now();
-    const auto deadline = started + spec.round_timeout;
+    const auto deadline = started + round_limit();
     messages::RoundControl start;
     start.kind = messages::ControlKind::start;
     start.round = round;
@@ -441,6 +467,7 @@ struct Coordinator::Impl {
     stepped.report.samples = progress->samples;
     stepped.report.correct = progress->correct;
     stepped.report.ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    longest_round_ms = std::max(longest_round_ms, stepped.report.ms);
     if (spec.replicate_every > 0 && (round + 1) % spec.replicate_every == 0) {
       for (const auto& [stage, holder] : replica_holders()) {
         if (!progress->early_replicas.count(stage)) stepped.replicas_missing.insert(stage);
@@ -590,6 +617,7 @@ struct Coordinator::Impl {
     std::vector<Member> old = std::move(members);
     members.clear();
     spec.plan = plan;
+    connect_mesh();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
       const planner::Stage& stage = plan.stages[s];
       const bool has_state = s < states.size() && !states[s].weights.empty();

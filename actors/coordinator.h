@@ -55,6 +55,12 @@ struct StageFailed : JobError {
   uint32_t stage;
 };
 
+// A round made no progress for much longer than rounds take (a message
+// lost in transit, a member stuck): it can be replayed.
+struct RoundStalled : JobError {
+  using JobError::JobError;
+};
+
 struct JobSpec {
   planner::Cluster cluster;
   planner::Plan plan;
@@ -70,6 +76,8 @@ struct JobSpec {
   uint32_t central_every = 0;    // every stage sends its state to the coordinator every N rounds
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};
+  // The first round may take this long; later rounds 10 times the longest
+  // round so far, at least 20 s and at most this.
   std::chrono::milliseconds round_timeout{600000};
 };
 

@@ -7,10 +7,16 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <tuple>
 #include <optional>
 
@@ -30,17 +36,90 @@ int64_t now_us() {
       .count();
 }
 
-// Profiles a model here, under this node's emulation. With a cgroup CPU
-// quota the measured times are already those of the emulated device; with
-// the in-process throttle, which sleeps after each compute call, they are
-// scaled by 1 / share, the slow-down the throttle applies in training.
+std::string read_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// The CPU quota of this process's cgroup as a fraction of one core (the
+// smallest along its path up to the hierarchy's root; cgroup v1 cpu
+// controller or v2 cpu.max), or 0 when there is none.
+double cgroup_cpu_share() {
+  std::ifstream cgroups("/proc/self/cgroup");
+  std::string line, v1_path, v2_path;
+  bool have_v1 = false, have_v2 = false;
+  while (std::getline(cgroups, line)) {
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    if (controllers.find(",cpu,") != std::string::npos) v1_path = line.substr(b + 1), have_v1 = true;
+    if (controllers == ",," && line.compare(0, a, "0") == 0) v2_path = line.substr(b + 1), have_v2 = true;
+  }
+  // Mount points: "... root mountpoint ... - fstype source superoptions".
+  std::ifstream mounts("/proc/self/mountinfo");
+  std::string v1_mount, v1_root, v2_mount, v2_root;
+  while (std::getline(mounts, line)) {
+    std::istringstream in(line);
+    std::vector<std::string> f;
+    for (std::string w; in >> w;) f.push_back(w);
+    auto dash = std::find(f.begin(), f.end(), "-");
+    if (f.size() < 5 || dash == f.end() || f.end() - dash < 4) continue;
+    const std::string& type = *(dash + 1);
+    const std::string options = "," + *(dash + 3) + ",";
+    if (type == "cgroup" && options.find(",cpu,") != std::string::npos) v1_mount = f[4], v1_root = f[3];
+    if (type == "cgroup2") v2_mount = f[4], v2_root = f[3];
+  }
+  auto walk = [](const std::string& mount, const std::string& root, const std::string& path,
+                 const std::function<double(const std::string&)>& share_of) {
+    if (mount.empty() || path.compare(0, root.size(), root) != 0) return 0.0;
+    std::string rel = path.substr(root == "/" ? 0 : root.size());
+    double share = 0;
+    while (true) {
+      const double s = share_of(mount + (rel == "/" ? "" : rel));
+      if (s > 0) share = share > 0 ? std::min(share, s) : s;
+      if (rel.empty() || rel == "/") break;
+      rel = rel.substr(0, rel.rfind('/'));
+    }
+    return share;
+  };
+  double share = 0;
+  if (have_v1) {
+    share = walk(v1_mount, v1_root, v1_path, [](const std::string& dir) {
+      const double quota = std::atof(read_line(dir + "/cpu.cfs_quota_us").c_str());
+      const double period = std::atof(read_line(dir + "/cpu.cfs_period_us").c_str());
+      return quota > 0 && period > 0 ? quota / period : 0.0;
+    });
+  }
+  if (share == 0 && have_v2) {
+    share = walk(v2_mount, v2_root, v2_path, [](const std::string& dir) {
+      std::istringstream in(read_line(dir + "/cpu.max"));
+      std::string quota;
+      double period = 0;
+      in >> quota >> period;
+      return quota != "max" && period > 0 ? std::atof(quota.c_str()) / period : 0.0;
+    });
+  }
+  return share;
+}
+
+// Profiles a model here, under this node's emulation: each layer's CPU time
+// (what it costs at full speed, unaffected by other processes on a shared
+// machine) divided by the node's CPU share, the in-process throttle's or its
+// cgroup's quota. A device under a share runs its compute at that fraction
+// of a core once it is busy, which is what training keeps it; timing by
+// wall clock under a cgroup quota would see short layers run at full speed
+// (a quota only bites once a period's budget is spent).
 messages::Message profile(NodeContext& node, const messages::ProfileRequest& request) {
   try {
     compute::ProfileOptions options;
     if (!request.batches.empty()) options.batches.assign(request.batches.begin(), request.batches.end());
     if (request.repeats > 0) options.repeats = static_cast<int>(request.repeats);
+    options.cpu_time = true;
     planner::Profile profile = compute::profile_model(request.model, node.node_id, options);
-    const double share = node.throttle.share();
+    double share = node.throttle.share();
+    if (!(share > 0 && share < 1)) share = cgroup_cpu_share();
     if (share > 0 && share < 1) {
       for (auto& [id, device] : profile.devices) {
         for (auto* table : {&device.fwd_ms, &device.bwd_ms}) {
@@ -96,6 +175,28 @@ messages::Message node_info(const NodeContext& node) {
   return info;
 }
 
+// Opens a direct connection to every peer node now, so that stage actors
+// reach each other directly from their first message instead of through the
+// coordinator that introduced them (CAF's automatic connections switch
+// routes later, while messages are in flight). Each within a deadline.
+messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& node, const messages::Peers& peers) {
+  std::string failed;
+  for (const auto& peer : peers.peers) {
+    if (peer.device_id == node.node_id) continue;
+    self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5), caf::connect_atom::value,
+                  peer.host, peer.port)
+        .receive([](const caf::node_id&, caf::strong_actor_ptr&, const std::set<std::string>&) {},
+                 [&](caf::error& e) {
+                   failed += (failed.empty() ? "" : ", ") + peer.device_id + " at " + peer.host + ":" +
+                             std::to_string(peer.port) + " (" + self->home_system().render(e) + ")";
+                 });
+  }
+  if (!failed.empty()) {
+    return messages::Error{messages::ErrorCode::disconnected, "node " + node.node_id + " cannot reach " + failed};
+  }
+  return messages::Peers{};
+}
+
 // The published actor of a node: answers hello, heartbeats, link probes and
 // profile requests, and keeps replicas. Blocking, hence on a thread of its
 // own, so profiling (long compute) never starves the node's I/O; heartbeats
@@ -116,6 +217,8 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
             return messages::LinkProbe{};
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             return replicas.store(std::move(m));
+          } else if constexpr (std::is_same_v<T, messages::Peers>) {
+            return connect_peers(self, *node, m);
           } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
             if (auto kept = node->kept(m.job_id, m.layer_begin, m.layer_end, m.round)) return *kept;
             return replicas.find(m, node->node_id);

@@ -256,6 +256,12 @@ struct ReplicaRequest {
   round @3 :UInt64;
 }
 
+struct Peer {
+  deviceId @0 :Text;
+  host @1 :Text;
+  port @2 :UInt16;
+}
+
 struct Envelope {
   union {
     activation @0 :Activation;
@@ -277,5 +283,8 @@ struct Envelope {
     linkProbe @16 :Data;       # coordinator -> node: bytes to time the link;
                                # the node answers with an empty linkProbe
     replicaRequest @17 :ReplicaRequest;
+    peers @18 :List(Peer);     # coordinator -> node: connect to these nodes
+                               # now (answered with an empty peers), so
+                               # stage traffic goes direct from the start
   }
 }

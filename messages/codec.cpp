@@ -192,6 +192,14 @@ struct Encoder {
     o.setExplanation(m.explanation);
   }
   void operator()(const Hello&) { env.setHello(); }
+  void operator()(const Peers& m) {
+    auto list = env.initPeers(static_cast<unsigned>(m.peers.size()));
+    for (size_t i = 0; i < m.peers.size(); ++i) {
+      list[static_cast<unsigned>(i)].setDeviceId(m.peers[i].device_id);
+      list[static_cast<unsigned>(i)].setHost(m.peers[i].host);
+      list[static_cast<unsigned>(i)].setPort(m.peers[i].port);
+    }
+  }
   void operator()(const ReplicaRequest& m) {
     auto o = env.initReplicaRequest();
     o.setJobId(m.job_id);
@@ -253,6 +261,7 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const PlanResult& m) const { return m.plan_json.size() + m.explanation.size(); }
     size_t operator()(const Hello&) const { return 0; }
     size_t operator()(const ReplicaRequest& m) const { return m.job_id.size(); }
+    size_t operator()(const Peers& m) const { return m.peers.size() * 64; }
     size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
@@ -545,6 +554,13 @@ class Reader {
       }
       case wire::Envelope::HELLO:
         return Hello{};
+      case wire::Envelope::PEERS: {
+        auto in = env.getPeers();
+        check_length(in, "peers");
+        Peers m;
+        for (auto p : in) m.peers.push_back({text(p.getDeviceId(), "peers.deviceId"), text(p.getHost(), "peers.host"), p.getPort()});
+        return m;
+      }
       case wire::Envelope::REPLICA_REQUEST: {
         auto in = env.getReplicaRequest();
         return ReplicaRequest{text(in.getJobId(), "replicaRequest.jobId"), in.getLayerBegin(), in.getLayerEnd(),

@@ -67,7 +67,7 @@ const char* to_string(ErrorCode code) {
 const char* kind_name(const Message& message) {
   static const char* const names[] = {"activation", "gradient",  "reduceChunk", "assignment", "stageState",
                                       "control",    "heartbeat", "nodeInfo",    "metrics",    "error",
-                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest"};
+                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest", "peers"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<Message>);
   return names[message.index()];
 }

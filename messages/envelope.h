@@ -181,6 +181,15 @@ struct ReplicaRequest {
   uint64_t round = 0;
 };
 
+struct Peer {
+  std::string device_id, host;
+  uint16_t port = 0;
+};
+
+struct Peers {
+  std::vector<Peer> peers;
+};
+
 // Bytes that only measure a link.
 struct LinkProbe {
   std::vector<char> payload;
@@ -192,7 +201,7 @@ struct StateRequest {
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers>;
 
 // The schema's name of the kind a message holds ("activation", ...).
 const char* kind_name(const Message& message);

@@ -21,6 +21,7 @@ namespace {
 
 using actors::DeviceLost;
 using actors::JobError;
+using actors::RoundStalled;
 using actors::StageFailed;
 using Clock = std::chrono::steady_clock;
 
@@ -130,6 +131,8 @@ struct JobSupervisor::Impl {
         recover({e.device}, "device-lost", e.what());
       } catch (const StageFailed& e) {
         recover({}, "stage-failed", e.what(), e.device);
+      } catch (const RoundStalled& e) {
+        recover({}, "round-stalled", e.what());
       }
       if (++recoveries > options.max_recoveries) {
         throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
@@ -148,6 +151,8 @@ struct JobSupervisor::Impl {
       recover({e.device}, "device-lost", e.what());
     } catch (const StageFailed& e) {
       recover({}, "stage-failed", e.what(), e.device);
+    } catch (const RoundStalled& e) {
+      recover({}, "round-stalled", e.what());
     }
     if (++recoveries > options.max_recoveries) {
       throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");

@@ -62,7 +62,7 @@ struct SupervisionOptions {
 // One failure and what it cost.
 struct FailureRecord {
   std::vector<std::string> devices;  // lost (or whose stage failed)
-  std::string kind;                  // device-lost | stage-failed
+  std::string kind;                  // device-lost | stage-failed | round-stalled
   uint64_t round = 0;                // the round in flight (replayed)
   double detected_s = 0;             // since the job started
   double recovered_s = -1;           // first commit after it; -1 until then

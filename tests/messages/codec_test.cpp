@@ -81,7 +81,10 @@ std::vector<Message> one_of_each_kind() {
   PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
   LinkProbe probe{std::vector<char>(1000, 'x')};
   ReplicaRequest replica{"job-7", 2, 5, 41};
-  return {a, g, r, s, sample_state(), c, h, n, m, e, pr, res, Hello{}, StateRequest{77}, plan, plan_result, probe, replica};
+  Peers peers{{{"nx-0", "10.213.1.1", 7100}, {"nano-2", "10.213.1.6", 7100}}};
+  return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
+          e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,
+          peers};
 }
 
 TEST(Codec, EveryKindRoundTripsByteForByte) {
