@@ -45,7 +45,10 @@ Paths prepare(const LocalNodes& nodes, const std::string& name) {
 }
 
 std::vector<std::string> train_args(const Paths& p, const std::string& metrics) {
-  return {ASTEROID_BIN, "train", "--cluster", p.cluster.string(), "--rounds", std::to_string(kRounds),
+  static int runs = 0;
+  const std::string out = (p.dir / ("run-" + std::to_string(++runs))).string();  // the run folder
+  return {ASTEROID_BIN, "train", "--cluster", p.cluster.string(), "--out", out, "--no-plots",
+          "--rounds", std::to_string(kRounds),
           "--batch", "32", "--seed", "7", "--model", "fmnist-cnn", "--metrics", metrics, "--progress", "off",
           "--test-samples", "500", "--checkpoint-every", "1", "--checkpoint", (p.dir / "checkpoint.bin").string()};
 }
