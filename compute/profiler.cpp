@@ -6,6 +6,8 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/torch.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -91,8 +93,14 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+// Milliseconds on the profiler's clock: wall time, or CPU time (ProfileOptions::cpu_time).
+double clock_ms(bool cpu_time, int threads) {
+  if (!cpu_time) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  timespec ts{};
+  ::clock_gettime(threads == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
 void check_batches(const std::vector<int>& b) {
@@ -185,16 +193,16 @@ planner::Profile profile_model(const std::string& model, const std::string& devi
       for (int r = 0; r < o.warmup + o.repeats; ++r) {
         torch::Tensor in = as_input(x, l == 0);
         torch::AutoGradMode grad(true);
-        auto t0 = std::chrono::steady_clock::now();
+        double t0 = clock_ms(o.cpu_time, o.threads);
         torch::Tensor y = layer.forward(in);
-        const double f = ms_since(t0);
+        const double f = clock_ms(o.cpu_time, o.threads) - t0;
         if (!grad_out.defined()) {
           at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 2 + l);
           grad_out = torch::randn(y.sizes(), gen, torch::kFloat);
         }
-        t0 = std::chrono::steady_clock::now();
+        t0 = clock_ms(o.cpu_time, o.threads);
         torch::autograd::backward({y}, {grad_out});
-        const double g = ms_since(t0);
+        const double g = clock_ms(o.cpu_time, o.threads) - t0;
         if (r >= o.warmup) {
           fwd.push_back(f);
           bwd.push_back(g);

@@ -31,6 +31,11 @@ struct ProfileOptions {
   int warmup = 1;      // runs discarded before them
   int threads = 1;     // at::set_num_threads
   uint64_t seed = 0;   // weights and synthetic inputs
+  // Time each run by the CPU time it used (the calling thread's with one
+  // thread, the process's otherwise) instead of wall time: what the layer
+  // costs at full speed, whatever CPU quota or other load the process is
+  // under. A node under a CPU share divides these by its share.
+  bool cpu_time = false;
 };
 
 // Weight, output and stash bytes of every layer (no timing).
