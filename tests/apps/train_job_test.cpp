@@ -1,0 +1,285 @@
+// `asteroid train` as the default job runs it (apps/train_job.h), through the
+// real binary (ASTEROID_BIN) on small emulated presets: the run folder of a
+// short job, a fault schedule, clean-up after an interrupted job, and clear
+// errors for bad input (unknown preset, a model that fits nowhere, a cluster
+// file nobody answers, a malformed fault schedule), with nothing left running.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/testbed/emulated_cluster.h"
+#include "apps/testbed/process.h"
+#include "testbed_test_util.h"
+
+namespace asteroid::testbed {
+namespace {
+
+namespace fs = std::filesystem;
+using test::kAsteroid;
+using test::TempDir;
+
+// The node processes and namespaces a run folder's cluster may have left.
+std::vector<std::string> left_running(const std::string& run_dir) {
+  std::vector<std::string> left;
+  const std::string dir = run_dir + "/cluster";
+  if (!fs::exists(dir + "/nodes.json")) return left;
+  for (const auto& p : test::recorded_processes(dir))
+    if (p.alive()) left.push_back("process " + std::to_string(p.pid));
+  const auto nodes = test::read_json(dir + "/nodes.json");
+  for (const auto& l : test::leftovers_of(nodes.value("cluster_id", ""))) left.push_back(l);
+  return left;
+}
+
+// Brings a run folder's cluster down whatever a test did (a failing test
+// must not leave nodes behind for the next one).
+struct RunGuard {
+  std::string run_dir;
+  ~RunGuard() {
+    try {
+      if (fs::exists(run_dir + "/cluster/nodes.json")) EmulatedCluster::attach(run_dir + "/cluster").down();
+    } catch (...) {
+    }
+  }
+};
+
+std::vector<nlohmann::json> json_lines(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+bool have_matplotlib() {
+  return run_command({"/usr/bin/python3", "-c", "import matplotlib"}, Millis(30000)).ok();
+}
+
+// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Cheap profiling and evaluation: what the tests need, not what the planner deserves.
+const std::vector<std::string> kQuick = {"--model", "fmnist-cnn", "--profile-batches", "1,4,16,64",
+                                         "--profile-repeats", "2", "--test-samples", "1000",
+                                         "--progress", "plain"};
+
+std::vector<std::string> train_args(std::vector<std::string> extra) {
+  std::vector<std::string> argv = {kAsteroid, "train"};
+  argv.insert(argv.end(), kQuick.begin(), kQuick.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
+  TempDir tmp;
+  const std::string run = tmp / "run";
+  RunGuard guard{run};
+  const std::string faults = tmp / "faults.json";
+  std::ofstream(faults) << R"([{"round": 5, "action": "slow", "device": "nano-0", "factor": 2},
+                              {"round": 12, "action": "slow", "device": "nano-0", "factor": 1},
+                              {"after_s": 0.2, "action": "slow", "device": "nano-1", "factor": 1},
+                              {"round": 100000, "action": "kill", "device": "nano-2"}])";
+  const auto t0 = std::chrono::steady_clock::now();
+  CommandResult r = test::run(train_args({"--env", "D", "--rounds", "40", "--out", run, "--faults", faults}),
+                              Millis(240000));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  RecordProperty("seconds", std::to_string(seconds));
+
+  for (const char* f : {"cluster.json", "profile.json", "plan.json", "metrics.jsonl", "summary.json", "trace.json",
+                        "faults.jsonl", "plan.txt", "cluster/nodes.json"})
+    EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f;
+  if (have_matplotlib()) {
+    for (const char* f : {"loss.png", "throughput.png", "timeline.png"}) {
+      EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f << "\n" << r.out;
+      if (fs::exists(fs::path(run) / f)) {
+        EXPECT_GT(fs::file_size(fs::path(run) / f), 1000u) << f;
+      }
+    }
+  }
+
+  const auto s = test::read_json(run + "/summary.json");
+  EXPECT_EQ(s["rounds"], 40);
+  EXPECT_EQ(s["strategy"], "hpp");
+  EXPECT_EQ(s["env"], "D");
+  EXPECT_EQ(s["model"], "fmnist-cnn");
+  for (const char* k : {"test_accuracy", "samples_per_s", "predicted_samples_per_s", "best_single_samples_per_s"}) {
+    ASSERT_TRUE(s.contains(k)) << k << " missing in " << s.dump(2);
+    EXPECT_GT(s[k].get<double>(), 0) << k;
+  }
+  ASSERT_TRUE(s.contains("mechanisms")) << s.dump(2);
+  EXPECT_FALSE(s["mechanisms"]["cpu"].get<std::string>().empty());
+  EXPECT_FALSE(s["mechanisms"]["net"].get<std::string>().empty());
+
+  // Every device profiled; the plan covers the model; the cluster has the measured links.
+  const auto profile = test::read_json(run + "/profile.json");
+  EXPECT_EQ(profile["devices"].size(), 4u);
+  const auto plan = test::read_json(run + "/plan.json");
+  EXPECT_EQ(plan["batch"], 64);
+  EXPECT_EQ(plan["stages"].back()["layers"][1], 6);
+  const auto cluster = test::read_json(run + "/cluster.json");
+  EXPECT_EQ(cluster["devices"].size(), 4u);
+  EXPECT_EQ(cluster["links"].size(), 6u);
+
+  // One line per round, in order, and the loss goes down.
+  std::vector<double> losses;
+  for (const auto& line : json_lines(run + "/metrics.jsonl"))
+    if (line.contains("round")) {
+      EXPECT_EQ(line["round"].get<size_t>(), losses.size());
+      losses.push_back(line["loss"].get<double>());
+    }
+  ASSERT_EQ(losses.size(), 40u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += losses[i], last += losses[losses.size() - 1 - i];
+  EXPECT_LT(last, 0.8 * first) << "the loss did not go down: first rounds " << first / 5 << ", last " << last / 5;
+
+  // The fault schedule: injected at its round / time, the one never reached said so.
+  const auto injected = json_lines(run + "/faults.jsonl");
+  ASSERT_EQ(injected.size(), 4u);
+  int ok = 0, not_reached = 0;
+  for (const auto& f : injected) {
+    if (f["ok"].get<bool>()) {
+      ++ok;
+      EXPECT_TRUE(f.contains("t_s"));
+      if (f.contains("at_round")) {
+        EXPECT_EQ(f["round"], f["at_round"]);
+      }
+    } else {
+      EXPECT_NE(f.value("error", "").find("not reached"), std::string::npos) << f.dump();
+      ++not_reached;
+    }
+  }
+  EXPECT_EQ(ok, 3);
+  EXPECT_EQ(not_reached, 1);
+
+  // Trace events from every device of the plan.
+  const auto trace = test::read_json(run + "/trace.json");
+  EXPECT_GT(trace["traceEvents"].size(), 40u);
+
+  // The cluster is down: no node, no namespace, no cgroup.
+  EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
+  EXPECT_NE(r.out.find("measured throughput"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dominant step"), std::string::npos) << "no plan table:\n" << r.out;
+}
+
+TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
+  TempDir tmp;
+  const std::string run = tmp / "run";
+  RunGuard guard{run};
+  SpawnOptions o;
+  o.argv = train_args({"--env", "D", "--rounds", "100000", "--out", run, "--no-plots"});
+  o.capture_stdout = true;
+  o.capture_stderr = true;
+  o.die_with_parent = true;
+  Subprocess job = Subprocess::spawn(o);
+  // Wait for training to be under way (rounds in the metrics file).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (true) {
+    size_t rounds = 0;
+    for (const auto& line : json_lines(run + "/metrics.jsonl")) rounds += line.contains("round");
+    if (rounds >= 3) break;
+    ASSERT_TRUE(job.running()) << job.read_all(Clock::now() + Millis(2000));
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "training never started";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a file the job writes
+  }
+  ASSERT_TRUE(fs::exists(run + "/cluster/nodes.json"));
+  job.signal(SIGINT);
+  const auto status = job.wait_for(Millis(60000));
+  ASSERT_TRUE(status.has_value()) << "the job did not stop within 60 s of SIGINT";
+  EXPECT_NE(*status, 0);
+  const std::string err = job.read_all_stderr(Clock::now() + Millis(5000));
+  EXPECT_NE(err.find("interrupted"), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(run + "/error.txt"));
+  EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
+}
+
+TEST(TrainJob, UnknownPresetFailsBeforeAnythingStarts) {
+  TempDir tmp;
+  CommandResult r = test::run(train_args({"--env", "Q", "--out", tmp / "run"}), Millis(60000));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("unknown preset 'Q'"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+}
+
+TEST(TrainJob, AModelThatFitsNowhereFailsClearly) {
+  TempDir tmp;
+  // bert-small's activations for 4096 samples in one micro-batch: ~150 GB
+  // against env D's 20 GiB.
+  CommandResult r = test::run({kAsteroid, "train", "--env", "D", "--model", "bert-small", "--batch", "4096",
+                               "--microbatches", "1", "--out", tmp / "run", "--progress", "off"},
+                              Millis(120000));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("bert-small"), std::string::npos) << r.err;
+  EXPECT_TRUE(left_running(tmp / "run").empty());
+  EXPECT_FALSE(fs::exists(tmp / "run/cluster/nodes.json"));
+}
+
+TEST(TrainJob, UnreachableDevicesAreNamed) {
+  TempDir tmp;
+  const std::string cluster = tmp / "cluster.json";
+  std::ofstream(cluster) << R"({"default_bandwidth_mbps": 1000, "devices": [
+      {"id": "far-0", "host": "127.0.0.1", "port": )" << free_port()
+                         << R"(, "memory_mb": 4096},
+      {"id": "far-1", "host": "127.0.0.1", "port": )" << free_port()
+                         << R"(, "memory_mb": 4096}]})";
+  const auto t0 = std::chrono::steady_clock::now();
+  CommandResult r = test::run(train_args({"--cluster", cluster, "--out", tmp / "run", "--rounds", "5"}),
+                              Millis(60000));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("far-0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("far-1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30);
+  EXPECT_TRUE(fs::exists(tmp / "run/error.txt"));
+}
+
+TEST(TrainJob, MalformedFaultScheduleIsNamed) {
+  TempDir tmp;
+  struct Case {
+    std::string text, expect;
+  };
+  const std::vector<Case> cases = {
+      {R"([{"round": 3, "action": "explode", "device": "nano-0"}])", "faults[0]: \"action\" must be one of"},
+      {R"([{"round": 3, "action": "kill", "device": "nano-0"}, {"action": "kill", "device": "nano-1"}])",
+       "faults[1]: expected exactly one of \"round\" and \"after_s\""},
+      {R"([{"round": -1, "action": "kill", "device": "nano-0"}])", "faults[0]: \"round\" must be a non-negative"},
+      {R"([{"round": 2, "action": "slow", "device": "nano-0"}])", "faults[0]: \"slow\" needs \"factor\""},
+      {R"([{"after_s": 1, "action": "cut-link", "device": "nano-0"}])", "faults[0]: \"cut-link\" needs \"peer\""},
+      {R"([{"round": 2, "action": "kill", "device": "nx-9"}])", "faults[0]: unknown device 'nx-9'"},
+      {R"({"round": 2})", "expected a JSON array of faults"},
+      {R"([{"round": 2, )", "not JSON"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string path = tmp / ("faults" + std::to_string(i) + ".json");
+    std::ofstream(path) << cases[i].text;
+    CommandResult r = test::run(train_args({"--env", "D", "--faults", path, "--out", tmp / "run"}), Millis(60000));
+    EXPECT_NE(r.status, 0) << cases[i].text;
+    EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(cases[i].expect), std::string::npos) << cases[i].text << "\n" << r.err;
+  }
+  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+}
+
+}  // namespace
+}  // namespace asteroid::testbed
