@@ -141,7 +141,7 @@ def plot_timeline(run, summary, how_many):
     chosen = set(rounds[max(0, end - how_many):end])
     boxes = [e for e in boxes if e["args"]["round"] in chosen]
     t0 = min(e["ts"] for e in boxes)
-    rows = sorted({(e["pid"], e["tid"]) for e in boxes})
+    rows = sorted({(e["pid"], e["tid"]) for e in boxes}, key=lambda r: (r[1], r[0]))  # by stage, member
     row_of = {key: i for i, key in enumerate(rows)}
     fig, ax = plt.subplots(figsize=(11, 1.0 + 0.55 * len(rows)))
     for e in boxes:
@@ -151,6 +151,10 @@ def plot_timeline(run, summary, how_many):
         small = e["cat"] == "send"
         ax.broken_barh([(start, width)], (y - (0.12 if small else 0.38), 0.24 if small else 0.76),
                        facecolors=COLORS[e["cat"]], edgecolor="white", linewidth=0.3)
+    for r in sorted(chosen):  # where each round's first op starts
+        start = (min(e["ts"] for e in boxes if e["args"]["round"] == r) - t0) / 1000.0
+        ax.axvline(start, color="black", linewidth=0.6, alpha=0.5)
+        ax.text(start, -0.55, " round %d" % r, fontsize=7, va="bottom")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(["%s (stage %d)" % (names.get(pid, str(pid)), tid // 100) for pid, tid in rows])
     ax.invert_yaxis()
