@@ -182,6 +182,33 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
   EXPECT_NE(r.out.find("dominant step"), std::string::npos) << "no plan table:\n" << r.out;
 }
 
+TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
+  TempDir tmp;
+  const std::string run = tmp / "run";
+  RunGuard guard{run};
+  const std::string faults = tmp / "faults.json";
+  // dp: every device is in the one group, so the killed one is in the plan.
+  std::ofstream(faults) << R"({"faults": [{"round": 8, "action": "kill", "device": "nano-2"}]})";
+  CommandResult r = test::run(train_args({"--env", "D", "--strategy", "dp", "--rounds", "20", "--out", run, "--faults",
+                                          faults, "--no-plots"}),
+                              Millis(240000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const auto injected = json_lines(run + "/faults.jsonl");
+  ASSERT_EQ(injected.size(), 1u);
+  EXPECT_TRUE(injected[0]["ok"].get<bool>()) << injected[0].dump();
+  EXPECT_EQ(injected[0]["round"], 8);
+  const auto s = test::read_json(run + "/summary.json");
+  EXPECT_EQ(s["rounds"], 20);
+  EXPECT_EQ(s["strategy"], "dp");
+  ASSERT_EQ(s["failures"].size(), 1u) << s.dump(2);
+  EXPECT_EQ(s["failures"][0]["devices"][0], "nano-2");
+  bool replanned = false;
+  for (const auto& line : json_lines(run + "/metrics.jsonl")) replanned |= line.value("event", "") == "replan";
+  EXPECT_TRUE(replanned);
+  EXPECT_NE(r.out.find("failure of nano-2"), std::string::npos) << r.out;
+  EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
+}
+
 TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   TempDir tmp;
   const std::string run = tmp / "run";
