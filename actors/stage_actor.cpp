@@ -280,6 +280,10 @@ class StageMember {
   std::optional<WireMessage> on(RoundControl& m) {
     switch (m.kind) {
       case messages::ControlKind::start:
+        // Only the first stage waits for start; the others run on what
+        // arrives and may have finished the round before its start reaches
+        // them (the start comes over another connection).
+        if (m.round < round_ && a_.stage > 0) break;
         if (m.round != round_) {
           throw std::runtime_error("asked to start round " + std::to_string(m.round) + " while at round " +
                                    std::to_string(round_));
