@@ -59,6 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--plain-linear", action="store_true",
                    help="torch.nn.functional.linear (reference BLAS) instead of oneDNN, unlike Asteroid")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate test accuracy every N rounds (clock paused)")
+    p.add_argument("--eval-from", type=int, default=0, help="first round to evaluate after (with --eval-every)")
     p.add_argument("--target-acc", type=float, default=0.0, help="stop at this test accuracy (with --eval-every)")
     p.add_argument("--test-samples", type=int, default=0, help="first N test samples (0: all)")
     p.add_argument("--data-dir", default=data.FMNIST_DIR)
@@ -214,7 +215,7 @@ def main(argv=None):
             if use_ddp:
                 dist.all_reduce(v)
             losses.append(v.item())
-        if a.eval_every > 0 and (r + 1) % a.eval_every == 0:
+        if a.eval_every > 0 and (r + 1) % a.eval_every == 0 and r + 1 >= a.eval_from:
             flag = torch.zeros(1)
             if a.rank == 0:
                 acc, tl, n = evaluate(model, test, a.test_samples)
@@ -296,8 +297,15 @@ def main(argv=None):
                 f.write(w.tobytes())
         print(f"ddp {a.model}: world {a.world_size}, batch {a.batch}, {len(rows)} rounds, median round "
               f"{median_ms:.1f} ms, {result['samples_per_s']:.1f} samples/s", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
     if use_ddp:
-        dist.destroy_process_group()
+        # Everyone waits for rank 0's evaluation and file, then leaves without
+        # the process group's teardown (gloo's destroy can hang when the ranks
+        # reach it at very different times, as throttled devices do).
+        dist.barrier()
+        time.sleep(2.0 if a.rank == 0 else 0.0)
+        os._exit(0)
 
 
 if __name__ == "__main__":
