@@ -640,6 +640,17 @@ struct Coordinator::Impl {
                            ") has no state to start from: no member keeps it and none was recovered");
           }
         }
+        if (!now.actor && !respawn && has_state) {
+          // Another old member on this device: it takes the new layers and
+          // their state (cheaper than a new actor: its data stay loaded).
+          for (Member& o : old) {
+            if (o.actor && !dead_actors.count(o.actor.address()) && o.device == id) {
+              now.actor = std::move(o.actor);
+              o.actor = caf::actor();
+              break;
+            }
+          }
+        }
         if (!now.actor) now.actor = spawn_stage(id);
         members.push_back(std::move(now));
       }

@@ -1,6 +1,8 @@
 #include "actors/node_context.h"
 
 #include <caf/send.hpp>
+
+#include "compute/model_zoo.h"
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -68,6 +70,14 @@ void NodeContext::stop_stages() {
     stages = stages_;
   }
   for (const auto& stage : stages) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
+}
+
+std::shared_ptr<const compute::Dataset> NodeContext::training_data(const std::string& model) {
+  const std::string key = compute::find_model(model).dataset;
+  std::lock_guard<std::mutex> lock(data_mutex_);
+  auto& data = data_[key];
+  if (!data) data = compute::open_dataset(model, compute::Split::train);
+  return data;
 }
 
 void NodeContext::keep_committed(const messages::StageState& state) {

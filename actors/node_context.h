@@ -6,10 +6,12 @@
 #include <caf/actor_addr.hpp>
 
 #include "compute/cpu_throttle.h"
+#include "compute/dataset.h"
 #include "messages/envelope.h"
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <tuple>
@@ -26,6 +28,11 @@ struct NodeContext {
   std::string node_id = "node";
   uint64_t memory_budget_bytes = 0;  // 0: no budget
   double cpu_share = 0;              // in-process throttle; 0: none
+  // The training data of `model`, opened once per node and shared by the
+  // stage actors that read it (a stage re-deployed or respawned here after
+  // a failure does not read the files again).
+  std::shared_ptr<const compute::Dataset> training_data(const std::string& model);
+
   // Fault injection for experiments and tests (`asteroid node --crash-at
   // EVENT:ROUND`): the node SIGKILLs itself when one of its stages reaches
   // EVENT (forward, backward, allreduce, replicate, step) in round ROUND.
@@ -62,6 +69,8 @@ struct NodeContext {
   uint64_t reserved_bytes_ = 0;
   std::vector<caf::actor_addr> stages_;
   std::map<std::tuple<std::string, uint32_t, uint32_t>, messages::StageState> kept_;
+  std::mutex data_mutex_;  // held while a data set loads, apart from the rest
+  std::map<std::string, std::shared_ptr<const compute::Dataset>> data_;
 };
 
 }  // namespace asteroid::actors

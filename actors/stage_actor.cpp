@@ -168,7 +168,7 @@ class StageMember {
         model = std::make_unique<compute::StageModel>(a.model, static_cast<int>(a.layer_begin),
                                                       static_cast<int>(a.layer_end), a.seed, to_compute(a.optimizer));
         if (!a.initial_state.weights.empty()) load_state(*model, a.initial_state);
-        if (a.stage == 0 && !data_) data_ = compute::open_dataset(a.model, compute::Split::train);
+        if (a.stage == 0 && !data_) data_ = node_->training_data(a.model);
       } catch (const std::exception& e) {
         return error(messages::ErrorCode::invalid_request, e.what());
       }
@@ -670,7 +670,7 @@ class StageMember {
 
   StageAssignment a_;
   std::unique_ptr<compute::StageModel> model_;
-  std::unique_ptr<compute::Dataset> data_;
+  std::shared_ptr<const compute::Dataset> data_;
   std::vector<caf::actor> prev_, group_, next_;
   caf::actor coordinator_;
   Range my_range_;
