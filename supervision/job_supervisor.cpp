@@ -228,6 +228,21 @@ struct JobSupervisor::Impl {
     return planner::plan_from_json(nlohmann::json::parse(result->plan_json), "re-plan");
   }
 
+  // Devices of the cluster that `plan` does not use and that are neither
+  // lost nor awaited (unreachable since the start).
+  std::vector<std::string> idle_devices(const planner::Plan& plan) const {
+    std::vector<std::string> idle;
+    for (const auto& device : coordinator.spec().cluster.devices) {
+      if (device.host.empty() || device.port <= 0 || lost.count(device.id) || awaited.count(device.id)) continue;
+      bool used = false;
+      for (const auto& stage : plan.stages) {
+        for (const auto& d : stage.devices) used = used || d.id == device.id;
+      }
+      if (!used) idle.push_back(device.id);
+    }
+    return idle;
+  }
+
   // The state each stage of `plan` starts from: empty where every member
   // keeps its device and layers (it keeps its own weights), else assembled
   // from the recovered states of the old stages.
@@ -298,7 +313,9 @@ struct JobSupervisor::Impl {
     }
     std::string explanation;
     if (!lost_in_plan.empty()) {
-      plan = ask_planner(lost_in_plan, {}, &explanation);
+      // Devices the plan left idle (reachable, not lost) may step in for
+      // the lost ones: the lightweight re-plan adds each where it helps most.
+      plan = ask_planner(lost_in_plan, idle_devices(old), &explanation);
       record.replan = options.recovery == Recovery::lightweight ? "lightweight" : "heavy";
     } else {
       record.replan = "in-place";
