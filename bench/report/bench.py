@@ -56,16 +56,21 @@ DDP_SCRIPT = os.path.join(ROOT, "bench", "ddp", "ddp_train.py")
 # profiled batch sizes and repeats, rounds of the per-device single runs.
 MODELS = {
     "fmnist-cnn": dict(batch=64, rounds=(20, 30), warmup=3, optimizer="momentum", lr=0.05,
-                       profile_batches="1,2,4,8,16,32,64", profile_repeats=3, alone_rounds=8),
+                       profile_batches="1,2,4,8,16,32,64", profile_repeats=3, alone_rounds=8,
+                       test_samples=1000),
     "fmnist-resnet": dict(batch=64, rounds=(20, 30), warmup=3, optimizer="momentum", lr=0.05,
-                          profile_batches="1,2,4,8,16,32,64", profile_repeats=3, alone_rounds=6),
+                          profile_batches="1,2,4,8,16,32,64", profile_repeats=3, alone_rounds=6,
+                          test_samples=1000),
     # Slow on this CPU (tens of samples/s at full speed): small batches, few rounds.
     "mobilenetv2": dict(batch=32, rounds=(6, 8), warmup=2, optimizer="momentum", lr=0.01,
-                        profile_batches="1,2,4,8,16,32", profile_repeats=2, alone_rounds=3),
+                        profile_batches="1,2,4,8,16,32", profile_repeats=2, alone_rounds=3,
+                        test_samples=100),
     "resnet18": dict(batch=32, rounds=(6, 8), warmup=2, optimizer="momentum", lr=0.05,
-                     profile_batches="1,2,4,8,16,32", profile_repeats=2, alone_rounds=3),
+                     profile_batches="1,2,4,8,16,32", profile_repeats=2, alone_rounds=3,
+                        test_samples=100),
     "bert-small": dict(batch=16, rounds=(5, 6), warmup=2, optimizer="adam", lr=0.0001,
-                       profile_batches="1,2,4,8,16", profile_repeats=2, alone_rounds=3),
+                       profile_batches="1,2,4,8,16", profile_repeats=2, alone_rounds=3,
+                       test_samples=100),
 }
 ALL_ENVS = ["A", "B", "C", "D"]
 ALL_BANDWIDTHS = [100, 1000]
@@ -115,6 +120,15 @@ def stop_group(p, grace=10):
             return
         except subprocess.TimeoutExpired:
             pass
+
+
+def read_json(path):
+    """The JSON object in path, or None (missing, empty or torn: a failed run)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def tail(path, n=12):
@@ -229,10 +243,12 @@ class Bench:
     def warmup(self, model):
         return self.a.warmup if self.a.warmup is not None else MODELS[model]["warmup"]
 
-    def train(self, cluster, model, out, extra, rounds, timeout, test_samples=1000):
+    def train(self, cluster, model, out, extra, rounds, timeout, test_samples=None):
+        if test_samples is None:
+            test_samples = MODELS[model]["test_samples"]
         cmd = [self.asteroid, "train", "--cluster", cluster.cluster_file, *self.model_options(model),
                "--rounds", str(rounds), "--out", out, "--progress", "plain", "--no-plots",
-               "--test-samples", str(test_samples), *extra]
+               "--test-samples", str(test_samples), "--heartbeat-deadline", str(self.a.heartbeat_deadline), *extra]
         os.makedirs(out, exist_ok=True)
         cluster.reset_memory_peaks()
         load = loadavg()
@@ -262,24 +278,22 @@ class Bench:
         res["samples_per_s_mean"] = batch * len(st) * 1000.0 / sum(st)
         res["train_s"] = rows[-1].get("t_s")
         spath = os.path.join(out, "summary.json")
-        if os.path.exists(spath):
-            with open(spath) as f:
-                s = json.load(f)
+        s = read_json(spath)
+        if s:
             res["predicted_samples_per_s"] = s.get("predicted_samples_per_s")
             res["test_accuracy"] = s.get("test_accuracy")
             res["best_single_device"] = s.get("best_single_device")
             res["timings_s"] = s.get("timings_s")
         ppath = os.path.join(out, "plan.json")
-        if os.path.exists(ppath):
-            with open(ppath) as f:
-                plan = json.load(f)
+        plan = read_json(ppath)
+        if plan:
             res["plan"] = analyze.plan_text(plan)
             res["plan_devices"] = [d["id"] for s in plan.get("stages", []) for d in s.get("devices", [])]
             res["planned_memory"] = {m["id"]: m["used_bytes"] for m in plan.get("memory", [])}
             if not res.get("predicted_samples_per_s") and plan.get("predicted_round_ms"):
                 res["predicted_samples_per_s"] = plan["batch"] * 1000.0 / plan["predicted_round_ms"]
         tpath = os.path.join(out, "trace.json")
-        if os.path.exists(tpath):
+        if os.path.exists(tpath) and os.path.getsize(tpath) > 0:
             steady_rounds = {r["round"] for r in rows[w:]} if len(rows) > w else {r["round"] for r in rows}
             per, summ = analyze.trace_breakdown(analyze.load_trace(tpath), steady_rounds)
             res["breakdown_ms"] = per
@@ -331,7 +345,7 @@ class Bench:
             json.dump(p, f, indent=1)
         return best[0]
 
-    def ddp(self, cluster, model, out, rounds, timeout, extra=()):
+    def ddp(self, cluster, model, out, rounds, timeout, extra=(), test_samples=None):
         os.makedirs(out, exist_ok=True)
         m = MODELS[model]
         world = len(cluster.devices)
@@ -348,7 +362,8 @@ class Bench:
                    "--model", model, "--batch", str(m["batch"]), "--optimizer", m["optimizer"], "--lr", str(m["lr"]),
                    "--rounds", str(rounds), "--warmup", str(self.warmup(model)), "--rank", str(rank),
                    "--world-size", str(world), "--master-addr", cluster.address(cluster.devices[0]),
-                   "--master-port", str(self.port), "--timeout", str(min(timeout, 1800)), "--out", result, *extra]
+                   "--master-port", str(self.port), "--timeout", str(min(timeout, 1800)), "--out", result,
+                   "--test-samples", str(test_samples or m["test_samples"]), *extra]
             logf = open(os.path.join(out, f"rank{rank}.log"), "w")
             logf.write("$ " + " ".join(cmd) + "\n")
             logf.flush()
@@ -435,54 +450,62 @@ class Bench:
         base = os.path.join(work, f"{cluster.env}-{cluster.bandwidth}", model)
         norep = ["--replicate-every", "0"]
         profile_opts = ["--profile-batches", m["profile_batches"], "--profile-repeats", str(m["profile_repeats"])]
-
-        log(f"env {cluster.env} @ {cluster.bandwidth} Mbit/s, {model}: hpp (profiling on every node)")
         hpp_dir = os.path.join(base, "hpp")
-        r = self.train(cluster, model, hpp_dir, ["--strategy", "hpp", *norep, *profile_opts], rounds, to)
-        cfg["runs"]["hpp"] = self.collect(r, model, batch)
-        if not os.path.exists(os.path.join(hpp_dir, "profile.json")):
-            cfg["errors"]["hpp"] = r.get("error", "no profile")
-            return cfg
-        with open(os.path.join(hpp_dir, "profile.json")) as f:
-            profile = json.load(f)
-        cfg["profile_throughput"] = analyze.per_device_throughput(profile, batch)
+        given = ["--profile", os.path.join(hpp_dir, "profile.json")]
 
-        for s in ("dp", "pp"):
-            if s not in strategies:
-                continue
+        def planned(s):
             d = os.path.join(base, s)
-            log(f"  {s}")
             p = self.plan(hpp_dir, s, d, model)
             if p is None:
-                cfg["runs"][s] = {"error": f"no {s} plan fits: " + tail(glob.glob(os.path.join(d, "plan-*.log"))[0], 4)}
-                continue
-            r = self.train(cluster, model, d, ["--plan", os.path.join(d, "plan-in.json"), "--profile",
-                                               os.path.join(hpp_dir, "profile.json"), *norep], rounds, to)
-            cfg["runs"][s] = self.collect(r, model, batch)
-        if "single" in strategies:
+                logs = glob.glob(os.path.join(d, "plan-*.log"))
+                return {"error": f"no {s} plan fits: " + (tail(logs[0], 4) if logs else "")}
+            r = self.train(cluster, model, d, ["--plan", os.path.join(d, "plan-in.json"), *given, *norep], rounds, to)
+            return self.collect(r, model, batch)
+
+        def single():
             d = os.path.join(base, "single")
             dev = self.single_plan(hpp_dir, d, model)
-            log(f"  single ({dev})")
-            if dev:
-                r = self.train(cluster, model, d, ["--plan", os.path.join(d, "plan-in.json"), "--profile",
-                                                   os.path.join(hpp_dir, "profile.json"), *norep], rounds, to)
-                cfg["runs"]["single"] = self.collect(r, model, batch)
-                cfg["runs"]["single"]["device"] = dev
-            else:
-                cfg["runs"]["single"] = {"error": "the model fits on no single device"}
-        if "hpp_ft" in strategies:
-            d = os.path.join(base, "hpp_ft")
-            log("  hpp+FT (replicas every round, the runtime's default)")
-            plan_src = os.path.join(hpp_dir, "plan.json")
-            r = self.train(cluster, model, d, ["--plan", plan_src, "--profile", os.path.join(hpp_dir, "profile.json")],
-                           rounds, to)
-            cfg["runs"]["hpp_ft"] = self.collect(r, model, batch)
-        if "ddp" in strategies:
-            log("  PyTorch DDP")
-            cfg["runs"]["ddp"] = self.ddp(cluster, model, os.path.join(base, "ddp"), rounds, to)
+            if not dev:
+                return {"error": "the model fits on no single device"}
+            log(f"    the best device alone: {dev}")
+            r = self.train(cluster, model, d, ["--plan", os.path.join(d, "plan-in.json"), *given, *norep], rounds, to)
+            r = self.collect(r, model, batch)
+            r["device"] = dev
+            return r
+
+        def hpp_ft():
+            r = self.train(cluster, model, os.path.join(base, "hpp_ft"),
+                           ["--plan", os.path.join(hpp_dir, "plan.json"), *given], rounds, to)
+            return self.collect(r, model, batch)
+
+        steps = [("dp", "dp", lambda: planned("dp")), ("pp", "pp", lambda: planned("pp")),
+                 ("single", "single (the best device alone)", single),
+                 ("hpp_ft", "hpp+FT (replicas every round, the runtime's default)", hpp_ft),
+                 ("ddp", "PyTorch DDP", lambda: self.ddp(cluster, model, os.path.join(base, "ddp"), rounds, to))]
+
+        log(f"env {cluster.env} @ {cluster.bandwidth} Mbit/s, {model}: hpp (profiling on every node)")
+        try:
+            r = self.train(cluster, model, hpp_dir, ["--strategy", "hpp", *norep, *profile_opts], rounds, to)
+            cfg["runs"]["hpp"] = self.collect(r, model, batch)
+        except Exception as e:  # a bug here must not stop the sweep
+            cfg["runs"]["hpp"] = {"error": f"{type(e).__name__}: {e}"}
+        profile = read_json(os.path.join(hpp_dir, "profile.json"))
+        if profile:
+            cfg["profile_throughput"] = analyze.per_device_throughput(profile, batch)
+            for key, label, fn in steps:
+                if key not in strategies:
+                    continue
+                log(f"  {label}")
+                try:
+                    cfg["runs"][key] = fn()
+                except Exception as e:
+                    cfg["runs"][key] = {"error": f"{type(e).__name__}: {e}"}
         if "alone" in strategies:
             log("  every device alone (in-process single-device training as each device, all at once)")
-            cfg["alone"] = self.alone(cluster, model, os.path.join(base, "alone"), to)
+            try:
+                cfg["alone"] = self.alone(cluster, model, os.path.join(base, "alone"), to)
+            except Exception as e:
+                cfg["alone"] = {"error": f"{type(e).__name__}: {e}", "samples_per_s": {}}
         derive(cfg)
         cfg["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return cfg
@@ -611,7 +634,7 @@ def time_to_accuracy(b, work, env="C", bandwidth=100, model="fmnist-cnn", target
                                                                            *prof_args, *norep], norep, first, every,
                                                    limit, target, to)
         log("  DDP")
-        res = b.ddp(cluster, model, os.path.join(d, "ddp"), limit, to,
+        res = b.ddp(cluster, model, os.path.join(d, "ddp"), limit, to, test_samples=10000,
                     extra=["--eval-every", str(every), "--eval-from", str(first), "--target-acc", str(target)])
         out["runs"]["ddp"] = {"rounds": res.get("reached_round") or res.get("rounds"),
                               "reached": bool(res.get("reached_round")), "train_s": res.get("time_to_target_s"),
@@ -639,14 +662,24 @@ def planner_bench(b, repeats, work):
 
 
 def recovery_results():
-    """The fault-tolerance benchmark's JSON (bench/recovery*), when it has run."""
+    """The fault-tolerance benchmark's output (scripts/bench_recovery.sh writes
+    bench/results/recovery-<date>/recovery.{json,md}; also any JSON under
+    bench/recovery*), the newest run only."""
     found = []
-    for path in sorted(glob.glob(os.path.join(ROOT, "bench", "recovery*", "**", "*.json"), recursive=True)):
+    runs = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "recovery-*", "recovery.json")))
+    paths = runs[-1:] + sorted(p for p in glob.glob(os.path.join(ROOT, "bench", "recovery*", "**", "*.json"),
+                                                    recursive=True))
+    for path in paths:
         try:
             with open(path) as f:
-                found.append({"path": os.path.relpath(path, ROOT), "data": json.load(f)})
+                item = {"path": os.path.relpath(path, ROOT), "data": json.load(f)}
         except (OSError, ValueError):
-            pass
+            continue
+        md = os.path.join(os.path.dirname(path), "recovery.md")
+        if os.path.exists(md):
+            with open(md) as f:
+                item["markdown"] = f.read()
+        found.append(item)
     return found
 
 
@@ -709,6 +742,9 @@ def parse_args(argv=None):
     p.add_argument("--asteroid", default=find_asteroid(), help="the asteroid binary (default build-bench/bin, then build/bin)")
     p.add_argument("--out", default="", help="results directory (default bench/results/<stamp>-<mode>)")
     p.add_argument("--work", default="", help="run folders (default runs/bench/<stamp>)")
+    p.add_argument("--heartbeat-deadline", type=int, default=10000,
+                   help="ms of heartbeat silence before a device counts as lost (asteroid's default is 700; "
+                        "large all-reduces on throttled devices exceed it, see docs/benchmarks.md)")
     p.add_argument("--wait-load", type=float, default=0.0, help="wait until the 1-minute load is below this first")
     p.add_argument("--wait-max", type=float, default=900)
     return p.parse_args(argv)

@@ -195,7 +195,11 @@ def write_report(directory):
     rec = res.get("recovery") or []
     if rec:
         for r in rec:
-            lines += [f"`{r['path']}`:", "", "```json", json.dumps(r["data"], indent=1)[:4000], "```", ""]
+            if r.get("markdown"):
+                lines += [f"From `{r['path']}` (scripts/bench_recovery.sh):", "",
+                          r["markdown"].replace("\n# ", "\n#### ").replace("\n## ", "\n#### "), ""]
+            else:
+                lines += [f"`{r['path']}`:", "", "```json", json.dumps(r["data"], indent=1)[:4000], "```", ""]
     else:
         lines += ["| benchmark | result |", "|---|---|", "| recovery (bench/recovery*) | **not run**: no JSON found "
                   "under bench/recovery* when this report was made |", ""]
