@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "actors/node_context.h"
+#include "actors/optimizer_spec.h"
 #include "actors/routing.h"
 #include "actors/schedule.h"
 #include "compute/dataset.h"
@@ -76,18 +77,6 @@ uint64_t peak_rss_bytes() {
   }
   std::fclose(f);
   return kib * 1024;
-}
-
-compute::OptimizerConfig to_compute(const messages::OptimizerSpec& spec) {
-  compute::OptimizerConfig c;
-  c.kind = static_cast<compute::OptimizerKind>(spec.kind);
-  c.lr = spec.lr;
-  c.momentum = spec.momentum;
-  c.beta1 = spec.beta1;
-  c.beta2 = spec.beta2;
-  c.eps = spec.eps;
-  c.weight_decay = spec.weight_decay;
-  return c;
 }
 
 std::vector<uint32_t> samples_of(const std::vector<messages::GroupMember>& group) {
@@ -166,7 +155,7 @@ class StageMember {
       std::unique_ptr<compute::StageModel> model;
       try {
         model = std::make_unique<compute::StageModel>(a.model, static_cast<int>(a.layer_begin),
-                                                      static_cast<int>(a.layer_end), a.seed, to_compute(a.optimizer));
+                                                      static_cast<int>(a.layer_end), a.seed, to_config(a.optimizer));
         if (!a.initial_state.weights.empty()) load_state(*model, a.initial_state);
         if (a.stage == 0 && !data_) data_ = node_->training_data(a.model);
       } catch (const std::exception& e) {

@@ -14,6 +14,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "actors/optimizer_spec.h"
 #include "actors/system_config.h"
 #include "actors/trace.h"
 #include "compute/dataset.h"
@@ -28,18 +29,6 @@
 
 namespace asteroid::apps {
 namespace {
-
-messages::OptimizerSpec to_spec(const compute::OptimizerConfig& c) {
-  messages::OptimizerSpec s;
-  s.kind = static_cast<messages::OptimizerKind>(c.kind);
-  s.lr = c.lr;
-  s.momentum = c.momentum;
-  s.beta1 = c.beta1;
-  s.beta2 = c.beta2;
-  s.eps = c.eps;
-  s.weight_decay = c.weight_decay;
-  return s;
-}
 
 void check_plan(const planner::Plan& plan, const compute::TrainOptions& o) {
   if (plan.batch != o.batch) {
@@ -129,14 +118,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
       o.seed = job.at("seed").get<uint64_t>();
       options.plan = planner::plan_from_json(job.at("plan"), options.resume_checkpoint + " (plan)");
       o.batch = options.plan.batch;
-      const auto& opt = job.at("optimizer");
-      o.optimizer.kind = static_cast<compute::OptimizerKind>(opt.at("kind").get<int>());
-      o.optimizer.lr = opt.at("lr").get<double>();
-      o.optimizer.momentum = opt.at("momentum").get<double>();
-      o.optimizer.beta1 = opt.at("beta1").get<double>();
-      o.optimizer.beta2 = opt.at("beta2").get<double>();
-      o.optimizer.eps = opt.at("eps").get<double>();
-      o.optimizer.weight_decay = opt.at("weight_decay").get<double>();
+      o.optimizer = actors::to_config(actors::optimizer_from_json(job.at("optimizer")));
       options.job_id = job.value("job_id", options.job_id);
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error("checkpoint " + options.resume_checkpoint + ": incomplete job description: " + e.what());
@@ -170,7 +152,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   spec.model = o.model;
   spec.seed = o.seed;
   spec.data_seed = o.seed;
-  spec.optimizer = to_spec(o.optimizer);
+  spec.optimizer = actors::to_spec(o.optimizer);
   spec.trace = !options.trace_path.empty() || options.print_grid;
   spec.job_id = options.job_id;
   spec.replicate_every = options.replicate_every;

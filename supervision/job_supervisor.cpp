@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "actors/optimizer_spec.h"
 #include "actors/planner_actor.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
@@ -123,19 +124,9 @@ struct JobSupervisor::Impl {
   std::vector<actors::RoundReport> run_round() {
     std::vector<actors::RoundReport> reports = admit_returned();
     for (;;) {
-      try {
-        for (auto& report : coordinator.run_round()) reports.push_back(report);
-        after_commits(reports);
+      if (auto committed = attempt([&] { return coordinator.run_round(); })) {
+        reports.insert(reports.end(), committed->begin(), committed->end());
         return reports;
-      } catch (const DeviceLost& e) {
-        recover({e.device}, "device-lost", e.what());
-      } catch (const StageFailed& e) {
-        recover({}, "stage-failed", e.what(), e.device);
-      } catch (const RoundStalled& e) {
-        recover({}, "round-stalled", e.what());
-      }
-      if (++recoveries > options.max_recoveries) {
-        throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
       }
     }
   }
@@ -143,8 +134,16 @@ struct JobSupervisor::Impl {
   // Commits the round waiting for its replicas. After a failure the round
   // is lost instead and runs again with the next run_round().
   std::vector<actors::RoundReport> flush() {
+    return attempt([&] { return coordinator.flush(); }).value_or(std::vector<actors::RoundReport>{});
+  }
+
+  // Runs a coordinator step that commits rounds. A failure on the way is
+  // recovered from (the lost rounds will run again), and then there is
+  // nothing to return.
+  template <typename Step>
+  std::optional<std::vector<actors::RoundReport>> attempt(Step step) {
     try {
-      auto reports = coordinator.flush();
+      auto reports = step();
       after_commits(reports);
       return reports;
     } catch (const DeviceLost& e) {
@@ -157,7 +156,7 @@ struct JobSupervisor::Impl {
     if (++recoveries > options.max_recoveries) {
       throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
     }
-    return {};
+    return std::nullopt;
   }
 
   void after_commits(const std::vector<actors::RoundReport>& reports) {
@@ -184,10 +183,7 @@ struct JobSupervisor::Impl {
                       {"seed", spec.seed},
                       {"data_seed", spec.data_seed},
                       {"job_id", spec.job_id},
-                      {"optimizer", {{"kind", static_cast<int>(spec.optimizer.kind)}, {"lr", spec.optimizer.lr},
-                                     {"momentum", spec.optimizer.momentum}, {"beta1", spec.optimizer.beta1},
-                                     {"beta2", spec.optimizer.beta2}, {"eps", spec.optimizer.eps},
-                                     {"weight_decay", spec.optimizer.weight_decay}}},
+                      {"optimizer", actors::to_json(spec.optimizer)},
                       {"plan", planner::plan_to_json(coordinator.plan())}};
     checkpoint.states = coordinator.fetch_states();
     write_checkpoint(options.checkpoint_path, checkpoint);
