@@ -692,7 +692,8 @@ def machine():
     return {"nproc": os.cpu_count(), "lscpu": sh("lscpu | head -15"), "kernel": platform.release(),
             "os": sh(". /etc/os-release && echo $PRETTY_NAME"), "memory": sh("free -g | head -2"),
             "torch": sh(f"{PYTHON} -c 'import torch; print(torch.__version__)'"),
-            "git": sh(f"git -C {ROOT} rev-parse --short HEAD"), "hostname": platform.node()}
+            "git": sh(f"git -C {ROOT} rev-parse --short HEAD"), "hostname": platform.node(),
+            "git_dirty": sh(f"git -C {ROOT} status --porcelain --untracked-files=no").splitlines()}
 
 
 # --------------------------------------------------------------------------- main

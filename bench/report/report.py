@@ -102,7 +102,8 @@ def write_report(directory):
     m = res.get("machine", {})
     lines = [f"# Asteroid benchmark: {res.get('mode')} run of {res.get('started')}", "",
              f"Machine: {m.get('hostname')}, `nproc` = {m.get('nproc')}, kernel {m.get('kernel')}, {m.get('os')}, "
-             f"torch {m.get('torch')}, commit {m.get('git')}. Load average (1 min) at the start "
+             f"torch {m.get('torch')}, commit {m.get('git')}"
+             f"{' (working tree with uncommitted changes to ' + str(len(m['git_dirty'])) + ' files)' if m.get('git_dirty') else ''}. Load average (1 min) at the start "
              f"{res.get('load_at_start')}, at the end {res.get('load_at_end')}; elapsed "
              f"{(res.get('elapsed_s') or 0) / 60:.1f} min.", "", "```", m.get("lscpu", ""), "```", "",
              "## Throughput (samples/s, median round after warm-up)", "",
