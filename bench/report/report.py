@@ -118,7 +118,7 @@ def write_report(directory):
     for c in configs:
         row = analyze.table_row(c)
         ft = c.get("throughput", {}).get("hpp_ft")
-        cells = row.rstrip("\n").rstrip("|").split(" | ")
+        cells = [x.strip() for x in row.rstrip("\n").rstrip("|").split(" | ")]
         cells.insert(len(cells) - 1, analyze.fmt(ft, 1 if ft and ft < 100 else 0))
         body.append(" | ".join(cells) + " |")
     lines[-1] = lines[-1].rstrip("\n")
