@@ -89,8 +89,14 @@ def recovery_figures(run_dir, batch, kill_round):
     before = [r for r in rounds if r["t_s"] <= t_kill]
     after = [r for r in rounds if r["t_s"] > t_kill]
     last_before = max((r["round"] for r in before), default=-1)
-    first_commit = after[0]["t_s"] - t_kill if after else float("nan")
-    progress = next((r["t_s"] - t_kill for r in after if r["round"] > last_before), float("nan"))
+    # The kill comes just before round kill_round starts; a round before it
+    # may still commit after the kill (its replicas were on their way): that
+    # commit owes nothing to the recovery and is not counted. The first
+    # commit after the kill is then a replayed or redone round, and new
+    # progress is the first commit of round kill_round or later.
+    first_commit = next((r["t_s"] - t_kill for r in after if r["round"] >= kill_round or r["round"] <= last_before),
+                        float("nan"))
+    progress = next((r["t_s"] - t_kill for r in after if r["round"] >= kill_round), float("nan"))
     # Steady state after recovery: rounds from two after the kill on, once
     # replays are over (their first occurrence after the last replayed one).
     settled = [r for r in after if r["round"] >= kill_round + 2]
