@@ -68,7 +68,9 @@ nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& fail
                    {"replan", f.replan},
                    {"layers_moved", f.layers_moved},
                    {"bytes_moved", f.bytes_moved},
-                   {"plan", f.plan_summary}});
+                   {"plan", f.plan_summary},
+                   {"phases_ms",
+                    {{"abort", f.abort_ms}, {"states", f.states_ms}, {"plan", f.plan_ms}, {"redeploy", f.redeploy_ms}}}});
   }
   return out;
 }

@@ -26,6 +26,20 @@ using actors::RoundStalled;
 using actors::StageFailed;
 using Clock = std::chrono::steady_clock;
 
+// Milliseconds between successive laps.
+class PhaseClock {
+ public:
+  double lap_ms() {
+    const auto now = Clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return ms;
+  }
+
+ private:
+  Clock::time_point last_ = Clock::now();
+};
+
 std::string summary_of(const planner::Plan& plan) {
   std::string out;
   for (const auto& stage : plan.stages) {
@@ -194,6 +208,17 @@ struct JobSupervisor::Impl {
 
   planner::Plan ask_planner(const std::vector<std::string>& lost_now, const std::vector<std::string>& added,
                             std::string* explanation) {
+    std::string reason;
+    auto plan = try_ask_planner(lost_now, added, explanation, &reason);
+    if (!plan) throw JobError(reason);
+    return *plan;
+  }
+
+  // The planner's re-plan, or nothing (with the reason) when no plan fits
+  // or the planner did not answer.
+  std::optional<planner::Plan> try_ask_planner(const std::vector<std::string>& lost_now,
+                                               const std::vector<std::string>& added, std::string* explanation,
+                                               std::string* reason = nullptr) {
     messages::PlanRequest request;
     request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
     request.profile_json = planner::profile_to_json(options.profile).dump();
@@ -218,8 +243,13 @@ struct JobSupervisor::Impl {
               if (!result) failure = decoded.ok() ? "unexpected reply" : decoded.error;
             },
             [&](caf::error& e) { failure = system.render(e); });
-    if (!result) throw JobError("the planner did not answer: " + failure);
-    if (result->plan_json.empty()) throw JobError("no plan fits on the remaining devices: " + result->reason);
+    if (!result || result->plan_json.empty()) {
+      if (reason) {
+        *reason = !result ? "the planner did not answer: " + failure
+                          : "no plan fits on the remaining devices: " + result->reason;
+      }
+      return std::nullopt;
+    }
     if (explanation) *explanation = result->explanation;
     return planner::plan_from_json(nlohmann::json::parse(result->plan_json), "re-plan");
   }
@@ -273,6 +303,7 @@ struct JobSupervisor::Impl {
     record.devices.assign(lost_now.begin(), lost_now.end());
     if (!failed_device.empty()) record.devices.push_back(failed_device);
     emit("failure", "failure in round " + std::to_string(record.round) + ": " + why, false);
+    PhaseClock phase;
     // Abort the rounds in flight; a device that does not confirm is lost too.
     for (size_t attempt = 0;; ++attempt) {
       lost.insert(lost_now.begin(), lost_now.end());
@@ -285,7 +316,8 @@ struct JobSupervisor::Impl {
         record.devices.push_back(e.device);
       }
     }
-    if (options.recovery == Recovery::restart) return restart(std::move(record));
+    record.abort_ms = phase.lap_ms();
+    if (options.recovery == Recovery::restart) return restart(std::move(record), phase);
     const planner::Plan old = coordinator.plan();
     std::vector<messages::StageState> recovered;
     if (coordinator.last_committed()) {
@@ -300,6 +332,7 @@ struct JobSupervisor::Impl {
         recovered.push_back(std::move(*states[s]));
       }
     }
+    record.states_ms = phase.lap_ms();
     planner::Plan plan = old;
     std::vector<std::string> lost_in_plan;
     for (const auto& stage : old.stages) {
@@ -309,13 +342,22 @@ struct JobSupervisor::Impl {
     }
     std::string explanation;
     if (!lost_in_plan.empty()) {
-      // Devices the plan left idle (reachable, not lost) may step in for
-      // the lost ones: the lightweight re-plan adds each where it helps most.
-      plan = ask_planner(lost_in_plan, idle_devices(old), &explanation);
-      record.replan = options.recovery == Recovery::lightweight ? "lightweight" : "heavy";
+      // Devices the plan left idle (reachable, not lost) may step in for the
+      // lost ones. The heavy re-plan searches over them; the lightweight one
+      // takes them only when the survivors alone cannot carry the model: a
+      // device that joins costs a deployment (its stage actor, the model,
+      // the training data) before the replay can start, and the search left
+      // it idle for a reason.
+      const bool light = options.recovery == Recovery::lightweight;
+      const auto idle = idle_devices(old);
+      std::optional<planner::Plan> survivors_only;
+      if (light && !idle.empty()) survivors_only = try_ask_planner(lost_in_plan, {}, &explanation);
+      plan = survivors_only ? *survivors_only : ask_planner(lost_in_plan, idle, &explanation);
+      record.replan = light ? "lightweight" : "heavy";
     } else {
       record.replan = "in-place";
     }
+    record.plan_ms = phase.lap_ms();
     std::set<std::string> failed;
     if (!failed_device.empty()) failed.insert(failed_device);
     const auto states = states_for(plan, old, recovered, failed);
@@ -326,6 +368,7 @@ struct JobSupervisor::Impl {
                             static_cast<double>(plan.stages[s].devices.size());
     }
     coordinator.redeploy(plan, states, lost);
+    record.redeploy_ms = phase.lap_ms();
     record.resumed_from = coordinator.next_round();
     record.plan_summary = summary_of(plan);
     record.planned_round_ms = plan.predicted_round_ms;
@@ -341,7 +384,7 @@ struct JobSupervisor::Impl {
   // from scratch over the survivors and start every stage anew from the last
   // checkpoint (the rounds after it are lost and run again), or from the
   // seed when there is none yet.
-  void restart(FailureRecord record) {
+  void restart(FailureRecord record, PhaseClock& phase) {
     std::vector<std::string> lost_in_plan;
     for (const auto& stage : coordinator.plan().stages) {
       for (const auto& d : stage.devices) {
@@ -349,6 +392,7 @@ struct JobSupervisor::Impl {
       }
     }
     const planner::Plan plan = ask_planner(lost_in_plan, {}, nullptr);
+    record.plan_ms = phase.lap_ms();
     std::vector<messages::StageState> states(plan.stages.size());
     std::optional<uint64_t> from;
     if (!options.checkpoint_path.empty() && std::ifstream(options.checkpoint_path).good()) {
@@ -362,7 +406,9 @@ struct JobSupervisor::Impl {
       states.clear();
     }
     coordinator.rewind_to(from);
+    record.states_ms = phase.lap_ms();
     coordinator.redeploy(plan, states, lost, /*respawn=*/true);
+    record.redeploy_ms = phase.lap_ms();
     record.replan = "restart";
     record.resumed_from = coordinator.next_round();
     record.plan_summary = summary_of(plan);

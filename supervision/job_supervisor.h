@@ -73,6 +73,10 @@ struct FailureRecord {
   double bytes_moved = 0;
   double planned_round_ms = 0;       // the new plan's T_round by the cost model
   std::string plan_summary;          // "[0,3) nx0+tx2-1 | [3,9) nano-0"
+  // Where the time from detection to redeployment went, in ms: stopping the
+  // round in flight, collecting the committed states (restart: reading the
+  // checkpoint), re-planning, respawning and loading the stages.
+  double abort_ms = 0, states_ms = 0, plan_ms = 0, redeploy_ms = 0;
 };
 
 // An event for the metrics file: a failure, a new plan, a rejoin, a checkpoint.
