@@ -4,7 +4,7 @@
 # Debian packages, builds asteroid and bench_planner, then runs
 # bench/report/bench.py with Debian's Python (python3-torch, matplotlib).
 #
-#   scripts/bench.sh --quick        # env C and D at 100 Mbit/s, fmnist-cnn and fmnist-resnet (< 15 min)
+#   scripts/bench.sh --quick        # env C and D at 100 Mbit/s and C at 1000, fmnist-cnn and fmnist-resnet (< 15 min)
 #   scripts/bench.sh --full         # envs A-D x 100/1000 Mbit/s x 5 models + time to accuracy (hours)
 #   scripts/bench.sh --tta-only     # fmnist-cnn to 85 % on env C
 #   scripts/bench.sh --report DIR   # table and plots again from DIR/results.json

@@ -723,7 +723,7 @@ def find_asteroid():
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="env C and D at 100 Mbit/s, fmnist-cnn and fmnist-resnet")
+    mode.add_argument("--quick", action="store_true", help="env C and D at 100 Mbit/s and C at 1000, fmnist-cnn and fmnist-resnet")
     mode.add_argument("--full", action="store_true", help="envs A-D at 100 and 1000 Mbit/s, every model, and time to "
                       "accuracy")
     mode.add_argument("--tta-only", action="store_true", help="only the time-to-accuracy runs")
@@ -766,6 +766,9 @@ def main(argv=None):
     mode = "full" if a.full else ("tta" if a.tta_only else "quick")
     envs = a.envs.split(",") if a.envs else (ALL_ENVS if a.full else ["C", "D"])
     bws = [int(x) for x in a.bandwidths.split(",")] if a.bandwidths else (ALL_BANDWIDTHS if a.full else [100])
+    pairs = [(env, bw) for bw in bws for env in envs]
+    if quick and not a.envs and not a.bandwidths:
+        pairs.append(("C", 1000))  # the default job's setting, where hpp uses groups
     models = a.models.split(",") if a.models else (list(MODELS) if a.full else ["fmnist-cnn", "fmnist-resnet"])
     for m in models:
         if m not in MODELS:
@@ -781,7 +784,7 @@ def main(argv=None):
     load0 = wait_for_low_load(a.wait_load, a.wait_max)
     results = {"format": "asteroid-bench/1", "mode": mode, "started": datetime.datetime.now().astimezone().isoformat(
         timespec="seconds"), "machine": machine(), "load_at_start": load0, "work_dir": work, "configs": [],
-        "settings": {"envs": envs, "bandwidths": bws, "models": models, "strategies": sorted(strategies),
+        "settings": {"envs": envs, "bandwidths": bws, "pairs": pairs, "models": models, "strategies": sorted(strategies),
                      "models_table": {m: MODELS[m] for m in models}}}
     t_start = time.time()
 
@@ -794,27 +797,26 @@ def main(argv=None):
 
     log(f"results -> {out}; run folders -> {work}; load {load0}")
     if not a.tta_only:
-        for bw in bws:
-            for env in envs:
-                cluster = Cluster(a.asteroid, env, bw, os.path.join(work, "clusters", f"{env}-{bw}"))
-                try:
-                    log(f"cluster up: env {env} at {bw} Mbit/s")
-                    cluster.up()
-                except RuntimeError as e:
-                    log(str(e))
-                    results["configs"].append({"env": env, "bandwidth": bw, "error": str(e)})
+        for env, bw in pairs:
+            cluster = Cluster(a.asteroid, env, bw, os.path.join(work, "clusters", f"{env}-{bw}"))
+            try:
+                log(f"cluster up: env {env} at {bw} Mbit/s")
+                cluster.up()
+            except RuntimeError as e:
+                log(str(e))
+                results["configs"].append({"env": env, "bandwidth": bw, "error": str(e)})
+                save()
+                continue
+            try:
+                for model in models:
+                    cfg = b.run_model(cluster, model, work, strategies)
+                    results["configs"].append(cfg)
                     save()
-                    continue
-                try:
-                    for model in models:
-                        cfg = b.run_model(cluster, model, work, strategies)
-                        results["configs"].append(cfg)
-                        save()
-                        t = cfg.get("throughput", {})
-                        log("  samples/s: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v) +
-                            (f"; eta {cfg['eta']:.2f}" if cfg.get("eta") else ""))
-                finally:
-                    cluster.down()
+                    t = cfg.get("throughput", {})
+                    log("  samples/s: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v) +
+                        (f"; eta {cfg['eta']:.2f}" if cfg.get("eta") else ""))
+            finally:
+                cluster.down()
         reps = a.planner_repeats or (1 if quick else 3)
         if reps > 0:
             log(f"planner benchmark (bench_planner {reps})")
