@@ -98,6 +98,39 @@ std::set<std::string> check_ids(const Plan& running, const ProfileTables& t, con
   return lost_set;
 }
 
+// Steps 1-2: each stage with survivors keeps its layers on them; a stage
+// without survivors joins the next stage that has some (the holder of its
+// replica), or the one before it when none follows. `survivors` holds, per
+// stage of `running`, its members that are left (at least one stage has some).
+Draft merge_orphans(const Plan& running, const std::vector<std::vector<int>>& survivors) {
+  const int p = static_cast<int>(running.stages.size());
+  std::vector<int> target(p, -1);
+  for (int s = 0; s < p; ++s) {
+    if (!survivors[s].empty()) {
+      target[s] = s;
+      continue;
+    }
+    for (int x = s + 1; x < p && target[s] < 0; ++x)
+      if (!survivors[x].empty()) target[s] = x;
+    for (int x = s - 1; x >= 0 && target[s] < 0; --x)
+      if (!survivors[x].empty()) target[s] = x;
+  }
+  Draft d;
+  for (int s = 0; s < p; ++s) {
+    if (target[s] != s) continue;
+    int b = running.stages[s].begin, e = running.stages[s].end;
+    for (int x = 0; x < p; ++x)
+      if (target[x] == s) {
+        b = std::min(b, running.stages[x].begin);
+        e = std::max(e, running.stages[x].end);
+      }
+    d.begin.push_back(b);
+    d.end.push_back(e);
+    d.groups.push_back(survivors[s]);
+  }
+  return d;
+}
+
 void finish_moves(ReplanResult& r, const Plan& running, const ProfileTables& t, Optimizer opt,
                   const std::vector<std::string>& lost) {
   r.moves = layer_moves(running, r.plan, t, opt, lost);
@@ -224,21 +257,12 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
   // 1-2. Survivors keep their stages; orphaned stages join their neighbour.
   const int p = static_cast<int>(running.stages.size());
   std::vector<std::vector<int>> survivors(p);
+  bool any = false;
   for (int s = 0; s < p; ++s) {
     for (const StageDevice& d : running.stages[s].devices)
       if (!gone.count(d.id)) survivors[s].push_back(t.index(d.id));
     sort_group(survivors[s], t);
-  }
-  std::vector<int> target(p, -1);
-  for (int s = 0; s < p; ++s) {
-    if (!survivors[s].empty()) {
-      target[s] = s;
-      continue;
-    }
-    for (int x = s + 1; x < p && target[s] < 0; ++x)
-      if (!survivors[x].empty()) target[s] = x;
-    for (int x = s - 1; x >= 0 && target[s] < 0; --x)
-      if (!survivors[x].empty()) target[s] = x;
+    any = any || !survivors[s].empty();
   }
   // 5. (below) Whenever the local repair cannot fit, the heavy plan if it fits.
   auto fall_back = [&](ReplanResult& light) {
@@ -253,24 +277,35 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
     light.planning_ms = ms_since(start);
     return light;
   };
-  if (target[0] < 0) {
+  if (!any) {
     r.why = "every device of the running plan's stages is lost";
     return fall_back(r);
   }
-  Draft d;
-  for (int s = 0; s < p; ++s) {
-    if (target[s] != s) continue;
-    int b = running.stages[s].begin, e = running.stages[s].end;
-    for (int x = 0; x < p; ++x)
-      if (target[x] == s) {
-        b = std::min(b, running.stages[x].begin);
-        e = std::max(e, running.stages[x].end);
-      }
-    d.begin.push_back(b);
-    d.end.push_back(e);
-    d.groups.push_back(survivors[s]);
-  }
+  Draft d = merge_orphans(running, survivors);
   Scored best = score(d, running, t, opt);
+
+  // 2b. Or one member of a neighbouring group of two or more steps out to
+  // run an orphaned stage alone, where that lowers T_round.
+  for (int s = 0; options.step_out && s < p; ++s) {
+    if (!survivors[s].empty()) continue;
+    std::vector<std::vector<int>> chosen;
+    for (int nb : {s - 1, s + 1}) {
+      if (nb < 0 || nb >= p || survivors[nb].size() < 2) continue;
+      for (int member : survivors[nb]) {
+        auto alt = survivors;
+        alt[nb].erase(std::find(alt[nb].begin(), alt[nb].end(), member));
+        alt[s] = {member};
+        Draft x = merge_orphans(running, alt);
+        Scored sc = score(x, running, t, opt);
+        if (better(sc, best)) {
+          best = std::move(sc);
+          d = std::move(x);
+          chosen = std::move(alt);
+        }
+      }
+    }
+    if (!chosen.empty()) survivors = std::move(chosen);
+  }
 
   // 3. Added devices join where they help most.
   std::vector<std::string> idle;

@@ -10,6 +10,9 @@
 //      device of the next stage's group), or, for the last stage, the stage
 //      before it (its replica sits on the first stage, and layers must stay
 //      contiguous; the bytes still come from the replica holder);
+//   2b. (step_out) instead, one member of a neighbouring group of two or
+//      more may leave it to run the orphaned stage alone, where that lowers
+//      T_round (its layers then come from the replica holder);
 //   3. each added device joins the group where it lowers T_round most (or
 //      stays idle);
 //   4. optionally, layers shift between adjacent stages, at most
@@ -57,6 +60,7 @@ struct ReplanResult {
 
 struct ReplanOptions {
   int max_shift = 2;        // layers per boundary in step 4; 0 disables it
+  bool step_out = true;     // step 2b; false: survivors keep their stages
   bool fall_back_to_heavy = true;
 };
 

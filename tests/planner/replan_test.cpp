@@ -108,6 +108,37 @@ TEST(Replan, LostFirstStageJoinsTheNextWhoseFirstDeviceHoldsTheReplica) {
   EXPECT_DOUBLE_EQ(r.bytes_moved, 3000);  // layers 0, 1: 1000 + 2000
 }
 
+TEST(Replan, AMemberStepsOutToRunALostStageWhenThatIsFaster) {
+  // Layers of 4 MB: merged into the group (b, c), layers [2, 6) would be
+  // all-reduced every round (2 * 16 MB over 100 Mbit/s, over a second);
+  // b or c running [4, 6) alone needs no all-reduce at all. Its layers come
+  // from d's replica on a (the last stage's replica holder).
+  Pipeline x;
+  for (auto& layer : x.p.layers) layer.weight_bytes = 4e6;
+  ReplanOptions no_shift;
+  no_shift.max_shift = 0;
+  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_shift);
+  ASSERT_TRUE(r.feasible) << r.why;
+  ASSERT_EQ(r.plan.stages.size(), 3u);
+  auto rg = ranges(r.plan);
+  EXPECT_EQ(rg["a"], std::make_pair(0, 2));
+  EXPECT_EQ(r.plan.stages[1].devices.size(), 1u);
+  EXPECT_EQ(r.plan.stages[2].devices.size(), 1u);
+  EXPECT_EQ(r.plan.stages[2].begin, 4);
+  const std::string stepped = r.plan.stages[2].devices[0].id;
+  EXPECT_TRUE(stepped == "b" || stepped == "c") << stepped;
+  ASSERT_EQ(r.moves.size(), 1u);
+  EXPECT_EQ(r.moves[0].device, stepped);
+  EXPECT_EQ(r.moves[0].source, "a");
+  EXPECT_DOUBLE_EQ(r.bytes_moved, 8e6);
+  // Without step-out the group takes the layers over, and is slower.
+  no_shift.step_out = false;
+  ReplanResult merged = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_shift);
+  ASSERT_TRUE(merged.feasible) << merged.why;
+  EXPECT_EQ(merged.plan.stages.size(), 2u);
+  EXPECT_GT(merged.evaluation.round_ms, r.evaluation.round_ms);
+}
+
 TEST(Replan, AddedDeviceJoinsWhereItHelps) {
   // Lose c; e (idle) comes back. Without e, the three stages a, b, d each
   // take E = 2 layers * 4 samples * (1 + 2) ms = 24; transfers 4 * 5000 B *
@@ -146,7 +177,7 @@ TEST(Replan, EverythingLost) {
 // Over random instances: plan with hpp, lose one device (each in turn),
 // re-plan both ways.
 TEST(Replan, LightweightIsFeasibleWheneverHeavyIsAndKeepsSurvivorsLayers) {
-  int cases = 0, heavy_feasible = 0, whole_stage_lost = 0, fell_back = 0;
+  int cases = 0, heavy_feasible = 0, whole_stage_lost = 0, fell_back = 0, stepped_out = 0;
   for (uint32_t seed = 1; seed <= 80; ++seed) {
     testing::InstanceSpec spec;
     spec.devices = 2 + seed % 5;
@@ -162,13 +193,18 @@ TEST(Replan, LightweightIsFeasibleWheneverHeavyIsAndKeepsSurvivorsLayers) {
     if (!planned.feasible) continue;
     for (const Stage& st : planned.plan.stages)
       for (const StageDevice& gone : st.devices) {
-        for (int shift : {0, 2}) {
+        const std::pair<int, int> gone_range{st.begin, st.end};
+        for (int variant = 0; variant < 4; ++variant) {
+          const int shift = variant % 2 == 0 ? 0 : 2;
+          const bool step_out = variant >= 2;
           ReplanOptions opt;
           opt.max_shift = shift;
+          opt.step_out = step_out;
           opt.fall_back_to_heavy = true;
           ReplanResult light = replan_lightweight(planned.plan, in.cluster, in.profile, cfg, {gone.id}, {}, opt);
           ReplanResult heavy = replan_heavy(planned.plan, in.cluster, in.profile, cfg, {gone.id});
-          SCOPED_TRACE("seed " + std::to_string(seed) + " lost " + gone.id + " shift " + std::to_string(shift));
+          SCOPED_TRACE("seed " + std::to_string(seed) + " lost " + gone.id + " shift " + std::to_string(shift) +
+                       (step_out ? " step-out" : ""));
           ++cases;
           if (heavy.feasible) {
             ++heavy_feasible;
@@ -181,13 +217,28 @@ TEST(Replan, LightweightIsFeasibleWheneverHeavyIsAndKeepsSurvivorsLayers) {
           }
           if (!light.feasible) continue;
           // Survivors keep their layers (plus what they take over); with
-          // shifts, each end moves by at most max_shift.
+          // shifts, each end moves by at most max_shift. With step-out, a
+          // member of a group may instead run the lost stage's layers alone,
+          // and only where that beats keeping every survivor in place.
           auto before = ranges(planned.plan), after = ranges(light.plan);
+          bool someone_stepped_out = false;
           for (const auto& [id, range] : before) {
             if (id == gone.id) continue;
             ASSERT_TRUE(after.count(id)) << id << " lost its stage";
-            EXPECT_LE(after[id].first, range.first + shift) << id;
-            EXPECT_GE(after[id].second, range.second - shift) << id;
+            const bool kept = after[id].first <= range.first + shift && after[id].second >= range.second - shift;
+            if (kept) continue;
+            const bool runs_lost_layers = after[id].first < gone_range.second && after[id].second > gone_range.first;
+            EXPECT_TRUE(step_out && st.devices.size() == 1 && runs_lost_layers) << id << " moved";
+            someone_stepped_out = true;
+          }
+          if (someone_stepped_out) {
+            ReplanOptions in_place = opt;
+            in_place.step_out = false;
+            ReplanResult kept = replan_lightweight(planned.plan, in.cluster, in.profile, cfg, {gone.id}, {}, in_place);
+            if (kept.feasible && !kept.fell_back_to_heavy) {
+              EXPECT_LT(light.evaluation.round_ms, kept.evaluation.round_ms);
+            }
+            ++stepped_out;
           }
           // The moves account for every layer a device did not hold.
           double bytes = 0;
@@ -201,8 +252,10 @@ TEST(Replan, LightweightIsFeasibleWheneverHeavyIsAndKeepsSurvivorsLayers) {
   EXPECT_GE(cases, 150);
   EXPECT_GE(heavy_feasible, 100);
   EXPECT_GE(whole_stage_lost, 20);
-  std::printf("%d re-plans, heavy feasible in %d, %d whole single-device stages lost, %d fell back to heavy\n",
-              cases, heavy_feasible, whole_stage_lost, fell_back);
+  EXPECT_GE(stepped_out, 1);
+  std::printf("%d re-plans, heavy feasible in %d, %d whole single-device stages lost, %d fell back to heavy, "
+              "%d with a member stepping out\n",
+              cases, heavy_feasible, whole_stage_lost, fell_back, stepped_out);
 }
 
 }  // namespace
