@@ -6,6 +6,7 @@
 #include <caf/io/middleman.hpp>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cmath>
@@ -24,8 +25,11 @@
 #include "compute/training_log.h"
 #include "compute/weights_io.h"
 #include "messages/tensor_codec.h"
+#include "apps/testbed/emulated_cluster.h"
 #include "planner/json_io.h"
+#include "planner/replan.h"
 #include "supervision/checkpoint.h"
+#include "supervision/stage_states.h"
 
 namespace asteroid::apps {
 namespace {
@@ -104,6 +108,48 @@ void drop_rounds_after(const std::string& path, int64_t last_kept) {
   std::ofstream(path, std::ios::trunc) << kept;
 }
 
+// A resumed job continues on the devices that are up: when devices of the
+// checkpoint's plan do not answer now, the survivors get the full search's
+// plan and the checkpoint's states cut and glued to it (the checkpoint file
+// itself stays as it is). Throws when nothing fits on the survivors.
+void leave_out_unreachable(actors::JobSpec& spec, std::vector<messages::StageState>& states,
+                           const supervision::SupervisionOptions& supervision, const compute::TrainOptions& o,
+                           compute::MetricsWriter& metrics) {
+  planner::Cluster in_plan;
+  for (const auto& device : spec.cluster.devices) {
+    for (const auto& stage : spec.plan.stages) {
+      for (const auto& d : stage.devices) {
+        if (d.id == device.id) in_plan.devices.push_back(device);
+      }
+    }
+  }
+  const auto missing = testbed::unreachable_devices(in_plan, spec.connect_timeout);
+  if (missing.empty()) return;
+  std::string ids;
+  for (const auto& id : missing) ids += (ids.empty() ? "" : ", ") + id;
+  planner::TrainingConfig config;
+  config.batch = spec.plan.batch;
+  config.microbatches = spec.plan.microbatches;
+  config.optimizer = supervision.optimizer;
+  const planner::ReplanResult r = planner::replan_heavy(spec.plan, spec.cluster, supervision.profile, config, missing);
+  if (!r.feasible) {
+    throw std::runtime_error("cannot resume: device(s) " + ids + " of the checkpoint's plan do not answer and no plan of " +
+                             o.model + " fits on the others (" + r.why + "); the checkpoint is unchanged");
+  }
+  std::vector<int64_t> parameters;
+  for (const auto& layer : supervision.profile.layers) {
+    parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
+  }
+  const supervision::StateLayout layout(parameters, planner::optimizer_state_factor(supervision.optimizer));
+  std::vector<messages::StageState> cut;
+  for (const auto& stage : r.plan.stages) cut.push_back(layout.assemble(stage.begin, stage.end, states));
+  states = std::move(cut);
+  spec.plan = r.plan;
+  const std::string text = "resuming without " + ids + " (not answering): plan searched again over the others";
+  spdlog::warn("{}", text);
+  metrics.write_line(nlohmann::json{{"event", "replan"}, {"text", text}, {"plan", planner::plan_to_json(r.plan)}}.dump());
+}
+
 }  // namespace
 
 DistributedResult run_distributed_training(const DistributedOptions& input) {
@@ -170,6 +216,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
                                         : supervision::uniform_profile(compute::measure_layers(o.model), options.cluster);
   supervision.checkpoint_every = options.checkpoint_every;
   supervision.checkpoint_path = options.checkpoint_path;
+  if (resumed) leave_out_unreachable(spec, states, supervision, o, metrics);
   supervision::JobSupervisor job(system, spec, supervision);
   job.on_event([&](const supervision::SupervisionEvent& e) {
     nlohmann::json line = {{"event", e.kind}, {"text", e.text}};

@@ -478,7 +478,12 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
         throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
       }
       const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
-      if (!unreachable.empty()) {
+      if (!unreachable.empty() && !o.resume.empty() && unreachable.size() < check.devices.size()) {
+        // A resumed job goes on with the devices that are up (and re-plans).
+        std::string ids;
+        for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id;
+        say("  not answering: %s; resuming on the others\n", ids.c_str());
+      } else if (!unreachable.empty()) {
         std::string ids;
         for (const auto& id : unreachable) {
           const auto& dv = cluster.devices[static_cast<size_t>(cluster.index_of(id))];

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -116,6 +117,49 @@ TEST(CoordinatorRestart, ResumesFromTheLastCheckpoint) {
     EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
     EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-4 * std::abs(reference[r].second)) << "round " << r;
   }
+}
+
+TEST(CoordinatorRestart, ResumesOnTheNodesThatAreUp) {
+  // The job stops after half its rounds; then the only device of its last
+  // stage dies. Resuming re-plans over the three others, starts from the
+  // checkpoint's weights and ends with the losses of an uninterrupted run
+  // (up to the order of floating-point sums, which the new plan changes).
+  LocalNodes nodes({"d0", "d1", "d2", "d3"});
+  const Paths p = prepare(nodes, "survivors");
+  auto reference_args = train_args(p, (p.dir / "reference.jsonl").string());
+  reference_args.insert(reference_args.end(), {"--plan", p.plan.string(), "--job-id", "reference"});
+  ASSERT_EQ(run_to_end(reference_args), 0);
+  const auto reference = rounds_in(p.dir / "reference.jsonl");
+  ASSERT_EQ(reference.size(), static_cast<size_t>(kRounds));
+
+  const fs::path metrics = p.dir / "metrics.jsonl";
+  auto first = train_args(p, metrics.string());
+  *std::next(std::find(first.begin(), first.end(), "--rounds")) = std::to_string(kRounds / 2);
+  first.insert(first.end(), {"--plan", p.plan.string(), "--job-id", "survivors"});
+  ASSERT_EQ(run_to_end(first), 0);
+  nodes.process("d3").signal(SIGKILL);
+  ASSERT_TRUE(nodes.process("d3").wait_for(std::chrono::seconds(10)).has_value());
+
+  auto resume = train_args(p, metrics.string());
+  resume.insert(resume.end(), {"--resume", (p.dir / "checkpoint.bin").string()});
+  ASSERT_EQ(run_to_end(resume), 0);
+  const auto resumed = rounds_in(metrics);
+  ASSERT_EQ(resumed.size(), static_cast<size_t>(kRounds));
+  for (size_t r = 0; r < resumed.size(); ++r) {
+    EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
+    EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-3 * std::abs(reference[r].second)) << "round " << r;
+  }
+  // The re-plan is logged, without d3.
+  std::ifstream in(metrics);
+  std::string line;
+  bool replanned = false;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") != "replan") continue;
+    replanned = true;
+    EXPECT_EQ(j["plan"].dump().find("\"d3\""), std::string::npos) << line;
+  }
+  EXPECT_TRUE(replanned);
 }
 
 TEST(CoordinatorRestart, AMissingOrCorruptCheckpointIsNamed) {
