@@ -69,10 +69,7 @@ void run_job(TrainCli& cli) {
   prepare(cli);
   TrainJobOptions& j = cli.job;
   DistributedOptions& d = j.distributed;
-  if (cli.replan != "lightweight" && cli.replan != "heavy" && cli.replan != "restart")
-    throw std::invalid_argument("--replan must be lightweight, heavy or restart, got '" + cli.replan + "'");
-  d.heavy_replan = cli.replan == "heavy";
-  d.restart_on_failure = cli.replan == "restart";
+  d.recovery = supervision::recovery_from_name(cli.replan);
   d.heartbeat.interval = std::chrono::milliseconds(cli.heartbeat_interval_ms);
   d.heartbeat.deadline = std::chrono::milliseconds(cli.heartbeat_deadline_ms);
   j.profile_batches = compute::parse_batch_list(cli.profile_batches);
@@ -156,8 +153,9 @@ void add_train_command(CLI::App& app) {
 
   auto* faults = "Fault tolerance";
   cmd->add_option("--faults", j.faults_file, "fault schedule (JSON; docs/default-job.md)")->group(faults);
-  cmd->add_option("--replan", cli->replan, "after a failure: lightweight | heavy re-plan and pipeline replay, or restart (the baseline: "
-                  "plan anew and start again from the last checkpoint)")
+  cmd->add_option("--replan", cli->replan, "after a failure: lightweight | heavy re-plan and pipeline replay, restart (the baseline: "
+                  "plan anew and start again from the last checkpoint), or stop (end the job, keeping the last "
+                  "checkpoint for --resume)")
       ->capture_default_str()
       ->group(faults);
   cmd->add_option("--replicate-every", d.replicate_every,

@@ -60,6 +60,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Wall-clock time, to line metrics up with events outside the job (faults).
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& failures) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& f : failures) {
@@ -207,9 +212,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   spec.central_every = options.central_every;
   spec.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
   supervision::SupervisionOptions supervision;
-  supervision.recovery = options.restart_on_failure ? supervision::Recovery::restart
-                         : options.heavy_replan      ? supervision::Recovery::heavy
-                                                     : supervision::Recovery::lightweight;
+  supervision.recovery = options.recovery;
   supervision.heartbeat = options.heartbeat;
   supervision.optimizer = static_cast<planner::Optimizer>(o.optimizer.kind);
   supervision.profile = options.profile ? *options.profile
@@ -238,7 +241,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     result.samples += o.batch;
     result.final_loss = report.loss;
     metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms,
-                   {{"t_s", seconds_since(t0)}}});
+                   {{"t_s", seconds_since(t0)}, {"unix_s", unix_seconds()}}});
     progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
   };
   job.on_commit(record);

@@ -29,8 +29,7 @@ struct DistributedOptions {
   bool print_grid = false;      // print the step x stage grid of the last round
   double connect_timeout_s = 5;
   // Supervision.
-  bool heavy_replan = false;        // re-plan by full search (--replan heavy)
-  bool restart_on_failure = false;  // the baseline: restart from the checkpoint (--replan restart)
+  supervision::Recovery recovery = supervision::Recovery::lightweight;  // --replan
   uint32_t replicate_every = 1;
   uint32_t central_every = 0;
   uint32_t checkpoint_every = 0;

@@ -318,6 +318,13 @@ struct JobSupervisor::Impl {
     }
     record.abort_ms = phase.lap_ms();
     if (options.recovery == Recovery::restart) return restart(std::move(record), phase);
+    if (options.recovery == Recovery::stop) {
+      record.replan = "stop";
+      failures.push_back(record);
+      throw JobError("stopped after the failure in round " + std::to_string(record.round) + " (--replan stop): " + why +
+                     (options.checkpoint_path.empty() ? std::string()
+                                                      : "; continue with --resume " + options.checkpoint_path));
+    }
     const planner::Plan old = coordinator.plan();
     std::vector<messages::StageState> recovered;
     if (coordinator.last_committed()) {
@@ -456,6 +463,14 @@ struct JobSupervisor::Impl {
     return reports;
   }
 };
+
+Recovery recovery_from_name(const std::string& name) {
+  if (name == "lightweight") return Recovery::lightweight;
+  if (name == "heavy") return Recovery::heavy;
+  if (name == "restart") return Recovery::restart;
+  if (name == "stop") return Recovery::stop;
+  throw std::invalid_argument("--replan must be lightweight, heavy, restart or stop, got '" + name + "'");
+}
 
 JobSupervisor::JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
     : impl_(std::make_unique<Impl>(system, std::move(spec), std::move(options))) {}

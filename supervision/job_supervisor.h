@@ -44,7 +44,13 @@ enum class Recovery {
   heavy,        // pipeline replay with a full search over the survivors
   restart,      // the baseline: stop every stage, plan from scratch over the
                 // survivors, restart from the last checkpoint (or the seed)
+  stop,         // end the job (JobError) and leave the last checkpoint for
+                // `--resume`: for an outside orchestrator, and the paper's
+                // stop-and-restart baseline when a new process resumes
 };
+
+// "lightweight", "heavy", "restart" or "stop"; std::invalid_argument else.
+Recovery recovery_from_name(const std::string& name);
 
 struct SupervisionOptions {
   Recovery recovery = Recovery::lightweight;
