@@ -264,6 +264,7 @@ int run_node(const NodeOptions& options) {
   auto node = std::make_shared<NodeContext>(options.id, static_cast<uint64_t>(options.memory_mb * 1048576.0),
                                             options.cpu_share);
 
+  node->torch_threads = options.threads;
   if (!options.crash_at.empty()) {
     const auto colon = options.crash_at.find(':');
     node->crash_event = options.crash_at.substr(0, colon);

@@ -28,6 +28,11 @@ struct NodeContext {
   std::string node_id = "node";
   uint64_t memory_budget_bytes = 0;  // 0: no budget
   double cpu_share = 0;              // in-process throttle; 0: none
+  // Torch intra-op threads of every thread that computes here. OpenMP keeps
+  // this per thread: a thread that never sets it runs oneDNN on as many
+  // threads as the machine has cores, which under a small CPU quota spin
+  // on each other's barriers.
+  int torch_threads = 1;
   // The training data of `model`, opened once per node and shared by the
   // stage actors that read it (a stage re-deployed or respawned here after
   // a failure does not read the files again).

@@ -1,6 +1,7 @@
 #include "actors/stage_actor.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -692,6 +693,7 @@ class StageMember {
 }  // namespace
 
 void stage_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
+  at::set_num_threads(node->torch_threads);  // this thread computes (see NodeContext)
   StageMember member(self, std::move(node));
   member.run();
 }
