@@ -22,29 +22,6 @@ struct PlanCli {
   bool search_microbatches = false, explain = false;
 };
 
-nlohmann::json plan_extras(const planner::PlanResult& r, planner::Optimizer optimizer) {
-  using nlohmann::json;
-  const planner::Evaluation& ev = r.evaluation;
-  json steps = json::array();
-  for (const planner::StepTime& s : ev.steps)
-    steps.push_back({{"kind", s.kind == planner::StepKind::compute ? "compute" : "transfer"},
-                     {"stage", s.stage},
-                     {"ef_ms", s.ef_ms},
-                     {"eb_ms", s.eb_ms},
-                     {"ta_ms", s.ta_ms}});
-  json memory = json::array();
-  for (const planner::DeviceMemory& m : ev.memory)
-    memory.push_back({{"id", m.id}, {"stage", m.stage}, {"used_bytes", m.used_bytes()},
-                      {"capacity_bytes", m.capacity_bytes}});
-  return {{"optimizer", planner::optimizer_name(optimizer)},
-          {"dominant_step", ev.dominant_step},
-          {"throughput_samples_per_s", ev.throughput * 1e3},
-          {"peak_memory_fraction", ev.peak_memory_fraction},
-          {"planning_ms", r.planning_ms},
-          {"steps", steps},
-          {"memory", memory}};
-}
-
 void run_plan(const PlanCli& cli) {
   using namespace planner;
   Cluster cluster = load_cluster(cli.cluster);
@@ -64,7 +41,7 @@ void run_plan(const PlanCli& cli) {
   if (!r.feasible)
     throw std::runtime_error(std::string("the ") + strategy_name(strategy) +
                              " plan does not fit in memory: " + r.why);
-  save_plan(r.plan, cli.out, plan_extras(r, config.optimizer));
+  save_plan(r.plan, cli.out, planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms));
   std::printf("%s plan: %zu stage(s), M = %d, T_round %.3f ms, %.2f samples/s, planned in %.1f ms -> %s\n",
               strategy_name(strategy), r.plan.stages.size(), r.plan.microbatches, r.evaluation.round_ms,
               r.evaluation.throughput * 1e3, r.planning_ms, cli.out.c_str());

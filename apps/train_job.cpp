@@ -169,28 +169,6 @@ planner::Optimizer planner_optimizer(const compute::OptimizerConfig& c) {
   return static_cast<planner::Optimizer>(c.kind);
 }
 
-json plan_extras(const planner::Evaluation& ev, planner::Optimizer optimizer, double planning_ms) {
-  json steps = json::array();
-  for (const planner::StepTime& s : ev.steps)
-    steps.push_back({{"kind", s.kind == planner::StepKind::compute ? "compute" : "transfer"},
-                     {"stage", s.stage},
-                     {"ef_ms", s.ef_ms},
-                     {"eb_ms", s.eb_ms},
-                     {"ta_ms", s.ta_ms}});
-  json memory = json::array();
-  for (const planner::DeviceMemory& m : ev.memory)
-    memory.push_back({{"id", m.id}, {"stage", m.stage}, {"used_bytes", m.used_bytes()},
-                      {"capacity_bytes", m.capacity_bytes}});
-  json extras = {{"optimizer", planner::optimizer_name(optimizer)},
-                 {"dominant_step", ev.dominant_step},
-                 {"throughput_samples_per_s", ev.throughput * 1e3},
-                 {"peak_memory_fraction", ev.peak_memory_fraction},
-                 {"steps", steps},
-                 {"memory", memory}};
-  if (planning_ms >= 0) extras["planning_ms"] = planning_ms;
-  return extras;
-}
-
 struct Planned {
   planner::PlanResult result;
   std::string best_single_device;
@@ -552,7 +530,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
         throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
                                  (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
       plan = r.plan;
-      planner::save_plan(plan, (run / "plan.json").string(), plan_extras(r.evaluation, config.optimizer, r.planning_ms));
+      planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms));
       std::ofstream(run / "plan.txt") << planner::explain_plan(r.plan, r.evaluation, r.planning_ms);
     }
     if (given_plan && profile) {
@@ -566,7 +544,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
       plan.predicted_round_ms = ev.round_ms;
       say("%s", planner::explain_plan(plan, ev).c_str());
-      planner::save_plan(plan, (run / "plan.json").string(), plan_extras(ev, config.optimizer, -1));
+      planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
     } else if (given_plan) {
       planner::save_plan(plan, (run / "plan.json").string());
     }

@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "planner/search.h"
+
 namespace asteroid::planner {
 namespace {
 
@@ -452,6 +454,29 @@ void save_plan(const Plan& plan, const std::string& path, const json& extra) {
     for (auto it = extra.begin(); it != extra.end(); ++it)
       if (!j.contains(it.key())) j[it.key()] = it.value();
   write_json_file(j, path);
+}
+
+nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, double planning_ms) {
+  using nlohmann::json;
+  json steps = json::array();
+  for (const StepTime& s : ev.steps)
+    steps.push_back({{"kind", s.kind == StepKind::compute ? "compute" : "transfer"},
+                     {"stage", s.stage},
+                     {"ef_ms", s.ef_ms},
+                     {"eb_ms", s.eb_ms},
+                     {"ta_ms", s.ta_ms}});
+  json memory = json::array();
+  for (const DeviceMemory& m : ev.memory)
+    memory.push_back({{"id", m.id}, {"stage", m.stage}, {"used_bytes", m.used_bytes()},
+                      {"capacity_bytes", m.capacity_bytes}});
+  json extras = {{"optimizer", optimizer_name(optimizer)},
+                 {"dominant_step", ev.dominant_step},
+                 {"throughput_samples_per_s", ev.throughput * 1e3},
+                 {"peak_memory_fraction", ev.peak_memory_fraction},
+                 {"steps", steps},
+                 {"memory", memory}};
+  if (planning_ms >= 0) extras["planning_ms"] = planning_ms;
+  return extras;
 }
 
 }  // namespace asteroid::planner

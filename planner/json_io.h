@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "planner/cost_model.h"
 #include "planner/types.h"
 
 namespace asteroid::planner {
@@ -48,6 +49,10 @@ void save_plan(const Plan& plan, const std::string& path);
 // `extra` (a JSON object: per-step times, memory, dominant step, planning
 // time...) is merged into the plan's object; the plan's own fields win.
 void save_plan(const Plan& plan, const std::string& path, const nlohmann::json& extra);
+// The `extra` of a plan file: the evaluation's per-step times, memory use,
+// dominant step and throughput, the optimizer, and the planning time when
+// it is >= 0.
+nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, double planning_ms = -1);
 
 // ---- JSON values ------------------------------------------------------------
 // `source` names where the value came from (a file path) in error messages.
