@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "actors/ask.h"
 #include "actors/atoms.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
@@ -87,21 +88,8 @@ struct Coordinator::Impl {
   // Returns the decoded reply or throws JobError with `what` and the reason.
   messages::Message ask(const caf::actor& to, const messages::Message& request, std::chrono::milliseconds timeout,
                         const std::string& what) {
-    std::optional<messages::Message> answer;
     std::string failure;
-    self->request(to, timeout, messages::to_wire(request))
-        .receive(
-            [&](WireMessage& reply) {
-              auto decoded = messages::from_wire(std::move(reply));
-              if (!decoded.ok()) {
-                failure = "malformed reply: " + decoded.error;
-              } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
-                failure = std::string(to_string(error->code)) + ": " + error->message;
-              } else {
-                answer = std::move(decoded.message);
-              }
-            },
-            [&](caf::error& e) { failure = system.render(e); });
+    auto answer = actors::ask(self, to, request, timeout, failure);
     if (!answer) throw JobError(what + ": " + failure);
     return std::move(*answer);
   }

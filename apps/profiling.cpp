@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 
+#include "actors/ask.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
 
@@ -53,28 +54,6 @@ caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const pla
           [&](caf::error& e) { failure = system.render(e); });
   if (!failure.empty()) throw MeasureError("device '" + d.id + "' at " + address_of(d) + " is unreachable: " + failure);
   return actor;
-}
-
-// One request, one envelope back, within `timeout`; nullopt and `failure`
-// set otherwise.
-std::optional<messages::Message> ask(caf::actor_system& system, caf::scoped_actor& self, const caf::actor& to,
-                                     const messages::Message& request, std::chrono::milliseconds timeout,
-                                     std::string& failure) {
-  std::optional<messages::Message> answer;
-  self->request(to, timeout, messages::to_wire(request))
-      .receive(
-          [&](WireMessage& reply) {
-            auto decoded = messages::from_wire(std::move(reply));
-            if (!decoded.ok()) {
-              failure = "malformed reply: " + decoded.error;
-            } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
-              failure = std::string(messages::to_string(error->code)) + ": " + error->message;
-            } else {
-              answer = std::move(decoded.message);
-            }
-          },
-          [&](caf::error& e) { failure = system.render(e); });
-  return answer;
 }
 
 // Every device profiles at once: the requests go out as plain sends (the
@@ -177,7 +156,7 @@ LinkMeasurement probe_link(caf::actor_system& system, caf::scoped_actor& self, c
     probe.payload.assign(bytes, '\x5a');
     std::string failure;
     const auto t0 = Clock::now();
-    auto reply = ask(system, self, node.actor, probe, timeout, failure);
+    auto reply = actors::ask(self, node.actor, probe, timeout, failure);
     const double ms = ms_since(t0);
     if (!reply) throw MeasureError("link probe to " + id + " failed: " + failure);
     if (!std::holds_alternative<messages::LinkProbe>(*reply))

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "actors/ask.h"
 #include "actors/optimizer_spec.h"
 #include "actors/planner_actor.h"
 #include "messages/transport.h"
@@ -181,15 +182,20 @@ struct JobSupervisor::Impl {
     if (commit_listener) {
       for (const auto& report : reports) commit_listener(report);
     }
-    if (options.checkpoint_every > 0) {
+    // A checkpoint is due after every `checkpoint_every` rounds. When rounds
+    // commit together (the pipelined commit), it is taken at the last of
+    // them: the stages hold only their last committed state.
+    if (options.checkpoint_every > 0 && coordinator.last_committed()) {
       for (const auto& report : reports) {
-        if ((report.round + 1) % options.checkpoint_every == 0) write_checkpoint_at(report.round);
+        if ((report.round + 1) % options.checkpoint_every == 0) {
+          write_checkpoint_at(*coordinator.last_committed());
+          break;
+        }
       }
     }
   }
 
   void write_checkpoint_at(uint64_t round) {
-    if (coordinator.last_committed() != round) return;  // a later round committed meanwhile
     Checkpoint checkpoint;
     const auto& spec = coordinator.spec();
     checkpoint.job = {{"round", round},
@@ -231,18 +237,15 @@ struct JobSupervisor::Impl {
     request.added_devices = added;
     request.heavy = options.recovery != Recovery::lightweight;
     caf::scoped_actor self{system};
-    std::optional<messages::PlanResult> result;
     std::string failure;
-    self->request(planner, std::chrono::seconds(60), messages::to_wire(request))
-        .receive(
-            [&](messages::WireMessage& reply) {
-              auto decoded = messages::from_wire(std::move(reply));
-              if (decoded.ok()) {
-                if (auto* r = std::get_if<messages::PlanResult>(&*decoded.message)) result = *r;
-              }
-              if (!result) failure = decoded.ok() ? "unexpected reply" : decoded.error;
-            },
-            [&](caf::error& e) { failure = system.render(e); });
+    std::optional<messages::PlanResult> result;
+    if (auto reply = actors::ask(self, planner, request, std::chrono::seconds(60), failure)) {
+      if (auto* r = std::get_if<messages::PlanResult>(&*reply)) {
+        result = std::move(*r);
+      } else {
+        failure = std::string("unexpected reply: ") + messages::kind_name(*reply);
+      }
+    }
     if (!result || result->plan_json.empty()) {
       if (reason) {
         *reason = !result ? "the planner did not answer: " + failure
