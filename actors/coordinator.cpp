@@ -44,9 +44,10 @@ struct Coordinator::Impl {
     RoundReport report;
     std::set<uint32_t> replicas_missing;  // stages
   };
-  // What the receive loop collects for the round in flight.
+  // What the receive loop collects for a round in flight.
   struct RoundProgress {
     uint64_t round = 0;
+    Clock::time_point started;
     std::set<std::pair<uint32_t, uint32_t>> done;
     std::set<uint32_t> early_replicas;  // stages whose replica of `round` is already stored
     double loss_sum = 0;
@@ -60,10 +61,12 @@ struct Coordinator::Impl {
   JobSpec spec;
   std::map<std::string, Node> nodes;  // by device id
   std::vector<Member> members;        // stage by stage, member by member
-  uint64_t round = 0;                 // the next round to start
+  uint64_t round = 0;                 // the next round to finish
+  uint64_t next_start = 0;            // the next round to start (round .. round + rounds_ahead)
   std::optional<uint64_t> committed;  // the last committed round
   std::optional<Uncommitted> uncommitted;
-  std::optional<RoundProgress> progress;
+  std::map<uint64_t, RoundProgress> in_flight;  // started, not every member done
+  std::optional<Clock::time_point> last_done;   // when the previous round finished
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
   std::set<std::string> lost_between;  // reported lost while no round ran
   std::set<std::string> returned;      // reported back
@@ -157,6 +160,10 @@ struct Coordinator::Impl {
     if (memory != spec.required_memory_bytes.end()) a.required_memory_bytes = memory->second;
     a.replicate_every = spec.replicate_every;
     a.central_every = spec.central_every;
+    a.codec_to_next = stages[stage].to_next;
+    if (stage > 0) a.codec_from_prev = stages[stage - 1].to_next;
+    a.codec_all_reduce = stages[stage].allreduce;
+    a.codec_block = spec.plan.codec_block;
     return a;
   }
 
@@ -252,7 +259,7 @@ struct Coordinator::Impl {
       for (const auto& d : stage.devices) connect(d.id);
     }
     connect_mesh();
-    round = first_round;
+    restart_rounds_at(first_round);
     committed = first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1);
     for (size_t s = 0; s < stages.size(); ++s) {
       for (size_t m = 0; m < stages[s].devices.size(); ++m) {
@@ -295,16 +302,17 @@ struct Coordinator::Impl {
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, messages::RoundControl>) {
-            if (m.kind == messages::ControlKind::done && progress && m.round == progress->round) {
-              if (!progress->done.insert({m.stage, m.member}).second) return;
-              progress->loss_sum += m.loss_sum;
-              progress->samples += m.samples;
-              progress->correct += m.correct;
+            auto progress = in_flight.find(m.round);
+            if (m.kind == messages::ControlKind::done && progress != in_flight.end()) {
+              if (!progress->second.done.insert({m.stage, m.member}).second) return;
+              progress->second.loss_sum += m.loss_sum;
+              progress->second.samples += m.samples;
+              progress->second.correct += m.correct;
             } else if (m.kind == messages::ControlKind::replicated) {
               if (uncommitted && m.round == uncommitted->report.round) {
                 uncommitted->replicas_missing.erase(m.stage);
-              } else if (progress && m.round == progress->round) {
-                progress->early_replicas.insert(m.stage);
+              } else if (progress != in_flight.end()) {
+                progress->second.early_replicas.insert(m.stage);
               }
             }
           } else if constexpr (std::is_same_v<T, messages::Metrics>) {
@@ -438,30 +446,57 @@ struct Coordinator::Impl {
     return std::min(spec.round_timeout, std::max(std::chrono::milliseconds(20000), adaptive));
   }
 
+  // Forgets the rounds in flight: the next round to start and to finish is
+  // `first`.
+  void restart_rounds_at(uint64_t first) {
+    round = first;
+    next_start = first;
+    in_flight.clear();
+    last_done.reset();
+  }
+
+  // Starts every round up to `last` not started yet (none from end_round
+  // on). Only the first stage waits for a start; the others run on what
+  // arrives.
+  void start_rounds_through(uint64_t last) {
+    for (; next_start <= last && next_start < spec.end_round; ++next_start) {
+      in_flight[next_start] = RoundProgress{next_start, Clock::now(), {}, {}, 0, 0, 0};
+      messages::RoundControl start;
+      start.kind = messages::ControlKind::start;
+      start.round = next_start;
+      const auto wire = messages::to_wire(start);
+      for (const Member& m : members) {
+        if (m.stage == 0) self->send(m.actor, wire);
+      }
+    }
+  }
+
   std::vector<RoundReport> run_round() {
     std::vector<RoundReport> committed_now;
-    const auto started = Clock::now();
-    const auto deadline = started + round_limit();
-    messages::RoundControl start;
-    start.kind = messages::ControlKind::start;
-    start.round = round;
-    progress = RoundProgress{round, {}, {}, 0, 0, 0};
-    broadcast(start);
+    const auto deadline = Clock::now() + round_limit();
+    start_rounds_through(round + spec.rounds_ahead);
+    if (!in_flight.count(round)) throw JobError("round " + std::to_string(round) + " is past the job's end");
     const std::string what = "round " + std::to_string(round);
-    receive_until([&] { return progress->done.size() == members.size(); }, deadline, what);
+    receive_until([&] { return in_flight.at(round).done.size() == members.size(); }, deadline, what);
+    RoundProgress progress = std::move(in_flight.at(round));
+    in_flight.erase(round);
+    const auto finished = Clock::now();
     Uncommitted stepped;
     stepped.report.round = round;
-    stepped.report.loss = progress->loss_sum / static_cast<double>(spec.plan.batch);
-    stepped.report.samples = progress->samples;
-    stepped.report.correct = progress->correct;
-    stepped.report.ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    stepped.report.loss = progress.loss_sum / static_cast<double>(spec.plan.batch);
+    stepped.report.samples = progress.samples;
+    stepped.report.correct = progress.correct;
+    // With rounds started ahead, a round's time is from when the one before
+    // it finished (or its own start, if later) to when it finished.
+    const auto from = last_done ? std::max(*last_done, progress.started) : progress.started;
+    stepped.report.ms = std::chrono::duration<double, std::milli>(finished - from).count();
+    last_done = finished;
     longest_round_ms = std::max(longest_round_ms, stepped.report.ms);
     if (spec.replicate_every > 0 && (round + 1) % spec.replicate_every == 0) {
       for (const auto& [stage, holder] : replica_holders()) {
-        if (!progress->early_replicas.count(stage)) stepped.replicas_missing.insert(stage);
+        if (!progress.early_replicas.count(stage)) stepped.replicas_missing.insert(stage);
       }
     }
-    progress.reset();
     // The previous round's replicas normally arrived while this round ran.
     if (uncommitted) {
       receive_until([&] { return uncommitted->replicas_missing.empty(); }, deadline,
@@ -510,7 +545,7 @@ struct Coordinator::Impl {
   }
 
   void abort(const std::set<std::string>& lost) {
-    progress.reset();
+    in_flight.clear();
     uncommitted.reset();
     // Learn of every loss already reported, so no confirmation is awaited
     // from a device known to be gone.
@@ -545,7 +580,7 @@ struct Coordinator::Impl {
     // keeping news of lost and returned devices.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
     }
-    round = committed ? *committed + 1 : 0;
+    restart_rounds_at(committed ? *committed + 1 : 0);
   }
 
   std::vector<std::optional<messages::StageState>> recover_states(const std::set<std::string>& lost) {
@@ -644,7 +679,7 @@ struct Coordinator::Impl {
       }
     }
     stop(old);
-    round = committed ? *committed + 1 : 0;
+    restart_rounds_at(committed ? *committed + 1 : 0);
     assign(states);
   }
 
@@ -687,7 +722,7 @@ std::vector<std::optional<messages::StageState>> Coordinator::recover_states(
 
 void Coordinator::rewind_to(std::optional<uint64_t> round) {
   impl_->committed = round;
-  impl_->round = round ? *round + 1 : 0;
+  impl_->restart_rounds_at(round ? *round + 1 : 0);
 }
 
 void Coordinator::redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,

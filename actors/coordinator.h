@@ -1,8 +1,11 @@
 // The coordinator of one training job: connects to the nodes a plan uses
 // (each within a bounded time), remote-spawns one stage actor per group
 // member, deploys their assignments, then drives rounds: start, wait for
-// every member's done, commit. It never waits on a remote actor without a
-// deadline (CAF_NOTES.md section 4).
+// every member's done, commit. Rounds overlap: round r + 1 is started
+// before r is done (`rounds_ahead`), so a first-stage member goes on as soon
+// as its own update of r is applied instead of idling until every member
+// reported and the coordinator answered. It never waits on a remote actor
+// without a deadline (CAF_NOTES.md section 4).
 //
 // Commit rule: a round counts once every member has stepped it and, for a
 // round after which single-device stages replicate, once their replicas are
@@ -20,6 +23,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -74,6 +78,10 @@ struct JobSpec {
   std::map<std::string, uint64_t> required_memory_bytes;
   uint32_t replicate_every = 1;  // single-device stages replicate every N rounds (0: never)
   uint32_t central_every = 0;    // every stage sends its state to the coordinator every N rounds
+  // Rounds started before the round in flight is done (0: a barrier after
+  // every round), and the first round never started (the job's end).
+  uint32_t rounds_ahead = 1;
+  uint64_t end_round = std::numeric_limits<uint64_t>::max();
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};
   // The first round may take this long; later rounds 10 times the longest

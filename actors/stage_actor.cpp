@@ -152,8 +152,13 @@ class StageMember {
                          " but the last committed round here is " + std::to_string(committed_.round));
       }
       restore(committed_);
+      if (a.group.size() != a_.group.size() || a.member != a_.member || a.codec_all_reduce != a_.codec_all_reduce) {
+        committed_.feedback.clear();  // another ring: the residuals' slots mean other chunks
+        feedback_.clear();
+      }
     } else {
       std::unique_ptr<compute::StageModel> model;
+      feedback_.clear();
       try {
         model = std::make_unique<compute::StageModel>(a.model, static_cast<int>(a.layer_begin),
                                                       static_cast<int>(a.layer_end), a.seed, to_config(a.optimizer));
@@ -194,6 +199,7 @@ class StageMember {
     next_ranges_ = member_ranges(samples_of(a_.next_group));
     pending_.clear();
     deferred_.clear();
+    started_through_ = static_cast<int64_t>(a_.first_round) - 1;
     begin_round(a_.first_round);
     spdlog::debug("stage {}.{} deployed on {}: layers [{}, {}) from round {}", a_.stage, a_.member, node_->node_id,
                   a_.layer_begin, a_.layer_end, a_.first_round);
@@ -239,9 +245,9 @@ class StageMember {
 
   std::optional<WireMessage> on(Activation& m) {
     if (!accept_round(m.round, &m)) return std::nullopt;
-    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes + m.labels.bytes);
+    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes + m.tensor.scale_bytes + m.labels.bytes);
     auto& assembly = inputs_[m.microbatch];
-    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_tensor(m.tensor),
+    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_float_tensor(m.tensor),
                       messages::to_tensor(m.labels))) {
       throw std::runtime_error("duplicate activation slice for micro-batch " + std::to_string(m.microbatch));
     }
@@ -251,9 +257,9 @@ class StageMember {
 
   std::optional<WireMessage> on(Gradient& m) {
     if (!accept_round(m.round, &m)) return std::nullopt;
-    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes);
+    record(TraceKind::receive, m.microbatch, now_us(), now_us(), m.tensor.bytes + m.tensor.scale_bytes);
     auto& assembly = gradients_[m.microbatch];
-    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_tensor(m.tensor), {})) {
+    if (!assembly.add({m.samples.begin, m.samples.end}, messages::to_float_tensor(m.tensor), {})) {
       throw std::runtime_error("duplicate gradient slice for micro-batch " + std::to_string(m.microbatch));
     }
     if (assembly.covered == my_range_.size()) rule_->backward_ready(static_cast<int>(m.microbatch));
@@ -262,7 +268,7 @@ class StageMember {
 
   std::optional<WireMessage> on(ReduceChunk& m) {
     if (!accept_round(m.round, &m)) return std::nullopt;
-    chunks_received_.emplace(m.step, messages::to_tensor(m.tensor));
+    chunks_received_.emplace(m.step, std::move(m.tensor));
     if (reducing_) advance_all_reduce();
     return std::nullopt;
   }
@@ -270,17 +276,13 @@ class StageMember {
   std::optional<WireMessage> on(RoundControl& m) {
     switch (m.kind) {
       case messages::ControlKind::start:
-        // Only the first stage waits for start; the others run on what
-        // arrives and may have finished the round before its start reaches
-        // them (the start comes over another connection).
-        if (m.round < round_ && a_.stage > 0) break;
-        if (m.round != round_) {
-          throw std::runtime_error("asked to start round " + std::to_string(m.round) + " while at round " +
-                                   std::to_string(round_));
-        }
-        if (a_.stage == 0) {
-          for (uint32_t mb = 0; mb < a_.microbatches; ++mb) rule_->forward_ready(static_cast<int>(mb));
-        }
+        // Only the first stage waits for starts; the others run on what
+        // arrives. A start may come ahead of its round (rounds overlap):
+        // the round then begins as soon as this member has stepped the
+        // one before.
+        if (a_.stage > 0) break;
+        started_through_ = std::max(started_through_, static_cast<int64_t>(m.round));
+        if (m.round == round_) release_first_forwards();
         break;
       case messages::ControlKind::commit: {
         auto stepped = pending_.find(m.round);
@@ -345,34 +347,50 @@ class StageMember {
   void begin_round(uint64_t round) {
     round_ = round;
     rule_.emplace(static_cast<int>(a_.stage), static_cast<int>(a_.stage_count), static_cast<int>(a_.microbatches));
+    released_ = false;
     inputs_.clear();
     gradients_.clear();
     labels_.clear();
     chunks_received_.clear();
+    gathered_ = {};
     reducing_ = false;
     loss_sum_ = 0;
     samples_ = 0;
     correct_ = 0;
     events_.clear();
+    if (a_.stage == 0 && static_cast<int64_t>(round) <= started_through_) release_first_forwards();
   }
 
-  // Drops every round not committed and restores the last committed state.
+  // First stage: every micro-batch of the round is ready to go forward.
+  void release_first_forwards() {
+    if (released_) return;
+    released_ = true;
+    for (uint32_t mb = 0; mb < a_.microbatches; ++mb) rule_->forward_ready(static_cast<int>(mb));
+  }
+
+  // Drops every round not committed and restores the last committed state;
+  // the next round waits for a new start.
   void roll_back() {
     restore(committed_);
     pending_.clear();
     deferred_.clear();
+    started_through_ = committed_.round;
     begin_round(static_cast<uint64_t>(committed_.round + 1));
   }
 
   // Weights and optimizer state after round `round` (-1: before round 0).
+  // (The all-reduce's error-feedback residuals belong to the round too; they
+  // stay on this member and are not part of the stage's replicated state.)
   struct Snapshot {
     int64_t round = -1;
     at::Tensor weights, optimizer;
     int64_t steps = 0;
+    wire_codec::ErrorFeedback::Residuals feedback;
   };
 
   Snapshot snapshot(int64_t round) const {
-    return {round, model_->flat_weights().clone(), model_->optimizer().state().clone(), model_->optimizer().steps()};
+    return {round, model_->flat_weights().clone(), model_->optimizer().state().clone(), model_->optimizer().steps(),
+            feedback_.residuals()};
   }
 
   void restore(const Snapshot& s) {
@@ -380,6 +398,7 @@ class StageMember {
     model_->zero_gradients();
     model_->set_flat_weights(s.weights.clone());
     model_->optimizer().load_state(s.optimizer.clone(), s.steps);
+    feedback_.restore(s.feedback);
   }
 
   messages::StageState state_of(const Snapshot& s) const {
@@ -462,7 +481,7 @@ class StageMember {
       out.from_stage = a_.stage;
       out.from_member = a_.member;
       const int64_t from = slice.samples.begin - my_range_.begin;
-      out.tensor = messages::to_blob(output.narrow(0, from, slice.samples.size()));
+      out.tensor = messages::to_blob(output.narrow(0, from, slice.samples.size()), a_.codec_to_next, a_.codec_block);
       out.labels = messages::to_blob(labels.narrow(0, from, slice.samples.size()));
       send(next_[slice.member], out, mb);
     }
@@ -494,7 +513,8 @@ class StageMember {
         out.samples = {slice.samples.begin, slice.samples.end};
         out.from_stage = a_.stage;
         out.from_member = a_.member;
-        out.tensor = messages::to_blob(grad_input.narrow(0, slice.samples.begin - my_range_.begin, slice.samples.size()));
+        out.tensor = messages::to_blob(grad_input.narrow(0, slice.samples.begin - my_range_.begin, slice.samples.size()),
+                                       a_.codec_from_prev, a_.codec_block);
         send(prev_[slice.member], out, mb);
       }
     }
@@ -538,15 +558,35 @@ class StageMember {
     return step < n - 1 ? mod(int64_t{a_.member} - step) : mod(int64_t{a_.member} + 1 - (step - (n - 1)));
   }
 
+  // What this member sends at reduce_step_. In the reduce-scatter, its
+  // partial sum of a chunk; at the first all-gather step, the chunk it has
+  // finished reducing, which it also replaces by what the others will
+  // decode, so every member ends with the same values; afterwards, the
+  // chunk received at the step before, forwarded as it came. A lossy codec
+  // encodes with error feedback, one slot per step (the same chunk of the
+  // same parameters every round).
   void send_chunk() {
+    const uint32_t n = static_cast<uint32_t>(a_.group.size());
     const uint32_t chunk = chunk_sent_at(reduce_step_);
-    auto [begin, end] = chunk_bounds(chunk);
     ReduceChunk out;
     out.round = round_;
     out.step = reduce_step_;
     out.chunk = chunk;
     out.from_member = a_.member;
-    out.tensor = messages::to_blob(flat_.narrow(0, begin, end - begin));
+    if (reduce_step_ > n - 1) {
+      out.tensor = gathered_;
+    } else {
+      auto [begin, end] = chunk_bounds(chunk);
+      at::Tensor values = flat_.narrow(0, begin, end - begin);
+      if (a_.codec_all_reduce == wire_codec::Codec::fp32) {
+        out.tensor = messages::to_blob(values);
+      } else {
+        out.tensor = messages::to_blob(feedback_.encode(reduce_step_, a_.codec_all_reduce, values.data_ptr<float>(), 1,
+                                                        static_cast<uint64_t>(values.numel()), a_.codec_block),
+                                       {values.numel()});
+        if (reduce_step_ == n - 1) values.copy_(messages::to_float_tensor(out.tensor));
+      }
+    }
     send(group_[mod(int64_t{a_.member} + 1)], out, 0);
   }
 
@@ -559,15 +599,17 @@ class StageMember {
       const uint32_t chunk = mod(int64_t{chunk_sent_at(reduce_step_)} - 1);
       auto [begin, end] = chunk_bounds(chunk);
       at::Tensor target = flat_.narrow(0, begin, end - begin);
-      if (it->second.numel() != target.numel()) {
+      const at::Tensor received = messages::to_float_tensor(it->second);
+      if (received.numel() != target.numel()) {
         throw std::runtime_error("all-reduce chunk " + std::to_string(chunk) + " has " +
-                                 std::to_string(it->second.numel()) + " elements, expected " +
+                                 std::to_string(received.numel()) + " elements, expected " +
                                  std::to_string(target.numel()));
       }
       if (reduce_step_ < n - 1) {
-        target.add_(it->second);
+        target.add_(received);
       } else {
-        target.copy_(it->second);
+        target.copy_(received);
+        gathered_ = std::move(it->second);
       }
       chunks_received_.erase(it);
       ++reduce_step_;
@@ -668,6 +710,8 @@ class StageMember {
 
   // The round in progress.
   uint64_t round_ = 0;
+  int64_t started_through_ = -1;  // first stage: the last round the coordinator started
+  bool released_ = false;         // first stage: this round's forwards are released
   std::optional<OneFOneB> rule_;
   std::map<int, Assembly> inputs_, gradients_;
   std::map<int, at::Tensor> labels_;  // last stage: labels of forwarded micro-batches
@@ -680,7 +724,9 @@ class StageMember {
   bool reducing_ = false;
   uint32_t reduce_step_ = 0;
   at::Tensor flat_;
-  std::map<uint32_t, at::Tensor> chunks_received_;
+  std::map<uint32_t, messages::TensorBlob> chunks_received_;
+  messages::TensorBlob gathered_;  // the all-gather chunk to forward
+  wire_codec::ErrorFeedback feedback_;
   int64_t reduce_start_us_ = 0;
 
   // The last committed state (what an abort rolls back to) and the states

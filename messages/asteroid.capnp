@@ -14,17 +14,27 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("asteroid::wire");
 
-# A dense tensor in row-major order. `data` holds exactly
-# product(shape) * size(dtype) bytes, little-endian.
+# A dense tensor in row-major order, little-endian. `data` holds exactly
+# product(shape) * size(dtype) bytes for float32, int64, float16 and
+# bfloat16. int8Block and int4Block are float32 values quantised by the wire
+# codec (wire_codec.h): rows are shape[0] (one row for rank < 2), each row
+# cut in blocks of `blockSize` values with one float32 scale per block in
+# `scales`; `data` holds one int8 per value, or two int4 per byte (low
+# nibble first).
 struct Tensor {
   dtype @0 :DType;
   shape @1 :List(Int64);
   data @2 :Data;
+  blockSize @3 :UInt32;   # int8Block / int4Block only
+  scales @4 :Data;        # int8Block / int4Block only: float32 per block
 
   enum DType {
     float32 @0;
     int64 @1;
-    float16 @2;   # compressed activations/gradients on slow links
+    float16 @2;     # IEEE half (wire codec fp16)
+    bfloat16 @3;    # wire codec bf16
+    int8Block @4;   # wire codec int8
+    int4Block @5;   # wire codec int4
   }
 }
 
@@ -121,6 +131,21 @@ struct StageAssignment {
                                      # holder every N rounds (0: never; the
                                      # holder's node actor travels beside)
   centralEvery @21 :UInt32;          # ... and to the coordinator (0: never)
+  # The wire (wire_codec.h): how activations to the next stage and their
+  # gradients back are encoded, the same for the boundary to the previous
+  # stage, and this group's all-reduce chunks; values per int8/int4 scale.
+  codecToNext @22 :WireCodec;
+  codecFromPrev @23 :WireCodec;
+  codecAllReduce @24 :WireCodec;
+  codecBlock @25 :UInt32;
+}
+
+enum WireCodec {
+  fp32 @0;
+  fp16 @1;
+  bf16 @2;
+  int8 @3;
+  int4 @4;
 }
 
 # A stage's weights and optimizer state after committed round `round`.

@@ -24,6 +24,14 @@ void put_tensor(wire::Tensor::Builder out, const TensorBlob& blob) {
   for (size_t i = 0; i < blob.shape.size(); ++i) shape.set(static_cast<unsigned>(i), blob.shape[i]);
   auto data = out.initData(static_cast<unsigned>(blob.bytes));
   if (blob.bytes > 0) std::memcpy(data.begin(), blob.data, blob.bytes);
+  // The block travels even when there are no scales (a tensor of no
+  // values): the reader validates it for every int8Block/int4Block tensor.
+  const auto codec = codec_of(blob.dtype);
+  if (codec && wire_codec::has_scales(*codec)) out.setBlockSize(blob.block);
+  if (blob.scale_bytes > 0) {
+    auto scales = out.initScales(static_cast<unsigned>(blob.scale_bytes));
+    std::memcpy(scales.begin(), blob.scales, blob.scale_bytes);
+  }
 }
 
 void put_range(wire::SampleRange::Builder out, const SampleRange& r) {
@@ -109,6 +117,10 @@ struct Encoder {
     o.setRequiredMemoryBytes(m.required_memory_bytes);
     o.setReplicateEvery(m.replicate_every);
     o.setCentralEvery(m.central_every);
+    o.setCodecToNext(static_cast<wire::WireCodec>(m.codec_to_next));
+    o.setCodecFromPrev(static_cast<wire::WireCodec>(m.codec_from_prev));
+    o.setCodecAllReduce(static_cast<wire::WireCodec>(m.codec_all_reduce));
+    o.setCodecBlock(m.codec_block);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
   void operator()(const RoundControl& m) {
@@ -241,9 +253,11 @@ class FirstSegmentBuilder : public capnp::MessageBuilder {
 
 size_t payload_bytes(const Message& message) {
   struct {
-    size_t operator()(const Activation& m) const { return m.tensor.bytes + m.labels.bytes; }
-    size_t operator()(const Gradient& m) const { return m.tensor.bytes; }
-    size_t operator()(const ReduceChunk& m) const { return m.tensor.bytes; }
+    size_t operator()(const Activation& m) const {
+      return m.tensor.bytes + m.tensor.scale_bytes + m.labels.bytes + m.labels.scale_bytes;
+    }
+    size_t operator()(const Gradient& m) const { return m.tensor.bytes + m.tensor.scale_bytes; }
+    size_t operator()(const ReduceChunk& m) const { return m.tensor.bytes + m.tensor.scale_bytes; }
     size_t operator()(const StageAssignment& m) const {
       return m.initial_state.weights.bytes + m.initial_state.optimizer_state.bytes;
     }
@@ -284,7 +298,7 @@ class Reader {
   TensorBlob tensor(wire::Tensor::Reader in, const char* field) const {
     TensorBlob blob;
     const auto dtype = static_cast<uint16_t>(in.getDtype());
-    if (dtype > static_cast<uint16_t>(DType::float16)) {
+    if (dtype > static_cast<uint16_t>(DType::int4_block)) {
       throw Invalid(std::string(field) + ": unknown dtype " + std::to_string(dtype));
     }
     blob.dtype = static_cast<DType>(dtype);
@@ -303,15 +317,42 @@ class Reader {
       blob.shape.push_back(dim);
     }
     auto data = in.getData();
-    const uint64_t expected = shape.size() == 0 && data.size() == 0 ? 0 : elements * dtype_size(blob.dtype);
+    auto scales = in.getScales();
+    const auto codec = codec_of(blob.dtype);
+    if (codec && wire_codec::has_scales(*codec)) {
+      blob.block = in.getBlockSize();
+      blob.scales = reinterpret_cast<const char*>(scales.begin());
+      blob.scale_bytes = scales.size();
+    } else if (scales.size() > 0) {
+      throw Invalid(std::string(field) + ": " + std::to_string(scales.size()) + " scale bytes on a " +
+                    to_string(blob.dtype) + " tensor (none expected)");
+    }
+    blob.data = reinterpret_cast<const char*>(data.begin());
+    blob.bytes = data.size();
+    if (shape.size() == 0 && data.size() == 0) {
+      if (scales.size() > 0) throw Invalid(std::string(field) + ": scales without a tensor");
+      return blob;
+    }
+    if (elements > std::numeric_limits<uint64_t>::max() / 8) throw Invalid(std::string(field) + ": shape overflows");
+    const uint64_t expected =
+        codec ? wire_codec::data_bytes(*codec, blob.rows(), blob.row_length()) : elements * 8;
     if (data.size() != expected) {
       throw Invalid(std::string(field) + ": " + std::to_string(data.size()) + " data bytes for shape of " +
                     std::to_string(elements) + " " + to_string(blob.dtype) + " elements (" +
                     std::to_string(expected) + " bytes expected)");
     }
+    if (codec) {
+      const std::string why = wire_codec::validate(blob.codec_view());
+      if (!why.empty()) throw Invalid(std::string(field) + " (" + to_string(blob.dtype) + "): " + why);
+    }
     blob.owner = owner_;
-    blob.data = reinterpret_cast<const char*>(data.begin());
-    blob.bytes = data.size();
+    return blob;
+  }
+
+  static TensorBlob lossless(TensorBlob blob, const char* field) {
+    if (!blob.empty() && blob.dtype != DType::float32) {
+      throw Invalid(std::string(field) + ": " + to_string(blob.dtype) + ", but states travel as float32");
+    }
     return blob;
   }
 
@@ -361,8 +402,10 @@ class Reader {
     s.layer_begin = in.getLayerBegin();
     s.layer_end = in.getLayerEnd();
     if (s.layer_end < s.layer_begin) throw Invalid("stageState.layerEnd: before layerBegin");
-    s.weights = tensor(in.getWeights(), "stageState.weights");
-    s.optimizer_state = tensor(in.getOptimizerState(), "stageState.optimizerState");
+    // States are what replay restores bit for bit: never compressed.
+    s.weights = lossless(tensor(in.getWeights(), "stageState.weights"), "stageState.weights");
+    s.optimizer_state =
+        lossless(tensor(in.getOptimizerState(), "stageState.optimizerState"), "stageState.optimizerState");
     s.optimizer_steps = in.getOptimizerSteps();
     s.job_id = text(in.getJobId(), "stageState.jobId");
     return s;
@@ -444,6 +487,17 @@ class Reader {
         m.required_memory_bytes = in.getRequiredMemoryBytes();
         m.replicate_every = in.getReplicateEvery();
         m.central_every = in.getCentralEvery();
+        m.codec_to_next = enumeration(static_cast<uint16_t>(in.getCodecToNext()), wire_codec::Codec::int4,
+                                      "assignment.codecToNext");
+        m.codec_from_prev = enumeration(static_cast<uint16_t>(in.getCodecFromPrev()), wire_codec::Codec::int4,
+                                        "assignment.codecFromPrev");
+        m.codec_all_reduce = enumeration(static_cast<uint16_t>(in.getCodecAllReduce()), wire_codec::Codec::int4,
+                                         "assignment.codecAllReduce");
+        m.codec_block = in.getCodecBlock();
+        if (m.codec_block == 0 || m.codec_block > wire_codec::kMaxBlock) {
+          throw Invalid("assignment.codecBlock: " + std::to_string(m.codec_block) + " is not in [1, " +
+                        std::to_string(wire_codec::kMaxBlock) + "]");
+        }
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");

@@ -12,23 +12,39 @@
 #include <variant>
 #include <vector>
 
+#include "messages/wire_codec.h"
+
 namespace asteroid::messages {
 
-enum class DType : uint8_t { float32, int64, float16 };
-size_t dtype_size(DType dtype);
+// float16, bfloat16, int8_block and int4_block are the lossy encodings of
+// the wire codec (wire_codec.h), in the order of its Codec after fp32.
+enum class DType : uint8_t { float32, int64, float16, bfloat16, int8_block, int4_block };
 const char* to_string(DType dtype);
+// The wire codec a float dtype encodes (float32: fp32); nullopt for int64.
+std::optional<wire_codec::Codec> codec_of(DType dtype);
+DType dtype_of(wire_codec::Codec codec);
 
-// A dense row-major tensor. `data` points at size() bytes that `owner` keeps
-// alive (the received buffer, or the tensor it was taken from).
+// A dense row-major tensor. `data` points at `bytes` bytes that `owner`
+// keeps alive (the received buffer, or the tensor it was taken from); for
+// int8_block/int4_block, `scales` points at `scale_bytes` more (one float32
+// per block of `block` values of a row).
 struct TensorBlob {
   DType dtype = DType::float32;
   std::vector<int64_t> shape;
   std::shared_ptr<const void> owner;
   const char* data = nullptr;
   size_t bytes = 0;
+  uint32_t block = 0;
+  const char* scales = nullptr;
+  size_t scale_bytes = 0;
 
   int64_t elements() const;
   bool empty() const { return shape.empty() && bytes == 0; }
+  // Rows as the wire codec counts them: shape[0] for rank >= 2, else one.
+  uint64_t rows() const;
+  uint64_t row_length() const;
+  // The blob as the wire codec reads it. REQUIRES: a float dtype.
+  wire_codec::EncodedView codec_view() const;
   // A blob owning a copy of `size` bytes.
   static TensorBlob copy_of(DType dtype, std::vector<int64_t> shape, const void* data, size_t size);
 };
@@ -96,6 +112,10 @@ struct StageAssignment {
   bool trace = false;
   uint64_t required_memory_bytes = 0;
   uint32_t replicate_every = 0, central_every = 0;
+  wire_codec::Codec codec_to_next = wire_codec::Codec::fp32;
+  wire_codec::Codec codec_from_prev = wire_codec::Codec::fp32;
+  wire_codec::Codec codec_all_reduce = wire_codec::Codec::fp32;
+  uint32_t codec_block = wire_codec::kDefaultBlock;
 };
 
 enum class ControlKind : uint8_t { start, done, commit, abort, replicated };

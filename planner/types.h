@@ -9,7 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "messages/wire_codec.h"
+
 namespace asteroid::planner {
+
+using wire_codec::Codec;
 
 // How the local launcher makes a device slow or small on one machine
 // (cluster.json "emulate"). All fields optional; absent means "as is".
@@ -50,10 +54,21 @@ struct LayerInfo {
   double stash_bytes = 0;   // bytes per sample kept from forward to backward
 };
 
+// How fast a device encodes and decodes one wire codec, under its own CPU
+// share: MB (1e6 bytes) of float32 values per second.
+struct CodecSpeed {
+  double encode_mb_s = 0;
+  double decode_mb_s = 0;
+};
+
 struct DeviceProfile {
   std::vector<int> batch;                    // strictly increasing, >= 1
   std::vector<std::vector<double>> fwd_ms;   // [layer][k]
   std::vector<std::vector<double>> bwd_ms;   // [layer][k]
+  // Measured codecs (profile.json "codecs"). A lossy codec is planned only
+  // where every device on both ends of the link has its speed; fp32 needs
+  // none (it is not encoded).
+  std::map<Codec, CodecSpeed> codecs;
 };
 
 struct Profile {
@@ -70,6 +85,8 @@ struct StageDevice {
 struct Stage {
   int begin = 0, end = 0;  // layers [begin, end)
   std::vector<StageDevice> devices;
+  Codec to_next = Codec::fp32;    // activations to the next stage and their gradients back
+  Codec allreduce = Codec::fp32;  // the chunks of this group's ring all-reduce
 };
 
 struct Plan {
@@ -80,6 +97,7 @@ struct Plan {
   double predicted_round_ms = 0;
   std::vector<Stage> stages;
   std::vector<std::string> idle_devices;  // devices the plan leaves unused
+  uint32_t codec_block = wire_codec::kDefaultBlock;  // values per scale of int8/int4
 };
 
 enum class Optimizer { sgd, momentum, adam };

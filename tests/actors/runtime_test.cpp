@@ -15,6 +15,7 @@
 #include "actors/schedule.h"
 #include "actors/system_config.h"
 #include "compute/dataset.h"
+#include "compute/evaluate.h"
 #include "compute/model_zoo.h"
 #include "compute/stage_model.h"
 #include "messages/tensor_codec.h"
@@ -64,6 +65,7 @@ struct Distributed {
   std::vector<RoundReport> rounds;
   at::Tensor weights;
   std::vector<messages::TraceEvent> trace;
+  std::vector<messages::StageState> member_states;  // every member's, stage by stage
 };
 
 Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan, const std::string& model, int rounds,
@@ -88,7 +90,13 @@ Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan,
   for (const auto& state : coordinator.fetch_states()) parts.push_back(messages::to_tensor(state.weights).clone());
   out.weights = at::cat(parts);
   out.trace = coordinator.trace();
+  out.member_states = coordinator.fetch_member_states();
   return out;
+}
+
+double accuracy_of(const std::string& model, const at::Tensor& weights, int64_t samples) {
+  static const auto test = compute::open_dataset(model, compute::Split::test);
+  return compute::evaluate_weights(model, weights, *test, 500, samples).accuracy;
 }
 
 void expect_equivalent(const Reference& ref, const Distributed& dist) {
@@ -165,6 +173,54 @@ TEST_F(Runtime, OneDevicePerStageEqualsSingleDevice) {
   const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 2, {{"d1", 8}}}, {2, 3, {{"d2", 8}}},
                                   {3, layers, {{"d3", 8}}}});
   expect_equivalent(train_single("fmnist-cnn", 5), train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+// A compressed wire: lossy codecs on both boundaries (activations forward,
+// gradients back) and on a group's all-reduce (with error feedback).
+TEST_F(Runtime, CompressedWireIsDeterministicCloseToExactAndKeepsGroupsIdentical) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  Plan plan = make_plan(2, {{0, 2, {{"d0", 7}, {"d1", 9}}}, {2, 4, {{"d2", 16}}}, {4, layers, {{"d3", 16}}}});
+  plan.stages[0].to_next = wire_codec::Codec::int4;
+  plan.stages[0].allreduce = wire_codec::Codec::int8;
+  plan.stages[1].to_next = wire_codec::Codec::bf16;
+  constexpr int kRounds = 6;
+  const auto first = train_distributed(nodes.cluster(), plan, "fmnist-cnn", kRounds);
+  const auto again = train_distributed(nodes.cluster(), plan, "fmnist-cnn", kRounds);
+  const auto exact = train_single("fmnist-cnn", kRounds);
+  ASSERT_EQ(first.rounds.size(), static_cast<size_t>(kRounds));
+  ASSERT_EQ(again.rounds.size(), static_cast<size_t>(kRounds));
+  bool any_different_from_exact = false;
+  for (int r = 0; r < kRounds; ++r) {
+    EXPECT_EQ(first.rounds[r].loss, again.rounds[r].loss) << "round " << r << ": compression is not deterministic";
+    EXPECT_NEAR(first.rounds[r].loss, exact.losses[r], 0.05 * exact.losses[r]) << "round " << r;
+    any_different_from_exact |= std::abs(first.rounds[r].loss - exact.losses[r]) > 1e-4 * exact.losses[r];
+  }
+  EXPECT_TRUE(any_different_from_exact) << "the lossy wire changed nothing: was it used?";
+  EXPECT_LT(first.rounds.back().loss, first.rounds.front().loss);
+  // Stage 0's two members decode the same all-gathered bytes.
+  ASSERT_GE(first.member_states.size(), 2u);
+  const auto& a = first.member_states[0];
+  const auto& b = first.member_states[1];
+  ASSERT_EQ(a.weights.bytes, b.weights.bytes);
+  EXPECT_EQ(std::memcmp(a.weights.data, b.weights.data, a.weights.bytes), 0) << "group members differ";
+}
+
+// 300 rounds with int8 on the boundary and the all-reduce reach the exact
+// wire's test accuracy within one point.
+TEST_F(Runtime, Int8WireTrainsAsWellAsTheExactWire) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  Plan exact = make_plan(2, {{0, 3, {{"d0", 8}, {"d1", 8}}}, {3, layers, {{"d2", 16}}}});
+  Plan int8 = exact;
+  int8.stages[0].to_next = wire_codec::Codec::int8;
+  int8.stages[0].allreduce = wire_codec::Codec::int8;
+  constexpr int kRounds = 300;
+  const auto e = train_distributed(nodes.cluster(), exact, "fmnist-cnn", kRounds);
+  const auto q = train_distributed(nodes.cluster(), int8, "fmnist-cnn", kRounds);
+  ASSERT_EQ(q.rounds.size(), static_cast<size_t>(kRounds));
+  const double exact_accuracy = accuracy_of("fmnist-cnn", e.weights, 10000);
+  const double int8_accuracy = accuracy_of("fmnist-cnn", q.weights, 10000);
+  EXPECT_GT(exact_accuracy, 0.6) << "the exact run did not learn";
+  EXPECT_NEAR(int8_accuracy, exact_accuracy, 0.01);
 }
 
 // The order of forwards and backwards each stage recorded, as "F0 F1 B0 ...".
