@@ -39,17 +39,11 @@ struct Coordinator::Impl {
     caf::actor actor;
     int begin = 0, end = 0;  // its layers
   };
-  // A round every member stepped, waiting for its replicas to be stored.
-  struct Uncommitted {
-    RoundReport report;
-    std::set<uint32_t> replicas_missing;  // stages
-  };
   // What the receive loop collects for a round in flight.
   struct RoundProgress {
     uint64_t round = 0;
     Clock::time_point started;
     std::set<std::pair<uint32_t, uint32_t>> done;
-    std::set<uint32_t> early_replicas;  // stages whose replica of `round` is already stored
     double loss_sum = 0;
     uint32_t samples = 0, correct = 0;
   };
@@ -64,7 +58,14 @@ struct Coordinator::Impl {
   uint64_t round = 0;                 // the next round to finish
   uint64_t next_start = 0;            // the next round to start (round .. round + rounds_ahead)
   std::optional<uint64_t> committed;  // the last committed round
-  std::optional<Uncommitted> uncommitted;
+  // Rounds every member stepped, not yet committed (waiting for replicas).
+  std::map<uint64_t, RoundReport> stepped;
+  // The replica asked for (one at a time), the stages whose holders have
+  // not stored it yet, and the newest round every holder stored.
+  std::optional<uint64_t> replica_asked;
+  std::set<uint32_t> replica_waiting;
+  std::optional<uint64_t> replica_round;
+  std::vector<RoundReport> newly_committed;  // returned by the next run_round / flush
   std::map<uint64_t, RoundProgress> in_flight;  // started, not every member done
   std::optional<Clock::time_point> last_done;   // when the previous round finished
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
@@ -308,11 +309,12 @@ struct Coordinator::Impl {
               progress->second.loss_sum += m.loss_sum;
               progress->second.samples += m.samples;
               progress->second.correct += m.correct;
-            } else if (m.kind == messages::ControlKind::replicated) {
-              if (uncommitted && m.round == uncommitted->report.round) {
-                uncommitted->replicas_missing.erase(m.stage);
-              } else if (progress != in_flight.end()) {
-                progress->second.early_replicas.insert(m.stage);
+            } else if (m.kind == messages::ControlKind::replicated && replica_asked && m.round == *replica_asked) {
+              replica_waiting.erase(m.stage);
+              if (replica_waiting.empty()) {
+                replica_round = *replica_asked;
+                replica_asked.reset();
+                advance_commits(false);
               }
             }
           } else if constexpr (std::is_same_v<T, messages::Metrics>) {
@@ -430,13 +432,42 @@ struct Coordinator::Impl {
     return got;
   }
 
-  RoundReport commit_round(Uncommitted&& u) {
-    messages::RoundControl commit;
-    commit.kind = messages::ControlKind::commit;
-    commit.round = u.report.round;
-    broadcast(commit);
-    committed = u.report.round;
-    return u.report;
+  // Commits every stepped round the replicas cover, in order, and asks for
+  // the next replica when none is on its way: of the newest stepped round,
+  // once it is `replicate_every` rounds past the last one (`now`: at once).
+  // Without replicated stages a stepped round commits at once.
+  void advance_commits(bool now) {
+    const auto holders = replica_holders();
+    while (!stepped.empty() && (holders.empty() || (replica_round && stepped.begin()->first <= *replica_round))) {
+      messages::RoundControl commit;
+      commit.kind = messages::ControlKind::commit;
+      commit.round = stepped.begin()->first;
+      broadcast(commit);
+      committed = commit.round;
+      newly_committed.push_back(stepped.begin()->second);
+      stepped.erase(stepped.begin());
+    }
+    if (holders.empty() || replica_asked || stepped.empty()) return;
+    const uint64_t newest = stepped.rbegin()->first;
+    const uint64_t since = replica_round ? newest - *replica_round : newest + 1;
+    if (!now && since < spec.replicate_every) return;
+    messages::RoundControl replicate;
+    replicate.kind = messages::ControlKind::replicate;
+    replicate.round = newest;
+    const auto wire = messages::to_wire(replicate);
+    for (const auto& [stage, holder] : holders) {
+      for (const Member& m : members) {
+        if (m.stage == stage) self->send(m.actor, wire);
+      }
+      replica_waiting.insert(stage);
+    }
+    replica_asked = newest;
+  }
+
+  // Rounds stepped but not committed that the job lets pile up while
+  // replicas are on their way, before it stops starting rounds.
+  size_t commit_lag_limit() const {
+    return std::max<size_t>(spec.max_uncommitted_rounds, spec.replicate_every + 1);
   }
 
   // How long a round may run before it counts as stalled.
@@ -453,6 +484,11 @@ struct Coordinator::Impl {
     next_start = first;
     in_flight.clear();
     last_done.reset();
+    stepped.clear();
+    replica_asked.reset();
+    replica_waiting.clear();
+    // What is committed is safe: recovered, or covered by replicas already.
+    replica_round = first == 0 ? std::nullopt : std::optional<uint64_t>(first - 1);
   }
 
   // Starts every round up to `last` not started yet (none from end_round
@@ -460,7 +496,7 @@ struct Coordinator::Impl {
   // arrives.
   void start_rounds_through(uint64_t last) {
     for (; next_start <= last && next_start < spec.end_round; ++next_start) {
-      in_flight[next_start] = RoundProgress{next_start, Clock::now(), {}, {}, 0, 0, 0};
+      in_flight[next_start] = RoundProgress{next_start, Clock::now(), {}, 0, 0, 0};
       messages::RoundControl start;
       start.kind = messages::ControlKind::start;
       start.round = next_start;
@@ -472,7 +508,6 @@ struct Coordinator::Impl {
   }
 
   std::vector<RoundReport> run_round() {
-    std::vector<RoundReport> committed_now;
     const auto deadline = Clock::now() + round_limit();
     start_rounds_through(round + spec.rounds_ahead);
     if (!in_flight.count(round)) throw JobError("round " + std::to_string(round) + " is past the job's end");
@@ -481,47 +516,39 @@ struct Coordinator::Impl {
     RoundProgress progress = std::move(in_flight.at(round));
     in_flight.erase(round);
     const auto finished = Clock::now();
-    Uncommitted stepped;
-    stepped.report.round = round;
-    stepped.report.loss = progress.loss_sum / static_cast<double>(spec.plan.batch);
-    stepped.report.samples = progress.samples;
-    stepped.report.correct = progress.correct;
+    RoundReport report;
+    report.round = round;
+    report.loss = progress.loss_sum / static_cast<double>(spec.plan.batch);
+    report.samples = progress.samples;
+    report.correct = progress.correct;
     // With rounds started ahead, a round's time is from when the one before
     // it finished (or its own start, if later) to when it finished.
     const auto from = last_done ? std::max(*last_done, progress.started) : progress.started;
-    stepped.report.ms = std::chrono::duration<double, std::milli>(finished - from).count();
+    report.ms = std::chrono::duration<double, std::milli>(finished - from).count();
     last_done = finished;
-    longest_round_ms = std::max(longest_round_ms, stepped.report.ms);
-    if (spec.replicate_every > 0 && (round + 1) % spec.replicate_every == 0) {
-      for (const auto& [stage, holder] : replica_holders()) {
-        if (!progress.early_replicas.count(stage)) stepped.replicas_missing.insert(stage);
-      }
-    }
-    // The previous round's replicas normally arrived while this round ran.
-    if (uncommitted) {
-      receive_until([&] { return uncommitted->replicas_missing.empty(); }, deadline,
-                    "replication of round " + std::to_string(uncommitted->report.round));
-      committed_now.push_back(commit_round(std::move(*uncommitted)));
-      uncommitted.reset();
-    }
-    if (stepped.replicas_missing.empty()) {
-      committed_now.push_back(commit_round(std::move(stepped)));
-    } else {
-      uncommitted = std::move(stepped);
-    }
+    longest_round_ms = std::max(longest_round_ms, report.ms);
+    stepped[round] = report;
     ++round;
-    return committed_now;
+    advance_commits(false);
+    // Replication runs beside the rounds; only a lag past the limit waits
+    // for it (the members keep every stepped state until it commits).
+    receive_until([&] { return stepped.size() < commit_lag_limit(); }, deadline,
+                  "replication of round " + std::to_string(stepped.empty() ? 0 : stepped.begin()->first));
+    return std::exchange(newly_committed, {});
   }
 
   std::vector<RoundReport> flush() {
-    std::vector<RoundReport> committed_now;
-    if (uncommitted) {
-      receive_until([&] { return uncommitted->replicas_missing.empty(); }, Clock::now() + spec.round_timeout,
-                    "replication of round " + std::to_string(uncommitted->report.round));
-      committed_now.push_back(commit_round(std::move(*uncommitted)));
-      uncommitted.reset();
+    if (!stepped.empty()) {
+      advance_commits(true);
+      if (replica_asked && *replica_asked < stepped.rbegin()->first) {
+        // The replica on its way is older than the newest round: ask again once it is stored.
+        receive_until([&] { return !replica_asked; }, Clock::now() + spec.round_timeout, "replication");
+        advance_commits(true);
+      }
+      receive_until([&] { return stepped.empty(); }, Clock::now() + spec.round_timeout,
+                    "replication of round " + std::to_string(stepped.rbegin()->first));
     }
-    return committed_now;
+    return std::exchange(newly_committed, {});
   }
 
   // ------------------------------------------------------------- states
@@ -546,7 +573,9 @@ struct Coordinator::Impl {
 
   void abort(const std::set<std::string>& lost) {
     in_flight.clear();
-    uncommitted.reset();
+    stepped.clear();
+    replica_asked.reset();
+    replica_waiting.clear();
     // Learn of every loss already reported, so no confirmation is awaited
     // from a device known to be gone.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
@@ -707,6 +736,7 @@ void Coordinator::deploy(uint64_t first_round, const std::vector<messages::Stage
 
 std::vector<RoundReport> Coordinator::run_round() { return impl_->run_round(); }
 std::vector<RoundReport> Coordinator::flush() { return impl_->flush(); }
+std::vector<RoundReport> Coordinator::take_committed() { return std::exchange(impl_->newly_committed, {}); }
 uint64_t Coordinator::next_round() const { return impl_->round; }
 std::optional<uint64_t> Coordinator::last_committed() const { return impl_->committed; }
 

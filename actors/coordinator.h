@@ -7,11 +7,14 @@
 // reported and the coordinator answered. It never waits on a remote actor
 // without a deadline (CAF_NOTES.md section 4).
 //
-// Commit rule: a round counts once every member has stepped it and, for a
-// round after which single-device stages replicate, once their replicas are
-// stored on their holders. Replication runs while the next round computes,
-// so the commit of round r may come during round r + 1 (at most one round
-// waits for its commit).
+// Commit rule: a round counts once every member has stepped it and every
+// single-device stage's replica of it, or of a later round, is stored on its
+// holder. Replication runs beside the rounds, one replica at a time: when
+// none is on its way, the coordinator asks every single-device stage for
+// its state of the newest round all members stepped (so the holders store
+// the same rounds and every commit is a point all stages can return to).
+// Rounds commit in batches as replicas land; the rounds keep going unless
+// more than `max_uncommitted_rounds` wait (the members keep their states).
 //
 // It also offers what supervision needs: abort the rounds in flight, find
 // every stage's last committed state (live member, replica or central copy)
@@ -81,6 +84,8 @@ struct JobSpec {
   // Rounds started before the round in flight is done (0: a barrier after
   // every round), and the first round never started (the job's end).
   uint32_t rounds_ahead = 1;
+  // Stepped rounds that may wait for replicas before no round starts.
+  uint32_t max_uncommitted_rounds = 4;
   uint64_t end_round = std::numeric_limits<uint64_t>::max();
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};
@@ -110,11 +115,15 @@ class Coordinator {
   void deploy(uint64_t first_round = 0, const std::vector<messages::StageState>& states = {});
 
   // Runs round next_round(). Returns the rounds committed meanwhile, in
-  // order: the previous round once its replicas are stored, and this one if
-  // it needs none. Throws DeviceLost or JobError.
+  // order (none, this one, or several at once). Throws DeviceLost or
+  // JobError; the rounds committed before the throw are then returned by
+  // take_committed().
   std::vector<RoundReport> run_round();
-  // Commits the round still waiting for its replicas, if any.
+  // Commits the rounds still waiting for replicas (asks for a replica of the
+  // newest one at once).
   std::vector<RoundReport> flush();
+  // Rounds committed and not yet returned (after a throw).
+  std::vector<RoundReport> take_committed();
 
   uint64_t next_round() const;
   // The last committed round, if any round was committed.

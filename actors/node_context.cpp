@@ -19,8 +19,9 @@ NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
       cpu_share(share),
       throttle(compute::CpuThrottle::from_environment(share > 0 ? std::optional<double>(share) : std::nullopt)) {}
 
-void NodeContext::crash_point(const char* event, uint64_t round) const {
-  if (crash_round >= 0 && static_cast<uint64_t>(crash_round) == round && crash_event == event) {
+void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) const {
+  const uint64_t at = static_cast<uint64_t>(crash_round);
+  if (crash_round >= 0 && (at == round || (or_later && round > at)) && crash_event == event) {
     spdlog::warn("node {}: crashing at {} of round {} as asked (--crash-at)", node_id, event, round);
     std::raise(SIGKILL);
   }

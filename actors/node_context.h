@@ -40,10 +40,12 @@ struct NodeContext {
 
   // Fault injection for experiments and tests (`asteroid node --crash-at
   // EVENT:ROUND`): the node SIGKILLs itself when one of its stages reaches
-  // EVENT (forward, backward, allreduce, replicate, step) in round ROUND.
+  // EVENT (forward, backward, allreduce, replicate, step) in round ROUND
+  // (`or_later`: in ROUND or a later one; replication skips rounds, so
+  // `replicate` crashes at the first replica of ROUND or after it).
   std::string crash_event;
   int64_t crash_round = -1;
-  void crash_point(const char* event, uint64_t round) const;
+  void crash_point(const char* event, uint64_t round, bool or_later = false) const;
 
   // Wraps every compute call of the stages hosted here (a no-op unless the
   // node runs with --cpu-share, the fallback when cgroups are not available).

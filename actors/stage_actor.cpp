@@ -298,6 +298,18 @@ class StageMember {
       case messages::ControlKind::abort:
         roll_back();
         break;
+      case messages::ControlKind::replicate: {
+        // Replication runs beside the rounds: the coordinator asks for one
+        // stepped round at a time, the same round from every replicated
+        // stage, when the previous replica is stored.
+        const Snapshot* state = committed_.round == static_cast<int64_t>(m.round) ? &committed_ : nullptr;
+        if (auto stepped = pending_.find(m.round); stepped != pending_.end()) state = &stepped->second;
+        if (!state) throw std::runtime_error("asked to replicate round " + std::to_string(m.round) + ", which is not kept here");
+        if (!holder_) throw std::runtime_error("asked to replicate, but this stage has no replica holder");
+        node_->crash_point("replicate", m.round, /*or_later=*/true);
+        send(holder_, state_of(*state), 0);
+        break;
+      }
       case messages::ControlKind::replicated: {
         // The holder stored our replica: tell the coordinator, which commits
         // a round only once its replicas are safe.
@@ -633,10 +645,6 @@ class StageMember {
     const Snapshot& stepped = pending_[round_] = snapshot(static_cast<int64_t>(round_));
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
     const uint64_t rounds_done = round_ + 1;
-    if (holder_ && a_.replicate_every > 0 && rounds_done % a_.replicate_every == 0) {
-      node_->crash_point("replicate", round_);
-      send(holder_, state_of(stepped), 0);
-    }
     if (a_.central_every > 0 && rounds_done % a_.central_every == 0) send(coordinator_, state_of(stepped), 0);
     messages::Metrics metrics;
     metrics.stage = a_.stage;

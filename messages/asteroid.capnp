@@ -137,7 +137,7 @@ struct StageAssignment {
   codecToNext @22 :WireCodec;
   codecFromPrev @23 :WireCodec;
   codecAllReduce @24 :WireCodec;
-  codecBlock @25 :UInt32;
+  codecBlock @25 :UInt32 = 64;       # kDefaultBlock
 }
 
 enum WireCodec {
@@ -177,6 +177,8 @@ struct RoundControl {
     abort @3;     # coordinator -> members: drop the rounds not committed, roll back
     replicated @4;  # node -> member -> coordinator: the replica of this
                     # round's state is stored on its holder
+    replicate @5;   # coordinator -> member: send your state of this round
+                    # to your replica holder
   }
 }
 

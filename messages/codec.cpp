@@ -431,6 +431,9 @@ class Reader {
         m.from_member = in.getFromMember();
         m.tensor = tensor(in.getTensor(), "activation.tensor");
         m.labels = tensor(in.getLabels(), "activation.labels");
+        if (!m.labels.empty() && m.labels.dtype != DType::int64) {
+          throw Invalid(std::string("activation.labels: ") + to_string(m.labels.dtype) + ", but labels are int64");
+        }
         return m;
       }
       case wire::Envelope::GRADIENT: {
@@ -520,7 +523,7 @@ class Reader {
       case wire::Envelope::CONTROL: {
         auto in = env.getControl();
         RoundControl m;
-        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::replicated, "control.kind");
+        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::replicate, "control.kind");
         m.round = in.getRound();
         m.loss_sum = in.getLossSum();
         m.samples = in.getSamples();

@@ -118,7 +118,7 @@ struct StageAssignment {
   uint32_t codec_block = wire_codec::kDefaultBlock;
 };
 
-enum class ControlKind : uint8_t { start, done, commit, abort, replicated };
+enum class ControlKind : uint8_t { start, done, commit, abort, replicated, replicate };
 
 struct RoundControl {
   ControlKind kind = ControlKind::start;

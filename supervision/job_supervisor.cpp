@@ -98,6 +98,8 @@ struct JobSupervisor::Impl {
   std::function<void(const actors::RoundReport&)> commit_listener;
   Clock::time_point started = Clock::now();
   int recoveries = 0;
+  std::vector<actors::RoundReport> salvaged;  // committed in a step that then failed
+  bool checkpoint_owed = false;                // a checkpoint fell due in such a step
 
   double now_s() const { return std::chrono::duration<double>(Clock::now() - started).count(); }
 
@@ -166,12 +168,24 @@ struct JobSupervisor::Impl {
     } catch (const StageFailed& e) {
       recover({}, "stage-failed", e.what(), e.device);
     } catch (const RoundStalled& e) {
+      committed_before_failure();
       recover({}, "round-stalled", e.what());
     }
     if (++recoveries > options.max_recoveries) {
       throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
     }
-    return std::nullopt;
+    if (salvaged.empty()) return std::nullopt;
+    return std::exchange(salvaged, {});
+  }
+
+  // Rounds that committed in a step that then failed count like any other
+  // (no checkpoint now: a device may be gone; the next commit takes it).
+  void committed_before_failure() {
+    salvaged = coordinator.take_committed();
+    for (const auto& report : salvaged) {
+      if (commit_listener) commit_listener(report);
+      if (options.checkpoint_every > 0) checkpoint_owed |= (report.round + 1) % options.checkpoint_every == 0;
+    }
   }
 
   void after_commits(const std::vector<actors::RoundReport>& reports) {
@@ -186,11 +200,11 @@ struct JobSupervisor::Impl {
     // commit together (the pipelined commit), it is taken at the last of
     // them: the stages hold only their last committed state.
     if (options.checkpoint_every > 0 && coordinator.last_committed()) {
-      for (const auto& report : reports) {
-        if ((report.round + 1) % options.checkpoint_every == 0) {
-          write_checkpoint_at(*coordinator.last_committed());
-          break;
-        }
+      bool due = checkpoint_owed;
+      for (const auto& report : reports) due |= (report.round + 1) % options.checkpoint_every == 0;
+      if (due) {
+        write_checkpoint_at(*coordinator.last_committed());
+        checkpoint_owed = false;
       }
     }
   }

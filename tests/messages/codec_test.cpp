@@ -4,9 +4,11 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "messages/asteroid.capnp.h"
@@ -26,6 +28,61 @@ TensorBlob floats(std::vector<int64_t> shape, float first) {
 TensorBlob longs(std::vector<int64_t> values) {
   return TensorBlob::copy_of(DType::int64, {static_cast<int64_t>(values.size())}, values.data(),
                              values.size() * sizeof(int64_t));
+}
+
+// `shape` filled with values of both signs and several magnitudes, encoded
+// by the wire codec as the runtime sends it: one row per shape[0] (one row
+// for rank < 2). The blob owns the encoded bytes.
+TensorBlob compressed(wire_codec::Codec codec, std::vector<int64_t> shape, float first, uint32_t block = 4) {
+  uint64_t n = 1;
+  for (auto d : shape) n *= static_cast<uint64_t>(d);
+  const uint64_t rows = shape.size() >= 2 ? static_cast<uint64_t>(shape[0]) : 1;
+  const uint64_t length = rows == 0 ? 0 : n / rows;
+  std::vector<float> values(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    values[i] = (first + 0.37f * static_cast<float>(i)) * (i % 3 == 0 ? -1.0f : 1.0f) * (i % 5 == 0 ? 100.0f : 1.0f);
+  }
+  auto encoded =
+      std::make_shared<wire_codec::Encoded>(wire_codec::encode(codec, values.data(), rows, length, block));
+  TensorBlob blob;
+  blob.dtype = dtype_of(codec);
+  blob.shape = std::move(shape);
+  blob.data = reinterpret_cast<const char*>(encoded->data.data());
+  blob.bytes = encoded->data.size();
+  if (wire_codec::has_scales(codec)) {
+    blob.block = encoded->block;
+    blob.scales = reinterpret_cast<const char*>(encoded->scales.data());
+    blob.scale_bytes = encoded->scales.size() * sizeof(float);
+  }
+  blob.owner = std::move(encoded);
+  return blob;
+}
+
+// The float32 values of a blob of a float dtype.
+std::vector<float> values_of(const TensorBlob& blob) {
+  std::vector<float> out(static_cast<size_t>(blob.elements()));
+  const auto view = blob.codec_view();
+  EXPECT_EQ(wire_codec::validate(view), "");
+  wire_codec::decode(view, out.data());
+  return out;
+}
+
+bool same_bytes(const char* a, const char* b, size_t n) { return n == 0 || std::memcmp(a, b, n) == 0; }
+
+void expect_same_blob(const TensorBlob& decoded, const TensorBlob& original) {
+  EXPECT_EQ(decoded.dtype, original.dtype);
+  EXPECT_EQ(decoded.shape, original.shape);
+  ASSERT_EQ(decoded.bytes, original.bytes);
+  EXPECT_TRUE(same_bytes(decoded.data, original.data, decoded.bytes));
+  EXPECT_EQ(decoded.block, original.block);
+  ASSERT_EQ(decoded.scale_bytes, original.scale_bytes);
+  EXPECT_TRUE(same_bytes(decoded.scales, original.scales, decoded.scale_bytes));
+  if (codec_of(original.dtype)) {
+    const auto a = values_of(decoded), b = values_of(original);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_TRUE(same_bytes(reinterpret_cast<const char*>(a.data()), reinterpret_cast<const char*>(b.data()),
+                           a.size() * sizeof(float)));
+  }
 }
 
 StageState sample_state() {
@@ -68,6 +125,10 @@ std::vector<Message> one_of_each_kind() {
   s.required_memory_bytes = 4ull << 30;
   s.replicate_every = 1;
   s.central_every = 10;
+  s.codec_to_next = wire_codec::Codec::int8;
+  s.codec_from_prev = wire_codec::Codec::bf16;
+  s.codec_all_reduce = wire_codec::Codec::int4;
+  s.codec_block = 32;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}};
@@ -85,6 +146,37 @@ std::vector<Message> one_of_each_kind() {
   return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
           e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,
           peers};
+}
+
+// Activations, gradients and all-reduce chunks of every lossy encoding.
+std::vector<Message> compressed_messages() {
+  std::vector<Message> out;
+  for (auto codec : {wire_codec::Codec::fp16, wire_codec::Codec::bf16, wire_codec::Codec::int8,
+                     wire_codec::Codec::int4}) {
+    // 5 rows of 6 values in blocks of 4 (a partial block per row); an odd
+    // number of int4 values; rank 1.
+    out.push_back(Activation{7, 3, {4, 9}, 1, 2, compressed(codec, {5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5})});
+    out.push_back(Gradient{7, 3, {4, 9}, 2, 0, compressed(codec, {5, 3}, -1.0f)});
+    out.push_back(ReduceChunk{8, 1, 2, 1, compressed(codec, {33}, 2.0f, 8)});
+  }
+  return out;
+}
+
+// What the truncation and corruption loops start from.
+std::vector<Message> seeds() {
+  auto out = one_of_each_kind();
+  for (auto codec : {wire_codec::Codec::bf16, wire_codec::Codec::int8, wire_codec::Codec::int4}) {
+    out.push_back(Activation{7, 3, {4, 9}, 1, 2, compressed(codec, {5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5})});
+  }
+  return out;
+}
+
+// The tensor of an activation, gradient or all-reduce chunk; null otherwise.
+const TensorBlob* tensor_of(const Message& message) {
+  if (auto* a = std::get_if<Activation>(&message)) return &a->tensor;
+  if (auto* g = std::get_if<Gradient>(&message)) return &g->tensor;
+  if (auto* r = std::get_if<ReduceChunk>(&message)) return &r->tensor;
+  return nullptr;
 }
 
 TEST(Codec, EveryKindRoundTripsByteForByte) {
@@ -138,6 +230,76 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_DOUBLE_EQ(s.optimizer.weight_decay, 1e-4);
   EXPECT_EQ(s.initial_state.optimizer_steps, 42u);
   EXPECT_EQ(s.required_memory_bytes, 4ull << 30);
+  EXPECT_EQ(s.codec_to_next, wire_codec::Codec::int8);
+  EXPECT_EQ(s.codec_from_prev, wire_codec::Codec::bf16);
+  EXPECT_EQ(s.codec_all_reduce, wire_codec::Codec::int4);
+  EXPECT_EQ(s.codec_block, 32u);
+}
+
+TEST(Codec, DefaultAssignmentCodecsRoundTrip) {
+  StageAssignment s = std::get<StageAssignment>(one_of_each_kind()[3]);
+  s.codec_to_next = s.codec_from_prev = s.codec_all_reduce = wire_codec::Codec::fp32;
+  for (uint32_t block : {1u, wire_codec::kDefaultBlock, wire_codec::kMaxBlock}) {
+    s.codec_block = block;
+    const auto bytes = encode(s);
+    auto decoded = decode_copy(bytes.data(), bytes.size());
+    ASSERT_TRUE(decoded.ok()) << decoded.error;
+    const auto& d = std::get<StageAssignment>(*decoded.message);
+    EXPECT_EQ(d.codec_to_next, wire_codec::Codec::fp32);
+    EXPECT_EQ(d.codec_from_prev, wire_codec::Codec::fp32);
+    EXPECT_EQ(d.codec_all_reduce, wire_codec::Codec::fp32);
+    EXPECT_EQ(d.codec_block, block);
+  }
+}
+
+TEST(Codec, CompressedTensorsRoundTripByteForByte) {
+  for (const Message& message : compressed_messages()) {
+    const TensorBlob& original = *tensor_of(message);
+    SCOPED_TRACE(std::string(kind_name(message)) + " " + to_string(original.dtype));
+    const auto bytes = encode(message);
+    auto decoded = decode_copy(bytes.data(), bytes.size());
+    ASSERT_TRUE(decoded.ok()) << decoded.error;
+    ASSERT_EQ(decoded.message->index(), message.index());
+    EXPECT_EQ(encode(*decoded.message), bytes);
+    expect_same_blob(*tensor_of(*decoded.message), original);
+    if (auto* a = std::get_if<Activation>(&*decoded.message)) {
+      expect_same_blob(a->labels, std::get<Activation>(message).labels);
+    }
+    if (const char* corpus = std::getenv("ASTEROID_FUZZ_CORPUS")) {
+      std::ofstream(std::string(corpus) + "/" + kind_name(message) + "-" + to_string(original.dtype) + ".bin",
+                    std::ios::binary)
+          .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+  }
+}
+
+TEST(Codec, CompressedTensorsOfNoValuesKeepTheirBlock) {
+  // A micro-batch share of zero samples still says how it is encoded.
+  for (auto codec : {wire_codec::Codec::int8, wire_codec::Codec::int4}) {
+    for (std::vector<int64_t> shape : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 8}, std::vector<int64_t>{3, 0}}) {
+      SCOPED_TRACE(std::string(wire_codec::codec_name(codec)) + " rank " + std::to_string(shape.size()));
+      Gradient g{7, 3, {4, 4}, 2, 0, compressed(codec, shape, 1.0f, 64)};
+      ASSERT_EQ(g.tensor.bytes, 0u);
+      ASSERT_EQ(g.tensor.block, 64u);
+      const auto bytes = encode(g);
+      auto decoded = decode_copy(bytes.data(), bytes.size());
+      ASSERT_TRUE(decoded.ok()) << decoded.error;
+      expect_same_blob(std::get<Gradient>(*decoded.message).tensor, g.tensor);
+      EXPECT_EQ(encode(*decoded.message), bytes);
+    }
+  }
+}
+
+TEST(Codec, DecodedCompressedTensorsShareTheReceivedBuffer) {
+  const auto bytes = std::make_shared<const std::vector<char>>(
+      encode(Gradient{7, 3, {4, 9}, 2, 0, compressed(wire_codec::Codec::int4, {5, 3}, -1.0f)}));
+  auto decoded = decode(bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  const auto& g = std::get<Gradient>(*decoded.message);
+  EXPECT_GE(g.tensor.data, bytes->data());
+  EXPECT_LE(g.tensor.data + g.tensor.bytes, bytes->data() + bytes->size());
+  EXPECT_GE(g.tensor.scales, bytes->data());
+  EXPECT_LE(g.tensor.scales + g.tensor.scale_bytes, bytes->data() + bytes->size());
 }
 
 TEST(Codec, DecodedTensorsShareTheReceivedBuffer) {
@@ -150,7 +312,7 @@ TEST(Codec, DecodedTensorsShareTheReceivedBuffer) {
 }
 
 TEST(Codec, EveryTruncationIsAnErrorNotACrash) {
-  for (const Message& message : one_of_each_kind()) {
+  for (const Message& message : seeds()) {
     SCOPED_TRACE(kind_name(message));
     const auto bytes = encode(message);
     for (size_t size = 0; size < bytes.size(); ++size) {
@@ -164,7 +326,7 @@ TEST(Codec, EveryTruncationIsAnErrorNotACrash) {
 TEST(Codec, RandomCorruptionNeverCrashesAndAnyDecodedMessageIsValid) {
   std::mt19937_64 rng(12345);
   int rejected = 0, total = 0;
-  for (const Message& message : one_of_each_kind()) {
+  for (const Message& message : seeds()) {
     const auto bytes = encode(message);
     for (int trial = 0; trial < 300; ++trial) {
       auto corrupted = bytes;
@@ -179,6 +341,9 @@ TEST(Codec, RandomCorruptionNeverCrashesAndAnyDecodedMessageIsValid) {
         // Whatever decoded must be self-consistent enough to encode again.
         auto again = encode(*decoded.message);
         EXPECT_TRUE(decode_copy(again.data(), again.size()).ok());
+        // ... and a decoded tensor of a float dtype decodes to its values.
+        const TensorBlob* t = tensor_of(*decoded.message);
+        if (t && codec_of(t->dtype)) values_of(*t);
       }
     }
   }
@@ -286,6 +451,222 @@ TEST(Codec, OverlongListIsRejectedByItsLength) {
   auto decoded = decode_copy(bytes.data(), bytes.size(), limits);
   ASSERT_FALSE(decoded.ok());
   EXPECT_NE(decoded.error.find("metrics.events"), std::string::npos) << decoded.error;
+}
+
+// A tensor written by hand: `data_bytes` zero bytes, then `scales` when
+// there are any.
+void fill_tensor(wire::Tensor::Builder t, wire::Tensor::DType dtype, std::vector<int64_t> shape, size_t data_bytes,
+                 uint32_t block = 0, std::vector<float> scales = {}) {
+  t.setDtype(dtype);
+  auto s = t.initShape(static_cast<unsigned>(shape.size()));
+  for (size_t i = 0; i < shape.size(); ++i) s.set(static_cast<unsigned>(i), shape[i]);
+  t.initData(static_cast<unsigned>(data_bytes));
+  t.setBlockSize(block);
+  if (!scales.empty()) {
+    auto out = t.initScales(static_cast<unsigned>(scales.size() * sizeof(float)));
+    std::memcpy(out.begin(), scales.data(), scales.size() * sizeof(float));
+  }
+}
+
+// The error decoding `bytes` gives; fails the test if they decode.
+std::string rejection(const std::vector<char>& bytes) {
+  auto decoded = decode_copy(bytes.data(), bytes.size());
+  EXPECT_FALSE(decoded.ok()) << "decoded a " << kind_name(*decoded.message);
+  return decoded.error;
+}
+
+std::string rejection(const Message& message) { return rejection(encode(message)); }
+
+#define EXPECT_MENTIONS(error, part) EXPECT_NE((error).find(part), std::string::npos) << (error)
+
+constexpr auto kInt8 = wire::Tensor::DType::INT8_BLOCK;
+constexpr auto kInt4 = wire::Tensor::DType::INT4_BLOCK;
+
+TEST(Codec, HandmadeCompressedTensorIsAccepted) {
+  // The baseline the hostile variants below depart from: 2 rows of 8 int8
+  // values in blocks of 4, so 4 scales.
+  auto bytes = handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt8, {2, 8}, 16, 4, {1, 0, 0.5f, 2});
+  });
+  auto decoded = decode_copy(bytes.data(), bytes.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  EXPECT_EQ(std::get<Activation>(*decoded.message).tensor.dtype, DType::int8_block);
+  EXPECT_EQ(std::get<Activation>(*decoded.message).tensor.scale_bytes, 16u);
+}
+
+TEST(Codec, WrongNumberOfScalesIsNamed) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt8, {2, 8}, 16, 4, {1, 1, 1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "12 scale bytes");
+  EXPECT_MENTIONS(error, "16 expected");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initGradient().initTensor(), kInt8, {2, 8}, 16, 4, {1, 1, 1, 1, 1});
+  }));
+  EXPECT_MENTIONS(error, "gradient.tensor");
+  EXPECT_MENTIONS(error, "20 scale bytes");
+  EXPECT_MENTIONS(error, "16 expected");
+
+  // No scales at all for values that need them.
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initReduceChunk().initTensor(), kInt4, {8}, 4, 4);
+  }));
+  EXPECT_MENTIONS(error, "reduceChunk.tensor");
+  EXPECT_MENTIONS(error, "0 scale bytes");
+}
+
+TEST(Codec, NonFiniteOrNegativeScaleIsNamed) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt8, {2, 8}, 16, 4,
+                {1, std::numeric_limits<float>::quiet_NaN(), 1, 1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "scale 1 is not finite");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt4, {2, 8}, 8, 4,
+                {1, 1, std::numeric_limits<float>::infinity(), 1});
+  }));
+  EXPECT_MENTIONS(error, "scale 2 is not finite");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initGradient().initTensor(), kInt8, {2, 8}, 16, 4, {1, 1, -0.5f, 1});
+  }));
+  EXPECT_MENTIONS(error, "gradient.tensor");
+  EXPECT_MENTIONS(error, "scale 2 is negative");
+}
+
+TEST(Codec, BlockSizeOutOfRangeIsNamed) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt8, {2, 8}, 16, 0, {1, 1, 1, 1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "block size 0");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initReduceChunk().initTensor(), kInt4, {2, 8}, 8, wire_codec::kMaxBlock + 1, {1, 1});
+  }));
+  EXPECT_MENTIONS(error, "reduceChunk.tensor");
+  EXPECT_MENTIONS(error, "block size " + std::to_string(wire_codec::kMaxBlock + 1) + " exceeds");
+
+  // kMaxBlock itself is fine: one scale per row.
+  auto bytes = handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initReduceChunk().initTensor(), kInt4, {2, 8}, 8, wire_codec::kMaxBlock, {1, 1});
+  });
+  auto decoded = decode_copy(bytes.data(), bytes.size());
+  EXPECT_TRUE(decoded.ok()) << decoded.error;
+}
+
+TEST(Codec, Int4TensorOfTheWrongSizeIsNamed) {
+  // 9 int4 values take 5 bytes (two per byte, the last one alone).
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initGradient().initTensor(), kInt4, {3, 3}, 9, 4, {1, 1, 1});
+  }));
+  EXPECT_MENTIONS(error, "gradient.tensor");
+  EXPECT_MENTIONS(error, "9 data bytes");
+  EXPECT_MENTIONS(error, "5 bytes expected");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), kInt4, {8}, 3, 8, {1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "4 bytes expected");
+}
+
+TEST(Codec, ScalesOnALosslessOrHalfTensorAreRejected) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initReduceChunk().initTensor(), wire::Tensor::DType::FLOAT32, {4}, 16, 4, {1});
+  }));
+  EXPECT_MENTIONS(error, "reduceChunk.tensor");
+  EXPECT_MENTIONS(error, "4 scale bytes on a float32 tensor");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), wire::Tensor::DType::BFLOAT16, {4}, 8, 4, {1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "bfloat16");
+
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initLabels(), wire::Tensor::DType::INT64, {2}, 16, 4, {1});
+  }));
+  EXPECT_MENTIONS(error, "activation.labels");
+  EXPECT_MENTIONS(error, "int64");
+}
+
+TEST(Codec, UnknownDtypeIsNamed) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    fill_tensor(env.initActivation().initTensor(), static_cast<wire::Tensor::DType>(6), {4}, 4, 4, {1});
+  }));
+  EXPECT_MENTIONS(error, "activation.tensor");
+  EXPECT_MENTIONS(error, "unknown dtype 6");
+}
+
+TEST(Codec, CompressedStatesAreRejected) {
+  auto error = rejection(handmade([](wire::Envelope::Builder env) {
+    auto s = env.initStageState();
+    s.setLayerEnd(1);
+    fill_tensor(s.initWeights(), kInt8, {8}, 8, 4, {1, 1});
+  }));
+  EXPECT_MENTIONS(error, "stageState.weights");
+  EXPECT_MENTIONS(error, "int8Block");
+  EXPECT_MENTIONS(error, "states travel as float32");
+
+  // Through encode(): a replica or checkpoint of lossy bytes never decodes.
+  StageState s = sample_state();
+  s.optimizer_state = compressed(wire_codec::Codec::bf16, {10}, 1.0f);
+  error = rejection(s);
+  EXPECT_MENTIONS(error, "stageState.optimizerState");
+  EXPECT_MENTIONS(error, "states travel as float32");
+
+  auto assignment = std::get<StageAssignment>(one_of_each_kind()[3]);
+  assignment.initial_state.weights = compressed(wire_codec::Codec::int4, {10}, 1.0f);
+  error = rejection(assignment);
+  EXPECT_MENTIONS(error, "stageState.weights");
+  EXPECT_MENTIONS(error, "states travel as float32");
+}
+
+TEST(Codec, UnknownOrOutOfRangeAssignmentCodecsAreRejected) {
+  const auto valid = std::get<StageAssignment>(one_of_each_kind()[3]);
+
+  auto s = valid;
+  s.codec_to_next = static_cast<wire_codec::Codec>(9);
+  auto error = rejection(s);
+  EXPECT_MENTIONS(error, "assignment.codecToNext");
+  EXPECT_MENTIONS(error, "unknown value 9");
+
+  s = valid;
+  s.codec_from_prev = static_cast<wire_codec::Codec>(5);
+  error = rejection(s);
+  EXPECT_MENTIONS(error, "assignment.codecFromPrev");
+  EXPECT_MENTIONS(error, "unknown value 5");
+
+  s = valid;
+  s.codec_all_reduce = static_cast<wire_codec::Codec>(200);
+  error = rejection(s);
+  EXPECT_MENTIONS(error, "assignment.codecAllReduce");
+  EXPECT_MENTIONS(error, "unknown value 200");
+
+  s = valid;
+  s.codec_block = 0;
+  error = rejection(s);
+  EXPECT_MENTIONS(error, "assignment.codecBlock");
+  EXPECT_MENTIONS(error, "0 is not in [1, " + std::to_string(wire_codec::kMaxBlock) + "]");
+
+  s = valid;
+  s.codec_block = wire_codec::kMaxBlock + 1;
+  error = rejection(s);
+  EXPECT_MENTIONS(error, "assignment.codecBlock");
+
+  // The same by hand: the enum as the schema writes it.
+  error = rejection(handmade([](wire::Envelope::Builder env) {
+    auto a = env.initAssignment();
+    a.setCodecBlock(64);
+    a.setCodecToNext(static_cast<wire::WireCodec>(9));
+  }));
+  EXPECT_MENTIONS(error, "assignment.codecToNext");
+  EXPECT_MENTIONS(error, "unknown value 9");
 }
 
 }  // namespace
