@@ -124,6 +124,14 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--cluster", j.cluster_file, "cluster.json of running nodes (no up/down)")->group(cluster);
   cmd->add_option("--out", j.out, "the run folder (default: runs/<time>-<name>, with runs/latest)")->group(cluster);
   cmd->add_flag("--no-plots", cli->no_plots, "no PNG plots in the run folder")->group(cluster);
+  cmd->add_option("--baseline-rounds", j.baseline_rounds,
+                  "after the job, train the best single device alone this many rounds on the same cluster and "
+                  "report the measured speedup (0: none)")
+      ->capture_default_str()
+      ->group(cluster);
+  cmd->add_flag_callback(
+         "--no-baseline", [&j] { j.baseline_rounds = 0; }, "no measured baseline (same as --baseline-rounds 0)")
+      ->group(cluster);
 
   auto* planning = "Profiling and planning";
   cmd->add_option("--microbatches", j.microbatches, "micro-batches per mini-batch (0: searched)")

@@ -173,6 +173,7 @@ struct Planned {
   planner::PlanResult result;
   std::string best_single_device;
   double best_single_round_ms = 0;
+  planner::Plan best_single_plan;
 };
 
 // The best device alone: a one-stage plan on each device (M searched), the
@@ -210,7 +211,10 @@ Planned plan_job(const std::string& strategy, const planner::Cluster& cluster, c
   Planned p;
   const auto t0 = Clock::now();
   planner::PlanResult single = best_single(cluster, profile, config, &p.best_single_device);
-  if (single.feasible) p.best_single_round_ms = single.evaluation.round_ms;
+  if (single.feasible) {
+    p.best_single_round_ms = single.evaluation.round_ms;
+    p.best_single_plan = single.plan;
+  }
   if (strategy == "single") {
     p.result = single;
     p.result.planning_ms = seconds_since(t0) * 1000;
@@ -312,6 +316,42 @@ double steady_throughput(const std::vector<actors::RoundReport>& rounds, size_t 
   return n == 0 || ms <= 0 ? 0 : batch * n * 1000.0 / ms;
 }
 
+// Rounds left out of a throughput as warm-up (the first rounds pay for
+// allocation, caches and connections).
+constexpr size_t kWarmupRounds = 5;
+
+// The best single device alone on the running cluster: `rounds` rounds of
+// the same model, batch, seed and optimizer, without replication, trace or
+// checkpoints, and a small evaluation (its accuracy is not the point).
+// Returns its steady throughput; its metrics and summary go to the run
+// folder as baseline-*.
+double measure_baseline(const DistributedOptions& job, const planner::Plan& single, int64_t rounds,
+                        const fs::path& run) {
+  DistributedOptions b = job;
+  b.plan = single;
+  b.train.strategy = "single";
+  b.train.epochs = 1;
+  b.train.rounds = rounds;
+  b.train.metrics_path = (run / "baseline-metrics.jsonl").string();
+  b.train.summary_path = (run / "baseline-summary.json").string();
+  b.train.weights_out.clear();
+  b.train.test_samples = 100;
+  b.train.progress = compute::ProgressLine::Mode::off;
+  b.trace_path.clear();
+  b.print_grid = false;
+  b.replicate_every = 0;
+  b.central_every = 0;
+  b.checkpoint_every = 0;
+  b.checkpoint_path.clear();
+  b.resume_checkpoint.clear();
+  b.job_id = job.job_id + "-baseline";
+  b.before_round = [](uint64_t, supervision::JobSupervisor&) { StopSignals::check("while measuring the baseline"); };
+  b.summary_strings.clear();
+  b.summary_numbers.clear();
+  const DistributedResult r = run_distributed_training(b);
+  return steady_throughput(r.committed, kWarmupRounds, single.batch);
+}
+
 }  // namespace
 
 TrainJobResult run_train_job(const TrainJobOptions& input) {
@@ -404,7 +444,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     testbed::Mechanisms mechanisms;
     bool have_mechanisms = false;
     if (managed) {
-      say("[1/7] bringing up %s: %zu devices at %g Mbit/s\n", cluster_name.c_str(), cluster.devices.size(),
+      say("[1/8] bringing up %s: %zu devices at %g Mbit/s\n", cluster_name.c_str(), cluster.devices.size(),
           spec.cluster.default_bandwidth_mbps);
       testbed::LaunchOptions launch;
       launch.dir = (run / "cluster").string();
@@ -423,7 +463,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       have_mechanisms = true;
       say("  up in %.1f s: %s\n", timings["up"], mechanisms.summary().c_str());
     } else {
-      say("[1/7] using the running cluster %s (%zu devices)\n", cluster_name.c_str(), cluster.devices.size());
+      say("[1/8] using the running cluster %s (%zu devices)\n", cluster_name.c_str(), cluster.devices.size());
       home.left_home();
       const std::string net = testbed::enter_cluster_network(o.cluster_file);
       const fs::path dir = fs::absolute(o.cluster_file).parent_path();
@@ -480,7 +520,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     ClusterMeasurement measured;
     planner::Cluster plan_cluster = cluster;
     if (!given_plan && o.resume.empty()) {
-      say("[2/7] profiling %s on every device (on its own node, in parallel) and timing the links\n",
+      say("[2/8] profiling %s on every device (on its own node, in parallel) and timing the links\n",
           t.model.c_str());
       MeasureOptions mo;
       mo.model = t.model;
@@ -503,7 +543,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       planner::save_profile(*profile, (run / "profile.json").string());
       say("%s", device_table(plan_cluster, *profile, links, static_cast<int>(t.batch)).c_str());
     } else {
-      say("[2/7] no profiling: %s\n", given_plan ? ("the plan comes from " + o.plan_file).c_str()
+      say("[2/8] no profiling: %s\n", given_plan ? ("the plan comes from " + o.plan_file).c_str()
                                                  : "resuming from a checkpoint");
       if (profile) planner::save_profile(*profile, (run / "profile.json").string());
     }
@@ -512,17 +552,21 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
 
     // ---- 3. plan
     planner::Plan plan;
+    std::optional<planner::Plan> baseline_plan;  // the best single device's
     if (given_plan) {
-      say("[3/7] the plan of %s\n", o.plan_file.c_str());
+      say("[3/8] the plan of %s\n", o.plan_file.c_str());
       plan = *given_plan;
     } else if (!o.resume.empty()) {
-      say("[3/7] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
+      say("[3/8] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
     } else {
-      say("[3/7] planning (%s)\n", o.strategy.c_str());
+      say("[3/8] planning (%s)\n", o.strategy.c_str());
       Planned planned = plan_job(o.strategy, plan_cluster, *profile, config);
       timings["plan"] = planned.result.planning_ms / 1000;
       out.best_single_device = planned.best_single_device;
-      if (planned.best_single_round_ms > 0) out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
+      if (planned.best_single_round_ms > 0) {
+        out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
+        baseline_plan = planned.best_single_plan;
+      }
       const planner::PlanResult& r = planned.result;
       if (!r.plan.stages.empty())
         say("%s", planner::explain_plan(r.plan, r.evaluation, r.planning_ms).c_str());
@@ -540,6 +584,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       if (single.feasible) {
         out.best_single_device = best;
         out.best_single_samples_per_s = t.batch * 1000.0 / single.evaluation.round_ms;
+        baseline_plan = single.plan;
       }
       const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
       plan.predicted_round_ms = ev.round_ms;
@@ -551,7 +596,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     if (plan.predicted_round_ms > 0) out.predicted_samples_per_s = plan.batch * 1000.0 / plan.predicted_round_ms;
 
     // ---- 4. deploy and train (5. evaluate)
-    say("[4/7] deploying and training %s on %s%s\n", t.model.c_str(), cluster_name.c_str(),
+    say("[4/8] deploying and training %s on %s%s\n", t.model.c_str(), cluster_name.c_str(),
         faults.empty() ? "" : (" with " + std::to_string(faults.size()) + " scheduled fault(s)").c_str());
     if (!faults.empty()) {
       injector = std::make_unique<FaultInjector>(*emulated, faults, (run / "faults.jsonl").string(),
@@ -580,12 +625,35 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     timings["train"] = out.training.train_seconds;
     if (!o.resume.empty()) plan = out.training.final_plan;
     if (injector) injector->finish();
-    say("[5/7] test accuracy %.2f %% on %lld samples\n", 100.0 * out.training.test_accuracy,
+    say("[5/8] test accuracy %.2f %% on %lld samples\n", 100.0 * out.training.test_accuracy,
         (long long)out.training.test_samples);
+
+    // ---- 6. the measured baseline: the best single device alone, same cluster
+    const double steady = steady_throughput(out.training.committed, kWarmupRounds, plan.batch);
+    size_t plan_devices = 0;
+    for (const auto& stage : plan.stages) plan_devices += stage.devices.size();
+    if (o.baseline_rounds > 0 && baseline_plan && !out.training.committed.empty()) {
+      say("[6/8] measuring the baseline: %s alone, %lld rounds on the same cluster\n", out.best_single_device.c_str(),
+          (long long)o.baseline_rounds);
+      const auto t0 = Clock::now();
+      try {
+        if (plan_devices == 1 && plan.stages.front().devices.front().id == out.best_single_device) {
+          out.best_single_measured_samples_per_s = steady;  // the job was that baseline
+        } else {
+          out.best_single_measured_samples_per_s = measure_baseline(d, *baseline_plan, o.baseline_rounds, run);
+        }
+        if (out.best_single_measured_samples_per_s > 0) out.speedup_measured = steady / out.best_single_measured_samples_per_s;
+      } catch (const std::exception& e) {
+        say("  the baseline could not run: %s\n", e.what());
+      }
+      timings["baseline"] = seconds_since(t0);
+    } else {
+      say("[6/8] no measured baseline (%s)\n", o.baseline_rounds <= 0 ? "--no-baseline" : "no profile to choose the best device by");
+    }
 
     // ---- 6. cluster down (7. the summary follows, with the down time)
     if (managed) {
-      say("[6/7] bringing the cluster down\n");
+      say("[7/8] bringing the cluster down\n");
       const auto t0 = Clock::now();
       injector.reset();
       home.go_home();
@@ -624,8 +692,11 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
         s["predicted_speedup_over_best_single"] = out.predicted_samples_per_s / out.best_single_samples_per_s;
     }
     if (out.predicted_samples_per_s > 0) s["measured_over_predicted"] = out.training.samples_per_s / out.predicted_samples_per_s;
-    const double steady = steady_throughput(out.training.committed, 5, plan.batch);
     if (steady > 0) s["samples_per_s_after_round_5"] = steady;
+    if (out.best_single_measured_samples_per_s > 0) {
+      s["best_single_measured_samples_per_s"] = out.best_single_measured_samples_per_s;
+      s["speedup_measured"] = out.speedup_measured;
+    }
     if (!links.empty()) {
       json l = json::object(), rtt = json::object();
       for (const auto& [id, m] : links) {
@@ -656,7 +727,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
 
     // ---- 7. the summary
     const auto& r = out.training;
-    say("[7/7] summary: %s, %s on %s\n", plan.strategy.c_str(), t.model.c_str(), cluster_name.c_str());
+    say("[8/8] summary: %s, %s on %s\n", plan.strategy.c_str(), t.model.c_str(), cluster_name.c_str());
     say("  %lld rounds (%lld samples) in %.1f s, final loss %.4f, test accuracy %.2f %% on %lld samples\n",
         (long long)r.rounds, (long long)r.samples, r.train_seconds, r.final_loss, 100.0 * r.test_accuracy,
         (long long)r.test_samples);
@@ -668,6 +739,11 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       say("  best single device:    %8.1f samples/s (%s alone, by its profile): speedup %.2fx\n",
           out.best_single_samples_per_s, out.best_single_device.c_str(),
           r.samples_per_s / out.best_single_samples_per_s);
+    if (out.best_single_measured_samples_per_s > 0)
+      say("  measured baseline:     %8.1f samples/s (%s alone on this cluster, after round %zu): "
+          "measured speedup %.2fx (job %.1f samples/s after round %zu)\n",
+          out.best_single_measured_samples_per_s, out.best_single_device.c_str(), kWarmupRounds, out.speedup_measured,
+          steady, kWarmupRounds);
     for (const auto& f : r.failures)
       say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
           (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());

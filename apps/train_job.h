@@ -8,8 +8,9 @@
 //   4. deploy and train under the job supervisor, with a progress line and
 //      an optional fault schedule;
 //   5. evaluate test accuracy;
-//   6. print the measured and predicted throughput and the speedup over the
-//      best single device;
+//   6. measure the best single device alone on the same cluster (about 30
+//      rounds of the same model and batch; --no-baseline skips it), then
+//      print the measured and predicted throughput and the speedup over it;
 //   7. bring the cluster down and leave a run folder: cluster.json,
 //      profile.json, plan.json, metrics.jsonl, summary.json, trace.json,
 //      faults.jsonl, checkpoint.bin, PNG plots.
@@ -52,6 +53,9 @@ struct TrainJobOptions {
   int profile_repeats = 5;
   double profile_timeout_s = 600;
   bool plots = true;
+  // The measured baseline: the best single device (by the profile) trains
+  // alone for this many rounds after the job (0: no baseline).
+  int64_t baseline_rounds = 30;
 };
 
 struct TrainJobResult {
@@ -60,6 +64,10 @@ struct TrainJobResult {
   double predicted_samples_per_s = 0;    // 0: no prediction (no profile)
   double best_single_samples_per_s = 0;  // by the profile; 0: no profile
   std::string best_single_device;
+  // The baseline measured on the cluster (0: not measured) and the job's
+  // steady throughput over it (both after the first rounds' warm-up).
+  double best_single_measured_samples_per_s = 0;
+  double speedup_measured = 0;
   double job_seconds = 0;
 };
 

@@ -105,6 +105,11 @@ def plot_throughput(run, rounds, events, summary):
         ax.axhline(summary["best_single_samples_per_s"], color="tab:gray", linestyle="-.", linewidth=1,
                    label="best single device (%s, profile): %.0f"
                    % (summary.get("best_single_device", "?"), summary["best_single_samples_per_s"]))
+    if summary.get("best_single_measured_samples_per_s"):
+        ax.axhline(summary["best_single_measured_samples_per_s"], color="tab:red", linestyle=":", linewidth=1.4,
+                   label="best single device (%s, measured on the cluster): %.0f, speedup %.2fx"
+                   % (summary.get("best_single_device", "?"), summary["best_single_measured_samples_per_s"],
+                      summary.get("speedup_measured", 0)))
     mark_events(ax, rounds, events)
     ax.set_xlabel("round")
     ax.set_ylabel("samples/s")

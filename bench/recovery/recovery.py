@@ -66,7 +66,7 @@ def median_throughput(rounds, batch, skip_until_round=None, first_index=0):
 
 def train(args, out_dir, extra, timeout, check=True):
     cmd = [args.asteroid, "train", "--model", MODEL, "--batch", "64", "--rounds", str(args.rounds),
-           "--out", out_dir, "--no-plots", "--progress", "plain", "--test-samples", "2000"] + extra
+           "--out", out_dir, "--no-plots", "--progress", "plain", "--test-samples", "2000", "--no-baseline"] + extra
     run(cmd, out_dir + ".log", timeout, check)
     return out_dir
 

@@ -248,7 +248,8 @@ class Bench:
             test_samples = MODELS[model]["test_samples"]
         cmd = [self.asteroid, "train", "--cluster", cluster.cluster_file, *self.model_options(model),
                "--rounds", str(rounds), "--out", out, "--progress", "plain", "--no-plots",
-               "--test-samples", str(test_samples), "--heartbeat-deadline", str(self.a.heartbeat_deadline), *extra]
+               "--test-samples", str(test_samples), "--heartbeat-deadline", str(self.a.heartbeat_deadline),
+               "--no-baseline", *extra]
         os.makedirs(out, exist_ok=True)
         cluster.reset_memory_peaks()
         load = loadavg()

@@ -81,7 +81,7 @@ int free_port() {
 // Cheap profiling and evaluation: what the tests need, not what the planner deserves.
 const std::vector<std::string> kQuick = {"--model", "fmnist-cnn", "--profile-batches", "1,4,16,64",
                                          "--profile-repeats", "2", "--test-samples", "1000",
-                                         "--progress", "plain"};
+                                         "--progress", "plain", "--baseline-rounds", "10"};
 
 std::vector<std::string> train_args(std::vector<std::string> extra) {
   std::vector<std::string> argv = {kAsteroid, "train"};
@@ -123,10 +123,20 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
   EXPECT_EQ(s["strategy"], "hpp");
   EXPECT_EQ(s["env"], "D");
   EXPECT_EQ(s["model"], "fmnist-cnn");
-  for (const char* k : {"test_accuracy", "samples_per_s", "predicted_samples_per_s", "best_single_samples_per_s"}) {
+  for (const char* k : {"test_accuracy", "samples_per_s", "predicted_samples_per_s", "best_single_samples_per_s",
+                        "best_single_measured_samples_per_s", "speedup_measured"}) {
     ASSERT_TRUE(s.contains(k)) << k << " missing in " << s.dump(2);
     EXPECT_GT(s[k].get<double>(), 0) << k;
   }
+  // The measured baseline is the best device alone, trained on the cluster.
+  std::vector<double> baseline_rounds;
+  for (const auto& line : json_lines(run + "/baseline-metrics.jsonl"))
+    if (line.contains("round")) baseline_rounds.push_back(line["round"].get<double>());
+  EXPECT_EQ(baseline_rounds.size(), 10u);
+  EXPECT_NEAR(s["speedup_measured"].get<double>(),
+              s["samples_per_s_after_round_5"].get<double>() / s["best_single_measured_samples_per_s"].get<double>(),
+              1e-9);
+  EXPECT_NE(r.out.find("measured speedup"), std::string::npos) << r.out;
   ASSERT_TRUE(s.contains("mechanisms")) << s.dump(2);
   EXPECT_FALSE(s["mechanisms"]["cpu"].get<std::string>().empty());
   EXPECT_FALSE(s["mechanisms"]["net"].get<std::string>().empty());
