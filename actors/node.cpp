@@ -127,6 +127,10 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
             for (double& ms : layer) ms /= share;
           }
         }
+        for (auto& [codec, speed] : device.codecs) {
+          speed.encode_mb_s *= share;
+          speed.decode_mb_s *= share;
+        }
       }
     }
     return messages::ProfileResult{planner::profile_to_json(profile).dump()};

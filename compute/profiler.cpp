@@ -18,6 +18,7 @@
 
 #include "compute/layers.h"
 #include "compute/model_zoo.h"
+#include "messages/wire_codec.h"
 
 namespace asteroid::compute {
 namespace {
@@ -225,8 +226,40 @@ planner::Profile profile_model(const std::string& model, const std::string& devi
       dev.fwd_ms[l][k] = std::max(dev.fwd_ms[l][k], dev.fwd_ms[l][k - 1]);
       dev.bwd_ms[l][k] = std::max(dev.bwd_ms[l][k], dev.bwd_ms[l][k - 1]);
     }
+  if (o.codecs) dev.codecs = profile_codecs(o);
   profile.devices[device_id] = std::move(dev);
   return profile;
+}
+
+std::map<planner::Codec, planner::CodecSpeed> profile_codecs(const ProfileOptions& o) {
+  constexpr int64_t kValues = 250000;  // 1 MB of float32
+  const torch::Tensor values = torch::relu(
+      torch::randn({kValues}, torch::TensorOptions().dtype(torch::kFloat)).mul_(0.5));
+  const float* in = values.data_ptr<float>();
+  std::vector<float> out(kValues);
+  constexpr uint64_t kRowLength = 1000;  // rows of one sample's activations
+  const uint64_t rows = kValues / kRowLength;
+  const double mb = kValues * sizeof(float) / 1e6;
+  std::map<planner::Codec, planner::CodecSpeed> speeds;
+  for (wire_codec::Codec codec : wire_codec::kAllCodecs) {
+    if (wire_codec::is_lossless(codec)) continue;
+    std::vector<double> encode_ms, decode_ms;
+    wire_codec::Encoded encoded;
+    for (int run = 0; run < o.warmup + o.repeats; ++run) {
+      double t0 = clock_ms(o.cpu_time, 1);
+      encoded = wire_codec::encode(codec, in, rows, kRowLength, wire_codec::kDefaultBlock);
+      const double e = clock_ms(o.cpu_time, 1) - t0;
+      t0 = clock_ms(o.cpu_time, 1);
+      wire_codec::decode(encoded.view(), out.data());
+      const double d = clock_ms(o.cpu_time, 1) - t0;
+      if (run < o.warmup) continue;
+      encode_ms.push_back(e);
+      decode_ms.push_back(d);
+    }
+    // A clock tick below the resolution would read as infinitely fast.
+    speeds[codec] = {mb / (std::max(1e-3, median(encode_ms)) / 1e3), mb / (std::max(1e-3, median(decode_ms)) / 1e3)};
+  }
+  return speeds;
 }
 
 }  // namespace asteroid::compute

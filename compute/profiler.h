@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,16 @@ struct ProfileOptions {
   // costs at full speed, whatever CPU quota or other load the process is
   // under. A node under a CPU share divides these by its share.
   bool cpu_time = false;
+  // Also time every lossy wire codec's encode and decode (profile.json
+  // "codecs"; the planner offers a codec only where it was measured).
+  bool codecs = true;
 };
+
+// Encode and decode speed of every lossy wire codec on this machine, on
+// 1 MB of float32 values shaped like activations (half of them zero, as
+// after a ReLU): MB of float32 per second, median of `repeats` runs, on the
+// clock ProfileOptions says.
+std::map<planner::Codec, planner::CodecSpeed> profile_codecs(const ProfileOptions& options = {});
 
 // Weight, output and stash bytes of every layer (no timing).
 std::vector<planner::LayerInfo> measure_layers(const std::string& model, int batch = 8,
