@@ -20,6 +20,7 @@
 #include <tuple>
 #include <optional>
 
+#include "actors/heartbeat_datagram.h"
 #include "actors/node_context.h"
 #include "actors/system_config.h"
 #include "compute/model_zoo.h"
@@ -203,8 +204,9 @@ messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& no
 
 // The published actor of a node: answers hello, heartbeats, link probes and
 // profile requests, and keeps replicas. Blocking, hence on a thread of its
-// own, so profiling (long compute) never starves the node's I/O; heartbeats
-// wait while it profiles, which happens before training, not during it.
+// own, so profiling (long compute) never starves the node's I/O. Heartbeats
+// reach it only from a monitor on the actor transport; the default ones are
+// datagrams, answered by the node's HeartbeatResponder (run_node).
 void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
   ReplicaStore replicas;
   auto answer = [&](messages::Message&& message) -> messages::Message {
@@ -281,6 +283,16 @@ int run_node(const NodeOptions& options) {
   if (!port) {
     std::fprintf(stderr, "asteroid node %s: cannot listen on %s:%u: %s\n", options.id.c_str(), options.host.c_str(),
                  options.port, system.render(port.error()).c_str());
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  // Heartbeats on UDP at the same port number (heartbeat_datagram.h), up
+  // before the node says it listens, so a monitor never misses the first.
+  std::unique_ptr<HeartbeatResponder> heartbeats;
+  try {
+    heartbeats = std::make_unique<HeartbeatResponder>(options.host, *port, options.id);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "asteroid node %s: %s\n", options.id.c_str(), e.what());
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return 1;
   }

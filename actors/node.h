@@ -1,7 +1,8 @@
 // A node: the process that runs on one device. It publishes a node actor
 // (answers hello with its NodeInfo, profiles models on request) and hosts
-// the stage actors coordinators remote-spawn on it. It keeps running
-// between jobs and shuts down cleanly on SIGTERM or SIGINT.
+// the stage actors coordinators remote-spawn on it, and answers heartbeat
+// datagrams on UDP at its port number (actors/heartbeat_datagram.h). It keeps
+// running between jobs and shuts down cleanly on SIGTERM or SIGINT.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@ namespace asteroid::actors {
 struct NodeOptions {
   std::string id = "node";
   std::string host = "0.0.0.0";  // address to listen on
-  uint16_t port = 0;             // 0: any free port (printed)
+  uint16_t port = 0;             // TCP (CAF) and UDP (heartbeats); 0: any free port (printed)
   double memory_mb = 0;          // budget; 0: unlimited
   double cpu_share = 0;          // in-process throttle; 0: none
   int threads = 1;               // at::set_num_threads

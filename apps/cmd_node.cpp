@@ -10,7 +10,7 @@ namespace asteroid::apps {
 void add_node_command(CLI::App& app) {
   auto options = std::make_shared<actors::NodeOptions>();
   auto* cmd = app.add_subcommand("node", "Run one device's node process (until SIGTERM)");
-  cmd->add_option("--port", options->port, "TCP port to listen on (0: any free port, printed)");
+  cmd->add_option("--port", options->port, "Port to listen on: TCP for CAF, UDP at the same number for heartbeats (0: any free port, printed)");
   cmd->add_option("--host", options->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--id", options->id, "Device id")->capture_default_str();
   cmd->add_option("--memory-mb", options->memory_mb, "Memory budget in MiB (0: unlimited)")

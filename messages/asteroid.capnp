@@ -266,6 +266,8 @@ struct PlanRequest {
   lostDevices @7 :List(Text);   # ... and the devices lost since
   addedDevices @8 :List(Text);  # ... or added
   heavy @9 :Bool;               # re-plan by full search, not lightweight
+  wire @10 :Text;               # wire policy: exact (empty) | fp16 | int8 | int4 | auto
+  codecBlock @11 :UInt32 = 64;  # values per int8/int4 scale
 }
 
 struct PlanResult {

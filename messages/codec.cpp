@@ -196,6 +196,8 @@ struct Encoder {
     auto added = o.initAddedDevices(static_cast<unsigned>(m.added_devices.size()));
     for (size_t i = 0; i < m.added_devices.size(); ++i) added.set(static_cast<unsigned>(i), m.added_devices[i]);
     o.setHeavy(m.heavy);
+    o.setWire(m.wire);
+    o.setCodecBlock(m.codec_block);
   }
   void operator()(const PlanResult& m) {
     auto o = env.initPlanResult();
@@ -602,6 +604,12 @@ class Reader {
         m.lost_devices = texts(in.getLostDevices(), "planRequest.lostDevices");
         m.added_devices = texts(in.getAddedDevices(), "planRequest.addedDevices");
         m.heavy = in.getHeavy();
+        m.wire = text(in.getWire(), "planRequest.wire");
+        m.codec_block = in.getCodecBlock();
+        if (m.codec_block == 0 || m.codec_block > wire_codec::kMaxBlock) {
+          throw Invalid("planRequest.codecBlock: " + std::to_string(m.codec_block) + " is not in [1, " +
+                        std::to_string(wire_codec::kMaxBlock) + "]");
+        }
         return m;
       }
       case wire::Envelope::PLAN_RESULT: {

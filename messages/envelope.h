@@ -187,6 +187,8 @@ struct PlanRequest {
   std::string running_plan_json;
   std::vector<std::string> lost_devices, added_devices;
   bool heavy = false;
+  std::string wire;  // wire policy; empty: exact
+  uint32_t codec_block = wire_codec::kDefaultBlock;
 };
 
 struct PlanResult {

@@ -11,9 +11,17 @@
 
 namespace asteroid::supervision {
 
+// How heartbeats travel. `datagram`: UDP to the node's port number, apart
+// from the CAF connection, so they never queue behind bulk data
+// (actors/heartbeat_datagram.h). `actor`: CAF requests to the node actor,
+// over the same TCP connection as activations, all-reduce chunks and
+// replicas (kept to compare, and for tests).
+enum class HeartbeatTransport { datagram, actor };
+
 struct HeartbeatOptions {
   std::chrono::milliseconds interval{100};  // between two heartbeats to a device
   std::chrono::milliseconds deadline{700};  // silence after which a device is dead
+  HeartbeatTransport transport = HeartbeatTransport::datagram;
 };
 
 class HealthTracker {

@@ -3,9 +3,13 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <spdlog/spdlog.h>
+
+#include <memory>
 #include <set>
 
 #include "actors/atoms.h"
+#include "actors/heartbeat_datagram.h"
 #include "messages/transport.h"
 
 namespace asteroid::supervision {
@@ -15,6 +19,15 @@ using actors::back_atom;
 using actors::lost_atom;
 using actors::tick_atom;
 using Clock = std::chrono::steady_clock;
+// (datagram_atom, node id, sequence, arrival as Clock ticks): a heartbeat
+// reply, from the pinger's thread.
+using datagram_atom = caf::atom_constant<caf::atom("hbreply")>;
+
+// A heartbeat datagram awaiting its reply.
+struct Pending {
+  std::string device;
+  Clock::time_point sent;
+};
 
 struct MonitorState {
   HealthTracker tracker{HeartbeatOptions{}};
@@ -24,7 +37,12 @@ struct MonitorState {
   std::set<std::string> connecting;  // reconnections in flight
   Clock::time_point last_reconnect{};
   std::chrono::milliseconds reconnect_every{1000};
-  uint64_t sequence = 0;
+  uint64_t sequence = 0;  // one per heartbeat sent, to any device
+  std::function<void(const std::string&, std::chrono::microseconds)> on_round_trip;
+  // The datagram transport (null: actor heartbeats for every device).
+  std::unique_ptr<actors::HeartbeatPinger> pinger;
+  std::map<std::string, actors::DatagramEndpoint> endpoints;
+  std::map<uint64_t, Pending> pending;  // by sequence, which names the device it went to
   static inline const char* name = "heartbeat-monitor";
 };
 
@@ -56,12 +74,71 @@ void reconnect(Self* self, const std::string& device) {
           [=](caf::error&) { self->state.connecting.erase(device); });
 }
 
+void heard(Self* self, const std::string& device, Clock::time_point sent, Clock::time_point at) {
+  self->state.tracker.heard(device, at);
+  if (self->state.on_round_trip)
+    self->state.on_round_trip(device, std::chrono::duration_cast<std::chrono::microseconds>(at - sent));
+}
+
+// Opens the datagram transport: resolves every device's node once and
+// starts the pinger, whose thread hands replies to this actor. Without a
+// socket the monitor falls back to actor heartbeats.
+void open_datagrams(Self* self, const MonitorSetup& setup) {
+  auto& s = self->state;
+  for (const auto* devices : {&setup.endpoints, &setup.addresses}) {
+    for (const auto& [id, device] : *devices) {
+      if (s.endpoints.count(id) || device.host.empty() || device.port <= 0 || device.port > 65535) continue;
+      std::string why;
+      if (auto endpoint = actors::resolve_datagram_endpoint(device.host, static_cast<uint16_t>(device.port), &why))
+        s.endpoints.emplace(id, std::move(*endpoint));
+      else
+        spdlog::warn("heartbeat monitor: {}; device {} gets actor heartbeats", why, id);
+    }
+  }
+  caf::actor_addr me = self->address();  // weak: the pinger must not keep the monitor alive
+  try {
+    s.pinger = std::make_unique<actors::HeartbeatPinger>(
+        [me](const messages::Heartbeat& reply, Clock::time_point received) {
+          if (auto monitor = caf::actor_cast<caf::actor>(me)) {
+            caf::anon_send(monitor, datagram_atom::value, reply.node_id, reply.sequence,
+                           static_cast<int64_t>(received.time_since_epoch().count()));
+          }
+        });
+  } catch (const std::exception& e) {
+    spdlog::warn("heartbeat monitor: {}; heartbeats go over the actors' connections", e.what());
+    s.endpoints.clear();
+  }
+}
+
+void send_heartbeat(Self* self, const std::string& device) {
+  auto& s = self->state;
+  const uint64_t sequence = ++s.sequence;
+  const auto sent = Clock::now();
+  auto endpoint = s.pinger ? s.endpoints.find(device) : s.endpoints.end();
+  if (endpoint != s.endpoints.end()) {
+    std::string why;
+    if (s.pinger->send(endpoint->second, messages::Heartbeat{"monitor", sequence, 0}, &why))
+      s.pending[sequence] = Pending{device, sent};
+    else
+      spdlog::debug("heartbeat monitor: {}", why);  // silence is judged by the deadline
+    return;
+  }
+  auto node = s.nodes.find(device);
+  if (node == s.nodes.end()) return;
+  self->request(node->second, s.tracker.options().deadline,
+                messages::to_wire(messages::Heartbeat{"monitor", sequence, 0}))
+      .then([=](messages::WireMessage&) { heard(self, device, sent, Clock::now()); },
+            [](caf::error&) {});  // silence is judged by the deadline
+}
+
 caf::behavior monitor(Self* self, MonitorSetup setup) {
   self->state.tracker = HealthTracker(setup.options);
   self->state.listener = setup.listener;
   self->state.nodes = setup.nodes;
   self->state.addresses = setup.addresses;
   self->state.reconnect_every = setup.reconnect_every;
+  self->state.on_round_trip = setup.on_round_trip;
+  if (setup.options.transport == HeartbeatTransport::datagram) open_datagrams(self, setup);
   for (const auto& [device, node] : setup.nodes) {
     self->state.tracker.watch(device, Clock::now());
     self->monitor(node);
@@ -77,15 +154,11 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
       [=](tick_atom) {
         auto& s = self->state;
         const auto options = s.tracker.options();
-        ++s.sequence;
-        for (const auto& device : s.tracker.alive_devices()) {
-          auto node = s.nodes.find(device);
-          if (node == s.nodes.end()) continue;
-          self->request(node->second, options.deadline,
-                        messages::to_wire(messages::Heartbeat{"monitor", s.sequence, 0}))
-              .then([=](messages::WireMessage&) { self->state.tracker.heard(device, Clock::now()); },
-                    [](caf::error&) {});  // silence is judged by the deadline
-        }
+        // Datagrams unanswered within the deadline are lost, not late.
+        const auto now = Clock::now();
+        for (auto it = s.pending.begin(); it != s.pending.end();)
+          it = now - it->second.sent > options.deadline ? s.pending.erase(it) : std::next(it);
+        for (const auto& device : s.tracker.alive_devices()) send_heartbeat(self, device);
         report_dead(self);
         if (Clock::now() - s.last_reconnect >= s.reconnect_every) {
           s.last_reconnect = Clock::now();
@@ -94,6 +167,18 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
           }
         }
         self->delayed_send(self, options.interval, tick_atom::value);
+      },
+      // A datagram reply counts for the device its sequence was sent to
+      // (a node's --id need not be its device id); late, repeated or
+      // unknown sequences are ignored.
+      [=](datagram_atom, const std::string&, uint64_t sequence, int64_t received) {
+        auto it = self->state.pending.find(sequence);
+        if (it == self->state.pending.end()) return;
+        const Pending pending = it->second;
+        self->state.pending.erase(it);
+        const Clock::time_point at{Clock::duration(received)};
+        if (at - pending.sent > self->state.tracker.options().deadline) return;  // as an actor request times out
+        heard(self, pending.device, pending.sent, at);
       },
   };
 }

@@ -1,15 +1,20 @@
 // The heartbeat monitor: a CAF actor that watches every device's node with
 // periodic heartbeats and a deadline, together with CAF's own down
 // notifications, and tells a listener (lost_atom, id) when a device dies and
-// (back_atom, id) when a lost device answers again. A frozen node (SIGSTOP:
-// its socket stays open) misses heartbeats like a killed one; a node whose
-// CPU is saturated still answers (its node actor has a thread of its own) and
-// is not declared dead. No request waits without a deadline.
+// (back_atom, id) when a lost device answers again. Heartbeats are datagrams
+// by default (HeartbeatOptions::transport; actors/heartbeat_datagram.h), so
+// a node busy sending bulk data over its CAF connection still answers in
+// time. A frozen node (SIGSTOP: its sockets stay open) misses heartbeats like
+// a killed one; a node whose CPU is saturated still answers (heartbeats have
+// a thread of their own) and is not declared dead. No request waits without
+// a deadline.
 #pragma once
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -24,7 +29,14 @@ struct MonitorSetup {
   std::map<std::string, caf::actor> nodes;  // device id -> node actor, watched from the start
   // Every device that may come (back): where to reconnect to it.
   std::map<std::string, planner::Device> addresses;
+  // Where each device's node listens (host, port): heartbeat datagrams go to
+  // UDP `port` there. A watched device found neither here nor in
+  // `addresses` gets actor heartbeats.
+  std::map<std::string, planner::Device> endpoints;
   std::chrono::milliseconds reconnect_every{1000};
+  // Optional: every heartbeat answered within the deadline, with its round
+  // trip (tests, diagnostics). Called on the monitor's thread.
+  std::function<void(const std::string& device, std::chrono::microseconds round_trip)> on_round_trip;
 };
 
 // Spawns the monitor. Stop it with anon_send_exit when the job ends.

@@ -122,6 +122,7 @@ struct JobSupervisor::Impl {
     // a reachable device the plan leaves idle stays idle.
     for (const auto& device : coordinator.spec().cluster.devices) {
       if (device.host.empty() || device.port <= 0) continue;
+      setup.endpoints[device.id] = device;  // heartbeat datagrams go there
       if (!setup.nodes.count(device.id)) {
         try {
           coordinator.reconnect(device.id);
@@ -250,6 +251,8 @@ struct JobSupervisor::Impl {
     request.lost_devices = lost_now;
     request.added_devices = added;
     request.heavy = options.recovery != Recovery::lightweight;
+    request.wire = options.wire;
+    request.codec_block = coordinator.plan().codec_block;
     caf::scoped_actor self{system};
     std::string failure;
     std::optional<messages::PlanResult> result;

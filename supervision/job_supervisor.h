@@ -60,6 +60,7 @@ struct SupervisionOptions {
   // uniform_profile() when the job was planned by hand).
   planner::Profile profile;
   planner::Optimizer optimizer = planner::Optimizer::momentum;
+  std::string wire = "exact";  // the wire policy re-plans may use (planner/search.h)
   int max_recoveries = 16;          // then the job gives up
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
   std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)

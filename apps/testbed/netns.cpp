@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -184,18 +185,26 @@ std::vector<std::vector<std::string>> link_shaping_commands(const NetworkPlan& p
   tc({"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10"});
   tc({"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate(top), "ceil", rate(top),
       "quantum", quantum});
-  auto leaf = [&](int minor, double mbps) {
+  auto leaf = [&](int minor, double mbps, double ceil_mbps, int prio) {
     std::string cls = "1:" + hex_minor(minor);
-    tc({"class", "add", "dev", dev, "parent", "1:1", "classid", cls, "htb", "rate", rate(mbps), "ceil", rate(mbps),
-        "quantum", quantum});
+    tc({"class", "add", "dev", dev, "parent", "1:1", "classid", cls, "htb", "rate", rate(mbps), "ceil",
+        rate(ceil_mbps), "prio", std::to_string(prio), "quantum", quantum});
     if (p.netem && p.latency_ms > 0)
       tc({"qdisc", "add", "dev", dev, "parent", cls, "handle", hex_minor(minor) + ":", "netem", "delay",
           ms(p.latency_ms), "limit", "100000"});
   };
-  leaf(0x10, d.bandwidth_mbps);
+  // Heartbeats (UDP marked DSCP EF, actors/heartbeat_datagram.h) get a class
+  // of their own, served first (prio 0 against the bulk classes' 1), so they
+  // never wait in the bulk FIFO of the same link. Its rate is all they need
+  // (a datagram per device every 100 ms); its ceil is the link's. The
+  // filter comes before the per-peer ones (prio 1 < 10).
+  leaf(0x2, std::min(1.0, top), top, 0);
+  tc({"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "protocol",
+      "17", "0xff", "match", "ip", "tos", "0xb8", "0xfc", "flowid", "1:2"});
+  leaf(0x10, d.bandwidth_mbps, d.bandwidth_mbps, 1);
   for (size_t j = 0; j < peers.size(); ++j) {
     int minor = 0x100 + static_cast<int>(j);
-    leaf(minor, peers[j].second);
+    leaf(minor, peers[j].second, peers[j].second, 1);
     tc({"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", std::to_string(10 + j), "u32",
         "match", "ip", hub_side ? "src" : "dst", peers[j].first + "/32", "flowid", "1:" + hex_minor(minor)});
   }

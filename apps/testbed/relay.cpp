@@ -3,10 +3,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <cstdio>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -14,6 +16,7 @@ namespace asteroid::testbed {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
+using asio::ip::udp;
 
 // ---- LinkShaper ------------------------------------------------------------------
 
@@ -186,7 +189,61 @@ struct ShapingRelay::Impl : std::enable_shared_from_this<ShapingRelay::Impl> {
   std::shared_ptr<Shared> sh;
   tcp::acceptor acceptor;
   std::vector<std::weak_ptr<Connection>> conns;
-  Impl(asio::io_context& i, const RelayRoute& r) : io(i), sh(std::make_shared<Shared>(r)), acceptor(i) {}
+  // Heartbeat datagrams (UDP, same port number): forwarded at once, never
+  // behind the link's FIFO, like their class of their own under netns-tc;
+  // dropped while the link is cut. One socket towards the node per client,
+  // so each reply goes back to whoever asked.
+  udp::socket datagrams;
+  std::map<udp::endpoint, std::shared_ptr<udp::socket>> upstream;
+  std::array<char, 2048> datagram{};
+  udp::endpoint datagram_from;
+  Impl(asio::io_context& i, const RelayRoute& r)
+      : io(i), sh(std::make_shared<Shared>(r)), acceptor(i), datagrams(i) {}
+
+  void receive_datagrams() {
+    auto self = shared_from_this();
+    datagrams.async_receive_from(asio::buffer(datagram), datagram_from,
+                                 [self](const boost::system::error_code& ec, std::size_t n) {
+                                   if (!self->datagrams.is_open()) return;  // stopped
+                                   if (!ec && !self->sh->cut) self->forward_to_node(n);
+                                   self->receive_datagrams();
+                                 });
+  }
+
+  void forward_to_node(std::size_t n) {
+    auto found = upstream.find(datagram_from);
+    if (found == upstream.end()) {
+      if (upstream.size() >= 64) {  // a bound on clients; the heartbeat monitor is one
+        boost::system::error_code ignore;
+        for (auto& [client, socket] : upstream) socket->close(ignore);
+        upstream.clear();
+      }
+      udp::endpoint node(asio::ip::make_address(sh->route.target_host), sh->route.target_port);
+      auto socket = std::make_shared<udp::socket>(io);
+      boost::system::error_code ec;
+      socket->open(node.protocol(), ec);
+      if (!ec) socket->connect(node, ec);
+      if (ec) return;
+      found = upstream.emplace(datagram_from, socket).first;
+      receive_replies(socket, datagram_from, std::make_shared<std::array<char, 2048>>());
+    }
+    boost::system::error_code ignore;
+    found->second->send(asio::buffer(datagram.data(), n), 0, ignore);
+  }
+
+  void receive_replies(std::shared_ptr<udp::socket> socket, udp::endpoint client,
+                       std::shared_ptr<std::array<char, 2048>> buffer) {
+    auto self = shared_from_this();
+    socket->async_receive(asio::buffer(*buffer), [self, socket, client, buffer](const boost::system::error_code& ec,
+                                                                                  std::size_t n) {
+      if (!socket->is_open() || !self->datagrams.is_open()) return;
+      // An error here is an ICMP report of an earlier send (the node not
+      // listening yet): keep listening.
+      boost::system::error_code ignore;
+      if (!ec && !self->sh->cut) self->datagrams.send_to(asio::buffer(buffer->data(), n), client, 0, ignore);
+      self->receive_replies(socket, client, buffer);
+    });
+  }
 
   void accept() {
     auto self = shared_from_this();
@@ -214,6 +271,14 @@ ShapingRelay::ShapingRelay(asio::io_context& io, const RelayRoute& r) : impl_(st
     throw std::runtime_error("relay for " + r.id + ": cannot listen on " + r.listen_host + ":" +
                              std::to_string(r.listen_port) + ": " + e.what());
   }
+  try {
+    udp::endpoint ep(asio::ip::make_address(r.listen_host), port());
+    impl_->datagrams.open(ep.protocol());
+    impl_->datagrams.bind(ep);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("relay for " + r.id + ": cannot receive heartbeats on UDP " + r.listen_host + ":" +
+                             std::to_string(port()) + ": " + e.what());
+  }
 }
 
 ShapingRelay::~ShapingRelay() { stop(); }
@@ -224,11 +289,17 @@ uint16_t ShapingRelay::port() const {
   return ec ? 0 : ep.port();
 }
 
-void ShapingRelay::start() { impl_->accept(); }
+void ShapingRelay::start() {
+  impl_->accept();
+  impl_->receive_datagrams();
+}
 
 void ShapingRelay::stop() {
   boost::system::error_code ignore;
   impl_->acceptor.close(ignore);
+  impl_->datagrams.close(ignore);
+  for (auto& [client, socket] : impl_->upstream) socket->close(ignore);
+  impl_->upstream.clear();
   for (auto& w : impl_->conns)
     if (auto c = w.lock()) c->close();
   impl_->conns.clear();

@@ -11,6 +11,11 @@
 // relay cannot tell who connects (everything comes from 127.0.0.1), so
 // per-pair overrides and cutting one pair are not possible; cutting a device
 // from everything is (its relay stops forwarding).
+//
+// Each relay also forwards UDP datagrams on its port number to the node's
+// (the nodes' heartbeats, actors/heartbeat_datagram.h) and the replies back:
+// at once, never behind the shaped FIFO (netns-tc gives them a class of
+// their own), and not while the device is cut.
 #pragma once
 
 #include <chrono>
