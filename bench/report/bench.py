@@ -744,9 +744,9 @@ def parse_args(argv=None):
     p.add_argument("--asteroid", default=find_asteroid(), help="the asteroid binary (default build-bench/bin, then build/bin)")
     p.add_argument("--out", default="", help="results directory (default bench/results/<stamp>-<mode>)")
     p.add_argument("--work", default="", help="run folders (default runs/bench/<stamp>)")
-    p.add_argument("--heartbeat-deadline", type=int, default=10000,
-                   help="ms of heartbeat silence before a device counts as lost (asteroid's default is 700; "
-                        "large all-reduces on throttled devices exceed it, see docs/benchmarks.md)")
+    p.add_argument("--heartbeat-deadline", type=int, default=700,
+                   help="ms of heartbeat silence before a device counts as lost (asteroid's default; heartbeats "
+                        "travel as datagrams beside the bulk data, docs/runtime.md)")
     p.add_argument("--wait-load", type=float, default=0.0, help="wait until the 1-minute load is below this first")
     p.add_argument("--wait-max", type=float, default=900)
     return p.parse_args(argv)
