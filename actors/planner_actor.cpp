@@ -22,6 +22,8 @@ messages::PlanResult plan_for(const messages::PlanRequest& request) {
     config.microbatches = request.microbatches == 0 ? 1 : static_cast<int>(request.microbatches);
     config.search_microbatches = request.microbatches == 0;
     config.optimizer = static_cast<planner::Optimizer>(request.optimizer);
+    config.wire = planner::parse_wire_policy(request.wire.empty() ? "exact" : request.wire);
+    config.codec_block = request.codec_block;
     planner::Plan plan;
     planner::Evaluation evaluation;
     double planning_ms = 0;

@@ -1,6 +1,9 @@
 // `asteroid plan`: plan a model on a cluster (COST_MODEL.md) and write
 // plan.json (FORMATS.md), with the per-step times, memory and planning time
 // as extra fields. --explain prints the plan table of planner/report.h.
+// --wire lets the search compress what crosses links where the profile has
+// the codecs' speeds (docs/planner.md "Compressed wire"); the default,
+// exact, plans as COST_MODEL.md says.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -17,8 +20,9 @@ namespace asteroid::apps {
 namespace {
 
 struct PlanCli {
-  std::string cluster, profile, out, strategy = "hpp", optimizer = "sgd";
+  std::string cluster, profile, out, strategy = "hpp", optimizer = "sgd", wire = "exact";
   int batch = 0, microbatches = 1;
+  uint32_t codec_block = wire_codec::kDefaultBlock;
   bool search_microbatches = false, explain = false;
 };
 
@@ -33,6 +37,8 @@ void run_plan(const PlanCli& cli) {
   config.microbatches = cli.microbatches;
   config.search_microbatches = cli.search_microbatches;
   config.optimizer = parse_optimizer(cli.optimizer);
+  config.wire = parse_wire_policy(cli.wire);
+  config.codec_block = cli.codec_block;
   const Strategy strategy = parse_strategy(cli.strategy);
   PlanResult r = make_plan(tables, config, strategy);
   if (r.plan.stages.empty())
@@ -45,6 +51,18 @@ void run_plan(const PlanCli& cli) {
   std::printf("%s plan: %zu stage(s), M = %d, T_round %.3f ms, %.2f samples/s, planned in %.1f ms -> %s\n",
               strategy_name(strategy), r.plan.stages.size(), r.plan.microbatches, r.evaluation.round_ms,
               r.evaluation.throughput * 1e3, r.planning_ms, cli.out.c_str());
+  if (config.wire != WirePolicy::exact) {
+    std::string wire;
+    for (size_t s = 0; s < r.plan.stages.size(); ++s) {
+      const Stage& st = r.plan.stages[s];
+      if (st.devices.size() > 1) wire += std::string(wire.empty() ? "" : ", ") + "all-reduce " +
+                                         std::to_string(s) + " " + wire_codec::codec_name(st.allreduce);
+      if (s + 1 < r.plan.stages.size())
+        wire += std::string(wire.empty() ? "" : ", ") + std::to_string(s) + "->" + std::to_string(s + 1) + " " +
+                wire_codec::codec_name(st.to_next);
+    }
+    std::printf("wire (%s): %s\n", wire_policy_name(config.wire), wire.empty() ? "nothing crosses a link" : wire.c_str());
+  }
 }
 
 }  // namespace
@@ -61,6 +79,12 @@ void add_plan_command(CLI::App& app) {
                 "also search M over the divisors of the batch");
   cmd->add_option("--strategy", cli->strategy, "hpp (default), dp or pp");
   cmd->add_option("--optimizer", cli->optimizer, "sgd (default), momentum or adam");
+  cmd->add_option("--wire", cli->wire,
+                  "codecs the plan may put on links: exact (default: fp32 only), fp16 (+bf16), int8, int4 or auto; "
+                  "a lossy codec only where the profile has its speeds")
+      ->check(CLI::IsMember({"exact", "fp16", "int8", "int4", "auto"}));
+  cmd->add_option("--codec-block", cli->codec_block, "values per scale of int8/int4 (default 64)")
+      ->check(CLI::Range(1u, wire_codec::kMaxBlock));
   cmd->add_option("--out", cli->out, "plan.json to write")->required();
   cmd->add_flag("--explain", cli->explain, "print the plan table");
   cmd->callback([cli] { run_plan(*cli); });

@@ -1,6 +1,8 @@
 // `asteroid simulate`: run a plan through the discrete-event simulator of
 // the runtime's rules (planner/simulator.h) and print the simulated round
 // next to the cost model's, the bubble fraction and the step x stage grid.
+// Transfers and all-reduces use the plan's codecs (plan.json
+// "to_next_codec", "allreduce_codec", "codec_block").
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -65,6 +67,7 @@ void run_simulate(const SimulateCli& cli) {
   Simulation sim = simulate(plan, tables, eo);
   std::fputs(explain_simulation(plan, ev, sim).c_str(), stdout);
   if (!ev.feasible) std::printf("\nwarning: the plan does not fit in memory: %s\n", ev.infeasible_reason.c_str());
+  for (const std::string& w : ev.warnings) std::printf("warning: %s\n", w.c_str());
   if (!cli.trace.empty()) {
     std::ofstream out(cli.trace);
     out << chrome_trace(plan, sim) << "\n";

@@ -134,6 +134,15 @@ void add_train_command(CLI::App& app) {
       ->group(cluster);
 
   auto* planning = "Profiling and planning";
+  cmd->add_option("--wire", j.wire,
+                  "codecs the planner may put on links: exact (fp32 only), fp16 (+bf16), int8, int4 or auto; a lossy "
+                  "codec only where the profile has its speeds and it makes the round faster")
+      ->capture_default_str()
+      ->group(planning);
+  cmd->add_option("--codec-block", j.codec_block, "values per int8/int4 scale")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, wire_codec::kMaxBlock))
+      ->group(planning);
   cmd->add_option("--microbatches", j.microbatches, "micro-batches per mini-batch (0: searched)")
       ->capture_default_str()
       ->group(planning);

@@ -216,6 +216,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision.recovery = options.recovery;
   supervision.heartbeat = options.heartbeat;
   supervision.optimizer = static_cast<planner::Optimizer>(o.optimizer.kind);
+  supervision.wire = options.wire;
   supervision.profile = options.profile ? *options.profile
                                         : supervision::uniform_profile(compute::measure_layers(o.model), options.cluster);
   supervision.checkpoint_every = options.checkpoint_every;

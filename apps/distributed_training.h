@@ -37,6 +37,7 @@ struct DistributedOptions {
   std::string resume_checkpoint;  // continue the job saved there (plan, round, weights)
   supervision::HeartbeatOptions heartbeat;
   std::string job_id = "job";
+  std::string wire = "exact";  // the wire policy re-plans may use (the plan carries its codecs)
   // Called before a round starts for the first time (fault schedules).
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
   // Extra summary fields (strings), e.g. the emulation mechanisms.

@@ -418,6 +418,9 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
   config.microbatches = o.microbatches > 0 ? o.microbatches : 1;
   config.search_microbatches = o.microbatches == 0;
   config.optimizer = planner_optimizer(t.optimizer);
+  config.wire = planner::parse_wire_policy(o.wire);
+  config.codec_block = o.codec_block;
+  d.wire = o.wire;
   at::set_num_threads(t.threads);  // before any Torch work: no thread pool beyond it
   if (!given_plan && o.resume.empty()) {
     if (auto why = fits_nowhere(o.strategy, cluster, compute::measure_layers(t.model), config))

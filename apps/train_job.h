@@ -49,6 +49,10 @@ struct TrainJobOptions {
   std::string runs_root = "runs";
   std::string faults_file;       // fault schedule (fault_schedule.h)
   int microbatches = 0;          // M; 0: searched over the divisors of the batch
+  // Codecs the planner may put on links (planner/search.h WirePolicy): the
+  // widest policy the accuracy benchmark found free (docs/planner.md).
+  std::string wire = "int8";
+  uint32_t codec_block = 64;     // values per int8/int4 scale
   std::vector<int> profile_batches = {1, 2, 4, 8, 16, 32, 64};
   int profile_repeats = 5;
   double profile_timeout_s = 600;

@@ -1,6 +1,7 @@
 #include "planner/cost_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -43,6 +44,84 @@ void validate_plan(const Plan& plan, const ProfileTables& t) {
   if (next != t.layer_count())
     fail("stages end at layer " + std::to_string(next) + ", the model has " +
          std::to_string(t.layer_count()));
+  if (plan.stages.back().to_next != Codec::fp32)
+    fail("the last stage sends nothing, yet its to_next codec is " +
+         std::string(wire_codec::codec_name(plan.stages.back().to_next)));
+  if (plan.codec_block < 1 || plan.codec_block > wire_codec::kMaxBlock)
+    fail("codec_block " + std::to_string(plan.codec_block) + " is not in [1, " +
+         std::to_string(wire_codec::kMaxBlock) + "]");
+}
+
+double wire_bytes(Codec c, double bytes, uint32_t block) {
+  if (c == Codec::fp32) return bytes;
+  const uint64_t values = static_cast<uint64_t>(std::ceil(bytes / 4));
+  return static_cast<double>(wire_codec::encoded_bytes(c, 1, values, block));
+}
+
+double ring_allreduce_ms(Codec c, double w, int n, double inner, uint32_t block) {
+  return 2.0 * (n - 1) / n * wire_bytes(c, w, block) * 8 / 1e3 / inner;
+}
+
+TransferTime transfer_time(const ProfileTables& t, const Stage& from, const Stage& to, Codec codec,
+                           uint32_t block, int microbatch_size) {
+  TransferTime x;
+  double cross = std::numeric_limits<double>::infinity();
+  for (const StageDevice& a : from.devices)
+    for (const StageDevice& c : to.devices) cross = std::min(cross, t.bandwidth(t.index(a.id), t.index(c.id)));
+  x.bandwidth_mbps = cross;
+  const double out = t.out_bytes(from.end - 1);
+  x.bytes_per_sample = wire_bytes(codec, out, block);
+  const double base = microbatch_size * x.bytes_per_sample * 8 / 1e3 / cross;
+  x.ef_ms = x.eb_ms = base;
+  if (codec == Codec::fp32) return x;
+  // The slowest encoder / decoder of a group, each device on its own samples.
+  auto slowest = [&](const Stage& st, bool encode) {
+    double worst = 0;
+    for (const StageDevice& d : st.devices) {
+      const int i = t.index(d.id);
+      if (!t.has_codec(i, codec)) {
+        if (std::find(x.unprofiled.begin(), x.unprofiled.end(), d.id) == x.unprofiled.end())
+          x.unprofiled.push_back(d.id);
+        continue;
+      }
+      worst = std::max(worst, codec_ms(d.samples * out, encode ? t.encode_mb_s(i, codec) : t.decode_mb_s(i, codec)));
+    }
+    return worst;
+  };
+  const double enc_f = slowest(from, true), dec_f = slowest(to, false);
+  const double enc_b = slowest(to, true), dec_b = slowest(from, false);
+  x.ef_ms = base + enc_f + dec_f;
+  x.eb_ms = base + enc_b + dec_b;
+  x.codec_ef_ms = enc_f + dec_f;
+  x.codec_eb_ms = enc_b + dec_b;
+  return x;
+}
+
+AllReduceTime allreduce_time(const ProfileTables& t, const Stage& stage, Codec codec, uint32_t block) {
+  AllReduceTime r;
+  const int n = static_cast<int>(stage.devices.size());
+  if (n < 2) return r;
+  std::vector<int> g;
+  for (const StageDevice& d : stage.devices) g.push_back(t.index(d.id));
+  double inner = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < g.size(); ++i)
+    for (size_t j = i + 1; j < g.size(); ++j) inner = std::min(inner, t.bandwidth(g[i], g[j]));
+  r.bandwidth_mbps = inner;
+  const double w = t.weight_bytes(stage.begin, stage.end);
+  r.bytes = wire_bytes(codec, w, block);
+  r.ta_ms = ring_allreduce_ms(codec, w, n, inner, block);
+  if (codec == Codec::fp32) return r;
+  double worst = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (!t.has_codec(g[i], codec)) {
+      r.unprofiled.push_back(stage.devices[i].id);
+      continue;
+    }
+    worst = std::max(worst, allreduce_codec_ms(w, n, t.encode_mb_s(g[i], codec), t.decode_mb_s(g[i], codec)));
+  }
+  r.codec_ms = worst;
+  r.ta_ms += worst;
+  return r;
 }
 
 double round_latency(const std::vector<double>& ef, const std::vector<double>& eb,
@@ -119,7 +198,6 @@ Evaluation evaluate(const Plan& plan, const ProfileTables& t, const EvalOptions&
   const int m = plan.microbatches;
   const int b = plan.microbatch_size;
   const int k_opt = optimizer_state_factor(options.optimizer);
-  constexpr double kInf = std::numeric_limits<double>::infinity();
 
   Evaluation ev;
   std::vector<std::vector<int>> groups(p);
@@ -142,23 +220,32 @@ Evaluation evaluate(const Plan& plan, const ProfileTables& t, const EvalOptions&
       step.eb_ms = std::max(step.eb_ms, bw);
     }
     if (g.size() > 1) {
-      double inner = kInf;
-      for (size_t i = 0; i < g.size(); ++i)
-        for (size_t j = i + 1; j < g.size(); ++j) inner = std::min(inner, t.bandwidth(g[i], g[j]));
-      const double n = static_cast<double>(g.size());
-      step.ta_ms = 2 * (n - 1) / n * t.weight_bytes(st.begin, st.end) * 8 / 1e3 / inner;
-      step.bandwidth_mbps = inner;
+      AllReduceTime ar = allreduce_time(t, st, st.allreduce, plan.codec_block);
+      step.ta_ms = ar.ta_ms;
+      step.bandwidth_mbps = ar.bandwidth_mbps;
+      step.codec = st.allreduce;
+      step.wire_bytes = ar.bytes;
+      step.codec_ta_ms = ar.codec_ms;
+      for (const std::string& id : ar.unprofiled)
+        ev.warnings.push_back("stage " + std::to_string(s) + " all-reduce: " + wire_codec::codec_name(st.allreduce) +
+                              " not profiled on " + id + ": no codec time charged for it");
     }
     ev.steps.push_back(step);
     if (s + 1 < p) {
       StepTime tr;
       tr.kind = StepKind::transfer;
       tr.stage = s;
-      double cross = kInf;
-      for (int a : g)
-        for (int c : groups[s + 1]) cross = std::min(cross, t.bandwidth(a, c));
-      tr.bandwidth_mbps = cross;
-      tr.ef_ms = tr.eb_ms = b * t.out_bytes(st.end - 1) * 8 / 1e3 / cross;
+      TransferTime x = transfer_time(t, st, plan.stages[s + 1], st.to_next, plan.codec_block, b);
+      tr.bandwidth_mbps = x.bandwidth_mbps;
+      tr.ef_ms = x.ef_ms;
+      tr.eb_ms = x.eb_ms;
+      tr.codec = st.to_next;
+      tr.wire_bytes = x.bytes_per_sample;
+      tr.codec_ef_ms = x.codec_ef_ms;
+      tr.codec_eb_ms = x.codec_eb_ms;
+      for (const std::string& id : x.unprofiled)
+        ev.warnings.push_back("stage " + std::to_string(s) + " -> " + std::to_string(s + 1) + ": " +
+                              wire_codec::codec_name(st.to_next) + " not profiled on " + id + ": no codec time charged for it");
       ev.steps.push_back(tr);
     }
   }

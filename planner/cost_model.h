@@ -7,6 +7,14 @@
 // Beyond COST_MODEL.md (off by default): EvalOptions::count_replica_bytes
 // adds to a device the replica it holds for a single-device stage (weights
 // and optimizer state, W (1 + k_opt)); see replica_holder() and docs/planner.md.
+//
+// Compressed wire (docs/planner.md "Compressed wire"): each boundary
+// (Stage::to_next) and each group's all-reduce (Stage::allreduce) has a
+// codec. A transfer or all-reduce is charged the encoded bytes over the link
+// plus the encode and decode time of the devices on both ends, at the speeds
+// of the profile. fp32 is exactly COST_MODEL.md's formula. A device without
+// the plan's codec in the profile is charged no codec time, and the
+// Evaluation says so in `warnings`.
 #pragma once
 
 #include <optional>
@@ -35,6 +43,10 @@ struct StepTime {
   double tw_ms = 0;             // waiting phase Tw_s
   double te_ms = 0;             // execution phase Te_s
   double bandwidth_mbps = 0;    // transfer: bwmin between the groups; compute: within the group (0 if one device)
+  Codec codec = Codec::fp32;    // transfer: the boundary's codec; compute: the group's all-reduce codec
+  double wire_bytes = 0;        // transfer: bytes of one sample on the wire; compute: bytes of W as encoded (0 if one device)
+  double codec_ef_ms = 0, codec_eb_ms = 0;  // transfer: encode + decode time inside ef_ms / eb_ms
+  double codec_ta_ms = 0;       // compute: encode + decode time inside ta_ms
 };
 
 struct DeviceMemory {
@@ -60,7 +72,54 @@ struct Evaluation {
   double peak_memory_fraction = 0;
   // Per-device time of its stage at its y_d (same order as `memory`).
   std::vector<double> device_fwd_ms, device_bwd_ms;
+  // What the evaluation could not charge: a plan's codec that a device has
+  // no speed for in the profile ("stage 0 -> 1: int8 not profiled on nano0:
+  // no codec time charged for it").
+  std::vector<std::string> warnings;
 };
+
+// ---- The wire terms, shared by the evaluator, the search, the simulator ----
+// (One definition, so that all of them do the same arithmetic.)
+
+// Bytes on the wire of `bytes` bytes of float32 values sent as one row:
+// `bytes` itself for fp32, else encoded_bytes(c, 1, ceil(bytes / 4), block).
+double wire_bytes(Codec c, double bytes, uint32_t block);
+// Time to encode or decode `bytes` bytes of float32 at `mb_s` MB/s, ms.
+inline double codec_ms(double bytes, double mb_s) { return bytes / 1e6 / mb_s * 1e3; }
+// Link time of a ring all-reduce of `w` bytes over n devices whose slowest
+// link is `inner` Mbit/s: 2 (n - 1) / n * wire_bytes * 8 / 1e3 / inner.
+double ring_allreduce_ms(Codec c, double w, int n, double inner, uint32_t block);
+// One member's codec time in that all-reduce: n chunk encodes of W / n and
+// the decode of 2 (n - 1) / n W, at its speeds.
+inline double allreduce_codec_ms(double w, int n, double encode_mb_s, double decode_mb_s) {
+  return codec_ms(w, encode_mb_s) + codec_ms(2.0 * (n - 1) / n * w, decode_mb_s);
+}
+
+// The transfer step between two consecutive stages (`from` sends
+// activations, `to` sends their gradients back) in codec c with the
+// samples written in the stages: Ef = B wire_bytes(c, out) 8 / 1e3 / bwmin
+// + the slowest encode in `from` + the slowest decode in `to`; Eb the same
+// with the roles swapped. Devices without c in the profile cost no codec
+// time and are listed in `unprofiled`.
+struct TransferTime {
+  double ef_ms = 0, eb_ms = 0;
+  double bandwidth_mbps = 0;
+  double bytes_per_sample = 0;
+  double codec_ef_ms = 0, codec_eb_ms = 0;
+  std::vector<std::string> unprofiled;
+};
+TransferTime transfer_time(const ProfileTables& tables, const Stage& from, const Stage& to, Codec codec,
+                           uint32_t block, int microbatch_size);
+// The all-reduce of a stage's group in codec c: ring_allreduce_ms + the
+// largest allreduce_codec_ms over the members (0 for a group of one).
+struct AllReduceTime {
+  double ta_ms = 0;
+  double bandwidth_mbps = 0;
+  double bytes = 0;
+  double codec_ms = 0;
+  std::vector<std::string> unprofiled;
+};
+AllReduceTime allreduce_time(const ProfileTables& tables, const Stage& stage, Codec codec, uint32_t block);
 
 // REQUIRES nothing: throws std::invalid_argument naming the problem when the
 // plan is not a valid plan for these tables (unknown device, samples not

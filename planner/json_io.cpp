@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -136,6 +137,14 @@ std::vector<std::vector<double>> read_table(const Field& f, size_t layers, size_
   return out;
 }
 
+// A codec name ("fp32", "fp16", "bf16", "int8", "int4").
+Codec read_codec(const Field& f) {
+  std::string name = f.string();
+  std::optional<Codec> c = wire_codec::parse_codec(name);
+  if (!c) f.fail("expected a codec name (fp32, fp16, bf16, int8 or int4), got \"" + name + "\"");
+  return *c;
+}
+
 }  // namespace
 
 // ---- cluster ------------------------------------------------------------------
@@ -257,6 +266,21 @@ Profile profile_from_json(const json& j, const std::string& source) {
     }
     dp.fwd_ms = read_table(d.at("fwd_ms"), n, k);
     dp.bwd_ms = read_table(d.at("bwd_ms"), n, k);
+    if (d.has("codecs")) {
+      Field codecs = d.at("codecs");
+      codecs.expect(codecs.value().is_object(), "an object of codec speeds keyed by codec name");
+      for (auto c = codecs.value().begin(); c != codecs.value().end(); ++c) {
+        Field speed(c.value(), source, codecs.path() + "." + c.key());
+        std::optional<Codec> codec = wire_codec::parse_codec(c.key());
+        if (!codec)
+          speed.fail("expected a codec name (fp32, fp16, bf16, int8 or int4) as key, got \"" + c.key() + "\"");
+        speed.expect(speed.value().is_object(), "an object {\"encode_mb_s\", \"decode_mb_s\"}");
+        CodecSpeed cs;
+        cs.encode_mb_s = speed.at("encode_mb_s").positive();
+        cs.decode_mb_s = speed.at("decode_mb_s").positive();
+        dp.codecs[*codec] = cs;
+      }
+    }
     p.devices[it.key()] = std::move(dp);
   }
   return p;
@@ -270,8 +294,15 @@ json profile_to_json(const Profile& p) {
                       {"out_bytes", l.out_bytes},
                       {"stash_bytes", l.stash_bytes}});
   json devs = json::object();
-  for (const auto& [id, d] : p.devices)
+  for (const auto& [id, d] : p.devices) {
     devs[id] = {{"batch", d.batch}, {"fwd_ms", d.fwd_ms}, {"bwd_ms", d.bwd_ms}};
+    if (!d.codecs.empty()) {
+      json codecs = json::object();
+      for (const auto& [c, speed] : d.codecs)
+        codecs[wire_codec::codec_name(c)] = {{"encode_mb_s", speed.encode_mb_s}, {"decode_mb_s", speed.decode_mb_s}};
+      devs[id]["codecs"] = codecs;
+    }
+  }
   return {{"model", p.model}, {"layers", layers}, {"devices", devs}};
 }
 
@@ -291,6 +322,14 @@ Plan plan_from_json(const json& j, const std::string& source) {
              std::to_string(plan.microbatches) + " (an exact division), got " +
              std::to_string(plan.microbatch_size));
   if (root.has("predicted_round_ms")) plan.predicted_round_ms = root.at("predicted_round_ms").non_negative();
+  if (root.has("codec_block")) {
+    Field block = root.at("codec_block");
+    long long v = block.integer();
+    if (v < 1 || v > static_cast<long long>(wire_codec::kMaxBlock))
+      block.fail("expected an integer in [1, " + std::to_string(wire_codec::kMaxBlock) + "] (values per scale), got " +
+                 block.value().dump());
+    plan.codec_block = static_cast<uint32_t>(v);
+  }
   Field stages = root.at("stages");
   size_t n = stages.array_size(true, "stages");
   std::set<std::string> seen;
@@ -328,6 +367,14 @@ Plan plan_from_json(const json& j, const std::string& source) {
     if (sum != plan.microbatch_size)
       devs.fail("expected samples adding up to microbatch_size " +
                 std::to_string(plan.microbatch_size) + ", got " + std::to_string(sum));
+    if (st.has("to_next_codec")) {
+      Field f = st.at("to_next_codec");
+      stage.to_next = read_codec(f);
+      if (s + 1 == n && stage.to_next != Codec::fp32)
+        f.fail("expected \"fp32\" or no field on the last stage (it sends nothing on), got \"" +
+               std::string(wire_codec::codec_name(stage.to_next)) + "\"");
+    }
+    if (st.has("allreduce_codec")) stage.allreduce = read_codec(st.at("allreduce_codec"));
     plan.stages.push_back(std::move(stage));
   }
   if (root.has("idle_devices")) {
@@ -347,13 +394,17 @@ json plan_to_json(const Plan& plan) {
   for (const Stage& s : plan.stages) {
     json devs = json::array();
     for (const StageDevice& d : s.devices) devs.push_back({{"id", d.id}, {"samples", d.samples}});
-    stages.push_back({{"layers", {s.begin, s.end}}, {"devices", devs}});
+    json st = {{"layers", {s.begin, s.end}}, {"devices", devs}};
+    if (&s != &plan.stages.back()) st["to_next_codec"] = wire_codec::codec_name(s.to_next);
+    st["allreduce_codec"] = wire_codec::codec_name(s.allreduce);
+    stages.push_back(std::move(st));
   }
   json j = {{"strategy", plan.strategy},
             {"batch", plan.batch},
             {"microbatches", plan.microbatches},
             {"microbatch_size", plan.microbatch_size},
             {"predicted_round_ms", plan.predicted_round_ms},
+            {"codec_block", plan.codec_block},
             {"stages", stages}};
   if (!plan.idle_devices.empty()) j["idle_devices"] = plan.idle_devices;
   return j;
@@ -459,12 +510,26 @@ void save_plan(const Plan& plan, const std::string& path, const json& extra) {
 nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, double planning_ms) {
   using nlohmann::json;
   json steps = json::array();
-  for (const StepTime& s : ev.steps)
-    steps.push_back({{"kind", s.kind == StepKind::compute ? "compute" : "transfer"},
-                     {"stage", s.stage},
-                     {"ef_ms", s.ef_ms},
-                     {"eb_ms", s.eb_ms},
-                     {"ta_ms", s.ta_ms}});
+  for (const StepTime& s : ev.steps) {
+    json step = {{"kind", s.kind == StepKind::compute ? "compute" : "transfer"},
+                 {"stage", s.stage},
+                 {"ef_ms", s.ef_ms},
+                 {"eb_ms", s.eb_ms},
+                 {"ta_ms", s.ta_ms}};
+    // The wire, where it is compressed (an exact plan's steps stay as they were).
+    if (s.codec != Codec::fp32) {
+      step["codec"] = wire_codec::codec_name(s.codec);
+      if (s.kind == StepKind::transfer) {
+        step["wire_bytes_per_sample"] = s.wire_bytes;
+        step["codec_ef_ms"] = s.codec_ef_ms;
+        step["codec_eb_ms"] = s.codec_eb_ms;
+      } else {
+        step["allreduce_wire_bytes"] = s.wire_bytes;
+        step["codec_ta_ms"] = s.codec_ta_ms;
+      }
+    }
+    steps.push_back(std::move(step));
+  }
   json memory = json::array();
   for (const DeviceMemory& m : ev.memory)
     memory.push_back({{"id", m.id}, {"stage", m.stage}, {"used_bytes", m.used_bytes()},
@@ -476,6 +541,7 @@ nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, dou
                  {"steps", steps},
                  {"memory", memory}};
   if (planning_ms >= 0) extras["planning_ms"] = planning_ms;
+  if (!ev.warnings.empty()) extras["warnings"] = ev.warnings;
   return extras;
 }
 

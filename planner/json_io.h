@@ -7,9 +7,14 @@
 //
 // Optional fields: cluster `host`, `port`, `emulate` (its `cpu_share` and
 // `device_class` are kept), `links`, and `default_bandwidth_mbps` when there
-// is a single device; profile `model` and layer `name`; plan `strategy`
-// ("custom" when absent), `predicted_round_ms`, `idle_devices`. Everything
-// else FORMATS.md shows is required.
+// is a single device; profile `model`, layer `name` and device `codecs`
+// ({"int8": {"encode_mb_s": 812.5, "decode_mb_s": 1400}, ...}: known codec
+// names, speeds > 0); plan `strategy` ("custom" when absent),
+// `predicted_round_ms`, `idle_devices`, `codec_block` (64 when absent) and
+// each stage's `to_next_codec` and `allreduce_codec` (fp32 when absent;
+// the last stage's to_next_codec may only be fp32). Plans are always
+// written with the codec fields. Everything else FORMATS.md shows is
+// required.
 //
 // Checks that need two files at once (a plan's device ids against the
 // cluster, its layer ranges against the profile, the profile covering every

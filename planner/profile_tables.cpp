@@ -52,6 +52,14 @@ ProfileTables::ProfileTables(const Cluster& cluster, const Profile& profile)
   for (int a = 0; a < n; ++a)
     for (int b = 0; b < n; ++b)
       if (a != b) bw_[a * n + b] = cluster.bandwidth_mbps(cluster.devices[a].id, cluster.devices[b].id);
+  enc_.assign(static_cast<size_t>(n) * kCodecCount, 0.0);
+  dec_.assign(enc_.size(), 0.0);
+  for (int d = 0; d < n; ++d)
+    for (const auto& [codec, speed] : profile.devices.at(cluster.devices[d].id).codecs) {
+      if (codec == Codec::fp32) continue;
+      enc_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(codec)] = speed.encode_mb_s;
+      dec_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(codec)] = speed.decode_mb_s;
+    }
   total_.resize(n);
   for (int d = 0; d < n; ++d)
     total_[d] = fwd_ms(d, 0, layers_, max_batch) + bwd_ms(d, 0, layers_, max_batch);
@@ -116,6 +124,14 @@ double ProfileTables::min_rate(int d, int layer, int max_y, bool fwd_only) const
   };
   double best = std::min(rate(1), rate(std::max(1, max_y)));
   for (int y : fwd_.batch[d])
+    if (y >= 1 && y <= max_y) best = std::min(best, rate(y));
+  return best;
+}
+
+double ProfileTables::min_bwd_rate(int d, int layer, int max_y) const {
+  auto rate = [&](int y) { return bwd_ms(d, layer, layer + 1, y) / y; };
+  double best = std::min(rate(1), rate(std::max(1, max_y)));
+  for (int y : bwd_.batch[d])
     if (y >= 1 && y <= max_y) best = std::min(best, rate(y));
   return best;
 }

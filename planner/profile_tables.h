@@ -4,6 +4,7 @@
 // bytes, link bandwidths as a matrix and the planner's sorted device order.
 // Built once from a cluster and a profile; immutable afterwards, so it may be
 // shared between threads. Devices are numbered as in Cluster::devices.
+// Also holds each device's measured wire-codec speeds (profile.json "codecs").
 #pragma once
 
 #include <string>
@@ -44,6 +45,16 @@ class ProfileTables {
   // Mbit/s between two distinct devices.
   double bandwidth(int a, int b) const { return bw_[a * device_count() + b]; }
 
+  // Measured speed of codec c on device d, MB/s of float32 input; 0 when the
+  // profile has none. fp32 is never encoded: it always reads 0 and needs none.
+  double encode_mb_s(int d, Codec c) const { return enc_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(c)]; }
+  double decode_mb_s(int d, Codec c) const { return dec_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(c)]; }
+  // fp32, or a codec whose encode and decode speeds device d has measured.
+  bool has_codec(int d, Codec c) const {
+    return c == Codec::fp32 || (encode_mb_s(d, c) > 0 && decode_mb_s(d, c) > 0);
+  }
+  static constexpr size_t kCodecCount = sizeof(wire_codec::kAllCodecs) / sizeof(wire_codec::kAllCodecs[0]);
+
   // fwd+bwd of all layers at the largest batch size profiled by any device.
   double total_time(int d) const { return total_[d]; }
   // Devices by memory descending, then total_time ascending, then id.
@@ -56,6 +67,8 @@ class ProfileTables {
   // min over integer y in [1, max_y] of (fwd+bwd)(d, layer, y) / y, and the
   // same for fwd alone: per-sample rates used by the search's lower bounds.
   double min_rate(int d, int layer, int max_y, bool fwd_only) const;
+  // The same for the backward pass alone.
+  double min_bwd_rate(int d, int layer, int max_y) const;
   // True when every device's per-layer times are non-decreasing in the batch
   // size, so that stage times are non-decreasing in y (Algorithm 1 is then
   // the exact min-max).
@@ -93,6 +106,7 @@ class ProfileTables {
   int layers_ = 0;
   Table fwd_, bwd_;
   std::vector<double> weight_, stash_, bw_, total_;
+  std::vector<double> enc_, dec_;  // [d * kCodecCount + codec], 0: not measured
   std::vector<int> sorted_, rank_, by_speed_;
   bool monotone_ = true;
 };

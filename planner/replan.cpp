@@ -34,13 +34,14 @@ bool better(const Scored& a, const Scored& b) {
   return a.round < b.round && !same_round(a.round, b.round);
 }
 
-Scored score(const Draft& d, const Plan& running, const ProfileTables& t, Optimizer opt) {
+Scored score(const Draft& d, const Plan& running, const ProfileTables& t, Optimizer opt, WirePolicy wire) {
   Scored sc;
   Plan& plan = sc.plan;
   plan.strategy = "custom";
   plan.batch = running.batch;
   plan.microbatches = running.microbatches;
   plan.microbatch_size = running.microbatch_size;
+  plan.codec_block = running.codec_block;
   const int p = static_cast<int>(d.groups.size());
   const int b = running.microbatch_size;
   for (int s = 0; s < p; ++s) {
@@ -70,6 +71,9 @@ Scored score(const Draft& d, const Plan& running, const ProfileTables& t, Optimi
       }
   EvalOptions eo;
   eo.optimizer = opt;
+  // The new groups' codecs: usable by every device on both ends, chosen
+  // afresh for these groups (choose_codecs: fastest, then one greedy pass).
+  choose_codecs(plan, t, wire, eo);
   sc.round = evaluate(plan, t, eo).round_ms;
   return sc;
 }
@@ -229,6 +233,7 @@ ReplanResult replan_heavy(const Plan& running, const Cluster& cluster, const Pro
   TrainingConfig c = config;
   c.batch = running.batch;
   c.microbatches = running.microbatches;
+  c.codec_block = running.codec_block;
   PlanResult pr = plan_hpp(ts, c);
   r.feasible = pr.feasible;
   r.why = pr.why;
@@ -282,7 +287,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
     return fall_back(r);
   }
   Draft d = merge_orphans(running, survivors);
-  Scored best = score(d, running, t, opt);
+  Scored best = score(d, running, t, opt, config.wire);
 
   // 2b. Or one member of a neighbouring group of two or more steps out to
   // run an orphaned stage alone, where that lowers T_round.
@@ -296,7 +301,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
         alt[nb].erase(std::find(alt[nb].begin(), alt[nb].end(), member));
         alt[s] = {member};
         Draft x = merge_orphans(running, alt);
-        Scored sc = score(x, running, t, opt);
+        Scored sc = score(x, running, t, opt, config.wire);
         if (better(sc, best)) {
           best = std::move(sc);
           d = std::move(x);
@@ -320,7 +325,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
       Draft x = d;
       x.groups[s].push_back(dev);
       sort_group(x.groups[s], t);
-      Scored sc = score(x, running, t, opt);
+      Scored sc = score(x, running, t, opt, config.wire);
       if (better(sc, with)) {
         with = sc;
         best_stage = static_cast<int>(s);
@@ -351,7 +356,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
           Draft x = d;
           x.end[bnd] = at;
           x.begin[bnd + 1] = at;
-          Scored sc = score(x, running, t, opt);
+          Scored sc = score(x, running, t, opt, config.wire);
           if (better(sc, cand_best)) {
             cand_best = sc;
             best_draft = x;

@@ -21,7 +21,14 @@
 //   5. if the result still does not fit but the heavy plan does, the heavy
 //      plan is returned (fell_back_to_heavy).
 // Heavy (replan_heavy): the hpp search over the surviving (and added)
-// devices, with the running plan's batch and M.
+// devices, with the running plan's batch, M and codec block and the
+// config's wire policy.
+//
+// Codecs (config.wire): the lightweight plan's codecs are chosen afresh for
+// its groups every time a candidate is scored (choose_codecs in search.h:
+// each all-reduce its fastest usable codec, each boundary its fastest
+// usable one, then one greedy pass over the boundaries on T_round), so a
+// codec is never left on a link whose new devices have no speed for it.
 //
 // Bytes moved count weights and optimizer state, W (1 + k_opt) per layer.
 // A move's source is a surviving device that held the layers (a group

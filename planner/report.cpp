@@ -47,7 +47,7 @@ std::string explain_plan(const Plan& plan, const Evaluation& ev, double planning
   }
   out << "\n\n";
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"step", "stage", "layers", "devices (samples)", "Ef ms", "Eb ms", "Ta ms", "memory used"});
+  rows.push_back({"step", "stage", "layers", "devices (samples)", "Ef ms", "Eb ms", "Ta ms", "wire", "memory used"});
   size_t mem_index = 0;
   for (size_t i = 0; i < ev.steps.size(); ++i) {
     const StepTime& st = ev.steps[i];
@@ -60,13 +60,23 @@ std::string explain_plan(const Plan& plan, const Evaluation& ev, double planning
         const DeviceMemory& m = ev.memory[mem_index++];
         mem += (mem.empty() ? "" : " ") + m.id + " " + fmt("%.1f%%", 100 * m.fraction()) + (m.fits() ? "" : "!");
       }
+      // The all-reduce's codec (and its encode + decode share of Ta).
+      std::string wire;
+      if (s.devices.size() > 1) {
+        wire = std::string("all-reduce ") + wire_codec::codec_name(st.codec);
+        if (st.codec != Codec::fp32) wire += " (codec " + fmt("%.3f", st.codec_ta_ms) + " ms)";
+      }
       rows.push_back({std::to_string(i) + mark, std::to_string(st.stage),
                       "[" + std::to_string(s.begin) + ", " + std::to_string(s.end) + ")", devs,
-                      fmt("%.3f", st.ef_ms), fmt("%.3f", st.eb_ms), fmt("%.3f", st.ta_ms), mem});
+                      fmt("%.3f", st.ef_ms), fmt("%.3f", st.eb_ms), fmt("%.3f", st.ta_ms), wire, mem});
     } else {
+      // The boundary's codec, bytes per sample, and encode + decode share of Ef / Eb.
+      std::string wire = std::string(wire_codec::codec_name(st.codec)) + " " + fmt("%.0f", st.wire_bytes) + " B/sample";
+      if (st.codec != Codec::fp32)
+        wire += " (codec " + fmt("%.3f", st.codec_ef_ms) + "/" + fmt("%.3f", st.codec_eb_ms) + " ms)";
       rows.push_back({std::to_string(i) + mark, std::to_string(st.stage) + "->" + std::to_string(st.stage + 1),
                       "", "transfer at " + fmt("%g", st.bandwidth_mbps) + " Mbit/s", fmt("%.3f", st.ef_ms),
-                      fmt("%.3f", st.eb_ms), "", ""});
+                      fmt("%.3f", st.eb_ms), "", wire, ""});
     }
   }
   out << table(rows) << "\n";
@@ -81,6 +91,8 @@ std::string explain_plan(const Plan& plan, const Evaluation& ev, double planning
       << (ev.feasible ? "fits (peak " + fmt("%.1f", 100 * ev.peak_memory_fraction) + "%)"
                       : "DOES NOT FIT: " + ev.infeasible_reason)
       << "\n";
+  if (plan.codec_block != wire_codec::kDefaultBlock) out << "codec block: " << plan.codec_block << " values per scale\n";
+  for (const std::string& w : ev.warnings) out << "warning: " << w << "\n";
   if (planning_ms >= 0) out << "planning time: " << fmt("%.1f", planning_ms) << " ms\n";
   return out.str();
 }

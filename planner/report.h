@@ -12,9 +12,11 @@
 
 namespace asteroid::planner {
 
-// Stages (layer ranges, devices and samples, Ef/Eb/Ta, memory use in % per
-// device), the transfer steps, the dominant step, T_round, throughput,
-// feasibility and, when planning_ms >= 0, the planning time.
+// Stages (layer ranges, devices and samples, Ef/Eb/Ta, the all-reduce's
+// codec, memory use in % per device), the transfer steps (bandwidth, codec,
+// bytes per sample on the wire, codec time), the dominant step, T_round,
+// throughput, feasibility, the evaluation's warnings and, when
+// planning_ms >= 0, the planning time.
 std::string explain_plan(const Plan& plan, const Evaluation& evaluation, double planning_ms = -1);
 
 // The simulated round next to the cost model's, the bubble fraction, each

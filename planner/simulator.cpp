@@ -123,7 +123,17 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
     tr.forward = forward;
     tr.boundary = boundary;
     tr.microbatch = mbatch;
-    tr.bytes = piece.count * t.out_bytes(st.end - 1);
+    // The slice in the boundary's codec: its own samples' encoded bytes,
+    // encoded at the sender's speed and decoded at the receiver's (no codec
+    // time for a device the profile has no speed for, as in the cost model).
+    const Codec codec = st.to_next;
+    const double out = t.out_bytes(st.end - 1);
+    tr.codec = codec;
+    tr.bytes = piece.count * wire_bytes(codec, out, plan.codec_block);
+    if (codec != Codec::fp32) {
+      if (t.has_codec(from.dev, codec)) tr.codec_ms += codec_ms(piece.count * out, t.encode_mb_s(from.dev, codec));
+      if (t.has_codec(to.dev, codec)) tr.codec_ms += codec_ms(piece.count * out, t.decode_mb_s(to.dev, codec));
+    }
     sim.transfers.push_back(tr);
     link_of(from.dev, to.dev).queue.push_back(static_cast<int>(sim.transfers.size()) - 1);
   };
@@ -165,7 +175,7 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
       link.busy = true;
       SimTransfer& tr = sim.transfers[id];
       tr.start_ms = now;
-      tr.end_ms = now + tr.bytes * 8 / 1e3 / link.bandwidth;
+      tr.end_ms = now + tr.codec_ms + tr.bytes * 8 / 1e3 / link.bandwidth;
       events.push({tr.end_ms, seq++, EventKind::transfer_done, id});
     }
   };
@@ -188,15 +198,11 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
             sim.devices[ev.index].finish_ms = now;
             if (++group_done[mb.stage] == static_cast<int>(stage_members[mb.stage].size()) &&
                 stage_members[mb.stage].size() > 1) {
-              double start = 0, inner = std::numeric_limits<double>::infinity();
+              double start = 0;
               const auto& g = stage_members[mb.stage];
               for (int x : g) start = std::max(start, members[x].last_bwd_end);
-              for (size_t i = 0; i < g.size(); ++i)
-                for (size_t k = i + 1; k < g.size(); ++k)
-                  inner = std::min(inner, t.bandwidth(members[g[i]].dev, members[g[k]].dev));
               const Stage& st = plan.stages[mb.stage];
-              const double n = static_cast<double>(g.size());
-              const double ta = 2 * (n - 1) / n * t.weight_bytes(st.begin, st.end) * 8 / 1e3 / inner;
+              const double ta = allreduce_time(t, st, st.allreduce, plan.codec_block).ta_ms;
               events.push({start + ta, seq++, EventKind::allreduce_done, mb.stage});
             }
           }

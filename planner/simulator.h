@@ -5,9 +5,12 @@
 //     have not come back; a ready backward always goes before a ready forward;
 //   - activations and gradients are re-split between groups by sample index:
 //     each piece travels over its own link (a -> b), one transfer at a time
-//     per direction of a link, in the order they were sent;
+//     per direction of a link, in the order they were sent; in the
+//     boundary's codec, a piece holds the link for its sender's encode, its
+//     encoded bytes and its receiver's decode;
 //   - after its M-th backward a group all-reduces its gradients (Ta_s of
-//     COST_MODEL.md, starting when the group's last member is done).
+//     the cost model in the group's codec, starting when the group's last
+//     member is done).
 // Deterministic; pure (no clock, no threads).
 #pragma once
 
@@ -34,7 +37,9 @@ struct SimTransfer {
   bool forward = true;  // activation (true) or gradient (false)
   int boundary = 0;     // between stage boundary and boundary + 1
   int microbatch = 0;
-  double bytes = 0;
+  double bytes = 0;             // on the wire, encoded
+  Codec codec = Codec::fp32;
+  double codec_ms = 0;          // encode at the sender + decode at the receiver
   double start_ms = 0, end_ms = 0;
 };
 

@@ -226,5 +226,107 @@ TEST_F(JsonIo, MalformedPlans) {
                load, {"predicted_round_ms", ">= 0"});
 }
 
+// ---- compressed wire: profile codec speeds, plan codecs ----------------------
+
+const char* kProfileWithCodecs = R"({
+  "layers": [
+    {"name": "conv1", "weight_bytes": 1280, "out_bytes": 100352, "stash_bytes": 100352},
+    {"name": "fc", "weight_bytes": 5000, "out_bytes": 40, "stash_bytes": 40}
+  ],
+  "devices": {
+    "nx0": {"batch": [1], "fwd_ms": [[0.1], [0.1]], "bwd_ms": [[0.2], [0.1]],
+            "codecs": {"int8": {"encode_mb_s": 812.5, "decode_mb_s": 1400.0},
+                       "fp16": {"encode_mb_s": 900, "decode_mb_s": 950, "note": "ignored"}}},
+    "nano0": {"batch": [1], "fwd_ms": [[0.5], [0.3]], "bwd_ms": [[1.0], [0.4]]}
+  }
+})";
+
+TEST_F(JsonIo, ReadsAndRoundTripsCodecSpeedsAndPlanCodecs) {
+  Profile p = load_profile(write("profile.json", kProfileWithCodecs));
+  const DeviceProfile& nx = p.devices.at("nx0");
+  ASSERT_EQ(nx.codecs.size(), 2u);
+  EXPECT_DOUBLE_EQ(nx.codecs.at(Codec::int8).encode_mb_s, 812.5);
+  EXPECT_DOUBLE_EQ(nx.codecs.at(Codec::int8).decode_mb_s, 1400);
+  EXPECT_DOUBLE_EQ(nx.codecs.at(Codec::fp16).decode_mb_s, 950);
+  EXPECT_TRUE(p.devices.at("nano0").codecs.empty());
+  std::string pp = (dir_ / "p2.json").string();
+  save_profile(p, pp);
+  EXPECT_EQ(profile_to_json(load_profile(pp)), profile_to_json(p));
+  EXPECT_FALSE(read_json_file(pp)["devices"]["nano0"].contains("codecs"));  // absent stays absent
+
+  // A plan without codec fields reads as the exact wire, block 64...
+  Plan plan = load_plan(write("plan.json", kPlan));
+  EXPECT_EQ(plan.codec_block, 64u);
+  for (const Stage& s : plan.stages) {
+    EXPECT_EQ(s.to_next, Codec::fp32);
+    EXPECT_EQ(s.allreduce, Codec::fp32);
+  }
+  // ...and is written with them (the runtime reads them), the last stage
+  // without a to_next_codec.
+  std::string lp = (dir_ / "l2.json").string();
+  save_plan(plan, lp);
+  nlohmann::json saved = read_json_file(lp);
+  EXPECT_EQ(saved["codec_block"], 64);
+  EXPECT_EQ(saved["stages"][0]["to_next_codec"], "fp32");
+  EXPECT_EQ(saved["stages"][0]["allreduce_codec"], "fp32");
+  EXPECT_FALSE(saved["stages"][1].contains("to_next_codec"));
+  EXPECT_EQ(saved["stages"][1]["allreduce_codec"], "fp32");
+
+  plan.codec_block = 32;
+  plan.stages[0].to_next = Codec::int4;
+  plan.stages[0].allreduce = Codec::bf16;
+  plan.stages[1].allreduce = Codec::int8;
+  save_plan(plan, lp);
+  Plan back = load_plan(lp);
+  EXPECT_EQ(plan_to_json(back), plan_to_json(plan));
+  EXPECT_EQ(back.codec_block, 32u);
+  EXPECT_EQ(back.stages[0].to_next, Codec::int4);
+  EXPECT_EQ(back.stages[0].allreduce, Codec::bf16);
+  EXPECT_EQ(back.stages[1].allreduce, Codec::int8);
+  EXPECT_EQ(read_json_file(lp)["stages"][0]["to_next_codec"], "int4");
+}
+
+TEST_F(JsonIo, MalformedCodecFields) {
+  auto load_p = [](const std::string& p) { return load_profile(p); };
+  auto profile_with = [](const std::string& codecs) {
+    return R"({"layers": [{"name": "l", "weight_bytes": 1, "out_bytes": 1, "stash_bytes": 1}],
+      "devices": {"x": {"batch": [1], "fwd_ms": [[1]], "bwd_ms": [[1]], "codecs": )" + codecs + "}}}";
+  };
+  expect_error(write("a.json", profile_with(R"({"int2": {"encode_mb_s": 1, "decode_mb_s": 1}})")), load_p,
+               {"devices.x.codecs.int2", "codec name", "\"int2\""});
+  expect_error(write("b.json", profile_with(R"({"int8": {"encode_mb_s": 0, "decode_mb_s": 1}})")), load_p,
+               {"devices.x.codecs.int8.encode_mb_s", "> 0"});
+  expect_error(write("c.json", profile_with(R"({"int8": {"encode_mb_s": 10, "decode_mb_s": -3}})")), load_p,
+               {"devices.x.codecs.int8.decode_mb_s", "> 0"});
+  expect_error(write("d.json", profile_with(R"({"int8": {"encode_mb_s": 10}})")), load_p,
+               {"devices.x.codecs.int8.decode_mb_s", "missing field"});
+  expect_error(write("e.json", profile_with(R"(["int8"])")), load_p, {"devices.x.codecs", "object"});
+  expect_error(write("f.json", profile_with(R"({"fp16": 800})")), load_p, {"devices.x.codecs.fp16", "object"});
+
+  auto load = [](const std::string& p) { return load_plan(p); };
+  auto plan_with = [](const std::string& first, const std::string& second, const std::string& head = "") {
+    return R"({"batch": 4, "microbatches": 1, "microbatch_size": 4)" + head +
+           R"(, "stages": [{"layers": [0, 1], "devices": [{"id": "a", "samples": 4}])" + first +
+           R"(}, {"layers": [1, 2], "devices": [{"id": "b", "samples": 4}])" + second + "}]}";
+  };
+  expect_error(write("g.json", plan_with(R"(, "to_next_codec": "int3")", "")), load,
+               {"stages[0].to_next_codec", "codec name", "\"int3\""});
+  expect_error(write("h.json", plan_with("", R"(, "to_next_codec": "int8")")), load,
+               {"stages[1].to_next_codec", "last stage", "\"int8\""});
+  expect_error(write("i.json", plan_with(R"(, "allreduce_codec": 8)", "")), load,
+               {"stages[0].allreduce_codec", "expected a string"});
+  expect_error(write("j.json", plan_with("", "", R"(, "codec_block": 0)")), load, {"codec_block", "[1, "});
+  expect_error(write("k.json", plan_with("", "", R"(, "codec_block": "64")")), load,
+               {"codec_block", "expected an integer"});
+  expect_error(write("l.json", plan_with("", "", R"(, "codec_block": 2.5)")), load,
+               {"codec_block", "expected an integer"});
+  // fp32 on the last stage is fine (it is what the field means there).
+  Plan ok = load_plan(write("m.json", plan_with(R"(, "to_next_codec": "fp16", "allreduce_codec": "int4")",
+                                                R"(, "to_next_codec": "fp32")", R"(, "codec_block": 128)")));
+  EXPECT_EQ(ok.stages[0].to_next, Codec::fp16);
+  EXPECT_EQ(ok.stages[0].allreduce, Codec::int4);
+  EXPECT_EQ(ok.codec_block, 128u);
+}
+
 }  // namespace
 }  // namespace asteroid::planner

@@ -1,8 +1,14 @@
 // The hpp search against exhaustive enumeration of COST_MODEL.md's search
 // space on random small instances (fixed seeds): same T_round, and the same
-// tie-breaks (stages, peak memory fraction, devices used).
+// tie-breaks (stages, peak memory fraction, devices used); with codecs, the
+// enumeration also tries every codec of every boundary and all-reduce under
+// each wire policy; the plan's codecs are the least lossy ones reaching its
+// T_round.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "planner/json_io.h"
 #include "planner/search.h"
 #include "tests/planner/instances.h"
 
@@ -106,6 +112,164 @@ TEST(SearchExact, MatchesExhaustiveEnumeration) {
 }
 
 TEST(SearchExact, BreaksTiesLikeTheEnumeration) { compare_with_enumeration(tie_cases()); }
+
+// ---- Compressed wire: the codecs of every boundary and all-reduce ----------
+
+struct WireCase {
+  Case base;
+  WirePolicy wire;
+  double missing;  // probability that a device lacks a codec's speeds
+  uint32_t block;
+};
+
+// Random instances (smaller than above: every codec assignment of every
+// structure is enumerated) with random codec speeds, some devices lacking
+// some codecs, under every policy; a fifth with identical devices.
+std::vector<WireCase> wire_cases() {
+  std::vector<WireCase> cases;
+  std::mt19937 rng(20261203);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const WirePolicy policies[] = {WirePolicy::auto_, WirePolicy::int8, WirePolicy::fp16, WirePolicy::int4,
+                                 WirePolicy::exact};
+  for (int n = 0; n < 300; ++n) {
+    WireCase w;
+    Case& c = w.base;
+    c.seed = 9000 + n;
+    c.spec.devices = pick(1, 6);
+    c.spec.layers = pick(1, 7);
+    c.spec.tight_memory = n % 2 == 1;
+    c.spec.mixed_links = (n / 2) % 2 == 1;
+    c.spec.monotone = n % 7 != 3;
+    c.spec.identical = n % 5 == 2;
+    if (c.spec.identical) c.spec.devices = std::max(2, c.spec.devices);
+    c.microbatches = pick(1, 6);
+    c.microbatch_size = pick(1, 8);
+    c.optimizer = static_cast<Optimizer>(n % 3);
+    w.wire = policies[n % 5];
+    w.missing = n % 3 == 0 ? 0.0 : 0.3;
+    w.block = n % 4 == 3 ? 8 : wire_codec::kDefaultBlock;
+    cases.push_back(w);
+  }
+  return cases;
+}
+
+TEST(SearchExact, MatchesExhaustiveEnumerationOfEveryCodec) {
+  int feasible = 0, multi_stage = 0, lossy = 0, slower_codec = 0, lossy_allreduce = 0, other_structure_less_lossy = 0;
+  long long assignments = 0;
+  for (const WireCase& w : wire_cases()) {
+    const Case& c = w.base;
+    testing::Instance in = testing::random_instance(c.seed, c.spec);
+    testing::add_codec_speeds(in, c.seed, w.missing);
+    ProfileTables t(in.cluster, in.profile);
+    TrainingConfig cfg;
+    cfg.batch = c.microbatches * c.microbatch_size;
+    cfg.microbatches = c.microbatches;
+    cfg.optimizer = c.optimizer;
+    cfg.wire = w.wire;
+    cfg.codec_block = w.block;
+    testing::EnumeratedWire want =
+        testing::enumerate_best_wire(t, cfg.batch, cfg.microbatches, c.optimizer, w.wire, w.block);
+    PlanResult got = plan_hpp(t, cfg);
+    assignments += want.plans;
+    SCOPED_TRACE("seed " + std::to_string(c.seed) + " wire " + wire_policy_name(w.wire) + " devices " +
+                 std::to_string(c.spec.devices) + " layers " + std::to_string(c.spec.layers) + " M " +
+                 std::to_string(c.microbatches) + " B " + std::to_string(c.microbatch_size) + " block " +
+                 std::to_string(w.block) + " (" + std::to_string(want.plans) + " feasible assignments)");
+    ASSERT_EQ(got.feasible, want.found) << got.why;
+    if (!want.found) continue;
+    ++feasible;
+    EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
+        << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
+    EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
+    EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
+    int used = 0;
+    for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
+    EXPECT_EQ(used, want.devices);
+    // The codec tie-break is exact for the plan's stages: no assignment of
+    // them reaches its T_round with a smaller lossiness. (Another
+    // structure equal in T_round, stages, peak and devices may have a less
+    // lossy wire: counted, not required.)
+    EvalOptions eo;
+    eo.optimizer = c.optimizer;
+    const auto [structure_round, structure_loss] = testing::best_codecs_for(t, got.plan, w.wire, eo);
+    EXPECT_TRUE(same_round(structure_round, got.evaluation.round_ms));
+    EXPECT_EQ(wire_lossiness(got.plan), structure_loss);
+    if (structure_loss > want.lossiness) ++other_structure_less_lossy;
+    EXPECT_EQ(got.plan.codec_block, w.block);
+    EXPECT_EQ(got.plan.predicted_round_ms, got.evaluation.round_ms);
+    EXPECT_TRUE(got.evaluation.warnings.empty()) << got.evaluation.warnings.front();
+    // Every codec is usable where it is: allowed, and profiled on both ends.
+    for (size_t s = 0; s < got.plan.stages.size(); ++s) {
+      std::vector<std::string> ids;
+      for (const StageDevice& d : got.plan.stages[s].devices) ids.push_back(d.id);
+      auto usable = [&](Codec x, const std::vector<std::string>& on) {
+        std::vector<Codec> u = testing::usable_codecs(t, w.wire, on);
+        return std::find(u.begin(), u.end(), x) != u.end();
+      };
+      if (ids.size() > 1) EXPECT_TRUE(usable(got.plan.stages[s].allreduce, ids)) << "stage " << s;
+      else EXPECT_EQ(got.plan.stages[s].allreduce, Codec::fp32);
+      if (s + 1 < got.plan.stages.size()) {
+        for (const StageDevice& d : got.plan.stages[s + 1].devices) ids.push_back(d.id);
+        EXPECT_TRUE(usable(got.plan.stages[s].to_next, ids)) << "boundary " << s;
+      } else {
+        EXPECT_EQ(got.plan.stages[s].to_next, Codec::fp32);
+      }
+    }
+    if (want.stages > 1) ++multi_stage;
+    if (want.lossiness > 0) ++lossy;
+    if (want.slower_boundary_codec) ++slower_codec;
+    for (const Stage& s : want.plan.stages)
+      if (s.devices.size() > 1 && s.allreduce != Codec::fp32) ++lossy_allreduce;
+  }
+  // The cases must exercise the codecs, including optima that put a
+  // slower-than-possible codec on a boundary.
+  EXPECT_GE(feasible, 90);
+  EXPECT_GE(multi_stage, 15);
+  EXPECT_GE(lossy, 30);
+  EXPECT_GE(lossy_allreduce, 5);
+  EXPECT_GE(slower_codec, 1);
+  std::printf("compared %d feasible instances (%lld codec assignments): %d multi-stage optima, %d with lossy codecs "
+              "(%d lossy all-reduces), %d where a faster boundary codec would be slower overall, %d where another "
+              "tying structure has a less lossy wire\n",
+              feasible, assignments, multi_stage, lossy, lossy_allreduce, slower_codec, other_structure_less_lossy);
+}
+
+// The exact wire, or a profile without codec speeds, plans as COST_MODEL.md:
+// the same plan files (byte for byte) and numbers whatever the rest says.
+TEST(SearchExact, ExactWireIsTheCostModelsPlan) {
+  int compared = 0;
+  for (const Case& c : exactness_cases()) {
+    if (c.seed % 2) continue;
+    testing::Instance plain = testing::random_instance(c.seed, c.spec);
+    testing::Instance with_speeds = plain;
+    testing::add_codec_speeds(with_speeds, c.seed, 0.0);
+    ProfileTables tp(plain.cluster, plain.profile), ts(with_speeds.cluster, with_speeds.profile);
+    TrainingConfig cfg;
+    cfg.batch = c.microbatches * c.microbatch_size;
+    cfg.microbatches = c.microbatches;
+    cfg.optimizer = c.optimizer;
+    for (Strategy strategy : {Strategy::hpp, Strategy::dp, Strategy::pp}) {
+      TrainingConfig exact = cfg, auto_wire = cfg;
+      auto_wire.wire = WirePolicy::auto_;
+      PlanResult a = make_plan(tp, exact, strategy);       // as before codecs existed
+      PlanResult b = make_plan(ts, exact, strategy);       // speeds, but --wire exact
+      PlanResult d = make_plan(tp, auto_wire, strategy);   // --wire auto, but no speeds
+      SCOPED_TRACE("seed " + std::to_string(c.seed) + " " + strategy_name(strategy));
+      for (const PlanResult* r : {&b, &d}) {
+        EXPECT_EQ(plan_to_json(r->plan).dump(), plan_to_json(a.plan).dump());
+        EXPECT_EQ(evaluation_to_json(r->evaluation, c.optimizer).dump(),
+                  evaluation_to_json(a.evaluation, c.optimizer).dump());
+        EXPECT_EQ(r->feasible, a.feasible);
+      }
+      for (const Stage& s : a.plan.stages) {
+        EXPECT_EQ(s.to_next, Codec::fp32);
+        EXPECT_EQ(s.allreduce, Codec::fp32);
+      }
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 300);
+}
 
 }  // namespace
 }  // namespace asteroid::planner
