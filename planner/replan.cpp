@@ -72,8 +72,18 @@ Scored score(const Draft& d, const Plan& running, const ProfileTables& t, Optimi
   EvalOptions eo;
   eo.optimizer = opt;
   // The new groups' codecs: usable by every device on both ends, chosen
-  // afresh for these groups (choose_codecs: fastest, then one greedy pass).
+  // for these groups (choose_codecs). The wire is part of the job's
+  // mathematics, so a boundary the running plan has too (the same last
+  // layer) keeps its codec, and a stage with the same layers keeps its
+  // all-reduce codec: a replay then computes what the fault-free run did.
   choose_codecs(plan, t, wire, eo);
+  for (Stage& st : plan.stages) {
+    for (size_t r = 0; r < running.stages.size(); ++r) {
+      const Stage& old = running.stages[r];
+      if (old.end == st.end && r + 1 < running.stages.size() && &st != &plan.stages.back()) st.to_next = old.to_next;
+      if (old.begin == st.begin && old.end == st.end && st.devices.size() > 1) st.allreduce = old.allreduce;
+    }
+  }
   sc.round = evaluate(plan, t, eo).round_ms;
   return sc;
 }

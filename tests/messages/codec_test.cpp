@@ -138,7 +138,7 @@ std::vector<Message> one_of_each_kind() {
   ProfileRequest pr{"fmnist-resnet", {1, 2, 4, 64}, 5};
   ProfileResult res{"{\"model\":\"x\"}"};
   PlanRequest plan{"{\"devices\":[]}", "{\"layers\":[]}", "pp", 64, 4, OptimizerKind::sgd, "{}", {"nano-1"}, {"tx2-9"},
-                   true};
+                   true, "int8", 32};
   PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
   LinkProbe probe{std::vector<char>(1000, 'x')};
   ReplicaRequest replica{"job-7", 2, 5, 41};

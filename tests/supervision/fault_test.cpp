@@ -62,12 +62,13 @@ const std::vector<planner::LayerInfo>& layer_infos() {
 // Trains kRounds rounds; `before_round(r)` runs before round r starts (the
 // first time it starts) and may inject a fault.
 Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_round = {},
-              const std::string& checkpoint = "", Recovery recovery = Recovery::lightweight) {
+              const std::string& checkpoint = "", Recovery recovery = Recovery::lightweight,
+              const Plan& plan = three_stage_plan()) {
   actors::AsteroidConfig config;
   caf::actor_system system(config);
   actors::JobSpec spec;
   spec.cluster = nodes.cluster();
-  spec.plan = three_stage_plan();
+  spec.plan = plan;
   spec.model = kModel;
   spec.job_id = "fault-test";
   SupervisionOptions options;
@@ -114,8 +115,7 @@ const Outcome& fault_free() {
   return outcome;
 }
 
-void expect_continuity(const Outcome& run) {
-  const Outcome& reference = fault_free();
+void expect_continuity(const Outcome& run, const Outcome& reference = fault_free()) {
   ASSERT_EQ(run.committed.size(), static_cast<size_t>(kRounds));
   for (size_t r = 0; r < run.committed.size(); ++r) {
     EXPECT_EQ(run.committed[r].round, r) << "committed rounds must continue without a gap or a repeat";
@@ -194,9 +194,39 @@ TEST(PipelineReplay, FailureDuringTheAllReduce) {
   EXPECT_EQ(run.failures[0].round, 5u);
 }
 
+// A lossy wire on both boundaries (int8 activations and gradients, blocks
+// within a sample) with replication beside the rounds: a group member killed
+// mid-round re-splits its group, which changes nothing the next stage
+// decodes, so the replay continues the fault-free run of the same wire.
+TEST(PipelineReplay, KilledGroupMemberWithACompressedWire) {
+  Plan plan = three_stage_plan();
+  plan.stages[0].to_next = wire_codec::Codec::int8;
+  plan.stages[1].to_next = wire_codec::Codec::int8;
+  const Outcome reference = [&] {
+    LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+    return train(nodes, {}, "", Recovery::lightweight, plan);
+  }();
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--crash-at", "backward:5"}}});
+  const Outcome run = train(nodes, {}, "", Recovery::lightweight, plan);
+  expect_continuity(run, reference);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
+  // The wire is part of the job's mathematics: the re-plan keeps it.
+  ASSERT_EQ(run.final_plan.stages.size(), 3u);
+  EXPECT_EQ(run.final_plan.stages[0].to_next, wire_codec::Codec::int8);
+  EXPECT_EQ(run.final_plan.stages[1].to_next, wire_codec::Codec::int8);
+  // And it is not the exact wire's run.
+  bool differs = false;
+  for (size_t r = 0; r < run.committed.size(); ++r)
+    differs |= std::abs(run.committed[r].loss - fault_free().committed[r].loss) > 1e-4 * fault_free().committed[r].loss;
+  EXPECT_TRUE(differs) << "the int8 wire gave the exact wire's losses: was it used?";
+}
+
 TEST(PipelineReplay, FailureDuringReplication) {
   // d0 runs the first stage alone and dies while sending the replica of
-  // round 5 to d1: round 5 never commits and is replayed from round 4's.
+  // round 5 (or the first round after it that is replicated: replication
+  // coalesces rounds) to d1: that round never commits and training is
+  // replayed from the last replica.
   LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d0", {"--crash-at", "replicate:5"}}});
   const Outcome run = train(nodes);
   expect_continuity(run);
