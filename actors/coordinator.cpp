@@ -545,8 +545,10 @@ struct Coordinator::Impl {
         receive_until([&] { return !replica_asked; }, Clock::now() + spec.round_timeout, "replication");
         advance_commits(true);
       }
-      receive_until([&] { return stepped.empty(); }, Clock::now() + spec.round_timeout,
-                    "replication of round " + std::to_string(stepped.rbegin()->first));
+      if (!stepped.empty()) {
+        receive_until([&] { return stepped.empty(); }, Clock::now() + spec.round_timeout,
+                      "replication of round " + std::to_string(stepped.rbegin()->first));
+      }
     }
     return std::exchange(newly_committed, {});
   }
