@@ -165,8 +165,7 @@ CgroupSupport detect_cgroups() {
 CpuQuota cpu_quota_for(double share) {
   CpuQuota q;
   if (!(share > 0) || share >= 64) return q;  // unlimited
-  q.period_us = 10000;
-  if (share * q.period_us < 1000) q.period_us = std::min(1000000L, static_cast<long>(std::ceil(1000 / share)));
+  q.period_us = std::clamp(static_cast<long>(std::ceil(1000 / share)), kShortestPeriodUs, 1000000L);
   q.quota_us = std::max(1000L, std::lround(share * q.period_us));
   return q;
 }

@@ -32,9 +32,14 @@ struct CpuQuota {
   long quota_us = -1;   // -1: unlimited
   long period_us = 10000;
 };
-// A 10 ms period (fine-grained throttling for millisecond compute steps)
-// unless the quota would fall below the kernel's 1 ms minimum; then the
-// period grows (up to 1 s). share >= 64 or <= 0 means unlimited.
+inline constexpr long kShortestPeriodUs = 2000;
+// The shortest period whose quota is the kernel's 1 ms minimum (at least
+// 2 ms, at most 1 s): a throttled node runs at most 1 ms, or its share of
+// 2 ms, before it waits, so it is slow the way a slower CPU is slow and not
+// in bursts. (A 10 ms period let a 0.12-core node run 1.2 ms at full speed
+// then stall 8.8 ms: every message to it waited up to 8.8 ms, and pipelined
+// plans measured half of what the same average speed predicts.)
+// share >= 64 or <= 0 means unlimited.
 CpuQuota cpu_quota_for(double share);
 
 struct NodeCgroup {

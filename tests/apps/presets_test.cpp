@@ -96,14 +96,18 @@ TEST(Presets, TableNamesEveryEnv) {
 }
 
 TEST(CpuQuota, PeriodAndQuota) {
-  CpuQuota q = cpu_quota_for(0.25);
-  EXPECT_EQ(q.period_us, 10000);
-  EXPECT_EQ(q.quota_us, 2500);
-  q = cpu_quota_for(0.05);  // 0.5 ms per 10 ms is below the 1 ms minimum
+  CpuQuota q = cpu_quota_for(0.25);  // 1 ms (the kernel's minimum) per 4 ms
+  EXPECT_EQ(q.period_us, 4000);
+  EXPECT_EQ(q.quota_us, 1000);
+  q = cpu_quota_for(0.05);
   EXPECT_EQ(q.quota_us, 1000);
   EXPECT_EQ(q.period_us, 20000);
+  q = cpu_quota_for(0.7);  // never a period under 2 ms
+  EXPECT_EQ(q.period_us, 2000);
+  EXPECT_EQ(q.quota_us, 1400);
   q = cpu_quota_for(1.5);
-  EXPECT_EQ(q.quota_us, 15000);
+  EXPECT_EQ(q.period_us, 2000);
+  EXPECT_EQ(q.quota_us, 3000);
   EXPECT_EQ(cpu_quota_for(0).quota_us, -1);
 }
 
