@@ -65,6 +65,10 @@ struct Coordinator::Impl {
   std::optional<uint64_t> replica_asked;
   std::set<uint32_t> replica_waiting;
   std::optional<uint64_t> replica_round;
+  // Pacing (JobSpec::replica_link_share): when the replica on its way was
+  // asked for, and the earliest moment the next one may be.
+  Clock::time_point replica_asked_at{};
+  Clock::time_point next_replica_at{};
   std::vector<RoundReport> newly_committed;  // returned by the next run_round / flush
   std::map<uint64_t, RoundProgress> in_flight;  // started, not every member done
   std::optional<Clock::time_point> last_done;   // when the previous round finished
@@ -314,6 +318,7 @@ struct Coordinator::Impl {
               if (replica_waiting.empty()) {
                 replica_round = *replica_asked;
                 replica_asked.reset();
+                pace_replicas();
                 advance_commits(false);
               }
             }
@@ -432,36 +437,58 @@ struct Coordinator::Impl {
     return got;
   }
 
-  // Commits every stepped round the replicas cover, in order, and asks for
-  // the next replica when none is on its way: of the newest stepped round,
-  // once it is `replicate_every` rounds past the last one (`now`: at once).
-  // Without replicated stages a stepped round commits at once.
+  // Commits every stepped round the replicas cover (one commit message, for
+  // the newest of them: the members keep no state of the rounds before it),
+  // and asks for the next replica when none is on its way: of the newest
+  // stepped round, once it is `replicate_every` rounds past the last one and
+  // the pacing allows (`now`: at once). Every member keeps its state of that
+  // round until it commits; the single-device stages also ship it to their
+  // holders. Without replicated stages a stepped round commits at once.
   void advance_commits(bool now) {
     const auto holders = replica_holders();
+    std::optional<uint64_t> last;
     while (!stepped.empty() && (holders.empty() || (replica_round && stepped.begin()->first <= *replica_round))) {
-      messages::RoundControl commit;
-      commit.kind = messages::ControlKind::commit;
-      commit.round = stepped.begin()->first;
-      broadcast(commit);
-      committed = commit.round;
+      last = stepped.begin()->first;
       newly_committed.push_back(stepped.begin()->second);
       stepped.erase(stepped.begin());
+    }
+    if (last) {
+      messages::RoundControl commit;
+      commit.kind = messages::ControlKind::commit;
+      commit.round = *last;
+      broadcast(commit);
+      committed = *last;
     }
     if (holders.empty() || replica_asked || stepped.empty()) return;
     const uint64_t newest = stepped.rbegin()->first;
     const uint64_t since = replica_round ? newest - *replica_round : newest + 1;
-    if (!now && since < spec.replicate_every) return;
+    if (!now && !commit_point_waits() && (since < spec.replicate_every || Clock::now() < next_replica_at)) return;
     messages::RoundControl replicate;
     replicate.kind = messages::ControlKind::replicate;
     replicate.round = newest;
-    const auto wire = messages::to_wire(replicate);
-    for (const auto& [stage, holder] : holders) {
-      for (const Member& m : members) {
-        if (m.stage == stage) self->send(m.actor, wire);
-      }
-      replica_waiting.insert(stage);
-    }
+    broadcast(replicate);
+    for (const auto& [stage, holder] : holders) replica_waiting.insert(stage);
     replica_asked = newest;
+    replica_asked_at = Clock::now();
+  }
+
+  // A stepped round not yet covered by a replica is one the job wants
+  // committed at once (JobSpec::commit_every).
+  bool commit_point_waits() const {
+    if (spec.commit_every == 0) return false;
+    for (auto it = stepped.upper_bound(replica_round ? *replica_round : 0); it != stepped.end(); ++it) {
+      if ((!replica_round || it->first > *replica_round) && (it->first + 1) % spec.commit_every == 0) return true;
+    }
+    return false;
+  }
+
+  // A replica took d from the ask to the last holder's confirmation: the
+  // next may be asked d (1 - share) / share later, so that replication
+  // keeps at most `replica_link_share` of the links and CPUs it crosses.
+  void pace_replicas() {
+    const double share = std::clamp(spec.replica_link_share, 1e-3, 1.0);
+    const auto took = Clock::now() - replica_asked_at;
+    next_replica_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(took * ((1 - share) / share));
   }
 
   // Rounds stepped but not committed that the job lets pile up while
@@ -487,6 +514,7 @@ struct Coordinator::Impl {
     stepped.clear();
     replica_asked.reset();
     replica_waiting.clear();
+    next_replica_at = {};
     // What is committed is safe: recovered, or covered by replicas already.
     replica_round = first == 0 ? std::nullopt : std::optional<uint64_t>(first - 1);
   }
@@ -727,8 +755,12 @@ struct Coordinator::Impl {
   void stop_stages() { stop(members); }
 };
 
-Coordinator::Coordinator(caf::actor_system& system, JobSpec spec)
-    : impl_(std::make_unique<Impl>(system, std::move(spec))) {}
+Coordinator::Coordinator(caf::actor_system& system, JobSpec spec) {
+  if (spec.rounds_ahead > 1) {
+    throw JobError("rounds_ahead " + std::to_string(spec.rounds_ahead) + " is not supported: 0 or 1");
+  }
+  impl_ = std::make_unique<Impl>(system, std::move(spec));
+}
 
 Coordinator::~Coordinator() { impl_->stop_stages(); }
 

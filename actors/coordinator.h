@@ -9,12 +9,15 @@
 //
 // Commit rule: a round counts once every member has stepped it and every
 // single-device stage's replica of it, or of a later round, is stored on its
-// holder. Replication runs beside the rounds, one replica at a time: when
-// none is on its way, the coordinator asks every single-device stage for
-// its state of the newest round all members stepped (so the holders store
+// holder. Replication runs beside the rounds, one replica at a time, paced
+// to a share of the time (`replica_link_share`): the coordinator asks every
+// member to keep its state of the newest round all members stepped, and
+// every single-device stage to ship it to its holder (so the holders store
 // the same rounds and every commit is a point all stages can return to).
 // Rounds commit in batches as replicas land; the rounds keep going unless
-// more than `max_uncommitted_rounds` wait (the members keep their states).
+// more than `max_uncommitted_rounds` wait, which bounds the replay after a
+// failure (a member keeps the committed state, the replica's, and its two
+// newest stepped states, however many rounds wait).
 //
 // It also offers what supervision needs: abort the rounds in flight, find
 // every stage's last committed state (live member, replica or central copy)
@@ -79,13 +82,24 @@ struct JobSpec {
   std::string job_id = "job";
   // Per device id: the planner's memory estimate for its stage (optional).
   std::map<std::string, uint64_t> required_memory_bytes;
-  uint32_t replicate_every = 1;  // single-device stages replicate every N rounds (0: never)
+  uint32_t replicate_every = 1;  // single-device stages replicate at most every N rounds (0: never)
   uint32_t central_every = 0;    // every stage sends its state to the coordinator every N rounds
-  // Rounds started before the round in flight is done (0: a barrier after
-  // every round), and the first round never started (the job's end).
+  // Rounds started before the round in flight is done: 1, or 0 for a
+  // barrier after every round (a member keeps its two newest stepped states,
+  // enough for one round ahead); and the first round never started (the
+  // job's end).
   uint32_t rounds_ahead = 1;
-  // Stepped rounds that may wait for replicas before no round starts.
-  uint32_t max_uncommitted_rounds = 4;
+  // Replication may take at most this share of the time: after a replica
+  // that took d from the ask to the last holder's confirmation, the next is
+  // asked d (1 - share) / share later (and `replicate_every` rounds later).
+  double replica_link_share = 0.05;
+  // Rounds r with (r + 1) % commit_every == 0 commit as soon as they are
+  // stepped, their replicas asked for at once whatever the pacing (a
+  // checkpoint is due after them); 0: none.
+  uint32_t commit_every = 0;
+  // Stepped rounds that may wait for replicas before no round starts: the
+  // most rounds a recovery replays.
+  uint32_t max_uncommitted_rounds = 256;
   uint64_t end_round = std::numeric_limits<uint64_t>::max();
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};

@@ -71,9 +71,17 @@ planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, 
   return profile;
 }
 
+// A checkpoint is of a committed round: the coordinator commits the rounds
+// a checkpoint falls due after as soon as they are stepped, whatever the
+// pacing of replication.
+actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOptions& options) {
+  if (options.checkpoint_every > 0) spec.commit_every = options.checkpoint_every;
+  return spec;
+}
+
 struct JobSupervisor::Impl {
   Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
-      : system(system), coordinator(system, spec), options(std::move(options)) {
+      : system(system), coordinator(system, with_commit_points(std::move(spec), options)), options(std::move(options)) {
     std::vector<int64_t> parameters;
     for (const auto& layer : this->options.profile.layers) {
       parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
