@@ -9,7 +9,9 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 
+#include "actors/all_reduce.h"
 #include "actors/node_context.h"
 #include "actors/optimizer_spec.h"
 #include "actors/routing.h"
@@ -21,6 +23,10 @@
 
 namespace asteroid::actors {
 namespace {
+
+// Values per all-reduce bucket (1 MiB of float32; the bucket holding the
+// first parameters may be smaller).
+constexpr int64_t kBucketValues = int64_t{1} << 18;
 
 using messages::Activation;
 using messages::Gradient;
@@ -187,6 +193,9 @@ class StageMember {
     a_ = std::move(a);
     if (committed_.round >= 0) node_->keep_committed(state_of(committed_));
     a_.initial_state = {};  // loaded; no second copy
+    ring_ = Ring{static_cast<uint32_t>(a_.group.size()), a_.member};
+    buckets_.reset();
+    if (a_.group.size() > 1) buckets_.emplace(model_->parameter_sizes(), kBucketValues);
     prev_ = std::move(prev);
     group_ = std::move(group);
     next_ = std::move(next);
@@ -198,6 +207,7 @@ class StageMember {
     prev_ranges_ = member_ranges(samples_of(a_.prev_group));
     next_ranges_ = member_ranges(samples_of(a_.next_group));
     pending_.clear();
+    kept_.clear();
     deferred_.clear();
     started_through_ = static_cast<int64_t>(a_.first_round) - 1;
     begin_round(a_.first_round);
@@ -268,7 +278,13 @@ class StageMember {
 
   std::optional<WireMessage> on(ReduceChunk& m) {
     if (!accept_round(m.round, &m)) return std::nullopt;
-    chunks_received_.emplace(m.step, std::move(m.tensor));
+    if (!buckets_ || m.bucket >= buckets_->buckets().size() || m.step >= ring_.steps()) {
+      throw std::runtime_error("all-reduce chunk for bucket " + std::to_string(m.bucket) + " step " +
+                               std::to_string(m.step) + ": this ring has " +
+                               std::to_string(buckets_ ? buckets_->buckets().size() : 0) + " buckets of " +
+                               std::to_string(ring_.steps()) + " steps");
+    }
+    chunks_received_.emplace(std::make_pair(m.bucket, m.step), std::move(m.tensor));
     if (reducing_) advance_all_reduce();
     return std::nullopt;
   }
@@ -289,6 +305,7 @@ class StageMember {
         if (stepped != pending_.end()) {
           committed_ = std::move(stepped->second);
           pending_.erase(pending_.begin(), std::next(stepped));
+          kept_.erase(kept_.begin(), kept_.upper_bound(m.round));
           node_->keep_committed(state_of(committed_));
         } else if (committed_.round != static_cast<int64_t>(m.round)) {
           throw std::runtime_error("asked to commit round " + std::to_string(m.round) + " that did not finish here");
@@ -300,12 +317,14 @@ class StageMember {
         break;
       case messages::ControlKind::replicate: {
         // Replication runs beside the rounds: the coordinator asks for one
-        // stepped round at a time, the same round from every replicated
-        // stage, when the previous replica is stored.
+        // stepped round at a time, the same round from every member, when
+        // the previous replica is stored. Every member keeps that round's
+        // state until it commits; a single-device stage ships it.
         const Snapshot* state = committed_.round == static_cast<int64_t>(m.round) ? &committed_ : nullptr;
         if (auto stepped = pending_.find(m.round); stepped != pending_.end()) state = &stepped->second;
         if (!state) throw std::runtime_error("asked to replicate round " + std::to_string(m.round) + ", which is not kept here");
-        if (!holder_) throw std::runtime_error("asked to replicate, but this stage has no replica holder");
+        kept_.insert(m.round);
+        if (!holder_) break;
         node_->crash_point("replicate", m.round, /*or_later=*/true);
         send(holder_, state_of(*state), 0);
         break;
@@ -364,7 +383,9 @@ class StageMember {
     gradients_.clear();
     labels_.clear();
     chunks_received_.clear();
-    gathered_ = {};
+    rings_.assign(buckets_ ? buckets_->buckets().size() : 0, BucketRing{});
+    if (buckets_) buckets_->reset();
+    flat_ = at::Tensor();
     reducing_ = false;
     loss_sum_ = 0;
     samples_ = 0;
@@ -385,6 +406,7 @@ class StageMember {
   void roll_back() {
     restore(committed_);
     pending_.clear();
+    kept_.clear();
     deferred_.clear();
     started_through_ = committed_.round;
     begin_round(static_cast<uint64_t>(committed_.round + 1));
@@ -502,10 +524,18 @@ class StageMember {
   void run_backward(int mb) {
     node_->crash_point("backward", round_);
     const int64_t start = now_us();
+    // The last backward of the round: each bucket's ring starts as soon as
+    // its gradients are final (groups of more than one).
+    compute::StageModel::GradientReady ready;
+    if (a_.group.size() > 1 && mb + 1 == static_cast<int>(a_.microbatches)) {
+      reduce_start_us_ = start;
+      flat_ = at::empty({model_->parameter_count()}, at::kFloat);
+      ready = [this](size_t parameter, const at::Tensor& total) { on_gradient_final(parameter, total); };
+    }
     at::Tensor grad_input;
     if (a_.stage + 1 == a_.stage_count) {
       auto result = node_->throttle.run(
-          [&] { return model_->backward_loss(mb, labels_.at(mb), static_cast<double>(a_.batch)); });
+          [&] { return model_->backward_loss(mb, labels_.at(mb), static_cast<double>(a_.batch), ready); });
       labels_.erase(mb);
       loss_sum_ += result.loss_sum;
       correct_ += result.correct;
@@ -514,7 +544,7 @@ class StageMember {
     } else {
       const at::Tensor grad = gradients_.at(mb).tensor();
       gradients_.erase(mb);
-      grad_input = node_->throttle.run([&] { return model_->backward(mb, grad); });
+      grad_input = node_->throttle.run([&] { return model_->backward(mb, grad, ready); });
     }
     record(TraceKind::backward, mb, start, now_us(), 0);
     if (a_.stage > 0) {
@@ -535,107 +565,143 @@ class StageMember {
 
   // ------------------------------------------------------------- all-reduce
 
-  // Ring all-reduce over the group: n-1 reduce-scatter steps, then n-1
-  // all-gather steps. Each chunk is summed once, in ring order, and then
-  // copied to everyone, so all members end with bit-identical gradients.
+  // Bucketed ring all-reduce over the group (actors/all_reduce.h): each
+  // bucket is a ring of n-1 reduce-scatter steps, then n-1 all-gather
+  // steps. Each chunk is summed once, in ring order, and then copied to
+  // everyone, so all members end with bit-identical gradients.
+
+  // During the last backward: a parameter's gradient is final; once its
+  // whole bucket is, that bucket's ring starts (sends are asynchronous, so
+  // they travel while the backward of earlier layers goes on).
+  void on_gradient_final(size_t parameter, const at::Tensor& total) {
+    flat_.narrow(0, buckets_->offset(parameter), buckets_->values(parameter)).copy_(total.reshape({-1}));
+    if (auto bucket = buckets_->ready(parameter)) start_ring(*bucket);
+  }
+
+  void start_ring(size_t bucket) {
+    rings_[bucket].started = true;
+    send_chunk(bucket);
+  }
+
+  // After the last backward: the buckets whose rings started hold exactly
+  // the final gradients (checked: a parameter used twice would break the
+  // bucket rule), the others start now.
   void start_all_reduce() {
-    const uint32_t n = static_cast<uint32_t>(a_.group.size());
-    reduce_start_us_ = now_us();
-    flat_ = model_->flat_gradients().clone();
-    if (n == 1) {
+    if (a_.group.size() == 1) {
+      reduce_start_us_ = now_us();
+      flat_ = model_->flat_gradients();
       finish_round();
       return;
     }
+    const at::Tensor final = model_->flat_gradients();
+    for (size_t b = 0; b < rings_.size(); ++b) {
+      const auto& range = buckets_->buckets()[b];
+      at::Tensor mine = flat_.narrow(0, range.begin, range.end - range.begin);
+      const at::Tensor truth = final.narrow(0, range.begin, range.end - range.begin);
+      if (!rings_[b].started) {
+        mine.copy_(truth);
+        start_ring(b);
+      } else if (!at::equal(mine, truth)) {
+        throw std::runtime_error("the gradients of all-reduce bucket " + std::to_string(b) +
+                                 " changed after they were final (a parameter used twice in one backward?)");
+      }
+    }
     reducing_ = true;
-    reduce_step_ = 0;
-    send_chunk();
     node_->crash_point("allreduce", round_);
     advance_all_reduce();
   }
 
-  std::pair<int64_t, int64_t> chunk_bounds(uint32_t chunk) const {
-    const int64_t total = flat_.numel();
-    const int64_t n = static_cast<int64_t>(a_.group.size());
-    return {total * chunk / n, total * (chunk + 1) / n};
-  }
-
-  uint32_t mod(int64_t x) const {
-    const int64_t n = static_cast<int64_t>(a_.group.size());
-    return static_cast<uint32_t>(((x % n) + n) % n);
-  }
-
-  // The chunk this member sends at `step`; it receives the one before it.
-  uint32_t chunk_sent_at(uint32_t step) const {
-    const uint32_t n = static_cast<uint32_t>(a_.group.size());
-    return step < n - 1 ? mod(int64_t{a_.member} - step) : mod(int64_t{a_.member} + 1 - (step - (n - 1)));
-  }
-
-  // What this member sends at reduce_step_. In the reduce-scatter, its
-  // partial sum of a chunk; at the first all-gather step, the chunk it has
-  // finished reducing, which it also replaces by what the others will
-  // decode, so every member ends with the same values; afterwards, the
-  // chunk received at the step before, forwarded as it came. A lossy codec
-  // encodes with error feedback, one slot per step (the same chunk of the
-  // same parameters every round).
-  void send_chunk() {
-    const uint32_t n = static_cast<uint32_t>(a_.group.size());
-    const uint32_t chunk = chunk_sent_at(reduce_step_);
+  // What this member sends at its ring's step in `bucket`. In the
+  // reduce-scatter, its partial sum of a chunk; at the first all-gather
+  // step, the chunk it has finished reducing, which it also replaces by
+  // what the others will decode, so every member ends with the same
+  // values; afterwards, the chunk received at the step before, forwarded as
+  // it came. A lossy codec encodes with error feedback, one slot per bucket
+  // and step (the same chunk of the same parameters every round).
+  void send_chunk(size_t bucket) {
+    BucketRing& ring = rings_[bucket];
+    const uint32_t n = ring_.n;
     ReduceChunk out;
     out.round = round_;
-    out.step = reduce_step_;
-    out.chunk = chunk;
+    out.bucket = static_cast<uint32_t>(bucket);
+    out.step = ring.step;
+    out.chunk = ring_.chunk_sent_at(ring.step);
     out.from_member = a_.member;
-    if (reduce_step_ > n - 1) {
-      out.tensor = gathered_;
+    if (ring.step > n - 1) {
+      out.tensor = ring.gathered;
     } else {
-      auto [begin, end] = chunk_bounds(chunk);
-      at::Tensor values = flat_.narrow(0, begin, end - begin);
+      at::Tensor values = chunk_of(bucket, out.chunk);
       if (a_.codec_all_reduce == wire_codec::Codec::fp32) {
         out.tensor = messages::to_blob(values);
       } else {
-        out.tensor = messages::to_blob(feedback_.encode(reduce_step_, a_.codec_all_reduce, values.data_ptr<float>(), 1,
+        const uint64_t slot = static_cast<uint64_t>(bucket) * ring_.steps() + ring.step;
+        out.tensor = messages::to_blob(feedback_.encode(slot, a_.codec_all_reduce, values.data_ptr<float>(), 1,
                                                         static_cast<uint64_t>(values.numel()), a_.codec_block),
                                        {values.numel()});
-        if (reduce_step_ == n - 1) values.copy_(messages::to_float_tensor(out.tensor));
+        if (ring.step == n - 1) values.copy_(messages::to_float_tensor(out.tensor));
       }
     }
-    send(group_[mod(int64_t{a_.member} + 1)], out, 0);
+    send(group_[ring_.next()], out, 0);
   }
 
+  at::Tensor chunk_of(size_t bucket, uint32_t chunk) {
+    const auto& range = buckets_->buckets()[bucket];
+    auto [begin, end] = ring_.chunk_bounds(chunk, range.end - range.begin);
+    return flat_.narrow(0, range.begin + begin, end - begin);
+  }
+
+  // Takes every received chunk each started ring can use, in step order;
+  // the round finishes when every ring has done its last step.
   void advance_all_reduce() {
-    const uint32_t n = static_cast<uint32_t>(a_.group.size());
-    const uint32_t steps = 2 * (n - 1);
-    while (reducing_) {
-      auto it = chunks_received_.find(reduce_step_);
-      if (it == chunks_received_.end()) return;
-      const uint32_t chunk = mod(int64_t{chunk_sent_at(reduce_step_)} - 1);
-      auto [begin, end] = chunk_bounds(chunk);
-      at::Tensor target = flat_.narrow(0, begin, end - begin);
-      const at::Tensor received = messages::to_float_tensor(it->second);
-      if (received.numel() != target.numel()) {
-        throw std::runtime_error("all-reduce chunk " + std::to_string(chunk) + " has " +
-                                 std::to_string(received.numel()) + " elements, expected " +
-                                 std::to_string(target.numel()));
+    const uint32_t n = ring_.n;
+    bool all_done = true;
+    for (size_t b = 0; b < rings_.size(); ++b) {
+      BucketRing& ring = rings_[b];
+      while (ring.started && ring.step < ring_.steps()) {
+        auto it = chunks_received_.find({static_cast<uint32_t>(b), ring.step});
+        if (it == chunks_received_.end()) break;
+        const uint32_t chunk = ring_.chunk_received_at(ring.step);
+        at::Tensor target = chunk_of(b, chunk);
+        const at::Tensor received = messages::to_float_tensor(it->second);
+        if (received.numel() != target.numel()) {
+          throw std::runtime_error("all-reduce bucket " + std::to_string(b) + " chunk " + std::to_string(chunk) +
+                                   " has " + std::to_string(received.numel()) + " elements, expected " +
+                                   std::to_string(target.numel()));
+        }
+        if (ring.step < n - 1) {
+          target.add_(received);
+        } else {
+          target.copy_(received);
+          ring.gathered = std::move(it->second);
+        }
+        chunks_received_.erase(it);
+        if (++ring.step < ring_.steps()) send_chunk(b);
       }
-      if (reduce_step_ < n - 1) {
-        target.add_(received);
+      all_done = all_done && ring.step == ring_.steps();
+    }
+    if (!all_done) return;
+    reducing_ = false;
+    finish_round();
+  }
+
+  // The coordinator commits, or asks to keep, only one of the two newest
+  // stepped rounds (rounds_ahead is at most one round past the newest it
+  // saw done): any older stepped state not asked for is dropped.
+  void forget_old_states() {
+    constexpr size_t kNewestKept = 2;
+    size_t newer = 0;
+    for (auto it = pending_.rbegin(); it != pending_.rend();) {
+      if (newer++ < kNewestKept || kept_.count(it->first)) {
+        ++it;
       } else {
-        target.copy_(received);
-        gathered_ = std::move(it->second);
+        it = decltype(it)(pending_.erase(std::next(it).base()));
       }
-      chunks_received_.erase(it);
-      ++reduce_step_;
-      if (reduce_step_ == steps) {
-        reducing_ = false;
-        finish_round();
-        return;
-      }
-      send_chunk();
     }
   }
 
   // After the all-reduce: step, keep the new state until the coordinator
-  // commits it, ship the replicas, report, and be ready for the next round.
+  // commits it or it is too old to be asked for, report, and be ready for
+  // the next round.
   void finish_round() {
     const int64_t step_start = now_us();
     record(TraceKind::all_reduce, 0, reduce_start_us_, step_start, a_.group.size() > 1 ? flat_.nbytes() : 0);
@@ -643,6 +709,7 @@ class StageMember {
     node_->throttle.run([&] { model_->apply_gradients(flat_); });
     flat_ = at::Tensor();
     const Snapshot& stepped = pending_[round_] = snapshot(static_cast<int64_t>(round_));
+    forget_old_states();
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
     const uint64_t rounds_done = round_ + 1;
     if (a_.central_every > 0 && rounds_done % a_.central_every == 0) send(coordinator_, state_of(stepped), 0);
@@ -728,19 +795,28 @@ class StageMember {
   std::vector<TraceEvent> events_;
   std::vector<Message> deferred_;
 
-  // All-reduce.
+  // All-reduce: the group's ring, its buckets (groups of more than one),
+  // each bucket's progress this round, and chunks by (bucket, step).
+  struct BucketRing {
+    bool started = false;
+    uint32_t step = 0;
+    messages::TensorBlob gathered;  // the all-gather chunk to forward
+  };
+  Ring ring_;
+  std::optional<GradientBuckets> buckets_;
+  std::vector<BucketRing> rings_;
   bool reducing_ = false;
-  uint32_t reduce_step_ = 0;
   at::Tensor flat_;
-  std::map<uint32_t, messages::TensorBlob> chunks_received_;
-  messages::TensorBlob gathered_;  // the all-gather chunk to forward
+  std::map<std::pair<uint32_t, uint32_t>, messages::TensorBlob> chunks_received_;
   wire_codec::ErrorFeedback feedback_;
   int64_t reduce_start_us_ = 0;
 
-  // The last committed state (what an abort rolls back to) and the states
-  // stepped since, by round, until the coordinator commits them.
+  // The last committed state (what an abort rolls back to), the states
+  // stepped since that may still be asked for, by round, and the rounds the
+  // coordinator asked to keep until they commit (replicas).
   Snapshot committed_;
   std::map<uint64_t, Snapshot> pending_;
+  std::set<uint64_t> kept_;
   caf::actor holder_;  // the node that keeps this stage's replica, if any
 };
 

@@ -13,6 +13,7 @@ namespace asteroid::compute {
 
 struct StageModel::Impl {
   using LossResult = StageModel::LossResult;
+  using GradientReady = StageModel::GradientReady;
   Impl(const std::string& m, int b, int e, uint64_t seed, const OptimizerConfig& opt)
       : spec(find_model(m)), begin(b), end(e), layers(build_layers(m, b, e, seed)), optimizer(opt) {
     for (auto& l : layers)
@@ -79,6 +80,30 @@ struct StageModel::Impl {
     return r;
   }
 
+  // For one backward: a hook on every parameter reporting its gradient plus
+  // what .grad() holds already (a leaf's hook runs before accumulation).
+  class ReadyHooks {
+   public:
+    ReadyHooks(std::vector<at::Tensor>& params, const GradientReady& ready) : params_(params) {
+      if (!ready) return;
+      for (size_t i = 0; i < params.size(); ++i) {
+        const at::Tensor p = params[i];
+        handles_.emplace_back(i, params[i].register_hook([i, p, &ready](const at::Tensor& grad) {
+          ready(i, p.grad().defined() ? p.grad() + grad : grad);
+        }));
+      }
+    }
+    ~ReadyHooks() {
+      for (const auto& [i, handle] : handles_) params_[i].remove_hook(handle);
+    }
+    ReadyHooks(const ReadyHooks&) = delete;
+    ReadyHooks& operator=(const ReadyHooks&) = delete;
+
+   private:
+    std::vector<at::Tensor>& params_;
+    std::vector<std::pair<size_t, unsigned>> handles_;
+  };
+
   void zero_grads() {
     for (auto& p : params)
       if (p.grad().defined()) p.mutable_grad().zero_();
@@ -107,7 +132,7 @@ at::Tensor StageModel::forward(int64_t key, const at::Tensor& input) {
   return y.detach().contiguous();
 }
 
-at::Tensor StageModel::backward(int64_t key, const at::Tensor& grad_output) {
+at::Tensor StageModel::backward(int64_t key, const at::Tensor& grad_output, const GradientReady& ready) {
   auto it = impl_->stash.find(key);
   if (it == impl_->stash.end())
     throw std::invalid_argument("stage backward: no forward stashed under key " + std::to_string(key));
@@ -120,7 +145,10 @@ at::Tensor StageModel::backward(int64_t key, const at::Tensor& grad_output) {
         << s.output.sizes();
     throw std::invalid_argument(msg.str());
   }
-  torch::autograd::backward({s.output}, {grad_output.to(s.output.dtype())});
+  {
+    Impl::ReadyHooks hooks(impl_->params, ready);
+    torch::autograd::backward({s.output}, {grad_output.to(s.output.dtype())});
+  }
   if (!s.input.requires_grad()) return at::Tensor();
   return s.input.grad().defined() ? s.input.grad() : torch::zeros_like(s.input);
 }
@@ -139,8 +167,8 @@ StageModel::LossResult StageModel::forward_backward_loss(int64_t key, const at::
   return impl_->loss_backward(x, logits, labels, loss_divisor);
 }
 
-StageModel::LossResult StageModel::backward_loss(int64_t key, const at::Tensor& labels,
-                                                 double loss_divisor) {
+StageModel::LossResult StageModel::backward_loss(int64_t key, const at::Tensor& labels, double loss_divisor,
+                                                 const GradientReady& ready) {
   if (!is_last())
     throw std::invalid_argument("backward_loss on stage [" + std::to_string(begin()) + ", " +
                                 std::to_string(end()) + ") which is not the last stage");
@@ -153,6 +181,7 @@ StageModel::LossResult StageModel::backward_loss(int64_t key, const at::Tensor& 
                                 std::to_string(it->second.output.size(0)) + " class indices");
   Impl::Stash s = std::move(it->second);
   impl_->stash.erase(it);
+  Impl::ReadyHooks hooks(impl_->params, ready);
   return impl_->loss_backward(s.input, s.output, labels, loss_divisor);
 }
 
@@ -162,6 +191,12 @@ int64_t StageModel::stash_count() const { return static_cast<int64_t>(impl_->sta
 
 int64_t StageModel::parameter_count() const { return impl_->count; }
 int64_t StageModel::parameter_bytes() const { return impl_->count * 4; }
+
+std::vector<int64_t> StageModel::parameter_sizes() const {
+  std::vector<int64_t> sizes;
+  for (const auto& p : impl_->params) sizes.push_back(p.numel());
+  return sizes;
+}
 
 at::Tensor StageModel::flat_weights() const {
   std::vector<at::Tensor> parts;

@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,10 +48,18 @@ class StageModel {
   // detached and contiguous.
   at::Tensor forward(int64_t key, const at::Tensor& input);
 
+  // Called during a backward as each parameter's gradient becomes final for
+  // it, in the order autograd finishes them (last layers first): the
+  // parameter's index (flat order, see parameter_sizes) and its gradient
+  // summed over every backward since the last zero_gradients, this one
+  // included. A bucketed all-reduce starts on it while earlier layers still
+  // run. Every parameter of a zoo model is used once per backward.
+  using GradientReady = std::function<void(size_t parameter, const at::Tensor& total)>;
+
   // Backward of the slice stashed under `key`, given the gradient of its
   // output. Accumulates parameter gradients, frees the stash and returns the
   // gradient of the input (an undefined tensor on the first stage).
-  at::Tensor backward(int64_t key, const at::Tensor& grad_output);
+  at::Tensor backward(int64_t key, const at::Tensor& grad_output, const GradientReady& ready = {});
 
   struct LossResult {
     double loss_sum = 0;      // sum of per-sample cross entropy (not divided)
@@ -64,7 +73,8 @@ class StageModel {
   // forward(key, input) as above returns the logits; backward_loss then takes
   // the loss of those logits against `labels` and runs the backward of `key`.
   // forward + backward_loss == forward_backward_loss.
-  LossResult backward_loss(int64_t key, const at::Tensor& labels, double loss_divisor);
+  LossResult backward_loss(int64_t key, const at::Tensor& labels, double loss_divisor,
+                           const GradientReady& ready = {});
 
   // Discards the stash of `key` (a round that was aborted). No-op if absent.
   void drop(int64_t key);
@@ -76,6 +86,8 @@ class StageModel {
   // registration order): the flat weights of [0, L) are the concatenation of
   // those of consecutive stages [0, a), [a, b), ..., [z, L).
   int64_t parameter_count() const;
+  // Values of each parameter tensor, in flat order.
+  std::vector<int64_t> parameter_sizes() const;
   int64_t parameter_bytes() const;
   at::Tensor flat_weights() const;
   void set_flat_weights(const at::Tensor& flat);

@@ -77,6 +77,7 @@ struct ReduceChunk {
   chunk @2 :UInt32;
   fromMember @3 :UInt32;
   tensor @4 :Tensor;
+  bucket @5 :UInt32;  # the all-reduce bucket (actors/all_reduce.h) this chunk belongs to
 }
 
 struct OptimizerSpec {

@@ -81,6 +81,7 @@ struct Encoder {
   void operator()(const ReduceChunk& m) {
     auto o = env.initReduceChunk();
     o.setRound(m.round);
+    o.setBucket(m.bucket);
     o.setStep(m.step);
     o.setChunk(m.chunk);
     o.setFromMember(m.from_member);
@@ -453,6 +454,7 @@ class Reader {
         auto in = env.getReduceChunk();
         ReduceChunk m;
         m.round = in.getRound();
+        m.bucket = in.getBucket();
         m.step = in.getStep();
         m.chunk = in.getChunk();
         m.from_member = in.getFromMember();

@@ -76,6 +76,7 @@ struct ReduceChunk {
   uint64_t round = 0;
   uint32_t step = 0, chunk = 0, from_member = 0;
   TensorBlob tensor;
+  uint32_t bucket = 0;  // the all-reduce bucket (actors/all_reduce.h)
 };
 
 enum class OptimizerKind : uint8_t { sgd, momentum, adam };

@@ -179,5 +179,39 @@ TEST(StageModel, FlatWeightsRoundTrip) {
   EXPECT_TRUE(torch::equal(a.flat_weights(), b.flat_weights()));
 }
 
+TEST(StageModel, ReportsEveryParametersFinalGradientDuringTheLastBackward) {
+  // Two micro-batches through the last two layers and the loss; during the
+  // second backward every parameter is reported once, its total equal to
+  // the gradient accumulated after it, the last layers before the first.
+  StageModel stage("fmnist-cnn", 2, 6, 1, sgd());  // conv2, pool2, fc1, fc2
+  const auto sizes = stage.parameter_sizes();
+  int64_t values = 0;
+  for (int64_t n : sizes) values += n;
+  ASSERT_EQ(values, stage.parameter_count());
+  torch::manual_seed(3);
+  const at::Tensor labels = torch::tensor({1, 7, 3}, torch::kLong);
+  stage.forward(0, torch::randn({3, 32, 14, 14}));
+  stage.backward_loss(0, labels, 6.0);
+  stage.forward(1, torch::randn({3, 32, 14, 14}));
+  std::vector<size_t> order;
+  std::vector<at::Tensor> totals(sizes.size());
+  stage.backward_loss(1, labels, 6.0, [&](size_t parameter, const at::Tensor& total) {
+    order.push_back(parameter);
+    totals.at(parameter) = total.reshape({-1}).clone();
+  });
+  ASSERT_EQ(order.size(), sizes.size());
+  EXPECT_GE(order.front(), sizes.size() - 2) << "the last layer's parameters (fc2 weight, bias) are final first";
+  const at::Tensor flat = stage.flat_gradients();
+  int64_t offset = 0;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    ASSERT_TRUE(totals[p].defined()) << "parameter " << p << " never reported";
+    EXPECT_TRUE(at::equal(totals[p], flat.narrow(0, offset, sizes[p]))) << "parameter " << p;
+    offset += sizes[p];
+  }
+  // Without a callback nothing is reported and nothing changes.
+  stage.forward(2, torch::randn({3, 32, 14, 14}));
+  EXPECT_NO_THROW(stage.backward_loss(2, labels, 6.0));
+}
+
 }  // namespace
 }  // namespace asteroid::compute

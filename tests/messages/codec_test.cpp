@@ -101,7 +101,7 @@ StageState sample_state() {
 std::vector<Message> one_of_each_kind() {
   Activation a{7, 3, {4, 9}, 1, 2, floats({5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5})};
   Gradient g{7, 3, {4, 9}, 2, 0, floats({5, 6}, -1.0f)};
-  ReduceChunk r{8, 1, 2, 1, floats({33}, 2.0f)};
+  ReduceChunk r{8, 1, 2, 1, floats({33}, 2.0f), 3};
   StageAssignment s;
   s.job_id = "job-1";
   s.model = "fmnist-cnn";
@@ -213,6 +213,13 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   float f29;
   std::memcpy(&f29, a.tensor.data + 29 * sizeof(float), sizeof(float));
   EXPECT_FLOAT_EQ(f29, 0.25f + 0.5f * 29);
+  const auto r_bytes = encode(messages[2]);
+  auto r_decoded = decode_copy(r_bytes.data(), r_bytes.size());
+  ASSERT_TRUE(r_decoded.ok()) << r_decoded.error;
+  const auto& r = std::get<ReduceChunk>(*r_decoded.message);
+  EXPECT_EQ(r.bucket, 3u);
+  EXPECT_EQ(r.step, 1u);
+  EXPECT_EQ(r.chunk, 2u);
   ASSERT_EQ(a.labels.dtype, DType::int64);
   int64_t label4;
   std::memcpy(&label4, a.labels.data + 4 * sizeof(int64_t), sizeof(int64_t));
