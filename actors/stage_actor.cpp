@@ -15,7 +15,7 @@
 #include "actors/node_context.h"
 #include "actors/optimizer_spec.h"
 #include "actors/routing.h"
-#include "actors/schedule.h"
+#include "planner/schedule.h"
 #include "compute/dataset.h"
 #include "compute/stage_model.h"
 #include "messages/tensor_codec.h"
@@ -29,6 +29,8 @@ namespace {
 constexpr int64_t kBucketValues = int64_t{1} << 18;
 
 using messages::Activation;
+using planner::OneFOneB;
+using planner::Op;
 using messages::Gradient;
 using messages::Message;
 using messages::ReduceChunk;

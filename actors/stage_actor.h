@@ -10,7 +10,7 @@
 //  - control start(r): the first stage starts pulling micro-batches of round
 //    r from its data source as its 1F1B window allows.
 //  - activation / gradient slices: forward and backward inputs; the window
-//    (schedule.h) decides what runs next.
+//    (planner/schedule.h) decides what runs next.
 //  - reduceChunk: the group's ring all-reduce after the M-th backward; then
 //    the member steps its optimizer and sends done(r) and its metrics to the
 //    coordinator.

@@ -1,10 +1,13 @@
 #include "planner/simulator.h"
 
+#include "planner/schedule.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <limits>
 #include <map>
+#include <optional>
 #include <queue>
 #include <sstream>
 #include <stdexcept>
@@ -18,11 +21,11 @@ struct Member {
   int dev = 0, stage = 0, j = 0;
   int offset = 0, samples = 0;
   double fwd_ms = 0, bwd_ms = 0;
-  int fwd_next = 0, bwd_done = 0;
+  int bwd_done = 0;
   bool busy = false;
   std::vector<int> inputs_missing;  // per micro-batch: activation pieces still to arrive
   std::vector<int> grads_missing;   // per micro-batch: gradient pieces still to arrive
-  std::vector<char> fwd_done, bwd_started;
+  std::optional<OneFOneB> rule;     // what runs next, as in the stage actors
   double last_bwd_end = 0;
 };
 
@@ -72,8 +75,7 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
       t.times(mb.dev, st.begin, st.end, mb.samples, &mb.fwd_ms, &mb.bwd_ms);
       mb.inputs_missing.assign(m, 0);
       mb.grads_missing.assign(m, 0);
-      mb.fwd_done.assign(m, 0);
-      mb.bwd_started.assign(m, 0);
+      mb.rule.emplace(s, p, m);
       stage_members[s].push_back(static_cast<int>(members.size()));
       members.push_back(std::move(mb));
       SimDevice sd;
@@ -151,20 +153,7 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
   auto kick_member = [&](int x) {
     Member& mb = members[x];
     if (mb.busy) return;
-    // A ready backward goes first (1F1B), oldest micro-batch first.
-    for (int b = 0; b < m; ++b) {
-      if (mb.fwd_done[b] && !mb.bwd_started[b] && mb.grads_missing[b] == 0) {
-        mb.bwd_started[b] = 1;
-        start_op(x, 'B', b);
-        return;
-      }
-    }
-    const int window = std::min(m, p - mb.stage);
-    const int in_flight = mb.fwd_next - mb.bwd_done;
-    if (mb.fwd_next < m && in_flight < window && mb.inputs_missing[mb.fwd_next] == 0) {
-      start_op(x, 'F', mb.fwd_next);
-      ++mb.fwd_next;
-    }
+    if (auto op = mb.rule->next()) start_op(x, op->kind == Op::Kind::forward ? 'F' : 'B', op->microbatch);
   };
 
   auto kick_links = [&]() {
@@ -188,7 +177,6 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
         const SimOp& op = current[ev.index];
         sim.ops.push_back(op);
         if (op.kind == 'F') {
-          mb.fwd_done[op.microbatch] = 1;
           for (const Piece& piece : out_fwd[ev.index]) send(piece, true, op.microbatch);
         } else {
           ++mb.bwd_done;
@@ -216,8 +204,12 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
         // The receiving member.
         for (size_t x = 0; x < members.size(); ++x) {
           if (members[x].dev != to) continue;
-          if (tr.forward) --members[x].inputs_missing[tr.microbatch];
-          else --members[x].grads_missing[tr.microbatch];
+          Member& receiver = members[x];
+          if (tr.forward) {
+            if (--receiver.inputs_missing[tr.microbatch] == 0) receiver.rule->forward_ready(tr.microbatch);
+          } else if (--receiver.grads_missing[tr.microbatch] == 0) {
+            receiver.rule->backward_ready(tr.microbatch);
+          }
         }
         break;
       }
@@ -230,6 +222,9 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
     }
   };
 
+  // The first stage's inputs come from its data: all ready.
+  for (int x : stage_members[0])
+    for (int b = 0; b < m; ++b) members[x].rule->forward_ready(b);
   for (size_t x = 0; x < members.size(); ++x) kick_member(static_cast<int>(x));
   while (!events.empty()) {
     now = events.top().t;

@@ -1,8 +1,9 @@
 // A discrete-event simulation of one training round as the runtime runs it
 // (ARCHITECTURE.md), not of the closed formula of COST_MODEL.md:
 //   - every device of a stage runs its own y_d samples of each micro-batch;
-//   - stage p admits at most K_p = min(M, P - p) forward micro-batches that
-//     have not come back; a ready backward always goes before a ready forward;
+//   - every member runs the stage actors' 1F1B rule (planner/schedule.h):
+//     stage p admits at most K_p = min(M, P - p) forward micro-batches that
+//     have not come back, in the canonical order;
 //   - activations and gradients are re-split between groups by sample index:
 //     each piece travels over its own link (a -> b), one transfer at a time
 //     per direction of a link, in the order they were sent; in the

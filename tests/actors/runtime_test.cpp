@@ -12,7 +12,7 @@
 #include <map>
 
 #include "actors/coordinator.h"
-#include "actors/schedule.h"
+#include "planner/schedule.h"
 #include "actors/system_config.h"
 #include "compute/dataset.h"
 #include "compute/evaluate.h"
@@ -24,6 +24,8 @@
 namespace asteroid::actors {
 namespace {
 
+using planner::canonical_1f1b;
+using planner::Op;
 using planner::Plan;
 using planner::Stage;
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "planner/cost_model.h"
+#include "planner/schedule.h"
 #include "planner/search.h"
 #include "planner/simulator.h"
 #include "tests/planner/instances.h"
@@ -155,6 +156,44 @@ TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
     EXPECT_LT(sim.bubble_fraction, 1);
   }
   EXPECT_GE(simulated, 40);
+}
+
+// Every member of every stage runs the canonical 1F1B order of
+// planner/schedule.h, the rule the stage actors follow (the runtime test
+// Runtime.EveryStageFollowsTheCanonicalOneFOneBOrder asserts the same of
+// real processes), whatever the stage times, links and groups.
+TEST(Simulator, EveryMemberRunsTheStageActorsOneFOneBOrder) {
+  int checked = 0;
+  for (uint32_t seed = 1; seed <= 60; ++seed) {
+    testing::InstanceSpec spec;
+    spec.devices = 2 + seed % 5;
+    spec.layers = 2 + seed % 7;
+    spec.mixed_links = seed % 2;
+    testing::Instance in = testing::random_instance(seed, spec);
+    ProfileTables t(in.cluster, in.profile);
+    TrainingConfig cfg;
+    cfg.microbatches = 1 + seed % 6;
+    cfg.batch = cfg.microbatches * (2 + seed % 4);
+    PlanResult r = plan_hpp(t, cfg);
+    if (!r.feasible) continue;
+    const Simulation sim = simulate(r.plan, t);
+    const int stages = static_cast<int>(r.plan.stages.size());
+    for (int p = 0; p < stages; ++p) {
+      std::string canonical;
+      for (const Op& op : canonical_1f1b(p, stages, r.plan.microbatches)) canonical += to_string(op) + " ";
+      for (size_t j = 0; j < r.plan.stages[p].devices.size(); ++j) {
+        std::string ran;
+        for (const SimOp& op : sim.ops) {  // in start order
+          if (op.stage == p && op.member == static_cast<int>(j)) {
+            ran += std::string(1, op.kind) + std::to_string(op.microbatch) + " ";
+          }
+        }
+        EXPECT_EQ(ran, canonical) << "seed " << seed << ", stage " << p << " of " << stages << ", member " << j;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 60);
 }
 
 }  // namespace

@@ -12,6 +12,9 @@
 //
 // On the last stage a forward's backward is ready as soon as the forward
 // ran (the loss is local), which gives its F B F B ... order.
+//
+// The one rule of the project: the stage actors run it, and the simulator
+// (planner/simulator.h) drives its members with it.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +23,7 @@
 #include <string>
 #include <vector>
 
-namespace asteroid::actors {
+namespace asteroid::planner {
 
 struct Op {
   enum class Kind : uint8_t { forward, backward };
@@ -74,4 +77,4 @@ class OneFOneB {
 // backward and one forward alternately, then the remaining backwards.
 std::vector<Op> canonical_1f1b(int stage, int stages, int microbatches);
 
-}  // namespace asteroid::actors
+}  // namespace asteroid::planner

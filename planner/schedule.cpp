@@ -1,9 +1,9 @@
-#include "actors/schedule.h"
+#include "planner/schedule.h"
 
 #include <algorithm>
 #include <cassert>
 
-namespace asteroid::actors {
+namespace asteroid::planner {
 
 std::string to_string(const Op& op) {
   return (op.kind == Op::Kind::forward ? "F" : "B") + std::to_string(op.microbatch);
@@ -55,4 +55,4 @@ std::vector<Op> canonical_1f1b(int stage, int stages, int microbatches) {
   return order;
 }
 
-}  // namespace asteroid::actors
+}  // namespace asteroid::planner

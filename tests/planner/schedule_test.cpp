@@ -7,9 +7,9 @@
 #include <queue>
 #include <sstream>
 
-#include "actors/schedule.h"
+#include "planner/schedule.h"
 
-namespace asteroid::actors {
+namespace asteroid::planner {
 namespace {
 
 std::string text(const std::vector<Op>& ops) {
@@ -161,4 +161,4 @@ TEST(OneFOneB, MessageFlowAloneProducesTheCanonicalOrder) {
 }
 
 }  // namespace
-}  // namespace asteroid::actors
+}  // namespace asteroid::planner
