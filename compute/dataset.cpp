@@ -268,7 +268,23 @@ std::vector<int64_t> round_indices(int64_t n, int64_t batch, uint64_t seed, int6
     throw std::invalid_argument("batch of " + std::to_string(batch) + " is larger than the " +
                                 std::to_string(n) + " samples of the data set");
   if (round < 0) throw std::invalid_argument("negative round");
-  const std::vector<int64_t> order = epoch_order(n, seed, round / per_epoch);
+  // Every micro-batch of every round asks for its round's samples: the
+  // epoch's permutation is kept (per thread) rather than shuffled again,
+  // which was 17 % of a first stage's CPU on fmnist-cnn (perf).
+  struct Cached {
+    int64_t n = -1, epoch = -1;
+    uint64_t seed = 0;
+    std::vector<int64_t> order;
+  };
+  thread_local Cached cached;
+  const int64_t epoch = round / per_epoch;
+  if (cached.n != n || cached.seed != seed || cached.epoch != epoch) {
+    cached.order = epoch_order(n, seed, epoch);
+    cached.n = n;
+    cached.seed = seed;
+    cached.epoch = epoch;
+  }
+  const std::vector<int64_t>& order = cached.order;
   const int64_t start = (round % per_epoch) * batch;
   return std::vector<int64_t>(order.begin() + start, order.begin() + start + batch);
 }
