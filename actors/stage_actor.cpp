@@ -9,12 +9,12 @@
 #include <chrono>
 #include <map>
 #include <optional>
-#include <set>
 
 #include "actors/all_reduce.h"
 #include "actors/node_context.h"
 #include "actors/optimizer_spec.h"
 #include "actors/routing.h"
+#include "actors/state_store.h"
 #include "planner/schedule.h"
 #include "compute/dataset.h"
 #include "compute/stage_model.h"
@@ -154,14 +154,14 @@ class StageMember {
     const bool keep = model_ && a.model == a_.model && a.layer_begin == a_.layer_begin &&
                       a.layer_end == a_.layer_end && a.initial_state.weights.empty();
     if (keep) {
-      if (committed_.round + 1 != static_cast<int64_t>(a.first_round)) {
+      if (states_.committed_round() + 1 != static_cast<int64_t>(a.first_round)) {
         return error(messages::ErrorCode::invalid_request,
                      "asked to go on from round " + std::to_string(a.first_round) +
-                         " but the last committed round here is " + std::to_string(committed_.round));
+                         " but the last committed round here is " + std::to_string(states_.committed_round()));
       }
-      restore(committed_);
+      restore(states_.committed());
       if (a.group.size() != a_.group.size() || a.member != a_.member || a.codec_all_reduce != a_.codec_all_reduce) {
-        committed_.feedback.clear();  // another ring: the residuals' slots mean other chunks
+        states_.committed().feedback.clear();  // another ring: the residuals' slots mean other chunks
         feedback_.clear();
       }
     } else {
@@ -190,10 +190,10 @@ class StageMember {
       }
       reserved_bytes_ = needed;
       model_ = std::move(model);
-      committed_ = snapshot(static_cast<int64_t>(a.first_round) - 1);
+      states_.reset(static_cast<int64_t>(a.first_round) - 1, snapshot(static_cast<int64_t>(a.first_round) - 1));
     }
     a_ = std::move(a);
-    if (committed_.round >= 0) node_->keep_committed(state_of(committed_));
+    if (states_.committed_round() >= 0) node_->keep_committed(state_of(states_.committed()));
     a_.initial_state = {};  // loaded; no second copy
     ring_ = Ring{static_cast<uint32_t>(a_.group.size()), a_.member};
     buckets_.reset();
@@ -208,8 +208,7 @@ class StageMember {
     my_range_ = member_ranges(samples_of(a_.group))[a_.member];
     prev_ranges_ = member_ranges(samples_of(a_.prev_group));
     next_ranges_ = member_ranges(samples_of(a_.next_group));
-    pending_.clear();
-    kept_.clear();
+    states_.forget_uncommitted();
     deferred_.clear();
     started_through_ = static_cast<int64_t>(a_.first_round) - 1;
     begin_round(a_.first_round);
@@ -303,15 +302,11 @@ class StageMember {
         if (m.round == round_) release_first_forwards();
         break;
       case messages::ControlKind::commit: {
-        auto stepped = pending_.find(m.round);
-        if (stepped != pending_.end()) {
-          committed_ = std::move(stepped->second);
-          pending_.erase(pending_.begin(), std::next(stepped));
-          kept_.erase(kept_.begin(), kept_.upper_bound(m.round));
-          node_->keep_committed(state_of(committed_));
-        } else if (committed_.round != static_cast<int64_t>(m.round)) {
+        const bool fresh = states_.committed_round() != static_cast<int64_t>(m.round);
+        if (!states_.commit(m.round)) {
           throw std::runtime_error("asked to commit round " + std::to_string(m.round) + " that did not finish here");
         }
+        if (fresh) node_->keep_committed(state_of(states_.committed()));
         break;
       }
       case messages::ControlKind::abort:
@@ -322,10 +317,8 @@ class StageMember {
         // stepped round at a time, the same round from every member, when
         // the previous replica is stored. Every member keeps that round's
         // state until it commits; a single-device stage ships it.
-        const Snapshot* state = committed_.round == static_cast<int64_t>(m.round) ? &committed_ : nullptr;
-        if (auto stepped = pending_.find(m.round); stepped != pending_.end()) state = &stepped->second;
+        const Snapshot* state = states_.keep(m.round);
         if (!state) throw std::runtime_error("asked to replicate round " + std::to_string(m.round) + ", which is not kept here");
-        kept_.insert(m.round);
         if (!holder_) break;
         node_->crash_point("replicate", m.round, /*or_later=*/true);
         send(holder_, state_of(*state), 0);
@@ -349,8 +342,8 @@ class StageMember {
   // The state after `round` if this member has it (committed or stepped),
   // else its last committed state; the caller checks the round.
   std::optional<WireMessage> on(messages::StateRequest& m) {
-    auto stepped = pending_.find(m.round);
-    return messages::to_wire(state_of(stepped != pending_.end() ? stepped->second : committed_));
+    const Snapshot* state = states_.find(m.round);
+    return messages::to_wire(state_of(state ? *state : states_.committed()));
   }
 
   template <typename Other>
@@ -406,12 +399,11 @@ class StageMember {
   // Drops every round not committed and restores the last committed state;
   // the next round waits for a new start.
   void roll_back() {
-    restore(committed_);
-    pending_.clear();
-    kept_.clear();
+    restore(states_.committed());
+    states_.forget_uncommitted();
     deferred_.clear();
-    started_through_ = committed_.round;
-    begin_round(static_cast<uint64_t>(committed_.round + 1));
+    started_through_ = states_.committed_round();
+    begin_round(static_cast<uint64_t>(states_.committed_round() + 1));
   }
 
   // Weights and optimizer state after round `round` (-1: before round 0).
@@ -686,21 +678,6 @@ class StageMember {
     finish_round();
   }
 
-  // The coordinator commits, or asks to keep, only one of the two newest
-  // stepped rounds (rounds_ahead is at most one round past the newest it
-  // saw done): any older stepped state not asked for is dropped.
-  void forget_old_states() {
-    constexpr size_t kNewestKept = 2;
-    size_t newer = 0;
-    for (auto it = pending_.rbegin(); it != pending_.rend();) {
-      if (newer++ < kNewestKept || kept_.count(it->first)) {
-        ++it;
-      } else {
-        it = decltype(it)(pending_.erase(std::next(it).base()));
-      }
-    }
-  }
-
   // After the all-reduce: step, keep the new state until the coordinator
   // commits it or it is too old to be asked for, report, and be ready for
   // the next round.
@@ -710,8 +687,7 @@ class StageMember {
     node_->crash_point("step", round_);
     node_->throttle.run([&] { model_->apply_gradients(flat_); });
     flat_ = at::Tensor();
-    const Snapshot& stepped = pending_[round_] = snapshot(static_cast<int64_t>(round_));
-    forget_old_states();
+    const Snapshot& stepped = states_.stepped(round_, snapshot(static_cast<int64_t>(round_)));
     record(TraceKind::optimizer_step, 0, step_start, now_us(), 0);
     const uint64_t rounds_done = round_ + 1;
     if (a_.central_every > 0 && rounds_done % a_.central_every == 0) send(coordinator_, state_of(stepped), 0);
@@ -813,12 +789,9 @@ class StageMember {
   wire_codec::ErrorFeedback feedback_;
   int64_t reduce_start_us_ = 0;
 
-  // The last committed state (what an abort rolls back to), the states
-  // stepped since that may still be asked for, by round, and the rounds the
-  // coordinator asked to keep until they commit (replicas).
-  Snapshot committed_;
-  std::map<uint64_t, Snapshot> pending_;
-  std::set<uint64_t> kept_;
+  // The committed state, the kept (replica) rounds and the newest stepped
+  // ones (actors/state_store.h).
+  StateStore<Snapshot> states_{-1, Snapshot{}};
   caf::actor holder_;  // the node that keeps this stage's replica, if any
 };
 

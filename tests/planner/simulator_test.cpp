@@ -129,8 +129,12 @@ TEST(Simulator, GroupAllReducesAfterItsLastBackward) {
   EXPECT_DOUBLE_EQ(evaluate(x.plan, t).round_ms, 23);  // M E + Ta = 1 * 3 + 20
 }
 
-TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
-  int simulated = 0;
+// The hpp plan of each of the tests' random instances that has one (seeds
+// 1..60: up to 6 devices, 8 layers, 5 micro-batches, mixed links), with its
+// tables; returns how many there were.
+template <typename Check>
+int for_each_planned_instance(Check check) {
+  int planned = 0;
   for (uint32_t seed = 1; seed <= 60; ++seed) {
     testing::InstanceSpec spec;
     spec.devices = 1 + seed % 6;
@@ -143,18 +147,26 @@ TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
     cfg.batch = cfg.microbatches * (1 + seed % 8);
     PlanResult r = plan_hpp(t, cfg);
     if (!r.feasible) continue;
-    Simulation sim = simulate(r.plan, t);
-    ++simulated;
+    ++planned;
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    check(r.plan, t);
+  }
+  return planned;
+}
+
+TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
+  const int simulated = for_each_planned_instance([](const Plan& plan, const ProfileTables& t) {
+    Simulation sim = simulate(plan, t);
     size_t devices = 0;
-    for (const Stage& s : r.plan.stages) devices += s.devices.size();
-    EXPECT_EQ(sim.ops.size(), 2 * devices * r.plan.microbatches) << "seed " << seed;
+    for (const Stage& s : plan.stages) devices += s.devices.size();
+    EXPECT_EQ(sim.ops.size(), 2 * devices * plan.microbatches);
     for (const SimDevice& d : sim.devices) {
       EXPECT_GE(d.idle_ms, -1e-9);
       EXPECT_LE(d.finish_ms, sim.round_ms + 1e-9);
     }
     EXPECT_GE(sim.bubble_fraction, 0);
     EXPECT_LT(sim.bubble_fraction, 1);
-  }
+  });
   EXPECT_GE(simulated, 40);
 }
 
@@ -163,37 +175,26 @@ TEST(Simulator, RunsEveryPlannedRandomInstanceToTheEnd) {
 // Runtime.EveryStageFollowsTheCanonicalOneFOneBOrder asserts the same of
 // real processes), whatever the stage times, links and groups.
 TEST(Simulator, EveryMemberRunsTheStageActorsOneFOneBOrder) {
-  int checked = 0;
-  for (uint32_t seed = 1; seed <= 60; ++seed) {
-    testing::InstanceSpec spec;
-    spec.devices = 2 + seed % 5;
-    spec.layers = 2 + seed % 7;
-    spec.mixed_links = seed % 2;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 6;
-    cfg.batch = cfg.microbatches * (2 + seed % 4);
-    PlanResult r = plan_hpp(t, cfg);
-    if (!r.feasible) continue;
-    const Simulation sim = simulate(r.plan, t);
-    const int stages = static_cast<int>(r.plan.stages.size());
+  int pipelines = 0;
+  for_each_planned_instance([&](const Plan& plan, const ProfileTables& t) {
+    const Simulation sim = simulate(plan, t);
+    const int stages = static_cast<int>(plan.stages.size());
+    if (stages > 1) ++pipelines;
     for (int p = 0; p < stages; ++p) {
       std::string canonical;
-      for (const Op& op : canonical_1f1b(p, stages, r.plan.microbatches)) canonical += to_string(op) + " ";
-      for (size_t j = 0; j < r.plan.stages[p].devices.size(); ++j) {
+      for (const Op& op : canonical_1f1b(p, stages, plan.microbatches)) canonical += to_string(op) + " ";
+      for (size_t j = 0; j < plan.stages[p].devices.size(); ++j) {
         std::string ran;
-        for (const SimOp& op : sim.ops) {  // in start order
+        for (const SimOp& op : sim.ops) {  // one member runs one op at a time: its order
           if (op.stage == p && op.member == static_cast<int>(j)) {
             ran += std::string(1, op.kind) + std::to_string(op.microbatch) + " ";
           }
         }
-        EXPECT_EQ(ran, canonical) << "seed " << seed << ", stage " << p << " of " << stages << ", member " << j;
-        ++checked;
+        EXPECT_EQ(ran, canonical) << "stage " << p << " of " << stages << ", member " << j;
       }
     }
-  }
-  EXPECT_GE(checked, 60);
+  });
+  EXPECT_GE(pipelines, 10);
 }
 
 }  // namespace
