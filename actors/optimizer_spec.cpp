@@ -1,10 +1,13 @@
 #include "actors/optimizer_spec.h"
 
+#include <stdexcept>
+#include <string>
+
 namespace asteroid::actors {
 
 compute::OptimizerConfig to_config(const messages::OptimizerSpec& spec) {
   compute::OptimizerConfig c;
-  c.kind = static_cast<compute::OptimizerKind>(spec.kind);
+  c.kind = spec.kind;
   c.lr = spec.lr;
   c.momentum = spec.momentum;
   c.beta1 = spec.beta1;
@@ -16,7 +19,7 @@ compute::OptimizerConfig to_config(const messages::OptimizerSpec& spec) {
 
 messages::OptimizerSpec to_spec(const compute::OptimizerConfig& c) {
   messages::OptimizerSpec s;
-  s.kind = static_cast<messages::OptimizerKind>(c.kind);
+  s.kind = c.kind;
   s.lr = c.lr;
   s.momentum = c.momentum;
   s.beta1 = c.beta1;
@@ -32,9 +35,22 @@ nlohmann::json to_json(const messages::OptimizerSpec& s) {
           {"weight_decay", s.weight_decay}};
 }
 
+namespace {
+
+// Checkpoints store the kind as its number.
+OptimizerKind kind_from_json(const nlohmann::json& j) {
+  const int kind = j.get<int>();
+  if (kind < 0 || kind > static_cast<int>(OptimizerKind::adam)) {
+    throw std::invalid_argument("optimizer kind " + std::to_string(kind) + " is not 0 (sgd), 1 (momentum) or 2 (adam)");
+  }
+  return static_cast<OptimizerKind>(kind);
+}
+
+}  // namespace
+
 messages::OptimizerSpec optimizer_from_json(const nlohmann::json& j) {
   messages::OptimizerSpec s;
-  s.kind = static_cast<messages::OptimizerKind>(j.at("kind").get<int>());
+  s.kind = kind_from_json(j.at("kind"));
   s.lr = j.at("lr").get<double>();
   s.momentum = j.at("momentum").get<double>();
   s.beta1 = j.at("beta1").get<double>();

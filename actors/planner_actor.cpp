@@ -21,7 +21,7 @@ messages::PlanResult plan_for(const messages::PlanRequest& request) {
     config.batch = static_cast<int>(request.batch);
     config.microbatches = request.microbatches == 0 ? 1 : static_cast<int>(request.microbatches);
     config.search_microbatches = request.microbatches == 0;
-    config.optimizer = static_cast<planner::Optimizer>(request.optimizer);
+    config.optimizer = request.optimizer;
     config.wire = planner::parse_wire_policy(request.wire.empty() ? "exact" : request.wire);
     config.codec_block = request.codec_block;
     planner::Plan plan;

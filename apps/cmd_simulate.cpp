@@ -29,7 +29,7 @@ struct SimulateCli {
 // The same stages with M micro-batches: each group re-splits the new
 // micro-batch size by Algorithm 1.
 planner::Plan with_microbatches(planner::Plan plan, int m, const planner::ProfileTables& t,
-                                planner::Optimizer opt) {
+                                OptimizerKind opt) {
   if (plan.batch % m != 0)
     throw std::runtime_error("--microbatches " + std::to_string(m) + " does not divide the plan's batch " +
                              std::to_string(plan.batch));

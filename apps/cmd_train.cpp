@@ -46,7 +46,7 @@ compute::ProgressLine::Mode parse_progress(const std::string& s) {
 
 void prepare(TrainCli& cli) {
   compute::TrainOptions& o = cli.train();
-  o.optimizer = compute::default_optimizer_config(compute::parse_optimizer_kind(cli.optimizer));
+  o.optimizer = compute::default_optimizer_config(parse_optimizer(cli.optimizer));
   if (cli.lr != 0) o.optimizer.lr = cli.lr;
   o.progress = parse_progress(cli.progress);
 }

@@ -215,7 +215,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision::SupervisionOptions supervision;
   supervision.recovery = options.recovery;
   supervision.heartbeat = options.heartbeat;
-  supervision.optimizer = static_cast<planner::Optimizer>(o.optimizer.kind);
+  supervision.optimizer = o.optimizer.kind;
   supervision.wire = options.wire;
   supervision.profile = options.profile ? *options.profile
                                         : supervision::uniform_profile(compute::measure_layers(o.model), options.cluster);
@@ -289,7 +289,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     s.samples_per_s = result.samples_per_s;
     s.rounds = result.rounds;
     s.strings = {{"strategy", options.plan.strategy}, {"model", o.model},
-                 {"optimizer", compute::to_string(o.optimizer.kind)}};
+                 {"optimizer", optimizer_name(o.optimizer.kind)}};
     s.strings.insert(options.summary_strings.begin(), options.summary_strings.end());
     s.numbers = {{"test_loss", result.test_loss},
                  {"test_samples", static_cast<double>(result.test_samples)},

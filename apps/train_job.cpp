@@ -165,10 +165,6 @@ void copy_into(const std::string& from, const fs::path& to) {
 
 // ---------------------------------------------------------------- planning
 
-planner::Optimizer planner_optimizer(const compute::OptimizerConfig& c) {
-  return static_cast<planner::Optimizer>(c.kind);
-}
-
 struct Planned {
   planner::PlanResult result;
   std::string best_single_device;
@@ -417,7 +413,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
   config.batch = static_cast<int>(t.batch);
   config.microbatches = o.microbatches > 0 ? o.microbatches : 1;
   config.search_microbatches = o.microbatches == 0;
-  config.optimizer = planner_optimizer(t.optimizer);
+  config.optimizer = t.optimizer.kind;
   config.wire = planner::parse_wire_policy(o.wire);
   config.codec_block = o.codec_block;
   d.wire = o.wire;

@@ -7,22 +7,6 @@
 
 namespace asteroid::compute {
 
-OptimizerKind parse_optimizer_kind(const std::string& name) {
-  if (name == "sgd") return OptimizerKind::sgd;
-  if (name == "momentum") return OptimizerKind::momentum;
-  if (name == "adam") return OptimizerKind::adam;
-  throw std::invalid_argument("unknown optimizer '" + name + "' (known: sgd, momentum, adam)");
-}
-
-std::string to_string(OptimizerKind kind) {
-  switch (kind) {
-    case OptimizerKind::sgd: return "sgd";
-    case OptimizerKind::momentum: return "momentum";
-    case OptimizerKind::adam: return "adam";
-  }
-  return "?";
-}
-
 OptimizerConfig default_optimizer_config(OptimizerKind kind) {
   OptimizerConfig c;
   c.kind = kind;

@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "messages/optimizer_kind.h"
+
 namespace asteroid::compute {
 
-enum class OptimizerKind { sgd, momentum, adam };
+using asteroid::OptimizerKind;
 
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::momentum;
@@ -22,9 +24,6 @@ struct OptimizerConfig {
   double weight_decay = 0;
 };
 
-// "sgd" | "momentum" | "adam"; throws std::invalid_argument otherwise.
-OptimizerKind parse_optimizer_kind(const std::string& name);
-std::string to_string(OptimizerKind kind);
 // The default hyper-parameters of a kind (lr 0.05 for SGD/momentum, 1e-3 for Adam).
 OptimizerConfig default_optimizer_config(OptimizerKind kind);
 

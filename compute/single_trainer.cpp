@@ -83,7 +83,7 @@ TrainResult run_single_training(const TrainOptions& o) {
     s.test_accuracy = r.test_accuracy;
     s.samples_per_s = r.samples_per_s;
     s.rounds = r.rounds;
-    s.strings = {{"strategy", "single"}, {"model", o.model}, {"optimizer", to_string(o.optimizer.kind)}};
+    s.strings = {{"strategy", "single"}, {"model", o.model}, {"optimizer", optimizer_name(o.optimizer.kind)}};
     s.numbers = {{"test_loss", r.test_loss},
                  {"test_samples", double(r.test_samples)},
                  {"final_loss", r.final_loss},

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "messages/optimizer_kind.h"
 #include "messages/wire_codec.h"
 
 namespace asteroid::messages {
@@ -79,7 +80,7 @@ struct ReduceChunk {
   uint32_t bucket = 0;  // the all-reduce bucket (actors/all_reduce.h)
 };
 
-enum class OptimizerKind : uint8_t { sgd, momentum, adam };
+using asteroid::OptimizerKind;
 
 struct OptimizerSpec {
   OptimizerKind kind = OptimizerKind::momentum;

@@ -182,7 +182,7 @@ std::optional<std::string> replica_holder(const Plan& plan, int stage) {
   return next.devices.front().id;
 }
 
-double replica_bytes(const ProfileTables& t, const Stage& stage, Optimizer optimizer) {
+double replica_bytes(const ProfileTables& t, const Stage& stage, OptimizerKind optimizer) {
   return t.weight_bytes(stage.begin, stage.end) * (1 + optimizer_state_factor(optimizer));
 }
 

@@ -27,7 +27,7 @@
 namespace asteroid::planner {
 
 struct EvalOptions {
-  Optimizer optimizer = Optimizer::sgd;
+  OptimizerKind optimizer = OptimizerKind::sgd;
   bool count_replica_bytes = false;
 };
 
@@ -147,7 +147,7 @@ double round_latency_closed_form(const std::vector<double>& ef, const std::vecto
 std::optional<std::string> replica_holder(const Plan& plan, int stage);
 
 // Bytes of a stage's replica: weights and optimizer state, W (1 + k_opt).
-double replica_bytes(const ProfileTables& tables, const Stage& stage, Optimizer optimizer);
+double replica_bytes(const ProfileTables& tables, const Stage& stage, OptimizerKind optimizer);
 
 // Throws std::invalid_argument when the plan is not valid for the tables.
 void validate_plan(const Plan& plan, const ProfileTables& tables);

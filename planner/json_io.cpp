@@ -507,7 +507,7 @@ void save_plan(const Plan& plan, const std::string& path, const json& extra) {
   write_json_file(j, path);
 }
 
-nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, double planning_ms) {
+nlohmann::json evaluation_to_json(const Evaluation& ev, OptimizerKind optimizer, double planning_ms) {
   using nlohmann::json;
   json steps = json::array();
   for (const StepTime& s : ev.steps) {

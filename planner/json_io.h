@@ -57,7 +57,7 @@ void save_plan(const Plan& plan, const std::string& path, const nlohmann::json& 
 // The `extra` of a plan file: the evaluation's per-step times, memory use,
 // dominant step and throughput, the optimizer, and the planning time when
 // it is >= 0.
-nlohmann::json evaluation_to_json(const Evaluation& ev, Optimizer optimizer, double planning_ms = -1);
+nlohmann::json evaluation_to_json(const Evaluation& ev, OptimizerKind optimizer, double planning_ms = -1);
 
 // ---- JSON values ------------------------------------------------------------
 // `source` names where the value came from (a file path) in error messages.

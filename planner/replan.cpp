@@ -34,7 +34,7 @@ bool better(const Scored& a, const Scored& b) {
   return a.round < b.round && !same_round(a.round, b.round);
 }
 
-Scored score(const Draft& d, const Plan& running, const ProfileTables& t, Optimizer opt, WirePolicy wire) {
+Scored score(const Draft& d, const Plan& running, const ProfileTables& t, OptimizerKind opt, WirePolicy wire) {
   Scored sc;
   Plan& plan = sc.plan;
   plan.strategy = "custom";
@@ -145,7 +145,7 @@ Draft merge_orphans(const Plan& running, const std::vector<std::vector<int>>& su
   return d;
 }
 
-void finish_moves(ReplanResult& r, const Plan& running, const ProfileTables& t, Optimizer opt,
+void finish_moves(ReplanResult& r, const Plan& running, const ProfileTables& t, OptimizerKind opt,
                   const std::vector<std::string>& lost) {
   r.moves = layer_moves(running, r.plan, t, opt, lost);
   r.layers_moved = 0;
@@ -164,7 +164,7 @@ double ms_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 std::vector<LayerMove> layer_moves(const Plan& before, const Plan& after, const ProfileTables& t,
-                                   Optimizer optimizer, const std::vector<std::string>& lost) {
+                                   OptimizerKind optimizer, const std::vector<std::string>& lost) {
   const std::set<std::string> gone(lost.begin(), lost.end());
   const double factor = 1 + optimizer_state_factor(optimizer);
   std::map<std::string, std::pair<int, int>> held;
@@ -266,7 +266,7 @@ ReplanResult replan_lightweight(const Plan& running, const Cluster& cluster, con
   ProfileTables t(cluster, profile);
   validate_plan(running, t);
   const std::set<std::string> gone = check_ids(running, t, lost, added);
-  const Optimizer opt = config.optimizer;
+  const OptimizerKind opt = config.optimizer;
   ReplanResult r;
 
   // 1-2. Survivors keep their stages; orphaned stages join their neighbour.

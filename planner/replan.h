@@ -86,6 +86,6 @@ ReplanResult replan_heavy(const Plan& running, const Cluster& cluster, const Pro
 // Layers each device of `after` holds that it did not hold in `before`,
 // split by the stages of `before` so that each move has one source.
 std::vector<LayerMove> layer_moves(const Plan& before, const Plan& after, const ProfileTables& tables,
-                                   Optimizer optimizer, const std::vector<std::string>& lost);
+                                   OptimizerKind optimizer, const std::vector<std::string>& lost);
 
 }  // namespace asteroid::planner

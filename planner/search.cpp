@@ -1516,22 +1516,6 @@ const char* strategy_name(Strategy s) {
   return "hpp";
 }
 
-Optimizer parse_optimizer(const std::string& name) {
-  if (name == "sgd") return Optimizer::sgd;
-  if (name == "momentum") return Optimizer::momentum;
-  if (name == "adam") return Optimizer::adam;
-  throw std::invalid_argument("unknown optimizer \"" + name + "\" (expected sgd, momentum or adam)");
-}
-
-const char* optimizer_name(Optimizer o) {
-  switch (o) {
-    case Optimizer::sgd: return "sgd";
-    case Optimizer::momentum: return "momentum";
-    case Optimizer::adam: return "adam";
-  }
-  return "sgd";
-}
-
 WirePolicy parse_wire_policy(const std::string& name) {
   if (name == "exact") return WirePolicy::exact;
   if (name == "fp16") return WirePolicy::fp16;

@@ -33,8 +33,6 @@ enum class Strategy { hpp, dp, pp };
 Strategy parse_strategy(const std::string& name);
 const char* strategy_name(Strategy s);
 // "sgd" | "momentum" | "adam"; throws std::invalid_argument otherwise.
-Optimizer parse_optimizer(const std::string& name);
-const char* optimizer_name(Optimizer o);
 
 // Which wire codecs a plan may use (`--wire`), nested: exact {fp32}; fp16
 // {fp32, fp16, bf16}; int8 adds int8; int4 adds int4; auto_ every codec
@@ -62,7 +60,7 @@ struct TrainingConfig {
   int batch = 0;                     // mini-batch size (BATCH)
   int microbatches = 1;              // M (ignored when searched)
   bool search_microbatches = false;  // try every divisor of batch as M
-  Optimizer optimizer = Optimizer::sgd;
+  OptimizerKind optimizer = OptimizerKind::sgd;
   WirePolicy wire = WirePolicy::exact;                // codecs the plan may use
   uint32_t codec_block = wire_codec::kDefaultBlock;  // Plan::codec_block of the plans made
 };

@@ -16,11 +16,11 @@ int Cluster::index_of(const std::string& id) const {
   return -1;
 }
 
-int optimizer_state_factor(Optimizer o) {
+int optimizer_state_factor(OptimizerKind o) {
   switch (o) {
-    case Optimizer::sgd: return 0;
-    case Optimizer::momentum: return 1;
-    case Optimizer::adam: return 2;
+    case OptimizerKind::sgd: return 0;
+    case OptimizerKind::momentum: return 1;
+    case OptimizerKind::adam: return 2;
   }
   return 0;
 }

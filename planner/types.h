@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "messages/optimizer_kind.h"
 #include "messages/wire_codec.h"
 
 namespace asteroid::planner {
@@ -100,8 +101,8 @@ struct Plan {
   uint32_t codec_block = wire_codec::kDefaultBlock;  // values per scale of int8/int4
 };
 
-enum class Optimizer { sgd, momentum, adam };
+using asteroid::OptimizerKind;
 // k_opt of COST_MODEL.md: 0 for SGD, 1 for momentum, 2 for Adam.
-int optimizer_state_factor(Optimizer o);
+int optimizer_state_factor(OptimizerKind o);
 
 }  // namespace asteroid::planner

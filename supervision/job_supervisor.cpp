@@ -254,7 +254,7 @@ struct JobSupervisor::Impl {
     request.strategy = "hpp";
     request.batch = static_cast<uint32_t>(coordinator.plan().batch);
     request.microbatches = static_cast<uint32_t>(coordinator.plan().microbatches);
-    request.optimizer = static_cast<messages::OptimizerKind>(options.optimizer);
+    request.optimizer = options.optimizer;
     request.running_plan_json = planner::plan_to_json(coordinator.plan()).dump();
     request.lost_devices = lost_now;
     request.added_devices = added;

@@ -59,7 +59,7 @@ struct SupervisionOptions {
   // The profile the re-planner evaluates plans with (the job's own, or
   // uniform_profile() when the job was planned by hand).
   planner::Profile profile;
-  planner::Optimizer optimizer = planner::Optimizer::momentum;
+  OptimizerKind optimizer = OptimizerKind::momentum;
   std::string wire = "exact";  // the wire policy re-plans may use (planner/search.h)
   int max_recoveries = 16;          // then the job gives up
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)

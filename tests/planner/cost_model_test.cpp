@@ -62,7 +62,7 @@ TEST(CostModel, OneStageOneDevice) {
   EXPECT_TRUE(ev.feasible);
   // Adam: 4000 * (2 + 2) + 120 = 16120 B.
   EvalOptions adam;
-  adam.optimizer = Optimizer::adam;
+  adam.optimizer = OptimizerKind::adam;
   EXPECT_DOUBLE_EQ(evaluate(plan, c, p, adam).memory[0].used_bytes(), 16120);
 }
 
@@ -179,7 +179,7 @@ TEST(CostModel, MemoryInfeasiblePlanNamesTheDeviceAndTheBytes) {
   plan.microbatch_size = 2;
   plan.stages = {{0, 1, {{"nano", 2}}}};
   EvalOptions adam;
-  adam.optimizer = Optimizer::adam;
+  adam.optimizer = OptimizerKind::adam;
   Evaluation ev = evaluate(plan, c, p, adam);
   EXPECT_FALSE(ev.feasible);
   EXPECT_NE(ev.infeasible_reason.find("nano"), std::string::npos) << ev.infeasible_reason;

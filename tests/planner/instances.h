@@ -133,7 +133,7 @@ inline void compositions(int n, int p, std::vector<int>& cur, std::vector<std::v
 // Algorithm 1 and timed by evaluate(). Same tie-breaks as the planner
 // (T_round, stages, peak memory, fewer devices).
 inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbatches,
-                                 Optimizer optimizer) {
+                                 OptimizerKind optimizer) {
   Enumerated best;
   const int b = batch / microbatches;
   const int l = t.layer_count();
@@ -346,7 +346,7 @@ inline std::pair<double, int64_t> best_codecs_for(const ProfileTables& t, const 
 // enumerate_best (k, P, device segments, layer partition, Algorithm 1) with
 // every codec assignment (enumerate_codecs). Tie-breaks: T_round, stages,
 // peak memory, fewer devices, then wire_lossiness.
-inline EnumeratedWire enumerate_best_wire(const ProfileTables& t, int batch, int microbatches, Optimizer optimizer,
+inline EnumeratedWire enumerate_best_wire(const ProfileTables& t, int batch, int microbatches, OptimizerKind optimizer,
                                           WirePolicy policy, uint32_t block) {
   EnumeratedWire best;
   const int b = batch / microbatches;

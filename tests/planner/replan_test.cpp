@@ -83,7 +83,7 @@ TEST(Replan, LostMiddleStageMovesToTheReplicaHolder) {
   EXPECT_DOUBLE_EQ(r.bytes_moved, 22000);
   // Adam moves the optimizer state too: 11000 * 3 per device.
   TrainingConfig adam;
-  adam.optimizer = Optimizer::adam;
+  adam.optimizer = OptimizerKind::adam;
   EXPECT_DOUBLE_EQ(replan_lightweight(x.plan, x.c, x.p, adam, {"d"}, {}, no_shift).bytes_moved, 66000);
 }
 

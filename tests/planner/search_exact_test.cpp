@@ -23,7 +23,7 @@ struct Case {
   InstanceSpec spec;
   int microbatches;
   int microbatch_size;
-  Optimizer optimizer;
+  OptimizerKind optimizer;
 };
 
 std::vector<Case> exactness_cases() {
@@ -40,7 +40,7 @@ std::vector<Case> exactness_cases() {
     c.spec.monotone = n % 7 != 3;
     c.microbatches = pick(1, 8);
     c.microbatch_size = pick(1, 8);
-    c.optimizer = static_cast<Optimizer>(n % 3);
+    c.optimizer = static_cast<OptimizerKind>(n % 3);
     cases.push_back(c);
   }
   return cases;
@@ -61,7 +61,7 @@ std::vector<Case> tie_cases() {
     c.spec.identical = true;
     c.microbatches = pick(1, 6);
     c.microbatch_size = pick(1, 8);
-    c.optimizer = static_cast<Optimizer>(n % 3);
+    c.optimizer = static_cast<OptimizerKind>(n % 3);
     cases.push_back(c);
   }
   return cases;
@@ -144,7 +144,7 @@ std::vector<WireCase> wire_cases() {
     if (c.spec.identical) c.spec.devices = std::max(2, c.spec.devices);
     c.microbatches = pick(1, 6);
     c.microbatch_size = pick(1, 8);
-    c.optimizer = static_cast<Optimizer>(n % 3);
+    c.optimizer = static_cast<OptimizerKind>(n % 3);
     w.wire = policies[n % 5];
     w.missing = n % 3 == 0 ? 0.0 : 0.3;
     w.block = n % 4 == 3 ? 8 : wire_codec::kDefaultBlock;

@@ -254,7 +254,7 @@ TEST(Wire, SearchKeepsSuffixesWhoseFirstGroupDecodesFaster) {
   EXPECT_EQ(r.plan.stages[0].devices.size(), 1u);
   EXPECT_EQ(r.plan.stages[1].devices.size(), 2u);
   EXPECT_EQ(r.plan.stages[0].to_next, Codec::int4);
-  testing::EnumeratedWire want = testing::enumerate_best_wire(t, 2, 1, Optimizer::sgd, WirePolicy::int4, 64);
+  testing::EnumeratedWire want = testing::enumerate_best_wire(t, 2, 1, OptimizerKind::sgd, WirePolicy::int4, 64);
   EXPECT_TRUE(same_round(r.evaluation.round_ms, want.round)) << r.evaluation.round_ms << " vs " << want.round;
   // The pipeline of three is slower: its fp32 boundary (int4 would be worse).
   Plan three = r.plan;
