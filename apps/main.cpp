@@ -1,13 +1,23 @@
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "apps/commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Asteroid: hybrid pipeline parallel training on heterogeneous edge devices"};
   app.require_subcommand(0, 1);
+  // Every command takes --log-level (before or after its name): spdlog's
+  // level for the log lines on stderr; progress lines, tables and results
+  // go to stdout whatever the level.
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "log lines shown: trace, debug, info (default), warn, error, critical, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.fallthrough();  // inherited by the commands added below
+  app.parse_complete_callback([&] { spdlog::set_level(spdlog::level::from_str(log_level)); });
   asteroid::apps::add_profile_command(app);
   asteroid::apps::add_plan_command(app);
   asteroid::apps::add_simulate_command(app);

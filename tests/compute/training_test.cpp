@@ -202,6 +202,20 @@ TEST(ProfileCommand, WritesAProfileTheLoaderAccepts) {
   EXPECT_EQ(p.devices.at("nx0").batch, (std::vector<int>{1, 2, 4, 8, 16, 32, 64}));
 }
 
+TEST(Commands, EveryCommandTakesALogLevel) {
+  TempDir dir;
+  // After the command's name or before it.
+  auto r = run_asteroid("profile --model fmnist-cnn --batches 1 --repeats 1 --log-level debug --out " +
+                        dir.file("p.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir.file("p.json")));
+  r = run_asteroid("--log-level warn profile --model fmnist-cnn --batches 1 --repeats 1 --out " + dir.file("q.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_asteroid("plan --log-level loud --help");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("loud"), std::string::npos) << r.output;
+}
+
 TEST(ProfileCommand, BadInputIsAClearErrorAndNonZeroExit) {
   TempDir dir;
   auto r = run_asteroid("profile --model vgg99 --out " + dir.file("p.json"));
