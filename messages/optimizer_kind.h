@@ -6,29 +6,23 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
+
+#include "messages/enum_names.h"
 
 namespace asteroid {
 
 enum class OptimizerKind : uint8_t { sgd, momentum, adam };
 
+inline constexpr Named<OptimizerKind> kOptimizerNames[] = {
+    {OptimizerKind::sgd, "sgd"}, {OptimizerKind::momentum, "momentum"}, {OptimizerKind::adam, "adam"}};
+
 // "sgd", "momentum", "adam".
-inline const char* optimizer_name(OptimizerKind kind) {
-  switch (kind) {
-    case OptimizerKind::sgd: return "sgd";
-    case OptimizerKind::momentum: return "momentum";
-    case OptimizerKind::adam: return "adam";
-  }
-  return "sgd";
-}
+inline const char* optimizer_name(OptimizerKind kind) { return name_of(kOptimizerNames, kind); }
 
 // The kind of a name; throws std::invalid_argument naming the known ones.
 inline OptimizerKind parse_optimizer(const std::string& name) {
-  for (OptimizerKind k : {OptimizerKind::sgd, OptimizerKind::momentum, OptimizerKind::adam}) {
-    if (name == optimizer_name(k)) return k;
-  }
-  throw std::invalid_argument("unknown optimizer \"" + name + "\" (expected sgd, momentum or adam)");
+  return parse_named(kOptimizerNames, name, "optimizer");
 }
 
 }  // namespace asteroid

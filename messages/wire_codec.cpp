@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 
+#include "messages/enum_names.h"
+
 // The encoded bytes are little-endian, and fp32 data, the scales and the
 // 2-byte codes are copied to and from memory as they are.
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -299,23 +301,14 @@ void decode_int(const EncodedView& blob, float* out) {
 
 }  // namespace
 
-const char* codec_name(Codec codec) {
-  switch (codec) {
-    case Codec::fp32: return "fp32";
-    case Codec::fp16: return "fp16";
-    case Codec::bf16: return "bf16";
-    case Codec::int8: return "int8";
-    case Codec::int4: return "int4";
-  }
-  return "unknown";
-}
+namespace {
+constexpr Named<Codec> kCodecNames[] = {
+    {Codec::fp32, "fp32"}, {Codec::fp16, "fp16"}, {Codec::bf16, "bf16"}, {Codec::int8, "int8"}, {Codec::int4, "int4"}};
+}  // namespace
 
-std::optional<Codec> parse_codec(std::string_view name) {
-  for (Codec codec : kAllCodecs) {
-    if (name == codec_name(codec)) return codec;
-  }
-  return std::nullopt;
-}
+const char* codec_name(Codec codec) { return name_of(kCodecNames, codec); }
+
+std::optional<Codec> parse_codec(std::string_view name) { return find_named(kCodecNames, name); }
 
 bool is_lossless(Codec codec) { return codec == Codec::fp32; }
 

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "messages/enum_names.h"
 #include "planner/allocation.h"
 
 namespace asteroid::planner {
@@ -1500,41 +1501,19 @@ bool better_plan(double round_a, int stages_a, double peak_a, double round_b, in
   return peak_a < peak_b;
 }
 
-Strategy parse_strategy(const std::string& name) {
-  if (name == "hpp") return Strategy::hpp;
-  if (name == "dp") return Strategy::dp;
-  if (name == "pp") return Strategy::pp;
-  throw std::invalid_argument("unknown strategy \"" + name + "\" (expected hpp, dp or pp)");
-}
+namespace {
+constexpr Named<Strategy> kStrategyNames[] = {{Strategy::hpp, "hpp"}, {Strategy::dp, "dp"}, {Strategy::pp, "pp"}};
+constexpr Named<WirePolicy> kWirePolicyNames[] = {{WirePolicy::exact, "exact"},
+                                                  {WirePolicy::fp16, "fp16"},
+                                                  {WirePolicy::int8, "int8"},
+                                                  {WirePolicy::int4, "int4"},
+                                                  {WirePolicy::auto_, "auto"}};
+}  // namespace
 
-const char* strategy_name(Strategy s) {
-  switch (s) {
-    case Strategy::hpp: return "hpp";
-    case Strategy::dp: return "dp";
-    case Strategy::pp: return "pp";
-  }
-  return "hpp";
-}
-
-WirePolicy parse_wire_policy(const std::string& name) {
-  if (name == "exact") return WirePolicy::exact;
-  if (name == "fp16") return WirePolicy::fp16;
-  if (name == "int8") return WirePolicy::int8;
-  if (name == "int4") return WirePolicy::int4;
-  if (name == "auto") return WirePolicy::auto_;
-  throw std::invalid_argument("unknown wire policy \"" + name + "\" (expected exact, fp16, int8, int4 or auto)");
-}
-
-const char* wire_policy_name(WirePolicy p) {
-  switch (p) {
-    case WirePolicy::exact: return "exact";
-    case WirePolicy::fp16: return "fp16";
-    case WirePolicy::int8: return "int8";
-    case WirePolicy::int4: return "int4";
-    case WirePolicy::auto_: return "auto";
-  }
-  return "exact";
-}
+Strategy parse_strategy(const std::string& name) { return parse_named(kStrategyNames, name, "strategy"); }
+const char* strategy_name(Strategy s) { return name_of(kStrategyNames, s); }
+WirePolicy parse_wire_policy(const std::string& name) { return parse_named(kWirePolicyNames, name, "wire policy"); }
+const char* wire_policy_name(WirePolicy p) { return name_of(kWirePolicyNames, p); }
 
 bool wire_allows(WirePolicy p, Codec c) {
   switch (c) {

@@ -12,6 +12,7 @@
 #include "actors/ask.h"
 #include "actors/optimizer_spec.h"
 #include "actors/planner_actor.h"
+#include "messages/enum_names.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
 #include "supervision/checkpoint.h"
@@ -493,11 +494,11 @@ struct JobSupervisor::Impl {
 };
 
 Recovery recovery_from_name(const std::string& name) {
-  if (name == "lightweight") return Recovery::lightweight;
-  if (name == "heavy") return Recovery::heavy;
-  if (name == "restart") return Recovery::restart;
-  if (name == "stop") return Recovery::stop;
-  throw std::invalid_argument("--replan must be lightweight, heavy, restart or stop, got '" + name + "'");
+  static constexpr Named<Recovery> kRecoveryNames[] = {{Recovery::lightweight, "lightweight"},
+                                                       {Recovery::heavy, "heavy"},
+                                                       {Recovery::restart, "restart"},
+                                                       {Recovery::stop, "stop"}};
+  return parse_named(kRecoveryNames, name, "--replan mode");
 }
 
 JobSupervisor::JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
