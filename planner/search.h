@@ -32,7 +32,6 @@ enum class Strategy { hpp, dp, pp };
 // "hpp" | "dp" | "pp"; throws std::invalid_argument otherwise.
 Strategy parse_strategy(const std::string& name);
 const char* strategy_name(Strategy s);
-// "sgd" | "momentum" | "adam"; throws std::invalid_argument otherwise.
 
 // Which wire codecs a plan may use (`--wire`), nested: exact {fp32}; fp16
 // {fp32, fp16, bf16}; int8 adds int8; int4 adds int4; auto_ every codec
