@@ -129,6 +129,11 @@ void add_train_command(CLI::App& app) {
                   "report the measured speedup (0: none)")
       ->capture_default_str()
       ->group(cluster);
+  cmd->add_option("--probe-rounds", j.probe_rounds,
+                  "before training an hpp plan on several devices, train it and the best single device this many "
+                  "rounds each and train the faster (0: trust the planner)")
+      ->capture_default_str()
+      ->group(cluster);
   cmd->add_flag_callback(
          "--no-baseline", [&j] { j.baseline_rounds = 0; }, "no measured baseline (same as --baseline-rounds 0)")
       ->group(cluster);

@@ -316,20 +316,20 @@ double steady_throughput(const std::vector<actors::RoundReport>& rounds, size_t 
 // allocation, caches and connections).
 constexpr size_t kWarmupRounds = 5;
 
-// The best single device alone on the running cluster: `rounds` rounds of
-// the same model, batch, seed and optimizer, without replication, trace or
-// checkpoints, and a small evaluation (its accuracy is not the point).
-// Returns its steady throughput; its metrics and summary go to the run
-// folder as baseline-*.
-double measure_baseline(const DistributedOptions& job, const planner::Plan& single, int64_t rounds,
-                        const fs::path& run) {
+// A plan trained alone on the running cluster from the job's initial
+// weights: `rounds` rounds of the same model, batch, seed and optimizer,
+// without replication, trace or checkpoints, and a small evaluation (its
+// accuracy is not the point). Returns its steady throughput; its metrics and
+// summary go to the run folder as <name>-metrics.jsonl, <name>-summary.json.
+double measure_plan(const DistributedOptions& job, const planner::Plan& plan, int64_t rounds, const fs::path& run,
+                    const std::string& name) {
   DistributedOptions b = job;
-  b.plan = single;
-  b.train.strategy = "single";
+  b.plan = plan;
+  b.train.strategy = plan.strategy;
   b.train.epochs = 1;
   b.train.rounds = rounds;
-  b.train.metrics_path = (run / "baseline-metrics.jsonl").string();
-  b.train.summary_path = (run / "baseline-summary.json").string();
+  b.train.metrics_path = (run / (name + "-metrics.jsonl")).string();
+  b.train.summary_path = (run / (name + "-summary.json")).string();
   b.train.weights_out.clear();
   b.train.test_samples = 100;
   b.train.progress = compute::ProgressLine::Mode::off;
@@ -340,12 +340,18 @@ double measure_baseline(const DistributedOptions& job, const planner::Plan& sing
   b.checkpoint_every = 0;
   b.checkpoint_path.clear();
   b.resume_checkpoint.clear();
-  b.job_id = job.job_id + "-baseline";
-  b.before_round = [](uint64_t, supervision::JobSupervisor&) { StopSignals::check("while measuring the baseline"); };
+  b.job_id = job.job_id + "-" + name;
+  b.before_round = [name](uint64_t, supervision::JobSupervisor&) { StopSignals::check(("while measuring " + name).c_str()); };
   b.summary_strings.clear();
   b.summary_numbers.clear();
   const DistributedResult r = run_distributed_training(b);
-  return steady_throughput(r.committed, kWarmupRounds, single.batch);
+  return steady_throughput(r.committed, kWarmupRounds, plan.batch);
+}
+
+size_t device_count(const planner::Plan& plan) {
+  size_t n = 0;
+  for (const auto& stage : plan.stages) n += stage.devices.size();
+  return n;
 }
 
 }  // namespace
@@ -365,6 +371,10 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
   if (o.strategy != "hpp" && o.strategy != "dp" && o.strategy != "pp" && o.strategy != "single")
     throw std::invalid_argument("--strategy must be hpp, dp, pp or single, got '" + o.strategy + "'");
   if (o.microbatches < 0) throw std::invalid_argument("--microbatches must be >= 0 (0: searched)");
+  if (o.probe_rounds < 0 || (o.probe_rounds > 0 && o.probe_rounds <= static_cast<int64_t>(kWarmupRounds)))
+    throw std::invalid_argument("--probe-rounds must be 0 (no probe) or more than the " +
+                                std::to_string(kWarmupRounds) + " warm-up rounds, got " +
+                                std::to_string(o.probe_rounds));
   if (o.microbatches > 0 && t.batch % o.microbatches != 0)
     throw std::invalid_argument("--batch " + std::to_string(t.batch) + " is not divisible by --microbatches " +
                                 std::to_string(o.microbatches));
@@ -592,6 +602,35 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     } else if (given_plan) {
       planner::save_plan(plan, (run / "plan.json").string());
     }
+    d.cluster = plan_cluster;
+    if (profile) d.profile = profile;
+
+    // ---- 3b. the probe: the model's choice against the best device alone, measured
+    if (o.probe_rounds > 0 && o.strategy == "hpp" && !given_plan && o.resume.empty() && faults.empty() &&
+        baseline_plan && device_count(plan) > 1) {
+      say("  probing: this plan and %s alone, %lld rounds each (the first %zu are warm-up)\n",
+          out.best_single_device.c_str(), (long long)o.probe_rounds, kWarmupRounds);
+      const auto t0 = Clock::now();
+      out.probe.rounds = o.probe_rounds;
+      out.probe.plan_samples_per_s = measure_plan(d, plan, o.probe_rounds, run, "probe-plan");
+      out.probe.single_samples_per_s = measure_plan(d, *baseline_plan, o.probe_rounds, run, "probe-single");
+      timings["probe"] = seconds_since(t0);
+      out.probe.switched = out.probe.single_samples_per_s > out.probe.plan_samples_per_s;
+      say("  probe: the plan %.1f samples/s, %s alone %.1f: training %s\n", out.probe.plan_samples_per_s,
+          out.best_single_device.c_str(), out.probe.single_samples_per_s,
+          (out.probe.switched ? out.best_single_device + " alone (the plan is kept as plan-candidate.json)"
+                              : std::string("the plan"))
+              .c_str());
+      if (out.probe.switched) {
+        fs::rename(run / "plan.json", run / "plan-candidate.json");
+        fs::rename(run / "plan.txt", run / "plan-candidate.txt");
+        plan = *baseline_plan;
+        const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
+        planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
+        std::ofstream(run / "plan.txt") << planner::explain_plan(plan, ev);
+      }
+      StopSignals::check("after the probe");
+    }
     if (plan.predicted_round_ms > 0) out.predicted_samples_per_s = plan.batch * 1000.0 / plan.predicted_round_ms;
 
     // ---- 4. deploy and train (5. evaluate)
@@ -609,9 +648,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     t.strategy = plan.strategy;
     d.trace_path = trace_path;
     if (d.checkpoint_every > 0 && d.checkpoint_path.empty()) d.checkpoint_path = (run / "checkpoint.bin").string();
-    d.cluster = plan_cluster;
     d.plan = plan;
-    if (profile) d.profile = profile;
     FaultInjector* inj = injector.get();
     d.before_round = [inj](uint64_t round, supervision::JobSupervisor&) {
       StopSignals::check("during training");
@@ -629,8 +666,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
 
     // ---- 6. the measured baseline: the best single device alone, same cluster
     const double steady = steady_throughput(out.training.committed, kWarmupRounds, plan.batch);
-    size_t plan_devices = 0;
-    for (const auto& stage : plan.stages) plan_devices += stage.devices.size();
+    const size_t plan_devices = device_count(plan);
     if (o.baseline_rounds > 0 && baseline_plan && !out.training.committed.empty()) {
       say("[6/8] measuring the baseline: %s alone, %lld rounds on the same cluster\n", out.best_single_device.c_str(),
           (long long)o.baseline_rounds);
@@ -639,7 +675,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
         if (plan_devices == 1 && plan.stages.front().devices.front().id == out.best_single_device) {
           out.best_single_measured_samples_per_s = steady;  // the job was that baseline
         } else {
-          out.best_single_measured_samples_per_s = measure_baseline(d, *baseline_plan, o.baseline_rounds, run);
+          out.best_single_measured_samples_per_s = measure_plan(d, *baseline_plan, o.baseline_rounds, run, "baseline");
         }
         if (out.best_single_measured_samples_per_s > 0) out.speedup_measured = steady / out.best_single_measured_samples_per_s;
       } catch (const std::exception& e) {
@@ -695,6 +731,12 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     if (out.best_single_measured_samples_per_s > 0) {
       s["best_single_measured_samples_per_s"] = out.best_single_measured_samples_per_s;
       s["speedup_measured"] = out.speedup_measured;
+    }
+    if (out.probe.rounds > 0) {
+      s["probe"] = {{"rounds", out.probe.rounds},
+                    {"plan_samples_per_s", out.probe.plan_samples_per_s},
+                    {"single_samples_per_s", out.probe.single_samples_per_s},
+                    {"switched_to_single", out.probe.switched}};
     }
     if (!links.empty()) {
       json l = json::object(), rtt = json::object();

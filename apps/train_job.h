@@ -5,6 +5,9 @@
 //   2. profile the model on every device, on its own node under its own
 //      emulation, all at once, and time every device's link;
 //   3. plan (hpp, dp, pp, or the best device alone) and print the plan table;
+//      an hpp plan on several devices is then probed: it and the best
+//      device alone train a few rounds each from the same initial weights,
+//      and the faster one is trained (--probe-rounds 0 trusts the model);
 //   4. deploy and train under the job supervisor, with a progress line and
 //      an optional fault schedule;
 //   5. evaluate test accuracy;
@@ -60,6 +63,21 @@ struct TrainJobOptions {
   // The measured baseline: the best single device (by the profile) trains
   // alone for this many rounds after the job (0: no baseline).
   int64_t baseline_rounds = 30;
+  // The probe (step 3): when hpp plans several devices, it and the best
+  // single device each train this many rounds (the first 5 are warm-up)
+  // from the job's initial weights, and the job trains whichever measured
+  // faster. 0: train the planner's choice unmeasured. Skipped with a given
+  // plan, a checkpoint to resume or a fault schedule.
+  int64_t probe_rounds = 20;
+};
+
+// What the probe measured (step 3). `switched`: the best device alone
+// measured faster than the planner's plan and was trained instead.
+struct ProbeResult {
+  int64_t rounds = 0;  // 0: no probe
+  double plan_samples_per_s = 0;
+  double single_samples_per_s = 0;
+  bool switched = false;
 };
 
 struct TrainJobResult {
@@ -72,6 +90,7 @@ struct TrainJobResult {
   // steady throughput over it (both after the first rounds' warm-up).
   double best_single_measured_samples_per_s = 0;
   double speedup_measured = 0;
+  ProbeResult probe;
   double job_seconds = 0;
 };
 

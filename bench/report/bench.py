@@ -294,6 +294,14 @@ class Bench:
         plan = read_json(ppath)
         if plan:
             res["plan"] = analyze.plan_text(plan)
+            probe = (s or {}).get("probe")
+            if probe:
+                # The job measured the planner's plan against the best device
+                # alone before training (docs/default-job.md step 3).
+                res["probe"] = probe
+                res["plan"] += (f" (probe: plan {probe['plan_samples_per_s']:.0f}, alone "
+                                f"{probe['single_samples_per_s']:.0f}"
+                                f"{': trained alone; candidate ' + analyze.plan_text(read_json(os.path.join(out, 'plan-candidate.json'))) if probe['switched_to_single'] else ''})")
             res["plan_devices"] = [d["id"] for s in plan.get("stages", []) for d in s.get("devices", [])]
             res["planned_memory"] = {m["id"]: m["used_bytes"] for m in plan.get("memory", [])}
             if not res.get("predicted_samples_per_s") and plan.get("predicted_round_ms"):

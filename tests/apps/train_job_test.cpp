@@ -250,6 +250,71 @@ TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
 }
 
+// The probe (docs/default-job.md step 3): on five equal Nanos the planner
+// spreads fmnist-cnn over several devices; the job then trains that plan and
+// the best device alone for --probe-rounds each and goes on with the faster,
+// from the same initial weights (round 0's loss is the probe's).
+TEST(TrainJob, TheProbeTrainsTheFasterOfThePlanAndTheBestDeviceAlone) {
+  TempDir tmp;
+  const std::string run = tmp / "run";
+  RunGuard guard{run};
+  CommandResult r = test::run(train_args({"--env", "A", "--rounds", "8", "--probe-rounds", "7", "--no-plots", "--out", run}),
+                              Millis(240000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const auto s = test::read_json(run + "/summary.json");
+  ASSERT_TRUE(s.contains("probe")) << "no probe although the plan used several devices?\n" << r.out;
+  const auto& probe = s["probe"];
+  EXPECT_EQ(probe["rounds"], 7);
+  const double plan_rate = probe["plan_samples_per_s"].get<double>();
+  const double single_rate = probe["single_samples_per_s"].get<double>();
+  EXPECT_GT(plan_rate, 0);
+  EXPECT_GT(single_rate, 0);
+  const bool switched = probe["switched_to_single"].get<bool>();
+  EXPECT_EQ(switched, single_rate > plan_rate);
+
+  auto devices = [](const nlohmann::json& plan) {
+    size_t n = 0;
+    for (const auto& stage : plan["stages"]) n += stage["devices"].size();
+    return n;
+  };
+  auto round_losses = [](const std::string& path) {
+    std::vector<double> losses;
+    for (const auto& line : json_lines(path))
+      if (line.contains("round")) losses.push_back(line["loss"].get<double>());
+    return losses;
+  };
+  const auto plan = test::read_json(run + "/plan.json");
+  EXPECT_EQ(fs::exists(run + "/plan-candidate.json"), switched);
+  if (switched) {
+    EXPECT_EQ(devices(plan), 1u);
+    EXPECT_GT(devices(test::read_json(run + "/plan-candidate.json")), 1u);
+    EXPECT_EQ(s["strategy"], "single");
+  } else {
+    EXPECT_GT(devices(plan), 1u);
+    EXPECT_EQ(s["strategy"], "hpp");
+  }
+  const auto plan_losses = round_losses(run + "/probe-plan-metrics.jsonl");
+  const auto single_losses = round_losses(run + "/probe-single-metrics.jsonl");
+  const auto job_losses = round_losses(run + "/metrics.jsonl");
+  ASSERT_EQ(plan_losses.size(), 7u);
+  ASSERT_EQ(single_losses.size(), 7u);
+  ASSERT_EQ(job_losses.size(), 8u);
+  // The job starts again from the initial weights: its first rounds are the
+  // trained probe's (deterministic, the same wire).
+  const auto& same = switched ? single_losses : plan_losses;
+  for (size_t i = 0; i < same.size(); ++i) EXPECT_DOUBLE_EQ(job_losses[i], same[i]) << "round " << i;
+  EXPECT_NE(r.out.find("probe: the plan"), std::string::npos) << r.out;
+  EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
+}
+
+TEST(TrainJob, AProbeTooShortToMeasureIsRefused) {
+  TempDir tmp;
+  CommandResult r = test::run(train_args({"--env", "A", "--probe-rounds", "3", "--out", tmp / "run"}), Millis(60000));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--probe-rounds must be 0"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+}
+
 TEST(TrainJob, UnknownPresetFailsBeforeAnythingStarts) {
   TempDir tmp;
   CommandResult r = test::run(train_args({"--env", "Q", "--out", tmp / "run"}), Millis(60000));
