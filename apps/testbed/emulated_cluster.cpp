@@ -529,6 +529,9 @@ EmulatedCluster EmulatedCluster::up(const ClusterSpec& spec, const LaunchOptions
     s.netem = ns.netem;
     s.mech.latency = ns.netem && o.latency_ms > 0;
     if (!ns.netem && o.latency_ms > 0) s.mech.notes.push_back("latency: " + ns.reason);
+    if (!ns.small_segments)
+      s.mech.notes.push_back("net: veth segments cannot be capped (ip link gso_max_size): a message up to 64 KB "
+                             "crosses a link at once, transfers look cheaper than on a real link");
   } else if (o.net == NetMode::none) {
     s.mech.net = "none";
   } else {
@@ -586,6 +589,7 @@ EmulatedCluster EmulatedCluster::up(const ClusterSpec& spec, const LaunchOptions
   // ---- network ----
   if (s.mech.net == "netns-tc") {
     NetworkPlan plan = plan_network(s.cluster_id, spec.cluster, s.latency_ms, s.netem);
+    plan.small_segments = ns.small_segments;
     s.hub_netns = plan.hub_netns;
     s.hub_address = plan.hub_address;
     s.subnet = plan.subnet;

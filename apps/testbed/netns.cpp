@@ -114,6 +114,7 @@ NetnsSupport detect_netns() {
   CommandResult v = run_command({"ip", "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"});
   CommandResult h = run_command({"tc", "-n", probe, "qdisc", "add", "dev", "p0", "root", "handle", "1:", "htb"});
   CommandResult n = run_command({"tc", "-n", probe, "qdisc", "add", "dev", "p1", "root", "netem", "delay", "1ms"});
+  CommandResult g = run_command({"ip", "-n", probe, "link", "set", "dev", "p0", "gso_max_size", "16384"});
   run_command({"ip", "netns", "del", probe});
   if (!v.ok()) {
     s.reason = "cannot create a veth pair: " + v.err;
@@ -122,6 +123,7 @@ NetnsSupport detect_netns() {
   } else {
     s.available = true;
     s.netem = n.ok();
+    s.small_segments = g.ok();
     if (!s.netem) s.reason = "no sch_netem in this kernel: links get bandwidth but no added latency";
   }
   while (!s.reason.empty() && s.reason.back() == '\n') s.reason.pop_back();
@@ -202,6 +204,13 @@ std::vector<std::vector<std::string>> link_shaping_commands(const NetworkPlan& p
   tc({"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "protocol",
       "17", "0xff", "match", "ip", "tos", "0xb8", "0xfc", "flowid", "1:2"});
   leaf(0x10, d.bandwidth_mbps, d.bandwidth_mbps, 1);
+  if (p.small_segments) {
+    double slowest = d.bandwidth_mbps;
+    for (const auto& peer : peers) slowest = std::min(slowest, peer.second);
+    const double one_ms = slowest * 1e6 / 8 / 1e3;  // bytes in 1 ms
+    const int segment = static_cast<int>(std::clamp(one_ms, 1500.0, 65536.0));
+    cmds.push_back({"ip", "-n", ns, "link", "set", "dev", dev, "gso_max_size", std::to_string(segment)});
+  }
   for (size_t j = 0; j < peers.size(); ++j) {
     int minor = 0x100 + static_cast<int>(j);
     leaf(minor, peers[j].second, peers[j].second, 1);

@@ -29,6 +29,9 @@ namespace asteroid::testbed {
 struct NetnsSupport {
   bool available = false;
   bool netem = false;  // latency emulation possible
+  // A veth's segments can be made small (gso_max_size), so that links
+  // serialise messages as a real link does (NetworkPlan::small_segments).
+  bool small_segments = false;
   std::string reason;  // why not available / why no netem
 };
 
@@ -50,6 +53,13 @@ struct NetworkPlan {
   std::string subnet;       // 10.213.K.0/24
   double latency_ms = 0;    // one way, per device link, each direction
   bool netem = false;
+  // Cap each veth's segments at about 1 ms of its slowest shaped rate. A veth
+  // hands htb segments of up to 64 KB (GSO) and htb sends a whole segment
+  // whenever its bucket is not empty, so without the cap a 50 KB message
+  // crossed a 100 Mbit/s link at once instead of in 4 ms: the average rate
+  // held, but pipelines ran as if transfers cost nothing (a two-stage
+  // pipeline measured 36 ms rounds; 57 ms with the cap, 58 ms simulated).
+  bool small_segments = false;
   std::vector<NetDevice> devices;
   std::vector<planner::Link> links;  // per-pair overrides
 
@@ -71,7 +81,8 @@ void build_network(const NetworkPlan& plan,
 // Only names starting with "ast-" are touched. Returns error messages.
 std::vector<std::string> delete_namespaces(const std::vector<std::string>& names);
 
-// The tc commands that shape one side of a device's link (for docs/tests).
+// The tc (and, with small_segments, ip) commands that shape one side of a
+// device's link (for docs/tests).
 std::vector<std::vector<std::string>> link_shaping_commands(const NetworkPlan& plan, size_t device_index,
                                                             bool hub_side);
 
