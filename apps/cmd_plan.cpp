@@ -3,7 +3,9 @@
 // as extra fields. --explain prints the plan table of planner/report.h.
 // --wire lets the search compress what crosses links where the profile has
 // the codecs' speeds (docs/planner.md "Compressed wire"); the default,
-// exact, plans as COST_MODEL.md says.
+// exact, plans as COST_MODEL.md says. --rank simulated chooses among the
+// search's candidates by simulated round, as `asteroid train` does by
+// default (planner/rank.h); the default, model, is COST_MODEL.md's optimum.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "apps/commands.h"
 #include "planner/json_io.h"
 #include "planner/profile_tables.h"
+#include "planner/rank.h"
 #include "planner/report.h"
 #include "planner/search.h"
 
@@ -20,7 +23,7 @@ namespace asteroid::apps {
 namespace {
 
 struct PlanCli {
-  std::string cluster, profile, out, strategy = "hpp", optimizer = "sgd", wire = "exact";
+  std::string cluster, profile, out, strategy = "hpp", optimizer = "sgd", wire = "exact", rank = "model";
   int batch = 0, microbatches = 1;
   uint32_t codec_block = wire_codec::kDefaultBlock;
   bool search_microbatches = false, explain = false;
@@ -40,17 +43,24 @@ void run_plan(const PlanCli& cli) {
   config.wire = parse_wire_policy(cli.wire);
   config.codec_block = cli.codec_block;
   const Strategy strategy = parse_strategy(cli.strategy);
-  PlanResult r = make_plan(tables, config, strategy);
+  const Ranking ranking = parse_ranking(cli.rank);
+  const RankedPlan ranked = rank_plans(tables, config, strategy, ranking);
+  const PlanResult& r = ranked.result;
   if (r.plan.stages.empty())
     throw std::runtime_error(std::string("no ") + strategy_name(strategy) + " plan: " + r.why);
-  if (cli.explain) std::fputs(explain_plan(r.plan, r.evaluation, r.planning_ms).c_str(), stdout);
+  if (cli.explain) std::fputs(explain_ranked_plan(ranked).c_str(), stdout);
   if (!r.feasible)
     throw std::runtime_error(std::string("the ") + strategy_name(strategy) +
                              " plan does not fit in memory: " + r.why);
-  save_plan(r.plan, cli.out, planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms));
+  nlohmann::json extra = planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms);
+  if (ranking == Ranking::simulated) extra["ranking"] = ranking_to_json(ranked, ranking);
+  save_plan(r.plan, cli.out, extra);
   std::printf("%s plan: %zu stage(s), M = %d, T_round %.3f ms, %.2f samples/s, planned in %.1f ms -> %s\n",
               strategy_name(strategy), r.plan.stages.size(), r.plan.microbatches, r.evaluation.round_ms,
               r.evaluation.throughput * 1e3, r.planning_ms, cli.out.c_str());
+  if (ranking == Ranking::simulated)
+    std::printf("simulated round %.3f ms (%.2f samples/s), chosen among %zu candidate(s)\n", r.plan.predicted_round_ms,
+                r.plan.batch * 1e3 / r.plan.predicted_round_ms, ranked.candidates.size());
   if (config.wire != WirePolicy::exact) {
     std::string wire;
     for (size_t s = 0; s < r.plan.stages.size(); ++s) {
@@ -77,7 +87,11 @@ void add_plan_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--search-microbatches", cli->search_microbatches,
                 "also search M over the divisors of the batch");
-  cmd->add_option("--strategy", cli->strategy, "hpp (default), dp or pp");
+  cmd->add_option("--strategy", cli->strategy, "hpp (default), dp, pp or single (the best device alone)");
+  cmd->add_option("--rank", cli->rank,
+                  "model (default: the cost model's optimum, COST_MODEL.md) or simulated (the search's candidates "
+                  "ranked by simulated round, as asteroid train does)")
+      ->check(CLI::IsMember({"model", "simulated"}));
   cmd->add_option("--optimizer", cli->optimizer, "sgd (default), momentum or adam");
   cmd->add_option("--wire", cli->wire,
                   "codecs the plan may put on links: exact (default: fp32 only), fp16 (+bf16), int8, int4 or auto; "

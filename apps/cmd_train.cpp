@@ -139,6 +139,12 @@ void add_train_command(CLI::App& app) {
       ->group(cluster);
 
   auto* planning = "Profiling and planning";
+  cmd->add_option("--rank", j.rank,
+                  "how the plan is chosen: simulated (the search's candidates under the runtime's 1F1B rule) or "
+                  "model (the cost model's optimum, COST_MODEL.md)")
+      ->check(CLI::IsMember({"simulated", "model"}))
+      ->capture_default_str()
+      ->group(planning);
   cmd->add_option("--wire", j.wire,
                   "codecs the planner may put on links: exact (fp32 only), fp16 (+bf16), int8, int4 or auto; a lossy "
                   "codec only where the profile has its speeds and it makes the round faster")

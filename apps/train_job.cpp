@@ -33,9 +33,11 @@
 #include "compute/dataset.h"
 #include "compute/model_zoo.h"
 #include "compute/profiler.h"
+#include "planner/baselines.h"
 #include "planner/cost_model.h"
 #include "planner/json_io.h"
 #include "planner/profile_tables.h"
+#include "planner/rank.h"
 #include "planner/report.h"
 #include "planner/search.h"
 #include "supervision/checkpoint.h"
@@ -166,58 +168,26 @@ void copy_into(const std::string& from, const fs::path& to) {
 // ---------------------------------------------------------------- planning
 
 struct Planned {
-  planner::PlanResult result;
+  planner::RankedPlan ranked;  // ranked.result: the plan to train
   std::string best_single_device;
   double best_single_round_ms = 0;
   planner::Plan best_single_plan;
 };
 
-// The best device alone: a one-stage plan on each device (M searched), the
-// fastest by the cost model.
-planner::PlanResult best_single(const planner::Cluster& cluster, const planner::Profile& profile,
-                                const planner::TrainingConfig& config, std::string* device) {
-  planner::PlanResult best;
-  for (const auto& d : cluster.devices) {
-    planner::Cluster alone = cluster;
-    alone.devices = {d};
-    alone.links.clear();
-    planner::ProfileTables tables(alone, profile);
-    planner::TrainingConfig c = config;
-    c.search_microbatches = true;
-    planner::PlanResult r = planner::plan_hpp(tables, c);
-    if (!r.feasible) continue;
-    if (!best.feasible || r.evaluation.round_ms < best.evaluation.round_ms) {
-      best = r;
-      *device = d.id;
-    }
-  }
-  if (best.feasible) {
-    best.plan.strategy = "single";
-    best.plan.idle_devices.clear();
-    for (const auto& d : cluster.devices)
-      if (d.id != *device) best.plan.idle_devices.push_back(d.id);
-  } else {
-    best.why = "the model does not fit on any single device";
-  }
-  return best;
-}
+// The device of a one-device plan.
+std::string only_device(const planner::Plan& plan) { return plan.stages.front().devices.front().id; }
 
-Planned plan_job(const std::string& strategy, const planner::Cluster& cluster, const planner::Profile& profile,
-                 const planner::TrainingConfig& config) {
+Planned plan_job(const std::string& strategy, planner::Ranking ranking, const planner::Cluster& cluster,
+                 const planner::Profile& profile, const planner::TrainingConfig& config) {
   Planned p;
-  const auto t0 = Clock::now();
-  planner::PlanResult single = best_single(cluster, profile, config, &p.best_single_device);
+  const planner::ProfileTables tables(cluster, profile);
+  planner::PlanResult single = planner::plan_single(tables, config);
   if (single.feasible) {
+    p.best_single_device = only_device(single.plan);
     p.best_single_round_ms = single.evaluation.round_ms;
     p.best_single_plan = single.plan;
   }
-  if (strategy == "single") {
-    p.result = single;
-    p.result.planning_ms = seconds_since(t0) * 1000;
-  } else {
-    planner::ProfileTables tables(cluster, profile);
-    p.result = planner::make_plan(tables, config, planner::parse_strategy(strategy));
-  }
+  p.ranked = planner::rank_plans(tables, config, planner::parse_strategy(strategy), ranking);
   return p;
 }
 
@@ -228,10 +198,8 @@ std::optional<std::string> fits_nowhere(const std::string& strategy, const plann
                                         const std::vector<planner::LayerInfo>& layers,
                                         const planner::TrainingConfig& config) {
   const planner::Profile uniform = supervision::uniform_profile(layers, cluster);
-  std::string device;
-  planner::PlanResult r = strategy == "single" ? best_single(cluster, uniform, config, &device)
-                                               : planner::make_plan(planner::ProfileTables(cluster, uniform), config,
-                                                                    planner::parse_strategy(strategy));
+  const planner::PlanResult r =
+      planner::make_plan(planner::ProfileTables(cluster, uniform), config, planner::parse_strategy(strategy));
   if (r.feasible) return std::nullopt;
   return r.why.empty() ? r.evaluation.infeasible_reason : r.why;
 }
@@ -569,29 +537,30 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       say("[3/8] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
     } else {
       say("[3/8] planning (%s)\n", o.strategy.c_str());
-      Planned planned = plan_job(o.strategy, plan_cluster, *profile, config);
-      timings["plan"] = planned.result.planning_ms / 1000;
+      Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), plan_cluster, *profile, config);
+      timings["plan"] = planned.ranked.result.planning_ms / 1000;
       out.best_single_device = planned.best_single_device;
       if (planned.best_single_round_ms > 0) {
         out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
         baseline_plan = planned.best_single_plan;
       }
-      const planner::PlanResult& r = planned.result;
-      if (!r.plan.stages.empty())
-        say("%s", planner::explain_plan(r.plan, r.evaluation, r.planning_ms).c_str());
+      const planner::PlanResult& r = planned.ranked.result;
+      const std::string table = planner::explain_ranked_plan(planned.ranked);
+      if (!r.plan.stages.empty()) say("%s", table.c_str());
       if (!r.feasible || r.plan.stages.empty())
         throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
                                  (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
       plan = r.plan;
-      planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms));
-      std::ofstream(run / "plan.txt") << planner::explain_plan(r.plan, r.evaluation, r.planning_ms);
+      json extra = planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms);
+      extra["ranking"] = planner::ranking_to_json(planned.ranked, planner::parse_ranking(o.rank));
+      planner::save_plan(plan, (run / "plan.json").string(), extra);
+      std::ofstream(run / "plan.txt") << table;
     }
     if (given_plan && profile) {
       // Predictions and the best single device from the given profile.
-      std::string best;
-      planner::PlanResult single = best_single(plan_cluster, *profile, config, &best);
+      const planner::PlanResult single = planner::plan_single(planner::ProfileTables(plan_cluster, *profile), config);
       if (single.feasible) {
-        out.best_single_device = best;
+        out.best_single_device = only_device(single.plan);
         out.best_single_samples_per_s = t.batch * 1000.0 / single.evaluation.round_ms;
         baseline_plan = single.plan;
       }

@@ -55,6 +55,9 @@ struct TrainJobOptions {
   // Codecs the planner may put on links (planner/search.h WirePolicy): the
   // widest policy the accuracy benchmark found free (docs/planner.md).
   std::string wire = "int8";
+  // How the plan is chosen among the search's candidates (planner/rank.h):
+  // "simulated" (the runtime's 1F1B rule) or "model" (COST_MODEL.md alone).
+  std::string rank = "simulated";
   uint32_t codec_block = 64;     // values per int8/int4 scale
   std::vector<int> profile_batches = {1, 2, 4, 8, 16, 32, 64};
   int profile_repeats = 5;

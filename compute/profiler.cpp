@@ -185,40 +185,52 @@ planner::Profile profile_model(const std::string& model, const std::string& devi
   dev.batch = o.batches;
   dev.fwd_ms.assign(L, {});
   dev.bwd_ms.assign(L, {});
-  for (int b : o.batches) {
-    torch::Tensor x = first_input(spec, b, o.seed + 1);
+  // Every layer's input and output gradient at every batch size, made once.
+  const size_t K = o.batches.size();
+  std::vector<std::vector<torch::Tensor>> inputs(K), grads(K);
+  for (size_t k = 0; k < K; ++k) {
+    torch::Tensor x = first_input(spec, o.batches[k], o.seed + 1);
     for (size_t l = 0; l < L; ++l) {
-      Layer& layer = *layers[l].module;
-      std::vector<double> fwd, bwd;
-      torch::Tensor next, grad_out;
-      for (int r = 0; r < o.warmup + o.repeats; ++r) {
-        torch::Tensor in = as_input(x, l == 0);
+      torch::NoGradGuard no_grad;
+      inputs[k].push_back(x);
+      x = layers[l].module->forward(x);
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 2 + l);
+      grads[k].push_back(torch::randn(x.sizes(), gen, torch::kFloat));
+    }
+  }
+  // Passes over every (batch size, layer), the warm-up passes first: each
+  // point's repeats are spread over the whole profile, so a burst of load
+  // from other processes (other nodes profiling on the same cores) shifts
+  // one repeat of many points instead of every repeat of a few.
+  std::vector<std::vector<std::vector<double>>> fwd(K, std::vector<std::vector<double>>(L)), bwd = fwd;
+  for (int r = 0; r < o.warmup + o.repeats; ++r) {
+    for (size_t k = 0; k < K; ++k) {
+      for (size_t l = 0; l < L; ++l) {
+        Layer& layer = *layers[l].module;
+        torch::Tensor in = as_input(inputs[k][l], l == 0);
         torch::AutoGradMode grad(true);
         double t0 = clock_ms(o.cpu_time, o.threads);
         torch::Tensor y = layer.forward(in);
         const double f = clock_ms(o.cpu_time, o.threads) - t0;
-        if (!grad_out.defined()) {
-          at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 2 + l);
-          grad_out = torch::randn(y.sizes(), gen, torch::kFloat);
-        }
         t0 = clock_ms(o.cpu_time, o.threads);
-        torch::autograd::backward({y}, {grad_out});
+        torch::autograd::backward({y}, {grads[k][l]});
         const double g = clock_ms(o.cpu_time, o.threads) - t0;
         if (r >= o.warmup) {
-          fwd.push_back(f);
-          bwd.push_back(g);
+          fwd[k][l].push_back(f);
+          bwd[k][l].push_back(g);
         }
         // Keep gradient buffers allocated, as a training stage does between rounds.
         torch::NoGradGuard no_grad;
         for (auto& p : layer.parameters())
           if (p.grad().defined()) p.mutable_grad().zero_();
-        next = y.detach();
       }
-      dev.fwd_ms[l].push_back(std::max(1e-6, median(fwd)));
-      dev.bwd_ms[l].push_back(std::max(1e-6, median(bwd)));
-      x = next;
     }
   }
+  for (size_t l = 0; l < L; ++l)
+    for (size_t k = 0; k < K; ++k) {
+      dev.fwd_ms[l].push_back(std::max(1e-6, median(fwd[k][l])));
+      dev.bwd_ms[l].push_back(std::max(1e-6, median(bwd[k][l])));
+    }
   // Non-decreasing in the batch size, as COST_MODEL.md's allocation assumes:
   // measurement noise must not make 16 samples look cheaper than 8.
   for (size_t l = 0; l < L; ++l)

@@ -8,7 +8,10 @@
 //   autograd on (as in training); forward = the layer's forward including
 //   building its graph, backward = autograd backward from a gradient of its
 //   output to its parameters and its input (no input gradient for layer 0).
-//   `warmup` runs are discarded, then the median of `repeats` runs is kept.
+//   The runs are passes over every (batch size, layer): `warmup` passes
+//   are discarded, then each point keeps the median of its `repeats` runs,
+//   which are spread over the whole profile (a burst of load from other
+//   processes shifts one run of many points, not every run of a few).
 //   Times are then made non-decreasing in the batch size (a running max), as
 //   the cost model assumes.
 // - stash_bytes: CPU bytes allocated during the layer's forward that are

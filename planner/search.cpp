@@ -13,6 +13,7 @@
 
 #include "messages/enum_names.h"
 #include "planner/allocation.h"
+#include "planner/baselines.h"
 
 namespace asteroid::planner {
 namespace {
@@ -1329,6 +1330,8 @@ std::vector<int> divisors(int n) {
   return out;
 }
 
+}  // namespace
+
 std::vector<int> microbatch_choices(const TrainingConfig& c) {
   if (c.batch < 1) throw std::invalid_argument("batch must be >= 1, got " + std::to_string(c.batch));
   if (c.codec_block < 1 || c.codec_block > wire_codec::kMaxBlock)
@@ -1343,6 +1346,8 @@ std::vector<int> microbatch_choices(const TrainingConfig& c) {
                                 std::to_string(c.microbatches));
   return {c.microbatches};
 }
+
+namespace {
 
 struct Chosen {
   Outcome outcome;
@@ -1502,7 +1507,8 @@ bool better_plan(double round_a, int stages_a, double peak_a, double round_b, in
 }
 
 namespace {
-constexpr Named<Strategy> kStrategyNames[] = {{Strategy::hpp, "hpp"}, {Strategy::dp, "dp"}, {Strategy::pp, "pp"}};
+constexpr Named<Strategy> kStrategyNames[] = {
+    {Strategy::hpp, "hpp"}, {Strategy::dp, "dp"}, {Strategy::pp, "pp"}, {Strategy::single, "single"}};
 constexpr Named<WirePolicy> kWirePolicyNames[] = {{WirePolicy::exact, "exact"},
                                                   {WirePolicy::fp16, "fp16"},
                                                   {WirePolicy::int8, "int8"},
@@ -1679,60 +1685,12 @@ PlanResult plan_pp(const ProfileTables& t, const TrainingConfig& config) {
   return r;
 }
 
-PlanResult plan_dp(const ProfileTables& t, const TrainingConfig& config) {
-  auto start = std::chrono::steady_clock::now();
-  const int n = t.device_count();
-  PlanResult best;
-  bool have = false;
-  for (int m : microbatch_choices(config)) {
-    const int b = config.batch / m;
-    PlanResult r;
-    if (n > b) {
-      r.why = "dp gives every device at least one sample: " + std::to_string(n) +
-              " devices but micro-batches of " + std::to_string(b);
-    } else {
-      Plan& p = r.plan;
-      p.strategy = "dp";
-      p.batch = config.batch;
-      p.microbatches = m;
-      p.microbatch_size = b;
-      p.codec_block = config.codec_block;
-      Stage st;
-      st.begin = 0;
-      st.end = t.layer_count();
-      int x = 0;
-      for (int d : t.sorted_order()) {
-        st.devices.push_back({t.id(d), b / n + (x < b % n ? 1 : 0)});
-        ++x;
-      }
-      p.stages.push_back(std::move(st));
-      EvalOptions eo;
-      eo.optimizer = config.optimizer;
-      choose_codecs(p, t, config.wire, eo);
-      r.evaluation = evaluate(p, t, eo);
-      p.predicted_round_ms = r.evaluation.round_ms;
-      r.feasible = r.evaluation.feasible;
-      r.why = r.evaluation.infeasible_reason;
-    }
-    bool take = !have;
-    if (have && r.feasible != best.feasible) take = r.feasible;
-    else if (have && r.feasible && best.feasible)
-      take = better_plan(r.evaluation.round_ms, 1, r.evaluation.peak_memory_fraction,
-                         best.evaluation.round_ms, 1, best.evaluation.peak_memory_fraction);
-    if (take) {
-      best = std::move(r);
-      have = true;
-    }
-  }
-  best.planning_ms = elapsed_ms(start);
-  return best;
-}
-
 PlanResult make_plan(const ProfileTables& t, const TrainingConfig& config, Strategy strategy) {
   switch (strategy) {
     case Strategy::hpp: return plan_hpp(t, config);
     case Strategy::dp: return plan_dp(t, config);
     case Strategy::pp: return plan_pp(t, config);
+    case Strategy::single: return plan_single(t, config);
   }
   return plan_hpp(t, config);
 }

@@ -27,9 +27,10 @@
 
 namespace asteroid::planner {
 
-enum class Strategy { hpp, dp, pp };
+// hpp: the exact search; dp, pp and single: the baselines (baselines.h).
+enum class Strategy { hpp, dp, pp, single };
 
-// "hpp" | "dp" | "pp"; throws std::invalid_argument otherwise.
+// "hpp" | "dp" | "pp" | "single"; throws std::invalid_argument otherwise.
 Strategy parse_strategy(const std::string& name);
 const char* strategy_name(Strategy s);
 
@@ -84,10 +85,14 @@ struct PlanResult {
   SearchStats stats;
 };
 
+// The micro-batch counts a search tries: every divisor of the batch when
+// searched, else config.microbatches. Throws std::invalid_argument naming
+// a bad batch, M or codec block.
+std::vector<int> microbatch_choices(const TrainingConfig& config);
+
 // REQUIRES: config.batch >= 1 and (unless searched) divisible by
 // config.microbatches; throws std::invalid_argument otherwise.
 PlanResult plan_hpp(const ProfileTables& tables, const TrainingConfig& config);
-PlanResult plan_dp(const ProfileTables& tables, const TrainingConfig& config);
 PlanResult plan_pp(const ProfileTables& tables, const TrainingConfig& config);
 PlanResult make_plan(const ProfileTables& tables, const TrainingConfig& config, Strategy strategy);
 

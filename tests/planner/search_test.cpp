@@ -4,6 +4,7 @@
 
 #include "planner/allocation.h"
 #include "planner/report.h"
+#include "planner/baselines.h"
 #include "planner/search.h"
 #include "tests/planner/instances.h"
 

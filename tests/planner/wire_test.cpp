@@ -9,6 +9,7 @@
 #include "planner/cost_model.h"
 #include "planner/replan.h"
 #include "planner/report.h"
+#include "planner/baselines.h"
 #include "planner/search.h"
 #include "planner/simulator.h"
 #include "tests/planner/instances.h"
