@@ -62,7 +62,15 @@ RankedPlan rank_plans(const ProfileTables& t, const TrainingConfig& config, Stra
     fixed.search_microbatches = false;
     for (int m : microbatch_choices(config)) {
       fixed.microbatches = m;
-      consider("M=" + std::to_string(m), plan_hpp(t, fixed));
+      fixed.max_stages = 0;
+      PlanResult best = plan_hpp(t, fixed);
+      const int stages = static_cast<int>(best.plan.stages.size());
+      consider("M=" + std::to_string(m), std::move(best));
+      // Shallower pipelines wait less for their gradients.
+      for (int limit = stages - 1; limit >= 1; --limit) {
+        fixed.max_stages = limit;
+        consider("M=" + std::to_string(m) + " P<=" + std::to_string(limit), plan_hpp(t, fixed));
+      }
     }
     consider("single", plan_single(t, config));
   }
@@ -87,11 +95,11 @@ std::string explain_ranked_plan(const RankedPlan& ranked) {
   std::string out = explain_plan(r.plan, r.evaluation, r.planning_ms);
   if (ranked.candidates.size() < 2) return out;
   out += "\nranked by simulated round (the runtime's 1F1B rule; docs/planner.md):\n";
-  out += "candidate  M    stages  devices  model ms  simulated ms\n";
+  out += "candidate     M    stages  devices  model ms  simulated ms\n";
   char line[160];
   for (size_t i = 0; i < ranked.candidates.size(); ++i) {
     const Candidate& c = ranked.candidates[i];
-    std::snprintf(line, sizeof line, "%-9s  %-3d  %-6zu  %-7zu  %8.1f  %12.1f%s\n", c.source.c_str(),
+    std::snprintf(line, sizeof line, "%-12s  %-3d  %-6zu  %-7zu  %8.1f  %12.1f%s\n", c.source.c_str(),
                   c.plan.microbatches, c.plan.stages.size(), device_count(c.plan), c.model_round_ms,
                   c.simulated_round_ms, i == ranked.chosen ? "  <- chosen" : "");
     out += line;

@@ -8,9 +8,11 @@
 // search over the closed form stays the generator of candidates.
 //
 // Candidates, in this order: the search's optimum for the configuration as
-// given, its optimum for every other micro-batch count the configuration
-// allows, and the best device alone (baselines.h); duplicates and plans that
-// do not fit are left out. The shortest simulated round wins; ties
+// given; for every micro-batch count M the configuration allows, the
+// optimum at that M and, for that optimum's P stages, the optimum of at
+// most P - 1, P - 2, ..., 1 stages (TrainingConfig::max_stages: shallower
+// pipelines wait less); and the best device alone (baselines.h).
+// Duplicates and plans that do not fit are left out. The shortest simulated round wins; ties
 // (same_round) go to the earlier candidate.
 #pragma once
 

@@ -1423,8 +1423,13 @@ PlanResult run_search(const ProfileTables& t, const TrainingConfig& config, Stra
   std::unique_ptr<WireBytes> wire_bytes;
   if (any_lossy_codec(t, config.wire) && t.layer_count() <= 400)
     wire_bytes = std::make_unique<WireBytes>(t, wire_codecs(config.wire), config.codec_block);
-  auto search = [&](size_t mi, int k, SuffixSearch::Keep keep, bool count_skip,
-                    int max_stages = std::numeric_limits<int>::max(), double peak_below = kInf) {
+  // A stage limit (TrainingConfig::max_stages) needs the fronts that keep
+  // stage counts, and no seeding: the one-value DP does not respect it.
+  const bool limited = config.max_stages > 0;
+  const int stage_limit = limited ? config.max_stages : std::numeric_limits<int>::max();
+  auto search = [&](size_t mi, int k, SuffixSearch::Keep keep, bool count_skip, int max_stages = -1,
+                    double peak_below = kInf) {
+    if (max_stages < 0) max_stages = stage_limit;
     std::vector<int> dev = t.fastest(k);
     SuffixSearch s(t, rates[mi], dev, ms[mi], config.batch / ms[mi], k_opt, min_group, max_group,
                    &incumbent, &stats, keep, &bounds[{mi, k}], config.wire, config.codec_block, wire_bytes.get());
@@ -1438,7 +1443,7 @@ PlanResult run_search(const ProfileTables& t, const TrainingConfig& config, Stra
   // 1. Seed the incumbent with the one-value-per-cell DP (an upper bound) on
   //    a few sets, small first: 1, 2, 4, 8, ... and all N (measured: more
   //    seeds cost more than the pruning they buy).
-  for (size_t mi = 0; mi < ms.size(); ++mi)
+  for (size_t mi = 0; mi < ms.size() && !limited; ++mi)
     for (auto k = ks.rbegin(); k != ks.rend(); ++k)
       if ((*k & (*k - 1)) == 0 || *k == ks.front()) search(mi, *k, SuffixSearch::Keep::one, false);
   stats.seed_ms = elapsed_ms(start);
@@ -1452,7 +1457,7 @@ PlanResult run_search(const ProfileTables& t, const TrainingConfig& config, Stra
   double best_round = kInf;
   for (size_t mi = 0; mi < ms.size(); ++mi)
     for (int k : ks) {
-      Outcome o = search(mi, k, SuffixSearch::Keep::value, true);
+      Outcome o = search(mi, k, limited ? SuffixSearch::Keep::staged : SuffixSearch::Keep::value, true);
       if (!o.found) continue;
       if (o.round < best_round && !same_round(o.round, best_round)) ties.clear();
       best_round = std::min(best_round, o.round);

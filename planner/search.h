@@ -63,6 +63,9 @@ struct TrainingConfig {
   OptimizerKind optimizer = OptimizerKind::sgd;
   WirePolicy wire = WirePolicy::exact;                // codecs the plan may use
   uint32_t codec_block = wire_codec::kDefaultBlock;  // Plan::codec_block of the plans made
+  // hpp and pp: plans of at most this many stages (0: no limit). Still the
+  // exact optimum within the limit (a slower search: no seeding).
+  int max_stages = 0;
 };
 
 struct SearchStats {

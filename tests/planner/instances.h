@@ -131,9 +131,10 @@ inline void compositions(int n, int p, std::vector<int>& cur, std::vector<std::v
 // Exhaustive search of COST_MODEL.md's space for one M: every k, every P,
 // every device segmentation and every layer partition, allocated by
 // Algorithm 1 and timed by evaluate(). Same tie-breaks as the planner
-// (T_round, stages, peak memory, fewer devices).
+// (T_round, stages, peak memory, fewer devices). max_stages > 0: only plans
+// of at most that many stages.
 inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbatches,
-                                 OptimizerKind optimizer) {
+                                 OptimizerKind optimizer, int max_stages = 0) {
   Enumerated best;
   const int b = batch / microbatches;
   const int l = t.layer_count();
@@ -142,7 +143,7 @@ inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbat
   eo.optimizer = optimizer;
   for (int k = 1; k <= t.device_count(); ++k) {
     std::vector<int> dev = t.fastest(k);
-    for (int p = 1; p <= std::min(k, l); ++p) {
+    for (int p = 1; p <= std::min(k, l) && (max_stages <= 0 || p <= max_stages); ++p) {
       std::vector<std::vector<int>> groups, parts;
       std::vector<int> cur;
       compositions(k, p, cur, groups);

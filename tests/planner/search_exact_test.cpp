@@ -24,6 +24,7 @@ struct Case {
   int microbatches;
   int microbatch_size;
   OptimizerKind optimizer;
+  int max_stages = 0;  // TrainingConfig::max_stages
 };
 
 std::vector<Case> exactness_cases() {
@@ -76,11 +77,13 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
     cfg.batch = c.microbatches * c.microbatch_size;
     cfg.microbatches = c.microbatches;
     cfg.optimizer = c.optimizer;
-    Enumerated want = testing::enumerate_best(t, cfg.batch, cfg.microbatches, c.optimizer);
+    cfg.max_stages = c.max_stages;
+    Enumerated want = testing::enumerate_best(t, cfg.batch, cfg.microbatches, c.optimizer, c.max_stages);
     PlanResult got = plan_hpp(t, cfg);
     SCOPED_TRACE("seed " + std::to_string(c.seed) + " devices " + std::to_string(c.spec.devices) +
                  " layers " + std::to_string(c.spec.layers) + " M " + std::to_string(c.microbatches) +
-                 " B " + std::to_string(c.microbatch_size) + " (" + std::to_string(want.plans) +
+                 " B " + std::to_string(c.microbatch_size) + " max stages " + std::to_string(c.max_stages) +
+                 " (" + std::to_string(want.plans) +
                  " feasible plans)");
     ++compared;
     ASSERT_EQ(got.feasible, want.found) << got.why;
@@ -89,6 +92,7 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
     EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
         << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
     EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
+    if (c.max_stages > 0) EXPECT_LE(want.stages, c.max_stages);
     EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
     int used = 0;
     for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
@@ -108,6 +112,14 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
 TEST(SearchExact, MatchesExhaustiveEnumeration) {
   std::vector<Case> cases = exactness_cases();
   ASSERT_GE(cases.size(), 200u);
+  compare_with_enumeration(cases);
+}
+
+// TrainingConfig::max_stages (what ranking by simulation asks for): still
+// the exact optimum among the plans within the limit.
+TEST(SearchExact, MatchesExhaustiveEnumerationUnderAStageLimit) {
+  std::vector<Case> cases = exactness_cases();
+  for (size_t i = 0; i < cases.size(); ++i) cases[i].max_stages = 1 + static_cast<int>(i % 3);
   compare_with_enumeration(cases);
 }
 
