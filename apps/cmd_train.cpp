@@ -129,6 +129,11 @@ void add_train_command(CLI::App& app) {
                   "report the measured speedup (0: none)")
       ->capture_default_str()
       ->group(cluster);
+  cmd->add_option("--min-gain", j.min_gain,
+                  "a plan on several devices is trained only if it beats the best device alone by this fraction, "
+                  "simulated and in the probe")
+      ->capture_default_str()
+      ->group(cluster);
   cmd->add_option("--probe-rounds", j.probe_rounds,
                   "before training an hpp plan on several devices, train it and the best single device this many "
                   "rounds each and train the faster (0: trust the planner)")

@@ -177,8 +177,9 @@ struct Planned {
 // The device of a one-device plan.
 std::string only_device(const planner::Plan& plan) { return plan.stages.front().devices.front().id; }
 
-Planned plan_job(const std::string& strategy, planner::Ranking ranking, const planner::Cluster& cluster,
-                 const planner::Profile& profile, const planner::TrainingConfig& config) {
+Planned plan_job(const std::string& strategy, planner::Ranking ranking, double min_gain,
+                 const planner::Cluster& cluster, const planner::Profile& profile,
+                 const planner::TrainingConfig& config) {
   Planned p;
   const planner::ProfileTables tables(cluster, profile);
   planner::PlanResult single = planner::plan_single(tables, config);
@@ -187,7 +188,7 @@ Planned plan_job(const std::string& strategy, planner::Ranking ranking, const pl
     p.best_single_round_ms = single.evaluation.round_ms;
     p.best_single_plan = single.plan;
   }
-  p.ranked = planner::rank_plans(tables, config, planner::parse_strategy(strategy), ranking);
+  p.ranked = planner::rank_plans(tables, config, planner::parse_strategy(strategy), ranking, min_gain);
   return p;
 }
 
@@ -339,6 +340,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
   if (o.strategy != "hpp" && o.strategy != "dp" && o.strategy != "pp" && o.strategy != "single")
     throw std::invalid_argument("--strategy must be hpp, dp, pp or single, got '" + o.strategy + "'");
   if (o.microbatches < 0) throw std::invalid_argument("--microbatches must be >= 0 (0: searched)");
+  if (!(o.min_gain >= 0)) throw std::invalid_argument("--min-gain must be >= 0, got " + std::to_string(o.min_gain));
   if (o.probe_rounds < 0 || (o.probe_rounds > 0 && o.probe_rounds <= static_cast<int64_t>(kWarmupRounds)))
     throw std::invalid_argument("--probe-rounds must be 0 (no probe) or more than the " +
                                 std::to_string(kWarmupRounds) + " warm-up rounds, got " +
@@ -537,7 +539,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       say("[3/8] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
     } else {
       say("[3/8] planning (%s)\n", o.strategy.c_str());
-      Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), plan_cluster, *profile, config);
+      Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), o.min_gain, plan_cluster, *profile, config);
       timings["plan"] = planned.ranked.result.planning_ms / 1000;
       out.best_single_device = planned.best_single_device;
       if (planned.best_single_round_ms > 0) {
@@ -584,7 +586,7 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
       out.probe.plan_samples_per_s = measure_plan(d, plan, o.probe_rounds, run, "probe-plan");
       out.probe.single_samples_per_s = measure_plan(d, *baseline_plan, o.probe_rounds, run, "probe-single");
       timings["probe"] = seconds_since(t0);
-      out.probe.switched = out.probe.single_samples_per_s > out.probe.plan_samples_per_s;
+      out.probe.switched = out.probe.plan_samples_per_s <= out.probe.single_samples_per_s * (1 + o.min_gain);
       say("  probe: the plan %.1f samples/s, %s alone %.1f: training %s\n", out.probe.plan_samples_per_s,
           out.best_single_device.c_str(), out.probe.single_samples_per_s,
           (out.probe.switched ? out.best_single_device + " alone (the plan is kept as plan-candidate.json)"

@@ -58,6 +58,9 @@ struct TrainJobOptions {
   // How the plan is chosen among the search's candidates (planner/rank.h):
   // "simulated" (the runtime's 1F1B rule) or "model" (COST_MODEL.md alone).
   std::string rank = "simulated";
+  // A plan on several devices must beat the best device alone by this
+  // fraction, simulated (planner/rank.h) and in the probe, to be trained.
+  double min_gain = 0.05;
   uint32_t codec_block = 64;     // values per int8/int4 scale
   std::vector<int> profile_batches = {1, 2, 4, 8, 16, 32, 64};
   int profile_repeats = 5;
@@ -69,7 +72,7 @@ struct TrainJobOptions {
   // The probe (step 3): when hpp plans several devices, it and the best
   // single device each train this many rounds (the first 5 are warm-up)
   // from the job's initial weights, and the job trains whichever measured
-  // faster. 0: train the planner's choice unmeasured. Skipped with a given
+  // faster by --min-gain. 0: train the planner's choice unmeasured. Skipped with a given
   // plan, a checkpoint to resume or a fault schedule.
   int64_t probe_rounds = 20;
 };

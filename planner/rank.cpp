@@ -38,7 +38,8 @@ size_t device_count(const Plan& plan) {
 Ranking parse_ranking(const std::string& name) { return parse_named(kRankingNames, name, "ranking"); }
 const char* ranking_name(Ranking r) { return name_of(kRankingNames, r); }
 
-RankedPlan rank_plans(const ProfileTables& t, const TrainingConfig& config, Strategy strategy, Ranking ranking) {
+RankedPlan rank_plans(const ProfileTables& t, const TrainingConfig& config, Strategy strategy, Ranking ranking,
+                      double min_gain) {
   const auto start = std::chrono::steady_clock::now();
   RankedPlan ranked;
   std::vector<PlanResult> results;
@@ -83,6 +84,18 @@ RankedPlan rank_plans(const ProfileTables& t, const TrainingConfig& config, Stra
     if (c.simulated_round_ms < best.simulated_round_ms && !same_round(c.simulated_round_ms, best.simulated_round_ms))
       ranked.chosen = i;
   }
+  // The best device alone keeps the job unless a cluster plan beats it by min_gain.
+  int alone = -1;
+  for (size_t i = 0; i < ranked.candidates.size(); ++i) {
+    const Candidate& c = ranked.candidates[i];
+    if (device_count(c.plan) == 1 &&
+        (alone < 0 || c.simulated_round_ms < ranked.candidates[static_cast<size_t>(alone)].simulated_round_ms))
+      alone = static_cast<int>(i);
+  }
+  if (alone >= 0 && device_count(ranked.candidates[ranked.chosen].plan) > 1 &&
+      ranked.candidates[ranked.chosen].simulated_round_ms * (1 + min_gain) >=
+          ranked.candidates[static_cast<size_t>(alone)].simulated_round_ms)
+    ranked.chosen = static_cast<size_t>(alone);
   ranked.result = std::move(results[ranked.chosen]);
   ranked.result.plan.predicted_round_ms = ranked.candidates[ranked.chosen].simulated_round_ms;
   ranked.result.planning_ms =

@@ -12,8 +12,12 @@
 // optimum at that M and, for that optimum's P stages, the optimum of at
 // most P - 1, P - 2, ..., 1 stages (TrainingConfig::max_stages: shallower
 // pipelines wait less); and the best device alone (baselines.h).
-// Duplicates and plans that do not fit are left out. The shortest simulated round wins; ties
-// (same_round) go to the earlier candidate.
+// Duplicates and plans that do not fit are left out. The shortest simulated
+// round wins; ties (same_round) go to the earlier candidate. With min_gain
+// g > 0 a plan on several devices wins over the best one-device candidate
+// only when its simulated round is shorter by more than the fraction g: a
+// cluster plan has costs a round does not show (replication, exposure to
+// failures, shared links), and the simulation's error is of that order.
 #pragma once
 
 #include <string>
@@ -50,7 +54,8 @@ struct RankedPlan {
 
 // Strategies other than hpp have one candidate (their plan), simulated
 // under Ranking::simulated. Throws what make_plan throws.
-RankedPlan rank_plans(const ProfileTables& tables, const TrainingConfig& config, Strategy strategy, Ranking ranking);
+RankedPlan rank_plans(const ProfileTables& tables, const TrainingConfig& config, Strategy strategy, Ranking ranking,
+                      double min_gain = 0);
 
 // The chosen plan's table (report.h explain_plan) followed, when several
 // candidates were simulated, by the candidates: source, M, stages, devices,

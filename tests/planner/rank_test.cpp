@@ -94,6 +94,39 @@ TEST(Ranking, BySimulationChoosesTheShortestSimulatedRound) {
   EXPECT_GE(differs, 1);
 }
 
+// min_gain: a cluster plan must beat the best one-device candidate by that
+// fraction of its simulated round, else the device alone is chosen.
+TEST(Ranking, AClusterPlanMustBeatTheBestDeviceAloneByMinGain) {
+  int kept = 0, given_up = 0;
+  for (const auto& c : cases()) {
+    const ProfileTables t(c.instance.cluster, c.instance.profile);
+    const RankedPlan free = rank_plans(t, c.config, Strategy::hpp, Ranking::simulated, 0);
+    const RankedPlan strict = rank_plans(t, c.config, Strategy::hpp, Ranking::simulated, 0.25);
+    if (!free.result.feasible) continue;
+    double alone = 0;
+    for (const auto& cand : strict.candidates) {
+      size_t devices = 0;
+      for (const auto& s : cand.plan.stages) devices += s.devices.size();
+      if (devices == 1 && (alone == 0 || cand.simulated_round_ms < alone)) alone = cand.simulated_round_ms;
+    }
+    ASSERT_GT(alone, 0) << "no one-device candidate";
+    const Candidate& f = free.candidates[free.chosen];
+    const Candidate& s = strict.candidates[strict.chosen];
+    size_t devices = 0;
+    for (const auto& st : s.plan.stages) devices += st.devices.size();
+    if (devices > 1) {
+      EXPECT_LT(s.simulated_round_ms * 1.25, alone);
+      EXPECT_DOUBLE_EQ(s.simulated_round_ms, f.simulated_round_ms);
+      ++kept;
+    } else {
+      EXPECT_DOUBLE_EQ(s.simulated_round_ms, alone);
+      if (f.simulated_round_ms < alone) ++given_up;  // without the margin a cluster plan won
+    }
+  }
+  EXPECT_GE(kept, 1);
+  EXPECT_GE(given_up, 1);
+}
+
 TEST(Ranking, NamesRoundTripAndABadOneIsNamed) {
   EXPECT_EQ(parse_ranking("model"), Ranking::model);
   EXPECT_EQ(parse_ranking(ranking_name(Ranking::simulated)), Ranking::simulated);
