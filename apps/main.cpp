@@ -6,8 +6,12 @@
 #include <string>
 
 #include "apps/commands.h"
+#include "compute/memory_reuse.h"
 
 int main(int argc, char** argv) {
+  // Before any tensor: nodes, jobs and the profiler reuse freed memory
+  // instead of faulting it in again every micro-batch (compute/memory_reuse.h).
+  asteroid::compute::keep_freed_memory();
   CLI::App app{"Asteroid: hybrid pipeline parallel training on heterogeneous edge devices"};
   app.require_subcommand(0, 1);
   // Every command takes --log-level (before or after its name): spdlog's

@@ -51,6 +51,10 @@ import analyze  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 DDP_SCRIPT = os.path.join(ROOT, "bench", "ddp", "ddp_train.py")
+# The same glibc settings as Asteroid's processes (compute/memory_reuse.h):
+# freed tensor memory stays in the process, so the baseline pays no page
+# faults that Asteroid does not.
+DDP_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(0x7fffffff))
 
 # Per model: batch, rounds (quick, full), warm-up rounds, optimizer, lr,
 # profiled batch sizes and repeats, rounds of the per-device single runs;
@@ -382,7 +386,7 @@ class Bench:
             logf.write("$ " + " ".join(cmd) + "\n")
             logf.flush()
             procs.append((subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-                                           cwd=ROOT), logf))
+                                           cwd=ROOT, env=DDP_ENV), logf))
         rcs = []
         for p, logf in procs:
             left = max(1.0, timeout - (time.time() - t0))
