@@ -32,10 +32,10 @@ struct DownGuard {
 
 TEST(Cli, UnknownPresetFailsClearly) {
   TempDir tmp;
-  CommandResult r = test::run({kAsteroid, "cluster", "up", "--env", "Q", "--dir", tmp / "c"});
+  CommandResult r = test::run({kAsteroid, "cluster", "up", "--env", "Q", "--dir", tmp.file("c")});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("unknown preset 'Q': expected one of A, B, C, D"), std::string::npos) << r.err;
-  EXPECT_FALSE(std::filesystem::exists(tmp / "c/nodes.json"));
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("c/nodes.json")));
 }
 
 TEST(Cli, PresetsTable) {
@@ -46,7 +46,7 @@ TEST(Cli, PresetsTable) {
 
 TEST(Cli, UpStatusInjectExecDown) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   DownGuard guard{dir};
   CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "D", "--dir", dir, "--node-command",
                                 kHelper + " node", "--ready-timeout", "30"});
@@ -86,7 +86,7 @@ TEST(Cli, UpStatusInjectExecDown) {
 
 TEST(Cli, FailingUpLeavesNothing) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "A", "--dir", dir, "--node-command",
                                 kHelper + " node --fail-id nano-3"});
   EXPECT_NE(up.status, 0);
@@ -100,12 +100,12 @@ TEST(Cli, FailingUpLeavesNothing) {
 // `cluster down` finds everything in nodes.json and removes it.
 TEST(Cli, DownAfterTheLauncherWasKilled) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   DownGuard guard{dir};
   SpawnOptions so;
   so.argv = {kAsteroid, "cluster", "up", "--env", "D", "--dir", dir, "--node-command", kHelper + " hang",
              "--ready-timeout", "60"};
-  so.output_file = tmp / "up.log";
+  so.output_file = tmp.file("up.log");
   Subprocess up = Subprocess::spawn(so);
   auto deadline = Clock::now() + Millis(30000);
   while (test::recorded_processes(dir).size() < 4 && Clock::now() < deadline) std::this_thread::sleep_for(Millis(10));
@@ -125,7 +125,7 @@ TEST(Cli, DownAfterTheLauncherWasKilled) {
 TEST(Cli, ProbeLinkThroughClusterExec) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   DownGuard guard{dir};
   CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "D", "--bandwidth", "100", "--dir", dir,
                                 "--node-command", kHelper + " node"});
@@ -153,7 +153,7 @@ TEST(Cli, ProbeLinkThroughClusterExec) {
 // The real `asteroid node` under the emulation this machine offers.
 TEST(Cli, RealNodesComeUpAndGoDown) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   DownGuard guard{dir};
   CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "D", "--dir", dir, "--ready-timeout", "120"},
                                Millis(180000));

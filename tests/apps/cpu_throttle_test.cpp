@@ -1,5 +1,6 @@
 // compute/cpu_throttle.h (header-only, torch-free; tested here with the testbed).
 #include "compute/cpu_throttle.h"
+#include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@ namespace asteroid::compute {
 namespace {
 
 using SC = std::chrono::steady_clock;
+using test_support::TempDir;
 
 double thread_cpu_s() {
   timespec ts{};
@@ -69,10 +71,8 @@ TEST(CpuThrottle, SectionThrottlesItsScope) {
 }
 
 TEST(CpuThrottle, ControlFileDividesTheShare) {
-  char path[] = "/tmp/asteroid-throttle-XXXXXX";
-  int fd = ::mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
+  const TempDir dir("asteroid-throttle");
+  const std::string path = dir.file("slow");
   {
     std::ofstream(path) << "2\n";
   }
@@ -86,7 +86,7 @@ TEST(CpuThrottle, ControlFileDividesTheShare) {
   CpuThrottle u(0.5);
   u.set_control_file(path);
   EXPECT_DOUBLE_EQ(u.share(), 0.5);  // unreadable: no change
-  ::unlink(path);
+  ::unlink(path.c_str());
   CpuThrottle w(1.0);
   w.set_control_file(path);  // missing: factor 1
   EXPECT_DOUBLE_EQ(w.slow_factor(), 1);

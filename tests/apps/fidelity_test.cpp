@@ -79,7 +79,7 @@ double measure_device_link(EmulatedCluster& c, double seconds) {
 TEST(FidelityLink, HundredMbitBetweenTwoDevicesNetns) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
-  EmulatedCluster c = EmulatedCluster::up(two_devices(100, 1, 1), options(tmp / "c", CpuMode::none, NetMode::netns));
+  EmulatedCluster c = EmulatedCluster::up(two_devices(100, 1, 1), options(tmp.file("c"), CpuMode::none, NetMode::netns));
   double mbps = measure_device_link(c, 3.0);
   std::printf("netns-tc, 100 Mbit/s link, device to device: %.1f Mbit/s payload\n", mbps);
   RecordProperty("netns_100_mbps", std::to_string(mbps));
@@ -92,7 +92,7 @@ TEST(FidelityLink, PerPairOverrideNetns) {
   TempDir tmp;
   ClusterSpec spec = two_devices(1000, 1, 1);
   spec.cluster.links.push_back({"dev0", "dev1", 50});
-  EmulatedCluster c = EmulatedCluster::up(spec, options(tmp / "c", CpuMode::none, NetMode::netns));
+  EmulatedCluster c = EmulatedCluster::up(spec, options(tmp.file("c"), CpuMode::none, NetMode::netns));
   double mbps = measure_device_link(c, 2.0);
   std::printf("netns-tc, 50 Mbit/s pair override on a 1000 Mbit/s cluster: %.1f Mbit/s payload\n", mbps);
   EXPECT_GE(mbps, 45);
@@ -101,7 +101,7 @@ TEST(FidelityLink, PerPairOverrideNetns) {
 
 TEST(FidelityLink, HundredMbitThroughTheRelay) {
   TempDir tmp;
-  EmulatedCluster c = EmulatedCluster::up(two_devices(100, 1, 1), options(tmp / "c", CpuMode::none, NetMode::relay));
+  EmulatedCluster c = EmulatedCluster::up(two_devices(100, 1, 1), options(tmp.file("c"), CpuMode::none, NetMode::relay));
   planner::Cluster cl = c.cluster();
   // The sender is outside the cluster (the relay mode has no namespaces);
   // dev1's node (the stand-in) logs what it received.
@@ -160,7 +160,7 @@ TEST(FidelityCpu, HalfShareTakesTwiceAsLongCgroup) {
   SKIP_WITHOUT_CGROUPS();
   TempDir tmp;
   EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.1),
-                                          options(tmp / "c", CpuMode::cgroup, NetMode::none));
+                                          options(tmp.file("c"), CpuMode::cgroup, NetMode::none));
   ASSERT_NE(c.mechanisms().cpu.find("cgroup"), std::string::npos);
   double ratio = cpu_ratio(c, calibrate(0.15));
   std::printf("%s, shares 0.2 vs 0.1: slow/fast = %.3f\n", c.mechanisms().cpu.c_str(), ratio);
@@ -171,7 +171,7 @@ TEST(FidelityCpu, HalfShareTakesTwiceAsLongCgroup) {
 TEST(FidelityCpu, HalfShareTakesTwiceAsLongThrottle) {
   TempDir tmp;
   EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.1),
-                                          options(tmp / "c", CpuMode::throttle, NetMode::none));
+                                          options(tmp.file("c"), CpuMode::throttle, NetMode::none));
   double ratio = cpu_ratio(c, calibrate(0.15));
   std::printf("throttle, shares 0.2 vs 0.1: slow/fast = %.3f\n", ratio);
   EXPECT_GE(ratio, 1.6);
@@ -182,7 +182,7 @@ TEST(FidelityCpu, SlowFaultDividesTheShare) {
   TempDir tmp;
   // Both devices 0.2; then dev1 slowed by 2 => the same 2x ratio.
   EmulatedCluster c = EmulatedCluster::up(two_devices(1000, 0.2, 0.2),
-                                          options(tmp / "c", CpuMode::automatic, NetMode::none));
+                                          options(tmp.file("c"), CpuMode::automatic, NetMode::none));
   c.inject_slow("dev1", 2);
   double ratio = cpu_ratio(c, calibrate(0.15));
   std::printf("%s, slow dev1 x2: slow/fast = %.3f\n", c.mechanisms().cpu.c_str(), ratio);

@@ -210,7 +210,7 @@ long heartbeat_class_packets(const std::string& netns, const std::string& dev) {
 TEST(HeartbeatPath, DatagramsHoldTheDefaultDeadlineWhileBulkDataFillsTheLink) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
-  EmulatedCluster cluster = EmulatedCluster::up(two_devices(), options(tmp / "c"));
+  EmulatedCluster cluster = EmulatedCluster::up(two_devices(), options(tmp.file("c")));
   const planner::Device device = cluster.cluster().devices[0];
   PathResult datagram, actor;
   std::string failure;
@@ -272,7 +272,7 @@ TEST(HeartbeatPath, DatagramsHoldTheDefaultDeadlineWhileBulkDataFillsTheLink) {
 // relay forwards heartbeat datagrams on that port number to the node's.
 TEST(HeartbeatPath, DatagramsReachTheNodeThroughTheRelay) {
   TempDir tmp;
-  LaunchOptions o = options(tmp / "c");
+  LaunchOptions o = options(tmp.file("c"));
   o.net = NetMode::relay;
   EmulatedCluster cluster = EmulatedCluster::up(two_devices(), o);
   std::mutex mutex;

@@ -64,7 +64,7 @@ void expect_nothing_left(const std::string& dir, const std::vector<ProcessRef>& 
 
 TEST(Launcher, RelayModeUpStatusDown) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   std::vector<ProcessRef> procs;
   {
     EmulatedCluster c = EmulatedCluster::up(small_spec(3, 100), options(dir, CpuMode::throttle, NetMode::relay));
@@ -103,7 +103,7 @@ TEST(Launcher, RelayModeUpStatusDown) {
 
 TEST(Launcher, DestructorTearsDown) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   std::vector<ProcessRef> procs;
   {
     EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::throttle, NetMode::relay));
@@ -116,7 +116,7 @@ TEST(Launcher, DestructorTearsDown) {
 
 TEST(Launcher, DetachKeepsItRunningAndAttachStopsIt) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   std::vector<ProcessRef> procs;
   {
     EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::none, NetMode::none));
@@ -135,7 +135,7 @@ TEST(Launcher, FailingNodeLeavesNothingBehind) {
     if (root && !test::netns_support().available) continue;
     SCOPED_TRACE(root ? "netns + cgroups" : "relay + throttle");
     TempDir tmp;
-    std::string dir = tmp / "c";
+    std::string dir = tmp.file("c");
     LaunchOptions o = root ? options(dir, CpuMode::automatic, NetMode::automatic)
                            : options(dir, CpuMode::throttle, NetMode::relay);
     o.node_command = {kHelper, "node", "--fail-id", "dev2"};  // the last node exits at once
@@ -154,7 +154,7 @@ TEST(Launcher, FailingNodeLeavesNothingBehind) {
 
 TEST(Launcher, MissingNodeProgramLeavesNothingBehind) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   LaunchOptions o = options(dir, CpuMode::automatic, NetMode::automatic);
   o.node_command = {"/nonexistent/asteroid", "node"};
   EXPECT_THROW(EmulatedCluster::up(small_spec(2), o), SpawnError);
@@ -163,7 +163,7 @@ TEST(Launcher, MissingNodeProgramLeavesNothingBehind) {
 
 TEST(Launcher, NodeThatNeverListensTimesOutAndIsKilled) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   LaunchOptions o = options(dir, CpuMode::throttle, NetMode::relay);
   o.node_command = {"/bin/sh", "-c", "exec sleep 60", "sh"};
   o.ready_timeout = Millis(600);
@@ -180,7 +180,7 @@ TEST(Launcher, NodeThatNeverListensTimesOutAndIsKilled) {
 
 TEST(Launcher, CancelAbortsAndCleansUp) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   std::atomic<bool> cancel{false};
   LaunchOptions o = options(dir, CpuMode::automatic, NetMode::automatic);
   o.node_command = {"/bin/sh", "-c", "exec sleep 60", "sh"};
@@ -204,7 +204,7 @@ TEST(Launcher, CancelAbortsAndCleansUp) {
 
 TEST(Launcher, ExecRunsAsTheDevice) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::throttle, NetMode::relay));
   SpawnOptions so;
   so.capture_stdout = true;
@@ -218,7 +218,7 @@ TEST(Launcher, ExecRunsAsTheDevice) {
 
 TEST(Launcher, FaultsFreezeThawKillRestartSlowInRelayMode) {
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::throttle, NetMode::relay));
   auto state_of = [&](const std::string& id) {
     for (const auto& n : c.status().nodes)
@@ -268,7 +268,7 @@ TEST(Launcher, FaultsFreezeThawKillRestartSlowInRelayMode) {
 
 TEST(Launcher, UnreachableDevicesAreNamed) {
   TempDir tmp;
-  EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(tmp / "c", CpuMode::none, NetMode::relay));
+  EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(tmp.file("c"), CpuMode::none, NetMode::relay));
   planner::Cluster cl = c.cluster();
   EXPECT_TRUE(unreachable_devices(cl, Millis(2000)).empty());
   c.inject_kill("dev1");
@@ -299,7 +299,7 @@ TEST(Launcher, UnknownPresetIsAClearError) {
 TEST(Launcher, ForcedMechanismThatIsMissingIsAnError) {
   if (test::netns_support().available) GTEST_SKIP() << "network namespaces are available here";
   TempDir tmp;
-  EXPECT_THROW(EmulatedCluster::up(small_spec(2), options(tmp / "c", CpuMode::none, NetMode::netns)),
+  EXPECT_THROW(EmulatedCluster::up(small_spec(2), options(tmp.file("c"), CpuMode::none, NetMode::netns)),
                std::runtime_error);
 }
 
@@ -309,7 +309,7 @@ TEST(LauncherRoot, NamespacesCgroupsAndCleanUp) {
   SKIP_WITHOUT_NETNS();
   SKIP_WITHOUT_CGROUPS();
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   ClusterSpec spec = preset_spec("D", 100, 1.5);
   std::vector<ProcessRef> procs;
   std::string cid;
@@ -371,7 +371,7 @@ TEST(LauncherRoot, NamespacesCgroupsAndCleanUp) {
 TEST(LauncherRoot, CutAndHealLinkBetweenTwoDevices) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   EmulatedCluster c = EmulatedCluster::up(small_spec(3), options(dir, CpuMode::none, NetMode::netns));
   planner::Cluster cl = c.cluster();
   auto reach = [&](const std::string& from, int to) {
@@ -414,7 +414,7 @@ TEST(LauncherRoot, CutAndHealLinkBetweenTwoDevices) {
 TEST(LauncherRoot, EnterClusterNetworkReachesTheNodes) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
-  std::string dir = tmp / "c";
+  std::string dir = tmp.file("c");
   EmulatedCluster c = EmulatedCluster::up(small_spec(2), options(dir, CpuMode::none, NetMode::netns));
   planner::Cluster cl = c.cluster();
   pid_t pid = ::fork();
@@ -447,8 +447,8 @@ TEST(LauncherRoot, EnterClusterNetworkReachesTheNodes) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   // Relay or no emulation: nothing to enter.
   TempDir other;
-  EmulatedCluster r = EmulatedCluster::up(small_spec(1), options(other / "c", CpuMode::none, NetMode::relay));
-  EXPECT_EQ(enter_cluster_network(other / "c"), "relay");
+  EmulatedCluster r = EmulatedCluster::up(small_spec(1), options(other.file("c"), CpuMode::none, NetMode::relay));
+  EXPECT_EQ(enter_cluster_network(other.file("c")), "relay");
   EXPECT_EQ(enter_cluster_network(tmp.path()), "none");  // no nodes.json: real devices
 }
 

@@ -7,9 +7,12 @@
 #include <thread>
 
 #include "apps/testbed/process.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::testbed {
 namespace {
+
+using test_support::TempDir;
 
 TEST(Process, RunCommandCapturesOutputAndStatus) {
   CommandResult r = run_command({"sh", "-c", "echo out; echo err >&2; exit 7"});
@@ -91,27 +94,23 @@ TEST(Process, RecycledPidIsNotAlive) {
 }
 
 TEST(Process, EnvironmentAndOutputFile) {
-  char tmpl[] = "/tmp/asteroid-proc-XXXXXX";
-  int fd = ::mkstemp(tmpl);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
+  const TempDir dir("asteroid-proc");
+  const std::string out = dir.file("out");
   SpawnOptions o;
   o.argv = {"sh", "-c", "echo \"$ASTEROID_X\""};
   o.env = {{"ASTEROID_X", "hello"}};
-  o.output_file = tmpl;
+  o.output_file = out;
   Subprocess p = Subprocess::spawn(o);
   EXPECT_EQ(p.wait_for(Millis(5000)), std::optional<int>(0));
-  std::ifstream in(tmpl);
+  std::ifstream in(out);
   std::string line;
   std::getline(in, line);
   EXPECT_EQ(line, "hello");
-  ::unlink(tmpl);
 }
 
 TEST(Process, OnForkedRunsBeforeExec) {
-  char dir[] = "/tmp/asteroid-fork-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  std::string marker = std::string(dir) + "/ran";
+  const TempDir dir("asteroid-fork");
+  const std::string marker = dir.file("ran");
   SpawnOptions o;
   o.argv = {"touch", marker};
   pid_t seen = 0;
@@ -129,7 +128,6 @@ TEST(Process, OnForkedRunsBeforeExec) {
   o.on_forked = [](pid_t) { throw std::runtime_error("cannot record"); };
   EXPECT_THROW(Subprocess::spawn(o), std::runtime_error);
   EXPECT_FALSE(std::ifstream(marker).good());
-  ::rmdir(dir);
 }
 
 }  // namespace

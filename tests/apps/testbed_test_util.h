@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "apps/testbed/cgroups.h"
+#include "tests/support/temp_dir.h"
 #include "apps/testbed/netns.h"
 #include "apps/testbed/process.h"
 
@@ -22,26 +23,7 @@ namespace asteroid::testbed::test {
 inline const std::string kHelper = TESTBED_HELPER;
 inline const std::string kAsteroid = ASTEROID_BIN;
 
-// A fresh directory, removed (recursively) on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "asteroid-testbed-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test_support::TempDir;
 
 inline const NetnsSupport& netns_support() {
   static NetnsSupport s = detect_netns();

@@ -92,9 +92,9 @@ std::vector<std::string> train_args(std::vector<std::string> extra) {
 
 TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
   TempDir tmp;
-  const std::string run = tmp / "run";
+  const std::string run = tmp.file("run");
   RunGuard guard{run};
-  const std::string faults = tmp / "faults.json";
+  const std::string faults = tmp.file("faults.json");
   std::ofstream(faults) << R"([{"round": 5, "action": "slow", "device": "nano-0", "factor": 2},
                               {"round": 12, "action": "slow", "device": "nano-0", "factor": 1},
                               {"after_s": 0.2, "action": "slow", "device": "nano-1", "factor": 1},
@@ -194,9 +194,9 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
 
 TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
   TempDir tmp;
-  const std::string run = tmp / "run";
+  const std::string run = tmp.file("run");
   RunGuard guard{run};
-  const std::string faults = tmp / "faults.json";
+  const std::string faults = tmp.file("faults.json");
   // dp: every device is in the one group, so the killed one is in the plan.
   std::ofstream(faults) << R"({"faults": [{"round": 8, "action": "kill", "device": "nano-2"}]})";
   CommandResult r = test::run(train_args({"--env", "D", "--strategy", "dp", "--rounds", "20", "--out", run, "--faults",
@@ -221,7 +221,7 @@ TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
 
 TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   TempDir tmp;
-  const std::string run = tmp / "run";
+  const std::string run = tmp.file("run");
   RunGuard guard{run};
   SpawnOptions o;
   o.argv = train_args({"--env", "D", "--rounds", "100000", "--out", run, "--no-plots"});
@@ -256,7 +256,7 @@ TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
 // from the same initial weights (round 0's loss is the probe's).
 TEST(TrainJob, TheProbeTrainsTheFasterOfThePlanAndTheBestDeviceAlone) {
   TempDir tmp;
-  const std::string run = tmp / "run";
+  const std::string run = tmp.file("run");
   RunGuard guard{run};
   CommandResult r = test::run(train_args({"--env", "A", "--rounds", "8", "--probe-rounds", "7", "--min-gain", "0.05", "--no-plots",
                                           "--out", run}),
@@ -310,18 +310,18 @@ TEST(TrainJob, TheProbeTrainsTheFasterOfThePlanAndTheBestDeviceAlone) {
 
 TEST(TrainJob, AProbeTooShortToMeasureIsRefused) {
   TempDir tmp;
-  CommandResult r = test::run(train_args({"--env", "A", "--probe-rounds", "3", "--out", tmp / "run"}), Millis(60000));
+  CommandResult r = test::run(train_args({"--env", "A", "--probe-rounds", "3", "--out", tmp.file("run")}), Millis(60000));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("--probe-rounds must be 0"), std::string::npos) << r.err;
-  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+  EXPECT_FALSE(fs::exists(tmp.file("run/cluster")));
 }
 
 TEST(TrainJob, UnknownPresetFailsBeforeAnythingStarts) {
   TempDir tmp;
-  CommandResult r = test::run(train_args({"--env", "Q", "--out", tmp / "run"}), Millis(60000));
+  CommandResult r = test::run(train_args({"--env", "Q", "--out", tmp.file("run")}), Millis(60000));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("unknown preset 'Q'"), std::string::npos) << r.err;
-  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+  EXPECT_FALSE(fs::exists(tmp.file("run/cluster")));
 }
 
 TEST(TrainJob, AModelThatFitsNowhereFailsClearly) {
@@ -329,32 +329,32 @@ TEST(TrainJob, AModelThatFitsNowhereFailsClearly) {
   // bert-small's activations for 4096 samples in one micro-batch: ~150 GB
   // against env D's 20 GiB.
   CommandResult r = test::run({kAsteroid, "train", "--env", "D", "--model", "bert-small", "--batch", "4096",
-                               "--microbatches", "1", "--out", tmp / "run", "--progress", "off"},
+                               "--microbatches", "1", "--out", tmp.file("run"), "--progress", "off"},
                               Millis(120000));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("bert-small"), std::string::npos) << r.err;
-  EXPECT_TRUE(left_running(tmp / "run").empty());
-  EXPECT_FALSE(fs::exists(tmp / "run/cluster/nodes.json"));
+  EXPECT_TRUE(left_running(tmp.file("run")).empty());
+  EXPECT_FALSE(fs::exists(tmp.file("run/cluster/nodes.json")));
 }
 
 TEST(TrainJob, UnreachableDevicesAreNamed) {
   TempDir tmp;
-  const std::string cluster = tmp / "cluster.json";
+  const std::string cluster = tmp.file("cluster.json");
   std::ofstream(cluster) << R"({"default_bandwidth_mbps": 1000, "devices": [
       {"id": "far-0", "host": "127.0.0.1", "port": )" << free_port()
                          << R"(, "memory_mb": 4096},
       {"id": "far-1", "host": "127.0.0.1", "port": )" << free_port()
                          << R"(, "memory_mb": 4096}]})";
   const auto t0 = std::chrono::steady_clock::now();
-  CommandResult r = test::run(train_args({"--cluster", cluster, "--out", tmp / "run", "--rounds", "5"}),
+  CommandResult r = test::run(train_args({"--cluster", cluster, "--out", tmp.file("run"), "--rounds", "5"}),
                               Millis(60000));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("far-0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("far-1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30);
-  EXPECT_TRUE(fs::exists(tmp / "run/error.txt"));
+  EXPECT_TRUE(fs::exists(tmp.file("run/error.txt")));
 }
 
 TEST(TrainJob, MalformedFaultScheduleIsNamed) {
@@ -374,14 +374,14 @@ TEST(TrainJob, MalformedFaultScheduleIsNamed) {
       {R"([{"round": 2, )", "not JSON"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string path = tmp / ("faults" + std::to_string(i) + ".json");
+    const std::string path = tmp.file("faults" + std::to_string(i) + ".json");
     std::ofstream(path) << cases[i].text;
-    CommandResult r = test::run(train_args({"--env", "D", "--faults", path, "--out", tmp / "run"}), Millis(60000));
+    CommandResult r = test::run(train_args({"--env", "D", "--faults", path, "--out", tmp.file("run")}), Millis(60000));
     EXPECT_NE(r.status, 0) << cases[i].text;
     EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(cases[i].expect), std::string::npos) << cases[i].text << "\n" << r.err;
   }
-  EXPECT_FALSE(fs::exists(tmp / "run/cluster"));
+  EXPECT_FALSE(fs::exists(tmp.file("run/cluster")));
 }
 
 }  // namespace

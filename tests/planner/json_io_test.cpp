@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "planner/json_io.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::planner {
 namespace {
@@ -16,15 +17,8 @@ namespace fs = std::filesystem;
 // A fresh directory per test, removed afterwards.
 class JsonIo : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "planner_json_XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   std::string write(const std::string& name, const std::string& text) {
-    std::string path = (dir_ / name).string();
+    std::string path = dir_.file(name);
     std::ofstream(path) << text;
     return path;
   }
@@ -43,7 +37,7 @@ class JsonIo : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
+  test_support::TempDir dir_{"planner-json"};
 };
 
 const char* kCluster = R"({
@@ -100,7 +94,7 @@ TEST_F(JsonIo, RoundTrips) {
   Profile p = load_profile(write("profile.json", kProfile));
   Plan plan = load_plan(write("plan.json", kPlan));
   plan.idle_devices = {"nano1"};
-  std::string cp = (dir_ / "c2.json").string(), pp = (dir_ / "p2.json").string(), lp = (dir_ / "l2.json").string();
+  std::string cp = dir_.file("c2.json"), pp = dir_.file("p2.json"), lp = dir_.file("l2.json");
   save_cluster(c, cp);
   save_profile(p, pp);
   save_plan(plan, lp, {{"dominant_step", 2}, {"batch", 999}});
@@ -114,7 +108,7 @@ TEST_F(JsonIo, RoundTrips) {
 
 TEST_F(JsonIo, SavingToAnUnwritablePathNamesIt) {
   Plan plan = load_plan(write("plan.json", kPlan));
-  std::string bad = (dir_ / "no_such_dir" / "plan.json").string();
+  std::string bad = dir_.file("no_such_dir/plan.json");
   try {
     save_plan(plan, bad);
     ADD_FAILURE() << "no error";
@@ -149,7 +143,7 @@ TEST_F(JsonIo, MalformedClusters) {
   expect_error(write("j.json", R"({"devices": [{"id": "x", "memory_mb": 1, "port": 70000}], "default_bandwidth_mbps": 10})"),
                load, {"devices[0].port", "0..65535"});
   expect_error(write("k.json", R"({"devices": [})"), load, {"expected JSON"});
-  expect_error((dir_ / "missing.json").string(), load, {"cannot open"});
+  expect_error(dir_.file("missing.json"), load, {"cannot open"});
 }
 
 TEST_F(JsonIo, MalformedProfiles) {
@@ -249,7 +243,7 @@ TEST_F(JsonIo, ReadsAndRoundTripsCodecSpeedsAndPlanCodecs) {
   EXPECT_DOUBLE_EQ(nx.codecs.at(Codec::int8).decode_mb_s, 1400);
   EXPECT_DOUBLE_EQ(nx.codecs.at(Codec::fp16).decode_mb_s, 950);
   EXPECT_TRUE(p.devices.at("nano0").codecs.empty());
-  std::string pp = (dir_ / "p2.json").string();
+  std::string pp = dir_.file("p2.json");
   save_profile(p, pp);
   EXPECT_EQ(profile_to_json(load_profile(pp)), profile_to_json(p));
   EXPECT_FALSE(read_json_file(pp)["devices"]["nano0"].contains("codecs"));  // absent stays absent
@@ -263,7 +257,7 @@ TEST_F(JsonIo, ReadsAndRoundTripsCodecSpeedsAndPlanCodecs) {
   }
   // ...and is written with them (the runtime reads them), the last stage
   // without a to_next_codec.
-  std::string lp = (dir_ / "l2.json").string();
+  std::string lp = dir_.file("l2.json");
   save_plan(plan, lp);
   nlohmann::json saved = read_json_file(lp);
   EXPECT_EQ(saved["codec_block"], 64);

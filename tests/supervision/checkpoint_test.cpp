@@ -6,24 +6,15 @@
 #include <fstream>
 
 #include "supervision/checkpoint.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::supervision {
 namespace {
 
-// This process's directory for its files, removed when the process ends.
-struct ScratchDir {
-  std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("asteroid-ckpt-" + std::to_string(::getpid()));
-  ScratchDir() { std::filesystem::create_directories(path); }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
+// A file in this process's scratch directory, removed when the process ends.
 std::string temp_path(const std::string& name) {
-  static const ScratchDir dir;
-  return (dir.path / name).string();
+  static const test_support::TempDir dir("asteroid-ckpt");
+  return dir.file(name);
 }
 
 Checkpoint sample() {

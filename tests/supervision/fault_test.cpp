@@ -21,6 +21,7 @@
 #include "messages/tensor_codec.h"
 #include "supervision/job_supervisor.h"
 #include "tests/support/local_nodes.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::supervision {
 namespace {
@@ -262,10 +263,9 @@ TEST(StopAndRestart, GoesBackToTheLastCheckpoint) {
   // the rounds after it run again. Checkpoints are due after rounds 2 and
   // 5 (every 3 rounds); when round 5 commits together with round 6 (the
   // commit of a round waits for its replicas), the checkpoint is of round 6.
-  const auto dir = std::filesystem::temp_directory_path() / ("asteroid-restart-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const test_support::TempDir dir("asteroid-restart");
   LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d1", {"--crash-at", "backward:7"}}});
-  const Outcome run = train(nodes, {}, (dir / "checkpoint.bin").string(), Recovery::restart);
+  const Outcome run = train(nodes, {}, dir.file("checkpoint.bin"), Recovery::restart);
   ASSERT_EQ(run.failures.size(), 1u);
   EXPECT_EQ(run.failures[0].replan, "restart");
   const uint64_t from = run.failures[0].resumed_from;
@@ -284,7 +284,6 @@ TEST(StopAndRestart, GoesBackToTheLastCheckpoint) {
   EXPECT_NEAR(run.committed.back().loss, reference.committed.back().loss,
               1e-3 * std::abs(reference.committed.back().loss));
   EXPECT_NEAR(run.accuracy, reference.accuracy, 0.02);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(PipelineReplay, NoReplicaLeftStopsWithAClearMessage) {

@@ -14,6 +14,7 @@
 
 #include "planner/json_io.h"
 #include "tests/support/local_nodes.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::supervision {
 namespace {
@@ -23,27 +24,23 @@ using test_support::LocalNodes;
 
 constexpr int kRounds = 12;
 
+// A test's directory (removed when it ends) with its cluster and plan files.
 struct Paths {
+  test_support::TempDir scratch;
   fs::path dir, cluster, plan;
-};
 
-Paths prepare(const LocalNodes& nodes, const std::string& name) {
-  Paths p;
-  p.dir = fs::temp_directory_path() / ("asteroid-resume-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(p.dir);
-  fs::create_directories(p.dir);
-  p.cluster = p.dir / "cluster.json";
-  p.plan = p.dir / "plan.json";
-  planner::save_cluster(nodes.cluster(), p.cluster.string());
-  planner::Plan plan;
-  plan.strategy = "custom";
-  plan.batch = 32;
-  plan.microbatches = 4;
-  plan.microbatch_size = 8;
-  plan.stages = {{0, 2, {{"d0", 8}}}, {2, 4, {{"d1", 5}, {"d2", 3}}}, {4, 6, {{"d3", 8}}}};
-  planner::save_plan(plan, p.plan.string());
-  return p;
-}
+  Paths(const LocalNodes& nodes, const std::string& name)
+      : scratch("asteroid-resume-" + name), dir(scratch.path()), cluster(dir / "cluster.json"), plan(dir / "plan.json") {
+    planner::save_cluster(nodes.cluster(), cluster.string());
+    planner::Plan p;
+    p.strategy = "custom";
+    p.batch = 32;
+    p.microbatches = 4;
+    p.microbatch_size = 8;
+    p.stages = {{0, 2, {{"d0", 8}}}, {2, 4, {{"d1", 5}, {"d2", 3}}}, {4, 6, {{"d3", 8}}}};
+    planner::save_plan(p, plan.string());
+  }
+};
 
 std::vector<std::string> train_args(const Paths& p, const std::string& metrics) {
   static int runs = 0;
@@ -78,7 +75,7 @@ int run_to_end(std::vector<std::string> argv) {
 
 TEST(CoordinatorRestart, ResumesFromTheLastCheckpoint) {
   LocalNodes nodes({"d0", "d1", "d2", "d3"});
-  const Paths p = prepare(nodes, "killed");
+  const Paths p(nodes, "killed");
   const fs::path metrics = p.dir / "metrics.jsonl";
 
   // An uninterrupted run for reference, on the same nodes.
@@ -125,7 +122,7 @@ TEST(CoordinatorRestart, ResumesOnTheNodesThatAreUp) {
   // checkpoint's weights and ends with the losses of an uninterrupted run
   // (up to the order of floating-point sums, which the new plan changes).
   LocalNodes nodes({"d0", "d1", "d2", "d3"});
-  const Paths p = prepare(nodes, "survivors");
+  const Paths p(nodes, "survivors");
   auto reference_args = train_args(p, (p.dir / "reference.jsonl").string());
   reference_args.insert(reference_args.end(), {"--plan", p.plan.string(), "--job-id", "reference"});
   ASSERT_EQ(run_to_end(reference_args), 0);
@@ -164,7 +161,7 @@ TEST(CoordinatorRestart, ResumesOnTheNodesThatAreUp) {
 
 TEST(CoordinatorRestart, AMissingOrCorruptCheckpointIsNamed) {
   LocalNodes nodes({"d0", "d1", "d2", "d3"});
-  const Paths p = prepare(nodes, "corrupt");
+  const Paths p(nodes, "corrupt");
   const fs::path bad = p.dir / "checkpoint.bin";
   std::ofstream(bad) << "ASTCKPT1 but nothing else";
   auto args = train_args(p, (p.dir / "m.jsonl").string());
