@@ -132,6 +132,8 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
           speed.encode_mb_s *= share;
           speed.decode_mb_s *= share;
         }
+        for (auto& [kind, layers] : device.update_ms)
+          for (double& ms : layers) ms /= share;
       }
     }
     return messages::ProfileResult{planner::profile_to_json(profile).dump()};

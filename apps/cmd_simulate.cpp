@@ -22,7 +22,7 @@ namespace asteroid::apps {
 namespace {
 
 struct SimulateCli {
-  std::string cluster, profile, plan, optimizer = "sgd", trace;
+  std::string cluster, profile, plan, optimizer, trace;  // optimizer: empty = the plan file's
   int microbatches = 0;
 };
 
@@ -60,7 +60,13 @@ void run_simulate(const SimulateCli& cli) {
   Plan plan = load_plan(cli.plan, cluster, profile);
   ProfileTables tables(cluster, profile);
   EvalOptions eo;
-  eo.optimizer = parse_optimizer(cli.optimizer);
+  // The optimizer the plan was made for (plan.json "optimizer"), else SGD.
+  std::string optimizer = cli.optimizer;
+  if (optimizer.empty()) {
+    const nlohmann::json file = read_json_file(cli.plan);
+    optimizer = file.contains("optimizer") && file["optimizer"].is_string() ? file["optimizer"].get<std::string>() : "sgd";
+  }
+  eo.optimizer = parse_optimizer(optimizer);
   if (cli.microbatches > 0 && cli.microbatches != plan.microbatches)
     plan = with_microbatches(plan, cli.microbatches, tables, eo.optimizer);
   Evaluation ev = evaluate(plan, tables, eo);
@@ -87,7 +93,7 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--microbatches", cli->microbatches,
                   "simulate with this M instead of the plan's (groups re-split the samples)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--optimizer", cli->optimizer, "sgd (default), momentum or adam (memory check)");
+  cmd->add_option("--optimizer", cli->optimizer, "sgd, momentum or adam: its memory and its profiled update times (default: the plan file's, else sgd)");
   cmd->add_option("--trace", cli->trace, "also write a Chrome/Perfetto trace here");
   cmd->callback([cli] { run_simulate(*cli); });
 }

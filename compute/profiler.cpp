@@ -18,6 +18,7 @@
 
 #include "compute/layers.h"
 #include "compute/model_zoo.h"
+#include "compute/optimizer.h"
 #include "messages/wire_codec.h"
 
 namespace asteroid::compute {
@@ -136,6 +137,44 @@ std::vector<planner::LayerInfo> layer_info(const ModelSpec& spec, std::vector<Na
   return info;
 }
 
+// Per optimizer, per layer: the median time of what a stage member does
+// with the layer's parameters after a round: one optimizer step, then
+// copies of the new weights and optimizer state (its snapshot for replicas
+// and roll-back). The steps change the layers' weights.
+std::map<planner::OptimizerKind, std::vector<double>> profile_updates(std::vector<NamedLayer>& layers,
+                                                                      const ProfileOptions& o) {
+  std::map<planner::OptimizerKind, std::vector<double>> out;
+  for (const auto& named : kOptimizerNames) {
+    std::vector<std::vector<at::Tensor>> params, grads;
+    std::vector<Optimizer> optimizers;
+    for (auto& layer : layers) {
+      params.push_back(layer.module->parameters());
+      std::vector<at::Tensor> g;
+      for (const auto& p : params.back()) g.push_back(torch::randn_like(p).mul_(1e-3));
+      grads.push_back(std::move(g));
+      optimizers.emplace_back(default_optimizer_config(named.value));
+    }
+    std::vector<std::vector<double>> runs(layers.size());
+    // The first step makes the optimizer state: not timed, as in training.
+    for (int r = 0; r < 1 + o.warmup + o.repeats; ++r) {
+      for (size_t l = 0; l < layers.size(); ++l) {
+        const double t0 = clock_ms(o.cpu_time, o.threads);
+        optimizers[l].step(params[l], grads[l]);
+        torch::NoGradGuard no_grad;
+        std::vector<at::Tensor> flat;
+        for (const auto& p : params[l]) flat.push_back(p.reshape({-1}));
+        if (!flat.empty()) torch::cat(flat).clone();
+        optimizers[l].state().clone();
+        const double ms = clock_ms(o.cpu_time, o.threads) - t0;
+        if (r > o.warmup) runs[l].push_back(ms);
+      }
+    }
+    std::vector<double>& row = out[named.value];
+    for (const auto& v : runs) row.push_back(std::max(0.0, median(v)));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<int> parse_batch_list(const std::string& text) {
@@ -239,6 +278,7 @@ planner::Profile profile_model(const std::string& model, const std::string& devi
       dev.bwd_ms[l][k] = std::max(dev.bwd_ms[l][k], dev.bwd_ms[l][k - 1]);
     }
   if (o.codecs) dev.codecs = profile_codecs(o);
+  if (o.updates) dev.update_ms = profile_updates(layers, o);
   profile.devices[device_id] = std::move(dev);
   return profile;
 }

@@ -1,7 +1,8 @@
 // The per-layer profiler: what the planner needs to know about a model on
 // this machine (../docs/COST_MODEL.md): for every layer its forward and
 // backward time at several batch sizes, its weight bytes, its output bytes
-// per sample and the activation bytes per sample it keeps for backward.
+// per sample and the activation bytes per sample it keeps for backward;
+// and per optimizer, each layer's update after a round.
 //
 // How it measures (docs/compute.md has the details):
 // - times: each layer runs alone on the output of the layers before it, with
@@ -43,6 +44,9 @@ struct ProfileOptions {
   // Also time every lossy wire codec's encode and decode (profile.json
   // "codecs"; the planner offers a codec only where it was measured).
   bool codecs = true;
+  // Also time every optimizer's update of every layer (profile.json
+  // "update_ms": the step and the copies of the new state a stage keeps).
+  bool updates = true;
 };
 
 // Encode and decode speed of every lossy wire codec on this machine, on

@@ -281,6 +281,21 @@ Profile profile_from_json(const json& j, const std::string& source) {
         dp.codecs[*codec] = cs;
       }
     }
+    if (d.has("update_ms")) {
+      Field updates = d.at("update_ms");
+      updates.expect(updates.value().is_object(), "an object of per-layer update times keyed by optimizer");
+      for (auto u = updates.value().begin(); u != updates.value().end(); ++u) {
+        Field times(u.value(), source, updates.path() + "." + u.key());
+        std::optional<OptimizerKind> kind = find_named(kOptimizerNames, u.key());
+        if (!kind)
+          times.fail("expected an optimizer name (" + names_of(kOptimizerNames) + ") as key, got \"" + u.key() + "\"");
+        if (times.array_size(false, "times in ms") != n)
+          times.fail("expected " + std::to_string(n) + " times (one per layer), got " +
+                     std::to_string(times.value().size()));
+        std::vector<double>& row = dp.update_ms[*kind];
+        for (size_t l = 0; l < n; ++l) row.push_back(times.at(l).non_negative());
+      }
+    }
     p.devices[it.key()] = std::move(dp);
   }
   return p;
@@ -301,6 +316,11 @@ json profile_to_json(const Profile& p) {
       for (const auto& [c, speed] : d.codecs)
         codecs[wire_codec::codec_name(c)] = {{"encode_mb_s", speed.encode_mb_s}, {"decode_mb_s", speed.decode_mb_s}};
       devs[id]["codecs"] = codecs;
+    }
+    if (!d.update_ms.empty()) {
+      json updates = json::object();
+      for (const auto& [kind, times] : d.update_ms) updates[optimizer_name(kind)] = times;
+      devs[id]["update_ms"] = updates;
     }
   }
   return {{"model", p.model}, {"layers", layers}, {"devices", devs}};

@@ -60,6 +60,16 @@ ProfileTables::ProfileTables(const Cluster& cluster, const Profile& profile)
       enc_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(codec)] = speed.encode_mb_s;
       dec_[static_cast<size_t>(d) * kCodecCount + static_cast<size_t>(codec)] = speed.decode_mb_s;
     }
+  update_.assign(static_cast<size_t>(n) * kOptimizerCount * l1, 0.0);
+  for (int d = 0; d < n; ++d)
+    for (const auto& [kind, times] : profile.devices.at(cluster.devices[d].id).update_ms) {
+      if (static_cast<int>(times.size()) != layers_)
+        throw InputError("profile: devices." + cluster.devices[d].id + ".update_ms." + optimizer_name(kind) +
+                         ": expected " + std::to_string(layers_) + " times (one per layer), got " +
+                         std::to_string(times.size()));
+      double* p = &update_[(static_cast<size_t>(d) * kOptimizerCount + static_cast<size_t>(kind)) * l1];
+      for (int l = 0; l < layers_; ++l) p[l + 1] = p[l] + times[l];
+    }
   total_.resize(n);
   for (int d = 0; d < n; ++d)
     total_[d] = fwd_ms(d, 0, layers_, max_batch) + bwd_ms(d, 0, layers_, max_batch);

@@ -4,7 +4,8 @@
 // bytes, link bandwidths as a matrix and the planner's sorted device order.
 // Built once from a cluster and a profile; immutable afterwards, so it may be
 // shared between threads. Devices are numbered as in Cluster::devices.
-// Also holds each device's measured wire-codec speeds (profile.json "codecs").
+// Also holds each device's measured wire-codec speeds (profile.json "codecs")
+// and optimizer update times ("update_ms").
 #pragma once
 
 #include <string>
@@ -54,6 +55,14 @@ class ProfileTables {
     return c == Codec::fp32 || (encode_mb_s(d, c) > 0 && decode_mb_s(d, c) > 0);
   }
   static constexpr size_t kCodecCount = sizeof(wire_codec::kAllCodecs) / sizeof(wire_codec::kAllCodecs[0]);
+
+  // Time of device d's update of layers [begin, end) with optimizer o after
+  // a round, ms; 0 when the profile has none for d and o.
+  double update_ms(int d, int begin, int end, OptimizerKind o) const {
+    const double* p = &update_[(static_cast<size_t>(d) * kOptimizerCount + static_cast<size_t>(o)) * (layers_ + 1)];
+    return p[end] - p[begin];
+  }
+  static constexpr size_t kOptimizerCount = sizeof(kOptimizerNames) / sizeof(kOptimizerNames[0]);
 
   // fwd+bwd of all layers at the largest batch size profiled by any device.
   double total_time(int d) const { return total_[d]; }
@@ -107,6 +116,7 @@ class ProfileTables {
   Table fwd_, bwd_;
   std::vector<double> weight_, stash_, bw_, total_;
   std::vector<double> enc_, dec_;  // [d * kCodecCount + codec], 0: not measured
+  std::vector<double> update_;      // [(d * kOptimizerCount + o) * (L+1) + l], prefix sums
   std::vector<int> sorted_, rank_, by_speed_;
   bool monotone_ = true;
 };

@@ -21,6 +21,7 @@ struct Member {
   int dev = 0, stage = 0, j = 0;
   int offset = 0, samples = 0;
   double fwd_ms = 0, bwd_ms = 0;
+  double update_ms = 0;  // the optimizer update after its last backward (or all-reduce)
   int bwd_done = 0;
   bool busy = false;
   std::vector<int> inputs_missing;  // per micro-batch: activation pieces still to arrive
@@ -73,6 +74,7 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
       mb.samples = st.devices[j].samples;
       offset += mb.samples;
       t.times(mb.dev, st.begin, st.end, mb.samples, &mb.fwd_ms, &mb.bwd_ms);
+      mb.update_ms = t.update_ms(mb.dev, st.begin, st.end, options.optimizer);
       mb.inputs_missing.assign(m, 0);
       mb.grads_missing.assign(m, 0);
       mb.rule.emplace(s, p, m);
@@ -150,6 +152,12 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
     events.push({now + d, seq++, EventKind::compute_done, x});
   };
 
+  // The member's optimizer update, its last work of the round.
+  auto apply_update = [&](int x, double from) {
+    sim.devices[x].busy_ms += members[x].update_ms;
+    sim.devices[x].finish_ms = from + members[x].update_ms;
+  };
+
   auto kick_member = [&](int x) {
     Member& mb = members[x];
     if (mb.busy) return;
@@ -183,9 +191,9 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
           for (const Piece& piece : out_bwd[ev.index]) send(piece, false, op.microbatch);
           if (mb.bwd_done == m) {
             mb.last_bwd_end = now;
-            sim.devices[ev.index].finish_ms = now;
-            if (++group_done[mb.stage] == static_cast<int>(stage_members[mb.stage].size()) &&
-                stage_members[mb.stage].size() > 1) {
+            const bool alone = stage_members[mb.stage].size() == 1;
+            if (alone) apply_update(ev.index, now);
+            if (++group_done[mb.stage] == static_cast<int>(stage_members[mb.stage].size()) && !alone) {
               double start = 0;
               const auto& g = stage_members[mb.stage];
               for (int x : g) start = std::max(start, members[x].last_bwd_end);
@@ -216,7 +224,7 @@ Simulation simulate(const Plan& plan, const ProfileTables& t, const EvalOptions&
       case EventKind::allreduce_done:
         for (int x : stage_members[ev.index]) {
           sim.devices[x].allreduce_ms = ev.t - members[x].last_bwd_end;
-          sim.devices[x].finish_ms = ev.t;
+          apply_update(x, ev.t);
         }
         break;
     }

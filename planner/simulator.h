@@ -11,7 +11,10 @@
 //     encoded bytes and its receiver's decode;
 //   - after its M-th backward a group all-reduces its gradients (Ta_s of
 //     the cost model in the group's codec, starting when the group's last
-//     member is done).
+//     member is done);
+//   - then every member applies its optimizer update (profile.json
+//     "update_ms" of EvalOptions::optimizer; none when not profiled), its
+//     last work of the round.
 // Deterministic; pure (no clock, no threads).
 #pragma once
 
@@ -47,10 +50,10 @@ struct SimTransfer {
 struct SimDevice {
   std::string id;
   int stage = 0;
-  double busy_ms = 0;       // computing
+  double busy_ms = 0;       // computing (and the optimizer update)
   double allreduce_ms = 0;  // in the group's all-reduce
   double idle_ms = 0;       // round - busy - allreduce
-  double finish_ms = 0;     // last backward or end of the all-reduce
+  double finish_ms = 0;     // end of its optimizer update
 };
 
 struct Simulation {

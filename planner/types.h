@@ -70,6 +70,11 @@ struct DeviceProfile {
   // where every device on both ends of the link has its speed; fp32 needs
   // none (it is not encoded).
   std::map<Codec, CodecSpeed> codecs;
+  // Measured optimizer updates (profile.json "update_ms"): per optimizer,
+  // per layer, the time of one update of the layer's parameters and of
+  // keeping the stage's new state (weights and optimizer state copied, as a
+  // stage member does after every step). Absent: the simulator charges none.
+  std::map<OptimizerKind, std::vector<double>> update_ms;  // [optimizer][layer]
 };
 
 struct Profile {

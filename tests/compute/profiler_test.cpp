@@ -48,6 +48,20 @@ TEST(Profiler, NumbersArePositiveAndGrowWithBatchSize) {
   // 32 samples cost clearly more than one (the running max alone cannot do this).
   EXPECT_GT(fwd32, 2 * fwd1);
   EXPECT_GT(bwd32, 2 * bwd1);
+  // Every optimizer's update of every layer: none for a layer without
+  // weights (pool1 may read a clock tick), more for Adam's two buffers than
+  // for plain SGD over the whole model.
+  ASSERT_EQ(d.update_ms.size(), 3u);
+  double sgd = 0, adam = 0;
+  for (const auto& [kind, times] : d.update_ms) {
+    ASSERT_EQ(times.size(), 6u) << optimizer_name(kind);
+    for (double ms : times) EXPECT_GE(ms, 0);
+    EXPECT_GT(times[4], 0) << "fc1, " << optimizer_name(kind);
+    EXPECT_LT(times[1], times[4]) << "pool1 against fc1, " << optimizer_name(kind);
+  }
+  for (double ms : d.update_ms.at(OptimizerKind::sgd)) sgd += ms;
+  for (double ms : d.update_ms.at(OptimizerKind::adam)) adam += ms;
+  EXPECT_GT(adam, sgd);
 }
 
 TEST(Profiler, LayerSizesAreExact) {
@@ -87,6 +101,7 @@ TEST(Profiler, ProfileJsonRoundTrips) {
   EXPECT_EQ(q.devices.at("nx0").batch, p.devices.at("nx0").batch);
   EXPECT_EQ(q.devices.at("nx0").fwd_ms, p.devices.at("nx0").fwd_ms);
   EXPECT_EQ(q.devices.at("nx0").bwd_ms, p.devices.at("nx0").bwd_ms);
+  EXPECT_EQ(q.devices.at("nx0").update_ms, p.devices.at("nx0").update_ms);
 }
 
 TEST(Profiler, EveryZooModelHasSizes) {

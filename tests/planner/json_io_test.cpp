@@ -280,6 +280,36 @@ TEST_F(JsonIo, ReadsAndRoundTripsCodecSpeedsAndPlanCodecs) {
   EXPECT_EQ(read_json_file(lp)["stages"][0]["to_next_codec"], "int4");
 }
 
+TEST_F(JsonIo, ReadsAndRoundTripsUpdateTimes) {
+  const std::string pp = write("p.json", R"({"layers": [{"name": "a", "weight_bytes": 4, "out_bytes": 1, "stash_bytes": 1},
+                                                       {"name": "b", "weight_bytes": 8, "out_bytes": 1, "stash_bytes": 1}],
+      "devices": {"x": {"batch": [1], "fwd_ms": [[1], [1]], "bwd_ms": [[1], [1]],
+                        "update_ms": {"momentum": [0.25, 0.5], "adam": [1, 2]}},
+                  "y": {"batch": [1], "fwd_ms": [[1], [1]], "bwd_ms": [[1], [1]]}}})");
+  const Profile p = load_profile(pp);
+  const DeviceProfile& x = p.devices.at("x");
+  ASSERT_EQ(x.update_ms.size(), 2u);
+  EXPECT_EQ(x.update_ms.at(OptimizerKind::momentum), (std::vector<double>{0.25, 0.5}));
+  EXPECT_EQ(x.update_ms.at(OptimizerKind::adam), (std::vector<double>{1, 2}));
+  EXPECT_TRUE(p.devices.at("y").update_ms.empty());
+  const std::string again = dir_.file("again.json");
+  save_profile(p, again);
+  EXPECT_EQ(load_profile(again).devices.at("x").update_ms, x.update_ms);
+  EXPECT_FALSE(read_json_file(again)["devices"]["y"].contains("update_ms"));  // absent stays absent
+
+  auto load_p = [](const std::string& path) { return load_profile(path); };
+  auto profile_with = [](const std::string& updates) {
+    return R"({"layers": [{"name": "l", "weight_bytes": 1, "out_bytes": 1, "stash_bytes": 1}],
+      "devices": {"x": {"batch": [1], "fwd_ms": [[1]], "bwd_ms": [[1]], "update_ms": )" + updates + "}}}";
+  };
+  expect_error(write("a.json", profile_with(R"({"lamb": [1]})")), load_p,
+               {"devices.x.update_ms.lamb", "optimizer name", "sgd, momentum or adam"});
+  expect_error(write("b.json", profile_with(R"({"sgd": [1, 2]})")), load_p,
+               {"devices.x.update_ms.sgd", "expected 1 times (one per layer), got 2"});
+  expect_error(write("c.json", profile_with(R"({"sgd": [-1]})")), load_p, {"devices.x.update_ms.sgd[0]", ">= 0"});
+  expect_error(write("d.json", profile_with(R"([1])")), load_p, {"devices.x.update_ms", "object"});
+}
+
 TEST_F(JsonIo, MalformedCodecFields) {
   auto load_p = [](const std::string& p) { return load_profile(p); };
   auto profile_with = [](const std::string& codecs) {

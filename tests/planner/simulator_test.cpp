@@ -129,6 +129,46 @@ TEST(Simulator, GroupAllReducesAfterItsLastBackward) {
   EXPECT_DOUBLE_EQ(evaluate(x.plan, t).round_ms, 23);  // M E + Ta = 1 * 3 + 20
 }
 
+TEST(Simulator, EveryMemberEndsItsRoundWithItsOptimizerUpdate) {
+  // Two single-device stages (tf 1, tb 2, M = 2): the textbook round is
+  // (M + P - 1)(tf + tb) = 9; d0's last backward ends at 9, d1's at 7.
+  // Momentum updates: d0 0.25 (its layer 0), d1 4 (its layer 1).
+  Pipeline x = textbook(2, 2, 1, 2);
+  x.profile.devices["d0"].update_ms = {{OptimizerKind::momentum, {0.25, 0.5}}, {OptimizerKind::adam, {9, 9}}};
+  x.profile.devices["d1"].update_ms = {{OptimizerKind::momentum, {0, 4}}};
+  ProfileTables t(x.cluster, x.profile);
+  const Simulation sgd = simulate(x.plan, t);  // no SGD update profiled: the textbook
+  EXPECT_DOUBLE_EQ(sgd.devices[0].finish_ms, 9);
+  EXPECT_DOUBLE_EQ(sgd.devices[1].finish_ms, 7);
+  EvalOptions momentum;
+  momentum.optimizer = OptimizerKind::momentum;
+  const Simulation sim = simulate(x.plan, t, momentum);
+  EXPECT_DOUBLE_EQ(sim.devices[0].finish_ms, 9.25);
+  EXPECT_DOUBLE_EQ(sim.devices[1].finish_ms, 7 + 4);
+  EXPECT_DOUBLE_EQ(sim.round_ms, 11);
+  EXPECT_DOUBLE_EQ(sim.devices[1].busy_ms, 2 * 3 + 4);
+  // The closed form of COST_MODEL.md does not change.
+  EXPECT_DOUBLE_EQ(evaluate(x.plan, t, momentum).round_ms, 9);
+
+  // A group updates after its all-reduce (GroupAllReducesAfterItsLastBackward: ends at 23).
+  Pipeline g = textbook(2, 1, 1, 2);
+  g.profile.layers = {{"l0", 250000, 0, 0}};
+  for (auto& [id, dp] : g.profile.devices) {
+    dp.fwd_ms = {{1, 1}};
+    dp.bwd_ms = {{2, 2}};
+  }
+  g.profile.devices["d1"].update_ms = {{OptimizerKind::momentum, {1.5}}};
+  g.plan.batch = 2;
+  g.plan.microbatch_size = 2;
+  g.plan.stages = {{0, 1, {{"d0", 1}, {"d1", 1}}}};
+  ProfileTables tg(g.cluster, g.profile);
+  const Simulation group = simulate(g.plan, tg, momentum);
+  EXPECT_DOUBLE_EQ(group.devices[0].finish_ms, 23);
+  EXPECT_DOUBLE_EQ(group.devices[1].finish_ms, 24.5);
+  EXPECT_DOUBLE_EQ(group.devices[1].allreduce_ms, 20);
+  EXPECT_DOUBLE_EQ(group.round_ms, 24.5);
+}
+
 // The hpp plan of each of the tests' random instances that has one (seeds
 // 1..60: up to 6 devices, 8 layers, 5 micro-batches, mixed links), with its
 // tables; returns how many there were.
