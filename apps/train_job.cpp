@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <caf/actor_system.hpp>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
@@ -118,7 +119,7 @@ class HomeNetwork {
   void go_home() {
     if (!away_ || fd_ < 0) return;
     if (::setns(fd_, CLONE_NEWNET) != 0)
-      std::fprintf(stderr, "asteroid train: cannot return to the host network namespace: %s\n", std::strerror(errno));
+      spdlog::error("asteroid train: cannot return to the host network namespace: {}", std::strerror(errno));
     away_ = false;
   }
 
@@ -139,7 +140,7 @@ std::string time_stamp() {
 }
 
 // runs_root/<time>-<name> (a suffix when taken) and runs_root/latest -> it.
-std::string make_run_folder(const TrainJobOptions& o, const std::string& name) {
+std::string create_run_folder(const TrainJobOptions& o, const std::string& name) {
   if (!o.out.empty()) {
     fs::create_directories(o.out);
     return o.out;
@@ -323,19 +324,121 @@ size_t device_count(const planner::Plan& plan) {
   return n;
 }
 
-}  // namespace
+// ---------------------------------------------------------------- the job
 
-TrainJobResult run_train_job(const TrainJobOptions& input) {
-  const auto job_t0 = Clock::now();
-  TrainJobOptions o = input;
+// The job of docs/default-job.md, one member function per numbered step, in
+// the order run_train_job calls them. Each step leaves what the later ones
+// need in the fields below.
+struct TrainJob {
+  explicit TrainJob(const TrainJobOptions& input) : o(input) {}
+  TrainJob(const TrainJob&) = delete;
+  TrainJob& operator=(const TrainJob&) = delete;
+
+  // 0. Everything that can be checked before anything starts.
+  void check_options();
+  void check_flags();
+  void load_input_files();
+  void describe_cluster();
+  void check_given_plan_devices() const;
+  void set_training_config();
+  void check_the_model_fits() const;
+  // The run folder.
+  void make_run_folder();
+  void stop_on_signals() { signals.emplace(); }
+  // 1. The cluster.
+  void bring_cluster_up();
+  void bring_up_emulated_cluster();
+  void use_running_cluster();
+  void check_devices_answer() const;
+  // 2. Profile on every device, measure the links.
+  void profile_and_measure_links();
+  void profile_on_nodes();
+  // 3. Plan.
+  void choose_plan();
+  void search_plan();
+  void save_given_plan();
+  // 3b. The probe.
+  void probe();
+  void probe_plan_against_single();
+  void switch_to_single();
+  // 4. Deploy and train (5. evaluate).
+  void train();
+  void point_outputs_at_run_folder();
+  // 6. The measured baseline.
+  void measure_baseline();
+  // 7. Cluster down.
+  void bring_cluster_down();
+  // 8. The summary.
+  void write_summary();
+  void copy_outputs_into_run_folder() const;
+  void add_mechanisms(json& s) const;
+  void add_throughputs(json& s) const;
+  void add_links(json& s) const;
+  void draw_plots() const;
+  void print_summary();
+  // Any failure after the run folder exists.
+  void clean_up_after(const std::exception& e);
+
+  const Clock::time_point job_t0 = Clock::now();
+  TrainJobOptions o;
   DistributedOptions& d = o.distributed;
   compute::TrainOptions& t = d.train;
   std::map<std::string, double> timings;
 
-  // ---- 0. everything that can be checked before anything starts
+  // Step 0.
+  bool managed = false;  // this job brings the cluster up and down (--env)
+  std::optional<planner::Plan> given_plan;
+  std::optional<planner::Profile> given_profile;
+  std::vector<Fault> faults;
+  testbed::ClusterSpec spec;
+  planner::Cluster cluster;  // with hosts and ports once known
+  std::string cluster_name;
+  planner::TrainingConfig config;
+  // The run folder.
+  std::string run_dir;
+  fs::path run;
+  TrainJobResult out;
+  // Step 1.
+  testbed::Mechanisms mechanisms;
+  bool have_mechanisms = false;
+  // Step 2.
+  std::optional<planner::Profile> profile;
+  std::map<std::string, LinkMeasurement> links;
+  ClusterMeasurement measured;
+  planner::Cluster plan_cluster;
+  // Step 3.
+  planner::Plan plan;
+  std::optional<planner::Plan> baseline_plan;  // the best single device's
+  // Step 4.
+  std::string metrics_path, summary_path, trace_path;
+  // Step 6.
+  double steady = 0;
+
+  // Declared in this order so that they are destroyed in the reverse one:
+  // the injector first, then back home (out of the hub before the cluster
+  // goes down), then the cluster (owning: managed, or attached: --cluster),
+  // and the signal handlers last.
+  std::optional<StopSignals> signals;
+  std::optional<testbed::EmulatedCluster> emulated;
+  HomeNetwork home;
+  std::unique_ptr<FaultInjector> injector;
+};
+
+// ---- 0. everything that can be checked before anything starts
+void TrainJob::check_options() {
+  check_flags();
+  load_input_files();
+  describe_cluster();
+  check_faults(faults, cluster, o.faults_file);
+  check_given_plan_devices();
+  set_training_config();
+  check_the_model_fits();
+}
+
+void TrainJob::check_flags() {
   if (!o.env.empty() && !o.cluster_file.empty())
     throw std::invalid_argument("give --env (an emulated cluster to bring up) or --cluster (a running one), not both");
-  const bool managed = o.cluster_file.empty();
+  managed = o.cluster_file.empty();
   if (managed && o.env.empty()) o.env = "C";
   if (o.strategy != "hpp" && o.strategy != "dp" && o.strategy != "pp" && o.strategy != "single")
     throw std::invalid_argument("--strategy must be hpp, dp, pp or single, got '" + o.strategy + "'");
@@ -357,17 +460,17 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     compute::find_model(t.model);
     if (t.batch <= 0) throw std::invalid_argument("--batch must be positive");
   }
-  std::optional<planner::Plan> given_plan;
+}
+
+void TrainJob::load_input_files() {
   if (!o.plan_file.empty()) given_plan = planner::load_plan(o.plan_file);
-  std::optional<planner::Profile> given_profile;
   if (!o.profile_file.empty()) given_profile = planner::load_profile(o.profile_file);
-  std::vector<Fault> faults;
   if (!o.faults_file.empty()) faults = load_faults(o.faults_file);
   if (o.resume.empty()) compute::open_dataset(t.model, compute::Split::test, t.data_dir);  // missing data: say so now
+}
 
-  testbed::ClusterSpec spec;
-  planner::Cluster cluster;  // with hosts and ports once known
-  std::string cluster_name;
+// The preset to bring up (--env), or the running cluster's file (--cluster).
+void TrainJob::describe_cluster() {
   if (managed) {
     spec = testbed::preset_spec(o.env, o.bandwidth_mbps > 0 ? o.bandwidth_mbps : 1000, o.cpu_budget);
     testbed::parse_cpu_mode(o.cpu_mode);
@@ -381,15 +484,17 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
     cluster = planner::load_cluster(o.cluster_file);
     cluster_name = o.cluster_file;
   }
-  const std::string faults_source = o.faults_file;
-  check_faults(faults, cluster, faults_source);
-  if (given_plan) {
-    for (const auto& s : given_plan->stages)
-      for (const auto& sd : s.devices)
-        if (cluster.index_of(sd.id) < 0)
-          throw std::invalid_argument(o.plan_file + ": device '" + sd.id + "' is not in " + cluster_name);
-  }
-  planner::TrainingConfig config;
+}
+
+void TrainJob::check_given_plan_devices() const {
+  if (!given_plan) return;
+  for (const auto& s : given_plan->stages)
+    for (const auto& sd : s.devices)
+      if (cluster.index_of(sd.id) < 0)
+        throw std::invalid_argument(o.plan_file + ": device '" + sd.id + "' is not in " + cluster_name);
+}
+
+void TrainJob::set_training_config() {
   config.batch = static_cast<int>(t.batch);
   config.microbatches = o.microbatches > 0 ? o.microbatches : 1;
   config.search_microbatches = o.microbatches == 0;
@@ -398,385 +503,472 @@ TrainJobResult run_train_job(const TrainJobOptions& input) {
   config.codec_block = o.codec_block;
   d.wire = o.wire;
   at::set_num_threads(t.threads);  // before any Torch work: no thread pool beyond it
-  if (!given_plan && o.resume.empty()) {
-    if (auto why = fits_nowhere(o.strategy, cluster, compute::measure_layers(t.model), config))
-      throw std::runtime_error("the model " + t.model + " does not fit on " + cluster_name + " (" + o.strategy +
-                               ", batch " + std::to_string(t.batch) + "): " + *why);
-  }
+}
 
-  // ---- the run folder
+void TrainJob::check_the_model_fits() const {
+  if (given_plan || !o.resume.empty()) return;
+  if (auto why = fits_nowhere(o.strategy, cluster, compute::measure_layers(t.model), config))
+    throw std::runtime_error("the model " + t.model + " does not fit on " + cluster_name + " (" + o.strategy +
+                             ", batch " + std::to_string(t.batch) + "): " + *why);
+}
+
+// ---- the run folder
+void TrainJob::make_run_folder() {
   std::string name = managed ? o.env : fs::path(o.cluster_file).parent_path().filename().string();
   if (name.empty() || name == "." || name == "..") name = "cluster";
   name += "-" + t.model + "-" + (given_plan ? given_plan->strategy : o.resume.empty() ? o.strategy : "resume");
-  const std::string run_dir = make_run_folder(o, name);
-  const fs::path run(run_dir);
-  TrainJobResult out;
+  run_dir = create_run_folder(o, name);
+  run = fs::path(run_dir);
   out.run_dir = run_dir;
   say("run folder: %s\n", run_dir.c_str());
+}
 
-  StopSignals signals;
-  std::optional<testbed::EmulatedCluster> emulated;  // owning (managed) or attached (--cluster)
-  HomeNetwork home;  // destroyed before `emulated`: out of the hub before the cluster goes down
-  std::unique_ptr<FaultInjector> injector;
+// ---- 1. the cluster
+void TrainJob::bring_cluster_up() {
+  if (managed)
+    bring_up_emulated_cluster();
+  else
+    use_running_cluster();
+  StopSignals::check("after bringing the cluster up");
+}
+
+void TrainJob::bring_up_emulated_cluster() {
+  say("[1/8] bringing up %s: %zu devices at %g Mbit/s\n", cluster_name.c_str(), cluster.devices.size(),
+      spec.cluster.default_bandwidth_mbps);
+  testbed::LaunchOptions launch;
+  launch.dir = (run / "cluster").string();
+  launch.die_with_parent = true;
+  launch.cpu = testbed::parse_cpu_mode(o.cpu_mode);
+  launch.net = testbed::parse_net_mode(o.net_mode);
+  launch.cancel = &g_stop;
+  launch.log = [](const std::string& m) { say("  %s\n", m.c_str()); };
+  const auto t0 = Clock::now();
+  emulated.emplace(testbed::EmulatedCluster::up(spec, launch));
+  home.left_home();
+  testbed::enter_cluster_network(launch.dir);
+  timings["up"] = seconds_since(t0);
+  cluster = emulated->cluster();
+  mechanisms = emulated->mechanisms();
+  have_mechanisms = true;
+  say("  up in %.1f s: %s\n", timings["up"], mechanisms.summary().c_str());
+}
+
+void TrainJob::use_running_cluster() {
+  say("[1/8] using the running cluster %s (%zu devices)\n", cluster_name.c_str(), cluster.devices.size());
+  home.left_home();
+  testbed::enter_cluster_network(o.cluster_file);
+  const fs::path dir = fs::absolute(o.cluster_file).parent_path();
+  if (fs::exists(dir / "nodes.json")) {
+    emulated.emplace(testbed::EmulatedCluster::attach(dir.string()));
+    mechanisms = emulated->mechanisms();
+    have_mechanisms = true;
+    say("  emulated (%s)\n", mechanisms.summary().c_str());
+  } else if (!faults.empty()) {
+    throw std::invalid_argument("--faults needs an emulated cluster (a cluster.json written by `asteroid cluster "
+                                "up`, with its nodes.json beside it); " +
+                                o.cluster_file + " has none");
+  }
+  check_devices_answer();
+}
+
+// Every device the job needs (the given plan's, or all) has an address and
+// accepts a connection.
+void TrainJob::check_devices_answer() const {
+  planner::Cluster check = cluster;
+  if (given_plan) {
+    check.devices.clear();
+    for (const auto& dv : cluster.devices)
+      for (const auto& s : given_plan->stages)
+        for (const auto& sd : s.devices)
+          if (sd.id == dv.id) check.devices.push_back(dv);
+  }
+  std::vector<std::string> no_address;
+  for (const auto& dv : check.devices)
+    if (dv.host.empty() || dv.port <= 0) no_address.push_back(dv.id);
+  if (!no_address.empty()) {
+    std::string ids;
+    for (const auto& id : no_address) ids += (ids.empty() ? "" : ", ") + id;
+    throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
+  }
+  const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
+  if (!unreachable.empty() && !o.resume.empty() && unreachable.size() < check.devices.size()) {
+    // A resumed job goes on with the devices that are up (and re-plans).
+    std::string ids;
+    for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id;
+    say("  not answering: %s; resuming on the others\n", ids.c_str());
+  } else if (!unreachable.empty()) {
+    std::string ids;
+    for (const auto& id : unreachable) {
+      const auto& dv = cluster.devices[static_cast<size_t>(cluster.index_of(id))];
+      ids += (ids.empty() ? "" : ", ") + id + " (" + dv.host + ":" + std::to_string(dv.port) + ")";
+    }
+    throw std::runtime_error("cannot reach device(s) of " + o.cluster_file + ": " + ids +
+                             " (nothing accepts connections there within 3 s: is the cluster up? `asteroid "
+                             "cluster up`, `asteroid cluster status`)");
+  }
+}
+
+// ---- 2. profile on every device, measure the links
+void TrainJob::profile_and_measure_links() {
+  profile = given_profile;
+  plan_cluster = cluster;
+  if (!given_plan && o.resume.empty()) {
+    profile_on_nodes();
+  } else {
+    say("[2/8] no profiling: %s\n", given_plan ? ("the plan comes from " + o.plan_file).c_str()
+                                               : "resuming from a checkpoint");
+    if (profile) planner::save_profile(*profile, (run / "profile.json").string());
+  }
+  planner::save_cluster(plan_cluster, (run / "cluster.json").string());
+  StopSignals::check("after profiling");
+}
+
+void TrainJob::profile_on_nodes() {
+  say("[2/8] profiling %s on every device (on its own node, in parallel) and timing the links\n",
+      t.model.c_str());
+  MeasureOptions mo;
+  mo.model = t.model;
+  mo.batches = o.profile_batches;
+  mo.repeats = o.profile_repeats;
+  mo.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(d.connect_timeout_s * 1000));
+  mo.profile_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.profile_timeout_s * 1000));
+  mo.cancel = &g_stop;
+  mo.log = [](const std::string& m) { say("%s\n", m.c_str()); };
+  {
+    actors::AsteroidConfig caf_config;
+    caf::actor_system system(caf_config);
+    measured = measure_cluster(system, cluster, mo);
+  }
+  timings["profile"] = measured.profile_wall_s;
+  timings["links"] = measured.links_wall_s;
+  profile = measured.profile;
+  links = measured.links;
+  plan_cluster = with_measured_links(cluster, links);
+  planner::save_profile(*profile, (run / "profile.json").string());
+  say("%s", device_table(plan_cluster, *profile, links, static_cast<int>(t.batch)).c_str());
+}
+
+// ---- 3. plan
+void TrainJob::choose_plan() {
+  if (given_plan) {
+    say("[3/8] the plan of %s\n", o.plan_file.c_str());
+    plan = *given_plan;
+    save_given_plan();
+  } else if (!o.resume.empty()) {
+    say("[3/8] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
+  } else {
+    say("[3/8] planning (%s)\n", o.strategy.c_str());
+    search_plan();
+  }
+  d.cluster = plan_cluster;
+  if (profile) d.profile = profile;
+}
+
+void TrainJob::search_plan() {
+  Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), o.min_gain, plan_cluster, *profile, config);
+  timings["plan"] = planned.ranked.result.planning_ms / 1000;
+  out.best_single_device = planned.best_single_device;
+  if (planned.best_single_round_ms > 0) {
+    out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
+    baseline_plan = planned.best_single_plan;
+  }
+  const planner::PlanResult& r = planned.ranked.result;
+  const std::string table = planner::explain_ranked_plan(planned.ranked);
+  if (!r.plan.stages.empty()) say("%s", table.c_str());
+  if (!r.feasible || r.plan.stages.empty())
+    throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
+                             (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
+  plan = r.plan;
+  json extra = planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms);
+  extra["ranking"] = planner::ranking_to_json(planned.ranked, planner::parse_ranking(o.rank));
+  planner::save_plan(plan, (run / "plan.json").string(), extra);
+  std::ofstream(run / "plan.txt") << table;
+}
+
+// plan.json of a given plan; with a given profile, also its prediction and
+// the best single device.
+void TrainJob::save_given_plan() {
+  if (!profile) {
+    planner::save_plan(plan, (run / "plan.json").string());
+    return;
+  }
+  // Predictions and the best single device from the given profile.
+  const planner::PlanResult single = planner::plan_single(planner::ProfileTables(plan_cluster, *profile), config);
+  if (single.feasible) {
+    out.best_single_device = only_device(single.plan);
+    out.best_single_samples_per_s = t.batch * 1000.0 / single.evaluation.round_ms;
+    baseline_plan = single.plan;
+  }
+  const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
+  plan.predicted_round_ms = ev.round_ms;
+  say("%s", planner::explain_plan(plan, ev).c_str());
+  planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
+}
+
+// ---- 3b. the probe: the model's choice against the best device alone, measured
+void TrainJob::probe() {
+  if (o.probe_rounds > 0 && o.strategy == "hpp" && !given_plan && o.resume.empty() && faults.empty() &&
+      baseline_plan && device_count(plan) > 1) {
+    probe_plan_against_single();
+    StopSignals::check("after the probe");
+  }
+  // The prediction is the trained plan's, so it is taken after the probe.
+  if (plan.predicted_round_ms > 0) out.predicted_samples_per_s = plan.batch * 1000.0 / plan.predicted_round_ms;
+}
+
+void TrainJob::probe_plan_against_single() {
+  say("  probing: this plan and %s alone, %lld rounds each (the first %zu are warm-up)\n",
+      out.best_single_device.c_str(), (long long)o.probe_rounds, kWarmupRounds);
+  const auto t0 = Clock::now();
+  out.probe.rounds = o.probe_rounds;
+  out.probe.plan_samples_per_s = measure_plan(d, plan, o.probe_rounds, run, "probe-plan");
+  out.probe.single_samples_per_s = measure_plan(d, *baseline_plan, o.probe_rounds, run, "probe-single");
+  timings["probe"] = seconds_since(t0);
+  out.probe.switched = out.probe.plan_samples_per_s <= out.probe.single_samples_per_s * (1 + o.min_gain);
+  say("  probe: the plan %.1f samples/s, %s alone %.1f: training %s\n", out.probe.plan_samples_per_s,
+      out.best_single_device.c_str(), out.probe.single_samples_per_s,
+      (out.probe.switched ? out.best_single_device + " alone (the plan is kept as plan-candidate.json)"
+                          : std::string("the plan"))
+          .c_str());
+  if (out.probe.switched) switch_to_single();
+}
+
+// The best device alone becomes plan.json; the planner's plan is kept as
+// plan-candidate.json / .txt.
+void TrainJob::switch_to_single() {
+  fs::rename(run / "plan.json", run / "plan-candidate.json");
+  fs::rename(run / "plan.txt", run / "plan-candidate.txt");
+  plan = *baseline_plan;
+  const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
+  planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
+  std::ofstream(run / "plan.txt") << planner::explain_plan(plan, ev);
+}
+
+// ---- 4. deploy and train (5. evaluate)
+void TrainJob::train() {
+  say("[4/8] deploying and training %s on %s%s\n", t.model.c_str(), cluster_name.c_str(),
+      faults.empty() ? "" : (" with " + std::to_string(faults.size()) + " scheduled fault(s)").c_str());
+  if (!faults.empty()) {
+    injector = std::make_unique<FaultInjector>(*emulated, faults, (run / "faults.jsonl").string(),
+                                               [](const std::string& m) { say("\n%s\n", m.c_str()); });
+  }
+  point_outputs_at_run_folder();
+  d.plan = plan;
+  FaultInjector* inj = injector.get();
+  d.before_round = [inj](uint64_t round, supervision::JobSupervisor&) {
+    StopSignals::check("during training");
+    if (inj) inj->before_round(round);
+  };
+  if (managed) d.summary_strings["env"] = o.env;
+  const auto train_t0 = Clock::now();
+  out.training = run_distributed_training(d);
+  timings["train_and_evaluate"] = seconds_since(train_t0);
+  timings["train"] = out.training.train_seconds;
+  if (!o.resume.empty()) plan = out.training.final_plan;
+  if (injector) injector->finish();
+  say("[5/8] test accuracy %.2f %% on %lld samples\n", 100.0 * out.training.test_accuracy,
+      (long long)out.training.test_samples);
+}
+
+// Metrics, summary, trace and checkpoint go to the run folder unless the
+// options put them elsewhere.
+void TrainJob::point_outputs_at_run_folder() {
+  metrics_path = t.metrics_path.empty() ? (run / "metrics.jsonl").string() : t.metrics_path;
+  summary_path = t.summary_path.empty() ? (run / "summary.json").string() : t.summary_path;
+  trace_path = d.trace_path.empty() ? (run / "trace.json").string() : d.trace_path;
+  t.metrics_path = metrics_path;
+  t.summary_path = summary_path;
+  t.strategy = plan.strategy;
+  d.trace_path = trace_path;
+  if (d.checkpoint_every > 0 && d.checkpoint_path.empty()) d.checkpoint_path = (run / "checkpoint.bin").string();
+}
+
+// ---- 6. the measured baseline: the best single device alone, same cluster
+void TrainJob::measure_baseline() {
+  steady = steady_throughput(out.training.committed, kWarmupRounds, plan.batch);
+  if (o.baseline_rounds <= 0 || !baseline_plan || out.training.committed.empty()) {
+    say("[6/8] no measured baseline (%s)\n", o.baseline_rounds <= 0 ? "--no-baseline" : "no profile to choose the best device by");
+    return;
+  }
+  say("[6/8] measuring the baseline: %s alone, %lld rounds on the same cluster\n", out.best_single_device.c_str(),
+      (long long)o.baseline_rounds);
+  const auto t0 = Clock::now();
   try {
-    // ---- 1. the cluster
-    testbed::Mechanisms mechanisms;
-    bool have_mechanisms = false;
-    if (managed) {
-      say("[1/8] bringing up %s: %zu devices at %g Mbit/s\n", cluster_name.c_str(), cluster.devices.size(),
-          spec.cluster.default_bandwidth_mbps);
-      testbed::LaunchOptions launch;
-      launch.dir = (run / "cluster").string();
-      launch.die_with_parent = true;
-      launch.cpu = testbed::parse_cpu_mode(o.cpu_mode);
-      launch.net = testbed::parse_net_mode(o.net_mode);
-      launch.cancel = &g_stop;
-      launch.log = [](const std::string& m) { say("  %s\n", m.c_str()); };
-      const auto t0 = Clock::now();
-      emulated.emplace(testbed::EmulatedCluster::up(spec, launch));
-      home.left_home();
-      testbed::enter_cluster_network(launch.dir);
-      timings["up"] = seconds_since(t0);
-      cluster = emulated->cluster();
-      mechanisms = emulated->mechanisms();
-      have_mechanisms = true;
-      say("  up in %.1f s: %s\n", timings["up"], mechanisms.summary().c_str());
+    if (device_count(plan) == 1 && plan.stages.front().devices.front().id == out.best_single_device) {
+      out.best_single_measured_samples_per_s = steady;  // the job was that baseline
     } else {
-      say("[1/8] using the running cluster %s (%zu devices)\n", cluster_name.c_str(), cluster.devices.size());
-      home.left_home();
-      const std::string net = testbed::enter_cluster_network(o.cluster_file);
-      const fs::path dir = fs::absolute(o.cluster_file).parent_path();
-      if (fs::exists(dir / "nodes.json")) {
-        emulated.emplace(testbed::EmulatedCluster::attach(dir.string()));
-        mechanisms = emulated->mechanisms();
-        have_mechanisms = true;
-        say("  emulated (%s)\n", mechanisms.summary().c_str());
-      } else if (!faults.empty()) {
-        throw std::invalid_argument("--faults needs an emulated cluster (a cluster.json written by `asteroid cluster "
-                                    "up`, with its nodes.json beside it); " +
-                                    o.cluster_file + " has none");
-      }
-      (void)net;
-      std::vector<std::string> needed;
-      planner::Cluster check = cluster;
-      if (given_plan) {
-        check.devices.clear();
-        for (const auto& dv : cluster.devices)
-          for (const auto& s : given_plan->stages)
-            for (const auto& sd : s.devices)
-              if (sd.id == dv.id) check.devices.push_back(dv);
-      }
-      std::vector<std::string> no_address;
-      for (const auto& dv : check.devices)
-        if (dv.host.empty() || dv.port <= 0) no_address.push_back(dv.id);
-      if (!no_address.empty()) {
-        std::string ids;
-        for (const auto& id : no_address) ids += (ids.empty() ? "" : ", ") + id;
-        throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
-      }
-      const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
-      if (!unreachable.empty() && !o.resume.empty() && unreachable.size() < check.devices.size()) {
-        // A resumed job goes on with the devices that are up (and re-plans).
-        std::string ids;
-        for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id;
-        say("  not answering: %s; resuming on the others\n", ids.c_str());
-      } else if (!unreachable.empty()) {
-        std::string ids;
-        for (const auto& id : unreachable) {
-          const auto& dv = cluster.devices[static_cast<size_t>(cluster.index_of(id))];
-          ids += (ids.empty() ? "" : ", ") + id + " (" + dv.host + ":" + std::to_string(dv.port) + ")";
-        }
-        throw std::runtime_error("cannot reach device(s) of " + o.cluster_file + ": " + ids +
-                                 " (nothing accepts connections there within 3 s: is the cluster up? `asteroid "
-                                 "cluster up`, `asteroid cluster status`)");
-      }
+      out.best_single_measured_samples_per_s = measure_plan(d, *baseline_plan, o.baseline_rounds, run, "baseline");
     }
-    StopSignals::check("after bringing the cluster up");
-
-    // ---- 2. profile on every device, measure the links
-    std::optional<planner::Profile> profile = given_profile;
-    std::map<std::string, LinkMeasurement> links;
-    ClusterMeasurement measured;
-    planner::Cluster plan_cluster = cluster;
-    if (!given_plan && o.resume.empty()) {
-      say("[2/8] profiling %s on every device (on its own node, in parallel) and timing the links\n",
-          t.model.c_str());
-      MeasureOptions mo;
-      mo.model = t.model;
-      mo.batches = o.profile_batches;
-      mo.repeats = o.profile_repeats;
-      mo.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(d.connect_timeout_s * 1000));
-      mo.profile_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.profile_timeout_s * 1000));
-      mo.cancel = &g_stop;
-      mo.log = [](const std::string& m) { say("%s\n", m.c_str()); };
-      {
-        actors::AsteroidConfig caf_config;
-        caf::actor_system system(caf_config);
-        measured = measure_cluster(system, cluster, mo);
-      }
-      timings["profile"] = measured.profile_wall_s;
-      timings["links"] = measured.links_wall_s;
-      profile = measured.profile;
-      links = measured.links;
-      plan_cluster = with_measured_links(cluster, links);
-      planner::save_profile(*profile, (run / "profile.json").string());
-      say("%s", device_table(plan_cluster, *profile, links, static_cast<int>(t.batch)).c_str());
-    } else {
-      say("[2/8] no profiling: %s\n", given_plan ? ("the plan comes from " + o.plan_file).c_str()
-                                                 : "resuming from a checkpoint");
-      if (profile) planner::save_profile(*profile, (run / "profile.json").string());
-    }
-    planner::save_cluster(plan_cluster, (run / "cluster.json").string());
-    StopSignals::check("after profiling");
-
-    // ---- 3. plan
-    planner::Plan plan;
-    std::optional<planner::Plan> baseline_plan;  // the best single device's
-    if (given_plan) {
-      say("[3/8] the plan of %s\n", o.plan_file.c_str());
-      plan = *given_plan;
-    } else if (!o.resume.empty()) {
-      say("[3/8] the plan of the checkpoint %s\n", d.resume_checkpoint.c_str());
-    } else {
-      say("[3/8] planning (%s)\n", o.strategy.c_str());
-      Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), o.min_gain, plan_cluster, *profile, config);
-      timings["plan"] = planned.ranked.result.planning_ms / 1000;
-      out.best_single_device = planned.best_single_device;
-      if (planned.best_single_round_ms > 0) {
-        out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
-        baseline_plan = planned.best_single_plan;
-      }
-      const planner::PlanResult& r = planned.ranked.result;
-      const std::string table = planner::explain_ranked_plan(planned.ranked);
-      if (!r.plan.stages.empty()) say("%s", table.c_str());
-      if (!r.feasible || r.plan.stages.empty())
-        throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
-                                 (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
-      plan = r.plan;
-      json extra = planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms);
-      extra["ranking"] = planner::ranking_to_json(planned.ranked, planner::parse_ranking(o.rank));
-      planner::save_plan(plan, (run / "plan.json").string(), extra);
-      std::ofstream(run / "plan.txt") << table;
-    }
-    if (given_plan && profile) {
-      // Predictions and the best single device from the given profile.
-      const planner::PlanResult single = planner::plan_single(planner::ProfileTables(plan_cluster, *profile), config);
-      if (single.feasible) {
-        out.best_single_device = only_device(single.plan);
-        out.best_single_samples_per_s = t.batch * 1000.0 / single.evaluation.round_ms;
-        baseline_plan = single.plan;
-      }
-      const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
-      plan.predicted_round_ms = ev.round_ms;
-      say("%s", planner::explain_plan(plan, ev).c_str());
-      planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
-    } else if (given_plan) {
-      planner::save_plan(plan, (run / "plan.json").string());
-    }
-    d.cluster = plan_cluster;
-    if (profile) d.profile = profile;
-
-    // ---- 3b. the probe: the model's choice against the best device alone, measured
-    if (o.probe_rounds > 0 && o.strategy == "hpp" && !given_plan && o.resume.empty() && faults.empty() &&
-        baseline_plan && device_count(plan) > 1) {
-      say("  probing: this plan and %s alone, %lld rounds each (the first %zu are warm-up)\n",
-          out.best_single_device.c_str(), (long long)o.probe_rounds, kWarmupRounds);
-      const auto t0 = Clock::now();
-      out.probe.rounds = o.probe_rounds;
-      out.probe.plan_samples_per_s = measure_plan(d, plan, o.probe_rounds, run, "probe-plan");
-      out.probe.single_samples_per_s = measure_plan(d, *baseline_plan, o.probe_rounds, run, "probe-single");
-      timings["probe"] = seconds_since(t0);
-      out.probe.switched = out.probe.plan_samples_per_s <= out.probe.single_samples_per_s * (1 + o.min_gain);
-      say("  probe: the plan %.1f samples/s, %s alone %.1f: training %s\n", out.probe.plan_samples_per_s,
-          out.best_single_device.c_str(), out.probe.single_samples_per_s,
-          (out.probe.switched ? out.best_single_device + " alone (the plan is kept as plan-candidate.json)"
-                              : std::string("the plan"))
-              .c_str());
-      if (out.probe.switched) {
-        fs::rename(run / "plan.json", run / "plan-candidate.json");
-        fs::rename(run / "plan.txt", run / "plan-candidate.txt");
-        plan = *baseline_plan;
-        const planner::Evaluation ev = planner::evaluate(plan, plan_cluster, *profile, {config.optimizer});
-        planner::save_plan(plan, (run / "plan.json").string(), planner::evaluation_to_json(ev, config.optimizer));
-        std::ofstream(run / "plan.txt") << planner::explain_plan(plan, ev);
-      }
-      StopSignals::check("after the probe");
-    }
-    if (plan.predicted_round_ms > 0) out.predicted_samples_per_s = plan.batch * 1000.0 / plan.predicted_round_ms;
-
-    // ---- 4. deploy and train (5. evaluate)
-    say("[4/8] deploying and training %s on %s%s\n", t.model.c_str(), cluster_name.c_str(),
-        faults.empty() ? "" : (" with " + std::to_string(faults.size()) + " scheduled fault(s)").c_str());
-    if (!faults.empty()) {
-      injector = std::make_unique<FaultInjector>(*emulated, faults, (run / "faults.jsonl").string(),
-                                                 [](const std::string& m) { say("\n%s\n", m.c_str()); });
-    }
-    const std::string metrics_path = t.metrics_path.empty() ? (run / "metrics.jsonl").string() : t.metrics_path;
-    const std::string summary_path = t.summary_path.empty() ? (run / "summary.json").string() : t.summary_path;
-    const std::string trace_path = d.trace_path.empty() ? (run / "trace.json").string() : d.trace_path;
-    t.metrics_path = metrics_path;
-    t.summary_path = summary_path;
-    t.strategy = plan.strategy;
-    d.trace_path = trace_path;
-    if (d.checkpoint_every > 0 && d.checkpoint_path.empty()) d.checkpoint_path = (run / "checkpoint.bin").string();
-    d.plan = plan;
-    FaultInjector* inj = injector.get();
-    d.before_round = [inj](uint64_t round, supervision::JobSupervisor&) {
-      StopSignals::check("during training");
-      if (inj) inj->before_round(round);
-    };
-    if (managed) d.summary_strings["env"] = o.env;
-    const auto train_t0 = Clock::now();
-    out.training = run_distributed_training(d);
-    timings["train_and_evaluate"] = seconds_since(train_t0);
-    timings["train"] = out.training.train_seconds;
-    if (!o.resume.empty()) plan = out.training.final_plan;
-    if (injector) injector->finish();
-    say("[5/8] test accuracy %.2f %% on %lld samples\n", 100.0 * out.training.test_accuracy,
-        (long long)out.training.test_samples);
-
-    // ---- 6. the measured baseline: the best single device alone, same cluster
-    const double steady = steady_throughput(out.training.committed, kWarmupRounds, plan.batch);
-    const size_t plan_devices = device_count(plan);
-    if (o.baseline_rounds > 0 && baseline_plan && !out.training.committed.empty()) {
-      say("[6/8] measuring the baseline: %s alone, %lld rounds on the same cluster\n", out.best_single_device.c_str(),
-          (long long)o.baseline_rounds);
-      const auto t0 = Clock::now();
-      try {
-        if (plan_devices == 1 && plan.stages.front().devices.front().id == out.best_single_device) {
-          out.best_single_measured_samples_per_s = steady;  // the job was that baseline
-        } else {
-          out.best_single_measured_samples_per_s = measure_plan(d, *baseline_plan, o.baseline_rounds, run, "baseline");
-        }
-        if (out.best_single_measured_samples_per_s > 0) out.speedup_measured = steady / out.best_single_measured_samples_per_s;
-      } catch (const std::exception& e) {
-        say("  the baseline could not run: %s\n", e.what());
-      }
-      timings["baseline"] = seconds_since(t0);
-    } else {
-      say("[6/8] no measured baseline (%s)\n", o.baseline_rounds <= 0 ? "--no-baseline" : "no profile to choose the best device by");
-    }
-
-    // ---- 6. cluster down (7. the summary follows, with the down time)
-    if (managed) {
-      say("[7/8] bringing the cluster down\n");
-      const auto t0 = Clock::now();
-      injector.reset();
-      home.go_home();
-      emulated->down();
-      timings["down"] = seconds_since(t0);
-    }
-
-    // The run folder's copies of files written elsewhere.
-    copy_into(metrics_path, run / "metrics.jsonl");
-    copy_into(trace_path, run / "trace.json");
-    if (!d.checkpoint_path.empty()) copy_into(d.checkpoint_path, run / "checkpoint.bin");
-
-    // summary.json: what run_distributed_training wrote, and the job's own.
-    json s = planner::read_json_file(summary_path);
-    s["strategy"] = plan.strategy;
-    s["env"] = managed ? o.env : "";
-    s["cluster"] = managed ? cluster_name : o.cluster_file;
-    s["run_dir"] = run_dir;
-    s["devices"] = plan_cluster.devices.size();
-    if (have_mechanisms) {
-      s["mechanisms"] = {{"cpu", mechanisms.cpu},
-                         {"memory", mechanisms.memory},
-                         {"net", mechanisms.net},
-                         {"latency", mechanisms.latency},
-                         {"notes", mechanisms.notes},
-                         {"summary", mechanisms.summary()}};
-    } else {
-      s["mechanisms"] = {{"summary", "not emulated (real devices)"}};
-    }
-    if (out.predicted_samples_per_s > 0) s["predicted_samples_per_s"] = out.predicted_samples_per_s;
-    if (out.best_single_samples_per_s > 0) {
-      s["best_single_samples_per_s"] = out.best_single_samples_per_s;
-      s["best_single_device"] = out.best_single_device;
-      s["speedup_over_best_single"] = out.training.samples_per_s / out.best_single_samples_per_s;
-      if (out.predicted_samples_per_s > 0)
-        s["predicted_speedup_over_best_single"] = out.predicted_samples_per_s / out.best_single_samples_per_s;
-    }
-    if (out.predicted_samples_per_s > 0) s["measured_over_predicted"] = out.training.samples_per_s / out.predicted_samples_per_s;
-    if (steady > 0) s["samples_per_s_after_round_5"] = steady;
-    if (out.best_single_measured_samples_per_s > 0) {
-      s["best_single_measured_samples_per_s"] = out.best_single_measured_samples_per_s;
-      s["speedup_measured"] = out.speedup_measured;
-    }
-    if (out.probe.rounds > 0) {
-      s["probe"] = {{"rounds", out.probe.rounds},
-                    {"plan_samples_per_s", out.probe.plan_samples_per_s},
-                    {"single_samples_per_s", out.probe.single_samples_per_s},
-                    {"switched_to_single", out.probe.switched}};
-    }
-    if (!links.empty()) {
-      json l = json::object(), rtt = json::object();
-      for (const auto& [id, m] : links) {
-        l[id] = m.mbps;
-        rtt[id] = m.rtt_ms;
-      }
-      s["links_mbps"] = l;
-      s["link_rtt_ms"] = rtt;
-      s["profile_seconds"] = measured.profile_seconds;
-    }
-    if (injector || !faults.empty()) s["faults_scheduled"] = faults.size();
-    out.job_seconds = seconds_since(job_t0);
-    timings["job_before_plots"] = out.job_seconds;
-    s["timings_s"] = timings;
-    planner::write_json_file(s, (run / "summary.json").string());
-    if (summary_path != (run / "summary.json").string()) planner::write_json_file(s, summary_path);
-
-    // Plots (after the cluster is down: they need no node).
-    if (o.plots) {
-      const auto t0 = Clock::now();
-      const auto made = make_plots(run_dir);
-      if (!made.empty()) {
-        std::string list;
-        for (const auto& m : made) list += (list.empty() ? "" : ", ") + m;
-        say("plots: %s (%.1f s)\n", list.c_str(), seconds_since(t0));
-      }
-    }
-
-    // ---- 7. the summary
-    const auto& r = out.training;
-    say("[8/8] summary: %s, %s on %s\n", plan.strategy.c_str(), t.model.c_str(), cluster_name.c_str());
-    say("  %lld rounds (%lld samples) in %.1f s, final loss %.4f, test accuracy %.2f %% on %lld samples\n",
-        (long long)r.rounds, (long long)r.samples, r.train_seconds, r.final_loss, 100.0 * r.test_accuracy,
-        (long long)r.test_samples);
-    say("  measured throughput:   %8.1f samples/s\n", r.samples_per_s);
-    if (out.predicted_samples_per_s > 0)
-      say("  predicted (planner):   %8.1f samples/s (measured / predicted = %.2f)\n", out.predicted_samples_per_s,
-          r.samples_per_s / out.predicted_samples_per_s);
-    if (out.best_single_samples_per_s > 0)
-      say("  best single device:    %8.1f samples/s (%s alone, by its profile): speedup %.2fx\n",
-          out.best_single_samples_per_s, out.best_single_device.c_str(),
-          r.samples_per_s / out.best_single_samples_per_s);
-    if (out.best_single_measured_samples_per_s > 0)
-      say("  measured baseline:     %8.1f samples/s (%s alone on this cluster, after round %zu): "
-          "measured speedup %.2fx (job %.1f samples/s after round %zu)\n",
-          out.best_single_measured_samples_per_s, out.best_single_device.c_str(), kWarmupRounds, out.speedup_measured,
-          steady, kWarmupRounds);
-    for (const auto& f : r.failures)
-      say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
-          (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());
-    if (have_mechanisms) say("  emulation: %s\n", mechanisms.summary().c_str());
-    say("  whole job: %.1f s; run folder: %s\n", seconds_since(job_t0), run_dir.c_str());
-    out.job_seconds = seconds_since(job_t0);
-    return out;
+    if (out.best_single_measured_samples_per_s > 0) out.speedup_measured = steady / out.best_single_measured_samples_per_s;
   } catch (const std::exception& e) {
-    // The cluster goes down with `emulated` (owning) as this unwinds; note
-    // what happened where the run's files are.
-    std::ofstream(run / "error.txt") << e.what() << "\n";
-    injector.reset();
-    home.go_home();
-    if (emulated && managed) {
-      try {
-        emulated->down();
-      } catch (const std::exception& down_error) {
-        std::fprintf(stderr, "asteroid train: bringing the cluster down failed: %s (try `asteroid cluster down --dir %s`)\n",
-                     down_error.what(), (run / "cluster").string().c_str());
-      }
+    say("  the baseline could not run: %s\n", e.what());
+  }
+  timings["baseline"] = seconds_since(t0);
+}
+
+// ---- 7. cluster down (8. the summary follows, with the down time)
+void TrainJob::bring_cluster_down() {
+  if (!managed) return;
+  say("[7/8] bringing the cluster down\n");
+  const auto t0 = Clock::now();
+  injector.reset();
+  home.go_home();
+  emulated->down();
+  timings["down"] = seconds_since(t0);
+}
+
+// ---- 8. the summary: summary.json, the plots, the printed summary
+void TrainJob::write_summary() {
+  copy_outputs_into_run_folder();
+  // summary.json: what run_distributed_training wrote, and the job's own.
+  json s = planner::read_json_file(summary_path);
+  s["strategy"] = plan.strategy;
+  s["env"] = managed ? o.env : "";
+  s["cluster"] = managed ? cluster_name : o.cluster_file;
+  s["run_dir"] = run_dir;
+  s["devices"] = plan_cluster.devices.size();
+  add_mechanisms(s);
+  add_throughputs(s);
+  add_links(s);
+  if (injector || !faults.empty()) s["faults_scheduled"] = faults.size();
+  out.job_seconds = seconds_since(job_t0);
+  timings["job_before_plots"] = out.job_seconds;
+  s["timings_s"] = timings;
+  planner::write_json_file(s, (run / "summary.json").string());
+  if (summary_path != (run / "summary.json").string()) planner::write_json_file(s, summary_path);
+}
+
+// The run folder's copies of files written elsewhere.
+void TrainJob::copy_outputs_into_run_folder() const {
+  copy_into(metrics_path, run / "metrics.jsonl");
+  copy_into(trace_path, run / "trace.json");
+  if (!d.checkpoint_path.empty()) copy_into(d.checkpoint_path, run / "checkpoint.bin");
+}
+
+void TrainJob::add_mechanisms(json& s) const {
+  if (have_mechanisms) {
+    s["mechanisms"] = {{"cpu", mechanisms.cpu},
+                       {"memory", mechanisms.memory},
+                       {"net", mechanisms.net},
+                       {"latency", mechanisms.latency},
+                       {"notes", mechanisms.notes},
+                       {"summary", mechanisms.summary()}};
+  } else {
+    s["mechanisms"] = {{"summary", "not emulated (real devices)"}};
+  }
+}
+
+void TrainJob::add_throughputs(json& s) const {
+  if (out.predicted_samples_per_s > 0) s["predicted_samples_per_s"] = out.predicted_samples_per_s;
+  if (out.best_single_samples_per_s > 0) {
+    s["best_single_samples_per_s"] = out.best_single_samples_per_s;
+    s["best_single_device"] = out.best_single_device;
+    s["speedup_over_best_single"] = out.training.samples_per_s / out.best_single_samples_per_s;
+    if (out.predicted_samples_per_s > 0)
+      s["predicted_speedup_over_best_single"] = out.predicted_samples_per_s / out.best_single_samples_per_s;
+  }
+  if (out.predicted_samples_per_s > 0) s["measured_over_predicted"] = out.training.samples_per_s / out.predicted_samples_per_s;
+  if (steady > 0) s["samples_per_s_after_round_5"] = steady;
+  if (out.best_single_measured_samples_per_s > 0) {
+    s["best_single_measured_samples_per_s"] = out.best_single_measured_samples_per_s;
+    s["speedup_measured"] = out.speedup_measured;
+  }
+  if (out.probe.rounds > 0) {
+    s["probe"] = {{"rounds", out.probe.rounds},
+                  {"plan_samples_per_s", out.probe.plan_samples_per_s},
+                  {"single_samples_per_s", out.probe.single_samples_per_s},
+                  {"switched_to_single", out.probe.switched}};
+  }
+}
+
+void TrainJob::add_links(json& s) const {
+  if (links.empty()) return;
+  json l = json::object(), rtt = json::object();
+  for (const auto& [id, m] : links) {
+    l[id] = m.mbps;
+    rtt[id] = m.rtt_ms;
+  }
+  s["links_mbps"] = l;
+  s["link_rtt_ms"] = rtt;
+  s["profile_seconds"] = measured.profile_seconds;
+}
+
+// Plots (after the cluster is down: they need no node).
+void TrainJob::draw_plots() const {
+  if (!o.plots) return;
+  const auto t0 = Clock::now();
+  const auto made = make_plots(run_dir);
+  if (!made.empty()) {
+    std::string list;
+    for (const auto& m : made) list += (list.empty() ? "" : ", ") + m;
+    say("plots: %s (%.1f s)\n", list.c_str(), seconds_since(t0));
+  }
+}
+
+void TrainJob::print_summary() {
+  const auto& r = out.training;
+  say("[8/8] summary: %s, %s on %s\n", plan.strategy.c_str(), t.model.c_str(), cluster_name.c_str());
+  say("  %lld rounds (%lld samples) in %.1f s, final loss %.4f, test accuracy %.2f %% on %lld samples\n",
+      (long long)r.rounds, (long long)r.samples, r.train_seconds, r.final_loss, 100.0 * r.test_accuracy,
+      (long long)r.test_samples);
+  say("  measured throughput:   %8.1f samples/s\n", r.samples_per_s);
+  if (out.predicted_samples_per_s > 0)
+    say("  predicted (planner):   %8.1f samples/s (measured / predicted = %.2f)\n", out.predicted_samples_per_s,
+        r.samples_per_s / out.predicted_samples_per_s);
+  if (out.best_single_samples_per_s > 0)
+    say("  best single device:    %8.1f samples/s (%s alone, by its profile): speedup %.2fx\n",
+        out.best_single_samples_per_s, out.best_single_device.c_str(),
+        r.samples_per_s / out.best_single_samples_per_s);
+  if (out.best_single_measured_samples_per_s > 0)
+    say("  measured baseline:     %8.1f samples/s (%s alone on this cluster, after round %zu): "
+        "measured speedup %.2fx (job %.1f samples/s after round %zu)\n",
+        out.best_single_measured_samples_per_s, out.best_single_device.c_str(), kWarmupRounds, out.speedup_measured,
+        steady, kWarmupRounds);
+  for (const auto& f : r.failures)
+    say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
+        (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());
+  if (have_mechanisms) say("  emulation: %s\n", mechanisms.summary().c_str());
+  say("  whole job: %.1f s; run folder: %s\n", seconds_since(job_t0), run_dir.c_str());
+  out.job_seconds = seconds_since(job_t0);
+}
+
+// The cluster goes down with `emulated` (owning) as this unwinds; note what
+// happened where the run's files are.
+void TrainJob::clean_up_after(const std::exception& e) {
+  std::ofstream(run / "error.txt") << e.what() << "\n";
+  injector.reset();
+  home.go_home();
+  if (emulated && managed) {
+    try {
+      emulated->down();
+    } catch (const std::exception& down_error) {
+      spdlog::error("asteroid train: bringing the cluster down failed: {} (try `asteroid cluster down --dir {}`)",
+                    down_error.what(), (run / "cluster").string());
     }
+  }
+}
+
+}  // namespace
+
+TrainJobResult run_train_job(const TrainJobOptions& input) {
+  TrainJob job(input);
+  job.check_options();
+  job.make_run_folder();
+  job.stop_on_signals();
+  try {
+    job.bring_cluster_up();
+    job.profile_and_measure_links();
+    job.choose_plan();
+    job.probe();
+    job.train();
+    job.measure_baseline();
+    job.bring_cluster_down();
+    job.write_summary();
+    job.draw_plots();
+    job.print_summary();
+    return std::move(job.out);
+  } catch (const std::exception& e) {
+    job.clean_up_after(e);
     throw;
   }
 }
