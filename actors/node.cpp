@@ -283,8 +283,8 @@ int run_node(const NodeOptions& options) {
   auto actor = system.spawn(node_actor, node);
   auto port = system.middleman().publish(actor, options.port, options.host.c_str(), true);
   if (!port) {
-    std::fprintf(stderr, "asteroid node %s: cannot listen on %s:%u: %s\n", options.id.c_str(), options.host.c_str(),
-                 options.port, system.render(port.error()).c_str());
+    spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port,
+                  system.render(port.error()));
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return 1;
   }
@@ -294,7 +294,7 @@ int run_node(const NodeOptions& options) {
   try {
     heartbeats = std::make_unique<HeartbeatResponder>(options.host, *port, options.id);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "asteroid node %s: %s\n", options.id.c_str(), e.what());
+    spdlog::error("asteroid node {}: {}", options.id, e.what());
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return 1;
   }

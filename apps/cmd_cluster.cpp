@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <cstdio>
@@ -72,7 +73,7 @@ void run_up(const UpCli& c) {
   o.base_port = c.base_port;
   o.ready_timeout = testbed::Millis(static_cast<long long>(c.ready_timeout_s * 1000));
   o.die_with_parent = false;  // the nodes outlive this command
-  o.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+  o.log = [](const std::string& m) { spdlog::info("{}", m); };
   o.cancel = &g_interrupted;
   // Ctrl-C or SIGTERM during start-up: stop, clean up, exit non-zero.
   struct sigaction sa {}, old_int{}, old_term{};

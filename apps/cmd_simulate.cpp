@@ -4,6 +4,7 @@
 // Transfers and all-reduces use the plan's codecs (plan.json
 // "to_next_codec", "allreduce_codec", "codec_block").
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <fstream>
@@ -72,8 +73,8 @@ void run_simulate(const SimulateCli& cli) {
   Evaluation ev = evaluate(plan, tables, eo);
   Simulation sim = simulate(plan, tables, eo);
   std::fputs(explain_simulation(plan, ev, sim).c_str(), stdout);
-  if (!ev.feasible) std::printf("\nwarning: the plan does not fit in memory: %s\n", ev.infeasible_reason.c_str());
-  for (const std::string& w : ev.warnings) std::printf("warning: %s\n", w.c_str());
+  if (!ev.feasible) spdlog::warn("the plan does not fit in memory: {}", ev.infeasible_reason);
+  for (const std::string& w : ev.warnings) spdlog::warn("{}", w);
   if (!cli.trace.empty()) {
     std::ofstream out(cli.trace);
     out << chrome_trace(plan, sim) << "\n";

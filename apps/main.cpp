@@ -1,4 +1,5 @@
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -12,6 +13,10 @@ int main(int argc, char** argv) {
   // Before any tensor: nodes, jobs and the profiler reuse freed memory
   // instead of faulting it in again every micro-batch (compute/memory_reuse.h).
   asteroid::compute::keep_freed_memory();
+  // Log lines go to stderr (spdlog's default logger writes to stdout, where
+  // they would mix with the results a script reads).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("asteroid"));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
   CLI::App app{"Asteroid: hybrid pipeline parallel training on heterogeneous edge devices"};
   app.require_subcommand(0, 1);
   // Every command takes --log-level (before or after its name): spdlog's

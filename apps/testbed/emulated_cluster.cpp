@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -453,7 +454,7 @@ EmulatedCluster::~EmulatedCluster() {
   try {
     down();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "asteroid: cleaning up the emulated cluster in %s: %s\n", dir_.c_str(), e.what());
+    spdlog::error("asteroid: cleaning up the emulated cluster in {}: {}", dir_, e.what());
   } catch (...) {
   }
 }
