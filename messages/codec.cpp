@@ -46,6 +46,25 @@ void put_members(capnp::List<wire::GroupMember>::Builder out, const std::vector<
   }
 }
 
+// A list of texts or numbers, as the schema's List(Text) / List(UInt32).
+template <typename ListBuilder, typename T>
+void put_list(ListBuilder out, const std::vector<T>& in) {
+  for (size_t i = 0; i < in.size(); ++i) out.set(static_cast<unsigned>(i), in[i]);
+}
+
+// The fields an Activation and a Gradient share (the same names in both structs).
+template <typename Builder, typename Slice>
+void put_slice(Builder o, const Slice& m) {
+  o.setRound(m.round);
+  o.setMicrobatch(m.microbatch);
+  put_range(o.initSamples(), m.samples);
+  o.setFromStage(m.from_stage);
+  o.setFromMember(m.from_member);
+  put_tensor(o.initTensor(), m.tensor);
+}
+
+wire::WireCodec to_wire(wire_codec::Codec c) { return static_cast<wire::WireCodec>(c); }
+
 void put_state(wire::StageState::Builder out, const StageState& s) {
   out.setRound(s.round);
   out.setLayerBegin(s.layer_begin);
@@ -61,23 +80,10 @@ struct Encoder {
 
   void operator()(const Activation& m) {
     auto o = env.initActivation();
-    o.setRound(m.round);
-    o.setMicrobatch(m.microbatch);
-    put_range(o.initSamples(), m.samples);
-    o.setFromStage(m.from_stage);
-    o.setFromMember(m.from_member);
-    put_tensor(o.initTensor(), m.tensor);
+    put_slice(o, m);
     put_tensor(o.initLabels(), m.labels);
   }
-  void operator()(const Gradient& m) {
-    auto o = env.initGradient();
-    o.setRound(m.round);
-    o.setMicrobatch(m.microbatch);
-    put_range(o.initSamples(), m.samples);
-    o.setFromStage(m.from_stage);
-    o.setFromMember(m.from_member);
-    put_tensor(o.initTensor(), m.tensor);
-  }
+  void operator()(const Gradient& m) { put_slice(env.initGradient(), m); }
   void operator()(const ReduceChunk& m) {
     auto o = env.initReduceChunk();
     o.setRound(m.round);
@@ -118,9 +124,9 @@ struct Encoder {
     o.setRequiredMemoryBytes(m.required_memory_bytes);
     o.setReplicateEvery(m.replicate_every);
     o.setCentralEvery(m.central_every);
-    o.setCodecToNext(static_cast<wire::WireCodec>(m.codec_to_next));
-    o.setCodecFromPrev(static_cast<wire::WireCodec>(m.codec_from_prev));
-    o.setCodecAllReduce(static_cast<wire::WireCodec>(m.codec_all_reduce));
+    o.setCodecToNext(to_wire(m.codec_to_next));
+    o.setCodecFromPrev(to_wire(m.codec_from_prev));
+    o.setCodecAllReduce(to_wire(m.codec_all_reduce));
     o.setCodecBlock(m.codec_block);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
@@ -147,8 +153,7 @@ struct Encoder {
     o.setMemoryBudgetBytes(m.memory_budget_bytes);
     o.setCpuShare(m.cpu_share);
     o.setClockUs(m.clock_us);
-    auto models = o.initModels(static_cast<unsigned>(m.models.size()));
-    for (size_t i = 0; i < m.models.size(); ++i) models.set(static_cast<unsigned>(i), m.models[i]);
+    put_list(o.initModels(static_cast<unsigned>(m.models.size())), m.models);
   }
   void operator()(const Metrics& m) {
     auto o = env.initMetrics();
@@ -178,8 +183,7 @@ struct Encoder {
   void operator()(const ProfileRequest& m) {
     auto o = env.initProfileRequest();
     o.setModel(m.model);
-    auto b = o.initBatches(static_cast<unsigned>(m.batches.size()));
-    for (size_t i = 0; i < m.batches.size(); ++i) b.set(static_cast<unsigned>(i), m.batches[i]);
+    put_list(o.initBatches(static_cast<unsigned>(m.batches.size())), m.batches);
     o.setRepeats(m.repeats);
   }
   void operator()(const ProfileResult& m) { env.initProfileResult().setJson(m.json); }
@@ -192,10 +196,8 @@ struct Encoder {
     o.setMicrobatches(m.microbatches);
     o.setOptimizer(static_cast<wire::OptimizerSpec::Kind>(m.optimizer));
     o.setRunningPlanJson(m.running_plan_json);
-    auto lost = o.initLostDevices(static_cast<unsigned>(m.lost_devices.size()));
-    for (size_t i = 0; i < m.lost_devices.size(); ++i) lost.set(static_cast<unsigned>(i), m.lost_devices[i]);
-    auto added = o.initAddedDevices(static_cast<unsigned>(m.added_devices.size()));
-    for (size_t i = 0; i < m.added_devices.size(); ++i) added.set(static_cast<unsigned>(i), m.added_devices[i]);
+    put_list(o.initLostDevices(static_cast<unsigned>(m.lost_devices.size())), m.lost_devices);
+    put_list(o.initAddedDevices(static_cast<unsigned>(m.added_devices.size())), m.added_devices);
     o.setHeavy(m.heavy);
     o.setWire(m.wire);
     o.setCodecBlock(m.codec_block);
@@ -422,17 +424,35 @@ class Reader {
     return static_cast<Enum>(raw);
   }
 
+  wire_codec::Codec codec(wire::WireCodec raw, const char* field) const {
+    return enumeration(static_cast<uint16_t>(raw), wire_codec::Codec::int4, field);
+  }
+
+  uint32_t codec_block(uint32_t block, const char* field) const {
+    if (block == 0 || block > wire_codec::kMaxBlock) {
+      throw Invalid(std::string(field) + ": " + std::to_string(block) + " is not in [1, " +
+                    std::to_string(wire_codec::kMaxBlock) + "]");
+    }
+    return block;
+  }
+
+  // The fields an Activation and a Gradient share; `kind` names the message.
+  template <typename In, typename Slice>
+  void slice(In in, Slice& m, const std::string& kind) const {
+    m.round = in.getRound();
+    m.microbatch = in.getMicrobatch();
+    m.samples = range(in.getSamples(), (kind + ".samples").c_str());
+    m.from_stage = in.getFromStage();
+    m.from_member = in.getFromMember();
+    m.tensor = tensor(in.getTensor(), (kind + ".tensor").c_str());
+  }
+
   Message envelope(wire::Envelope::Reader env) const {
     switch (env.which()) {
       case wire::Envelope::ACTIVATION: {
         auto in = env.getActivation();
         Activation m;
-        m.round = in.getRound();
-        m.microbatch = in.getMicrobatch();
-        m.samples = range(in.getSamples(), "activation.samples");
-        m.from_stage = in.getFromStage();
-        m.from_member = in.getFromMember();
-        m.tensor = tensor(in.getTensor(), "activation.tensor");
+        slice(in, m, "activation");
         m.labels = tensor(in.getLabels(), "activation.labels");
         if (!m.labels.empty() && m.labels.dtype != DType::int64) {
           throw Invalid(std::string("activation.labels: ") + to_string(m.labels.dtype) + ", but labels are int64");
@@ -440,14 +460,8 @@ class Reader {
         return m;
       }
       case wire::Envelope::GRADIENT: {
-        auto in = env.getGradient();
         Gradient m;
-        m.round = in.getRound();
-        m.microbatch = in.getMicrobatch();
-        m.samples = range(in.getSamples(), "gradient.samples");
-        m.from_stage = in.getFromStage();
-        m.from_member = in.getFromMember();
-        m.tensor = tensor(in.getTensor(), "gradient.tensor");
+        slice(env.getGradient(), m, "gradient");
         return m;
       }
       case wire::Envelope::REDUCE_CHUNK: {
@@ -494,17 +508,10 @@ class Reader {
         m.required_memory_bytes = in.getRequiredMemoryBytes();
         m.replicate_every = in.getReplicateEvery();
         m.central_every = in.getCentralEvery();
-        m.codec_to_next = enumeration(static_cast<uint16_t>(in.getCodecToNext()), wire_codec::Codec::int4,
-                                      "assignment.codecToNext");
-        m.codec_from_prev = enumeration(static_cast<uint16_t>(in.getCodecFromPrev()), wire_codec::Codec::int4,
-                                        "assignment.codecFromPrev");
-        m.codec_all_reduce = enumeration(static_cast<uint16_t>(in.getCodecAllReduce()), wire_codec::Codec::int4,
-                                         "assignment.codecAllReduce");
-        m.codec_block = in.getCodecBlock();
-        if (m.codec_block == 0 || m.codec_block > wire_codec::kMaxBlock) {
-          throw Invalid("assignment.codecBlock: " + std::to_string(m.codec_block) + " is not in [1, " +
-                        std::to_string(wire_codec::kMaxBlock) + "]");
-        }
+        m.codec_to_next = codec(in.getCodecToNext(), "assignment.codecToNext");
+        m.codec_from_prev = codec(in.getCodecFromPrev(), "assignment.codecFromPrev");
+        m.codec_all_reduce = codec(in.getCodecAllReduce(), "assignment.codecAllReduce");
+        m.codec_block = codec_block(in.getCodecBlock(), "assignment.codecBlock");
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");
@@ -607,11 +614,7 @@ class Reader {
         m.added_devices = texts(in.getAddedDevices(), "planRequest.addedDevices");
         m.heavy = in.getHeavy();
         m.wire = text(in.getWire(), "planRequest.wire");
-        m.codec_block = in.getCodecBlock();
-        if (m.codec_block == 0 || m.codec_block > wire_codec::kMaxBlock) {
-          throw Invalid("planRequest.codecBlock: " + std::to_string(m.codec_block) + " is not in [1, " +
-                        std::to_string(wire_codec::kMaxBlock) + "]");
-        }
+        m.codec_block = codec_block(in.getCodecBlock(), "planRequest.codecBlock");
         return m;
       }
       case wire::Envelope::PLAN_RESULT: {
