@@ -39,44 +39,30 @@ struct Coordinator::Impl {
     caf::actor actor;
     int begin = 0, end = 0;  // its layers
   };
-  // What the receive loop collects for a round in flight.
-  struct RoundProgress {
-    uint64_t round = 0;
-    Clock::time_point started;
-    std::set<std::pair<uint32_t, uint32_t>> done;
-    double loss_sum = 0;
-    uint32_t samples = 0, correct = 0;
-  };
+  Impl(caf::actor_system& system, JobSpec spec)
+      : system(system), self(system), spec(std::move(spec)), ledger(ledger_rules(this->spec)) {}
 
-  Impl(caf::actor_system& system, JobSpec spec) : system(system), self(system), spec(std::move(spec)) {}
+  static RoundLedger::Rules ledger_rules(const JobSpec& spec) {
+    RoundLedger::Rules rules;
+    rules.rounds_ahead = spec.rounds_ahead;
+    rules.end_round = spec.end_round;
+    rules.replicate_every = spec.replicate_every;
+    rules.commit_every = spec.commit_every;
+    rules.max_uncommitted_rounds = spec.max_uncommitted_rounds;
+    rules.replica_link_share = spec.replica_link_share;
+    return rules;
+  }
 
   caf::actor_system& system;
   caf::scoped_actor self;
   JobSpec spec;
   std::map<std::string, Node> nodes;  // by device id
   std::vector<Member> members;        // stage by stage, member by member
-  uint64_t round = 0;                 // the next round to finish
-  uint64_t next_start = 0;            // the next round to start (round .. round + rounds_ahead)
-  std::optional<uint64_t> committed;  // the last committed round
-  // Rounds every member stepped, not yet committed (waiting for replicas).
-  std::map<uint64_t, RoundReport> stepped;
-  // The replica asked for (one at a time), the stages whose holders have
-  // not stored it yet, and the newest round every holder stored.
-  std::optional<uint64_t> replica_asked;
-  std::set<uint32_t> replica_waiting;
-  std::optional<uint64_t> replica_round;
-  // Pacing (JobSpec::replica_link_share): when the replica on its way was
-  // asked for, and the earliest moment the next one may be.
-  Clock::time_point replica_asked_at{};
-  Clock::time_point next_replica_at{};
-  std::vector<RoundReport> newly_committed;  // returned by the next run_round / flush
-  std::map<uint64_t, RoundProgress> in_flight;  // started, not every member done
-  std::optional<Clock::time_point> last_done;   // when the previous round finished
+  RoundLedger ledger;                 // rounds, commits, replicas (round_ledger.h)
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
   std::set<std::string> lost_between;  // reported lost while no round ran
   std::set<std::string> returned;      // reported back
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
-  double longest_round_ms = 0;
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
 
@@ -158,7 +144,7 @@ struct Coordinator::Impl {
     a.optimizer = spec.optimizer;
     a.seed = spec.seed;
     a.data_seed = spec.data_seed;
-    a.first_round = round;
+    a.first_round = ledger.next_round();
     if (state) a.initial_state = *state;
     a.trace = spec.trace;
     auto memory = spec.required_memory_bytes.find(stages[stage].devices[member].id);
@@ -264,8 +250,7 @@ struct Coordinator::Impl {
       for (const auto& d : stage.devices) connect(d.id);
     }
     connect_mesh();
-    restart_rounds_at(first_round);
-    committed = first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1);
+    ledger.restart_after(first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1));
     for (size_t s = 0; s < stages.size(); ++s) {
       for (size_t m = 0; m < stages[s].devices.size(); ++m) {
         const std::string& id = stages[s].devices[m].id;
@@ -307,20 +292,10 @@ struct Coordinator::Impl {
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, messages::RoundControl>) {
-            auto progress = in_flight.find(m.round);
-            if (m.kind == messages::ControlKind::done && progress != in_flight.end()) {
-              if (!progress->second.done.insert({m.stage, m.member}).second) return;
-              progress->second.loss_sum += m.loss_sum;
-              progress->second.samples += m.samples;
-              progress->second.correct += m.correct;
-            } else if (m.kind == messages::ControlKind::replicated && replica_asked && m.round == *replica_asked) {
-              replica_waiting.erase(m.stage);
-              if (replica_waiting.empty()) {
-                replica_round = *replica_asked;
-                replica_asked.reset();
-                pace_replicas();
-                advance_commits(false);
-              }
+            if (m.kind == messages::ControlKind::done) {
+              ledger.member_done(m.round, m.stage, m.member, m.loss_sum, m.samples, m.correct);
+            } else if (m.kind == messages::ControlKind::replicated && ledger.replica_stored(m.stage, m.round, Clock::now())) {
+              advance_commits(false);
             }
           } else if constexpr (std::is_same_v<T, messages::Metrics>) {
             if (spec.trace) trace.insert(trace.end(), m.events.begin(), m.events.end());
@@ -437,97 +412,42 @@ struct Coordinator::Impl {
     return got;
   }
 
-  // Commits every stepped round the replicas cover (one commit message, for
-  // the newest of them: the members keep no state of the rounds before it),
-  // and asks for the next replica when none is on its way: of the newest
-  // stepped round, once it is `replicate_every` rounds past the last one and
-  // the pacing allows (`now`: at once). Every member keeps its state of that
-  // round until it commits; the single-device stages also ship it to their
-  // holders. Without replicated stages a stepped round commits at once.
+  // Commits what the replicas cover and asks for the next replica, as the
+  // ledger decides (`now`: whatever the pacing). Every member keeps its
+  // state of a replicated round until it commits; the single-device stages
+  // also ship it to their holders.
   void advance_commits(bool now) {
-    const auto holders = replica_holders();
-    std::optional<uint64_t> last;
-    while (!stepped.empty() && (holders.empty() || (replica_round && stepped.begin()->first <= *replica_round))) {
-      last = stepped.begin()->first;
-      newly_committed.push_back(stepped.begin()->second);
-      stepped.erase(stepped.begin());
-    }
-    if (last) {
+    std::set<uint32_t> holders;
+    for (const auto& [stage, holder] : replica_holders()) holders.insert(stage);
+    const RoundLedger::Actions actions = ledger.advance(holders, now, Clock::now());
+    if (actions.commit) {
       messages::RoundControl commit;
       commit.kind = messages::ControlKind::commit;
-      commit.round = *last;
+      commit.round = *actions.commit;
       broadcast(commit);
-      committed = *last;
     }
-    if (holders.empty() || replica_asked || stepped.empty()) return;
-    const uint64_t newest = stepped.rbegin()->first;
-    const uint64_t since = replica_round ? newest - *replica_round : newest + 1;
-    if (!now && !commit_point_waits() && (since < spec.replicate_every || Clock::now() < next_replica_at)) return;
-    messages::RoundControl replicate;
-    replicate.kind = messages::ControlKind::replicate;
-    replicate.round = newest;
-    broadcast(replicate);
-    for (const auto& [stage, holder] : holders) replica_waiting.insert(stage);
-    replica_asked = newest;
-    replica_asked_at = Clock::now();
-  }
-
-  // A stepped round not yet covered by a replica is one the job wants
-  // committed at once (JobSpec::commit_every).
-  bool commit_point_waits() const {
-    if (spec.commit_every == 0) return false;
-    for (auto it = stepped.upper_bound(replica_round ? *replica_round : 0); it != stepped.end(); ++it) {
-      if ((!replica_round || it->first > *replica_round) && (it->first + 1) % spec.commit_every == 0) return true;
+    if (actions.replicate) {
+      messages::RoundControl replicate;
+      replicate.kind = messages::ControlKind::replicate;
+      replicate.round = *actions.replicate;
+      broadcast(replicate);
     }
-    return false;
-  }
-
-  // A replica took d from the ask to the last holder's confirmation: the
-  // next may be asked d (1 - share) / share later, so that replication
-  // keeps at most `replica_link_share` of the links and CPUs it crosses.
-  void pace_replicas() {
-    const double share = std::clamp(spec.replica_link_share, 1e-3, 1.0);
-    const auto took = Clock::now() - replica_asked_at;
-    next_replica_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(took * ((1 - share) / share));
-  }
-
-  // Rounds stepped but not committed that the job lets pile up while
-  // replicas are on their way, before it stops starting rounds.
-  size_t commit_lag_limit() const {
-    return std::max<size_t>(spec.max_uncommitted_rounds, spec.replicate_every + 1);
   }
 
   // How long a round may run before it counts as stalled.
   std::chrono::milliseconds round_limit() const {
-    if (longest_round_ms <= 0) return spec.round_timeout;
-    const auto adaptive = std::chrono::milliseconds(static_cast<int64_t>(10 * longest_round_ms));
+    if (ledger.longest_round_ms() <= 0) return spec.round_timeout;
+    const auto adaptive = std::chrono::milliseconds(static_cast<int64_t>(10 * ledger.longest_round_ms()));
     return std::min(spec.round_timeout, std::max(std::chrono::milliseconds(20000), adaptive));
   }
 
-  // Forgets the rounds in flight: the next round to start and to finish is
-  // `first`.
-  void restart_rounds_at(uint64_t first) {
-    round = first;
-    next_start = first;
-    in_flight.clear();
-    last_done.reset();
-    stepped.clear();
-    replica_asked.reset();
-    replica_waiting.clear();
-    next_replica_at = {};
-    // What is committed is safe: recovered, or covered by replicas already.
-    replica_round = first == 0 ? std::nullopt : std::optional<uint64_t>(first - 1);
-  }
-
-  // Starts every round up to `last` not started yet (none from end_round
-  // on). Only the first stage waits for a start; the others run on what
-  // arrives.
-  void start_rounds_through(uint64_t last) {
-    for (; next_start <= last && next_start < spec.end_round; ++next_start) {
-      in_flight[next_start] = RoundProgress{next_start, Clock::now(), {}, 0, 0, 0};
+  // Starts every round the ledger says is due. Only the first stage waits
+  // for a start; the others run on what arrives.
+  void start_due_rounds() {
+    for (uint64_t r : ledger.start_due(Clock::now())) {
       messages::RoundControl start;
       start.kind = messages::ControlKind::start;
-      start.round = next_start;
+      start.round = r;
       const auto wire = messages::to_wire(start);
       for (const Member& m : members) {
         if (m.stage == 0) self->send(m.actor, wire);
@@ -537,48 +457,34 @@ struct Coordinator::Impl {
 
   std::vector<RoundReport> run_round() {
     const auto deadline = Clock::now() + round_limit();
-    start_rounds_through(round + spec.rounds_ahead);
-    if (!in_flight.count(round)) throw JobError("round " + std::to_string(round) + " is past the job's end");
-    const std::string what = "round " + std::to_string(round);
-    receive_until([&] { return in_flight.at(round).done.size() == members.size(); }, deadline, what);
-    RoundProgress progress = std::move(in_flight.at(round));
-    in_flight.erase(round);
-    const auto finished = Clock::now();
-    RoundReport report;
-    report.round = round;
-    report.loss = progress.loss_sum / static_cast<double>(spec.plan.batch);
-    report.samples = progress.samples;
-    report.correct = progress.correct;
-    // With rounds started ahead, a round's time is from when the one before
-    // it finished (or its own start, if later) to when it finished.
-    const auto from = last_done ? std::max(*last_done, progress.started) : progress.started;
-    report.ms = std::chrono::duration<double, std::milli>(finished - from).count();
-    last_done = finished;
-    longest_round_ms = std::max(longest_round_ms, report.ms);
-    stepped[round] = report;
-    ++round;
+    start_due_rounds();
+    const uint64_t round = ledger.next_round();
+    if (!ledger.in_flight(round)) throw JobError("round " + std::to_string(round) + " is past the job's end");
+    receive_until([&] { return ledger.done_count() == members.size(); }, deadline, "round " + std::to_string(round));
+    ledger.finish(Clock::now(), static_cast<double>(spec.plan.batch));
     advance_commits(false);
     // Replication runs beside the rounds; only a lag past the limit waits
     // for it (the members keep every stepped state until it commits).
-    receive_until([&] { return stepped.size() < commit_lag_limit(); }, deadline,
-                  "replication of round " + std::to_string(stepped.empty() ? 0 : stepped.begin()->first));
-    return std::exchange(newly_committed, {});
+    receive_until([&] { return !ledger.lagging(); }, deadline,
+                  "replication of round " + std::to_string(ledger.nothing_stepped() ? 0 : ledger.oldest_stepped()));
+    return ledger.take_committed();
   }
 
   std::vector<RoundReport> flush() {
-    if (!stepped.empty()) {
+    if (!ledger.nothing_stepped()) {
       advance_commits(true);
-      if (replica_asked && *replica_asked < stepped.rbegin()->first) {
+      const auto asked = ledger.replica_asked();
+      if (asked && !ledger.nothing_stepped() && *asked < ledger.newest_stepped()) {
         // The replica on its way is older than the newest round: ask again once it is stored.
-        receive_until([&] { return !replica_asked; }, Clock::now() + spec.round_timeout, "replication");
+        receive_until([&] { return !ledger.replica_asked(); }, Clock::now() + spec.round_timeout, "replication");
         advance_commits(true);
       }
-      if (!stepped.empty()) {
-        receive_until([&] { return stepped.empty(); }, Clock::now() + spec.round_timeout,
-                      "replication of round " + std::to_string(stepped.rbegin()->first));
+      if (!ledger.nothing_stepped()) {
+        receive_until([&] { return ledger.nothing_stepped(); }, Clock::now() + spec.round_timeout,
+                      "replication of round " + std::to_string(ledger.newest_stepped()));
       }
     }
-    return std::exchange(newly_committed, {});
+    return ledger.take_committed();
   }
 
   // ------------------------------------------------------------- states
@@ -594,7 +500,7 @@ struct Coordinator::Impl {
     std::vector<messages::StageState> states;
     for (const Member& m : members) {
       if (m.member != 0 && !every_member) continue;
-      states.push_back(state_from(m.actor, committed.value_or(0),
+      states.push_back(state_from(m.actor, ledger.committed().value_or(0),
                                   "could not fetch the weights of stage " + std::to_string(m.stage) + " from device '" +
                                       m.device + "'"));
     }
@@ -602,10 +508,7 @@ struct Coordinator::Impl {
   }
 
   void abort(const std::set<std::string>& lost) {
-    in_flight.clear();
-    stepped.clear();
-    replica_asked.reset();
-    replica_waiting.clear();
+    ledger.restart_after(ledger.committed());  // no news of the aborted rounds counts
     // Learn of every loss already reported, so no confirmation is awaited
     // from a device known to be gone.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
@@ -618,7 +521,7 @@ struct Coordinator::Impl {
     }
     messages::RoundControl abort;
     abort.kind = messages::ControlKind::abort;
-    abort.round = committed ? *committed + 1 : 0;
+    abort.round = ledger.next_round();
     // A state request after the abort is answered after the abort was
     // processed, and after everything the member sent before: once every
     // live member answered, nothing stale of the aborted rounds is in flight.
@@ -629,7 +532,7 @@ struct Coordinator::Impl {
     for (const Member& m : members) {
       if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
       try {
-        ask(m.actor, messages::StateRequest{committed.value_or(0)}, spec.connect_timeout,
+        ask(m.actor, messages::StateRequest{ledger.committed().value_or(0)}, spec.connect_timeout,
             "device '" + m.device + "' did not confirm the abort");
       } catch (const JobError& e) {
         throw DeviceLost(m.device, e.what());
@@ -639,13 +542,12 @@ struct Coordinator::Impl {
     // keeping news of lost and returned devices.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
     }
-    restart_rounds_at(committed ? *committed + 1 : 0);
   }
 
   std::vector<std::optional<messages::StageState>> recover_states(const std::set<std::string>& lost) {
     std::vector<std::optional<messages::StageState>> states(spec.plan.stages.size());
-    if (!committed) return states;  // nothing committed: every stage starts from the seed
-    const uint64_t at = *committed;
+    if (!ledger.committed()) return states;  // nothing committed: every stage starts from the seed
+    const uint64_t at = *ledger.committed();
     const auto holders = replica_holders();
     for (size_t s = 0; s < spec.plan.stages.size(); ++s) {
       const planner::Stage& stage = spec.plan.stages[s];
@@ -717,7 +619,7 @@ struct Coordinator::Impl {
               break;
             }
           }
-          if (!now.actor && committed) {
+          if (!now.actor && ledger.committed()) {
             throw JobError("stage " + std::to_string(s) + " (" + range_text(stage) +
                            ") has no state to start from: no member keeps it and none was recovered");
           }
@@ -738,7 +640,7 @@ struct Coordinator::Impl {
       }
     }
     stop(old);
-    restart_rounds_at(committed ? *committed + 1 : 0);
+    ledger.restart_after(ledger.committed());
     assign(states);
   }
 
@@ -770,9 +672,9 @@ void Coordinator::deploy(uint64_t first_round, const std::vector<messages::Stage
 
 std::vector<RoundReport> Coordinator::run_round() { return impl_->run_round(); }
 std::vector<RoundReport> Coordinator::flush() { return impl_->flush(); }
-std::vector<RoundReport> Coordinator::take_committed() { return std::exchange(impl_->newly_committed, {}); }
-uint64_t Coordinator::next_round() const { return impl_->round; }
-std::optional<uint64_t> Coordinator::last_committed() const { return impl_->committed; }
+std::vector<RoundReport> Coordinator::take_committed() { return impl_->ledger.take_committed(); }
+uint64_t Coordinator::next_round() const { return impl_->ledger.next_round(); }
+std::optional<uint64_t> Coordinator::last_committed() const { return impl_->ledger.committed(); }
 
 std::vector<messages::StageState> Coordinator::fetch_states() { return impl_->fetch_states(false); }
 std::vector<messages::StageState> Coordinator::fetch_member_states() { return impl_->fetch_states(true); }
@@ -784,10 +686,7 @@ std::vector<std::optional<messages::StageState>> Coordinator::recover_states(
   return impl_->recover_states(lost_devices);
 }
 
-void Coordinator::rewind_to(std::optional<uint64_t> round) {
-  impl_->committed = round;
-  impl_->restart_rounds_at(round ? *round + 1 : 0);
-}
+void Coordinator::rewind_to(std::optional<uint64_t> round) { impl_->ledger.restart_after(round); }
 
 void Coordinator::redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                            const std::set<std::string>& lost_devices, bool respawn) {

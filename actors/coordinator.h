@@ -7,7 +7,8 @@
 // reported and the coordinator answered. It never waits on a remote actor
 // without a deadline (CAF_NOTES.md section 4).
 //
-// Commit rule: a round counts once every member has stepped it and every
+// Commit rule (kept by RoundLedger, round_ledger.h, which decides what
+// this class sends): a round counts once every member has stepped it and every
 // single-device stage's replica of it, or of a later round, is stored on its
 // holder. Replication runs beside the rounds, one replica at a time, paced
 // to a share of the time (`replica_link_share`): the coordinator asks every
@@ -38,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/round_ledger.h"
 #include "messages/envelope.h"
 #include "planner/types.h"
 
@@ -106,14 +108,6 @@ struct JobSpec {
   // The first round may take this long; later rounds 10 times the longest
   // round so far, at least 20 s and at most this.
   std::chrono::milliseconds round_timeout{600000};
-};
-
-struct RoundReport {
-  uint64_t round = 0;
-  double loss = 0;       // mean loss over the mini-batch
-  uint32_t samples = 0;  // samples whose loss was seen
-  uint32_t correct = 0;
-  double ms = 0;         // from its start to the moment every member was done
 };
 
 class Coordinator {
