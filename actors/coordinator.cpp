@@ -9,6 +9,7 @@
 
 #include "actors/ask.h"
 #include "actors/atoms.h"
+#include "actors/connect.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
 
@@ -95,17 +96,11 @@ struct Coordinator::Impl {
     Node node;
     node.device = &d;
     std::string failure;
-    self->request(system.middleman().actor_handle(), spec.connect_timeout, caf::connect_atom::value, d.host,
-                  static_cast<uint16_t>(d.port))
-        .receive(
-            [&](const caf::node_id& nid, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
-              node.id = nid;
-              node.actor = caf::actor_cast<caf::actor>(std::move(ptr));
-              if (!node.actor) failure = "nothing is published there";
-            },
-            [&](caf::error& e) { failure = system.render(e); });
+    const auto reached = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), spec.connect_timeout, failure);
     const std::string where = "device '" + id + "' at " + address_of(d);
-    if (!failure.empty()) throw JobError(where + " is unreachable: " + failure);
+    if (!reached) throw JobError(where + " is unreachable: " + failure);
+    node.id = reached->id;
+    node.actor = reached->actor;
     auto info = ask(node.actor, messages::Hello{}, spec.connect_timeout, where + " did not say who it is");
     if (auto* i = std::get_if<messages::NodeInfo>(&info)) {
       node.info = *i;

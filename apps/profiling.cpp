@@ -10,6 +10,7 @@
 #include <set>
 
 #include "actors/ask.h"
+#include "actors/connect.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
 
@@ -42,18 +43,10 @@ struct NodeLink {
 // the timeout (never CAF's unbounded remote_actor: CAF_NOTES.md section 2).
 caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const planner::Device& d,
                    std::chrono::milliseconds timeout) {
-  caf::actor actor;
   std::string failure;
-  self->request(system.middleman().actor_handle(), timeout, caf::connect_atom::value, d.host,
-                static_cast<uint16_t>(d.port))
-      .receive(
-          [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
-            actor = caf::actor_cast<caf::actor>(std::move(ptr));
-            if (!actor) failure = "nothing is published there";
-          },
-          [&](caf::error& e) { failure = system.render(e); });
-  if (!failure.empty()) throw MeasureError("device '" + d.id + "' at " + address_of(d) + " is unreachable: " + failure);
-  return actor;
+  const auto node = actors::connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
+  if (!node) throw MeasureError("device '" + d.id + "' at " + address_of(d) + " is unreachable: " + failure);
+  return node->actor;
 }
 
 // Every device profiles at once: the requests go out as plain sends (the

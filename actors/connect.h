@@ -1,0 +1,28 @@
+// Reaching a node: the node actor published at a host and port, and its CAF
+// node id (what remote spawn needs), within a deadline. Never CAF's
+// unbounded remote_actor (CAF_NOTES.md section 2): every connection across
+// processes is made here.
+#pragma once
+
+#include <caf/fwd.hpp>
+#include <caf/actor.hpp>
+#include <caf/node_id.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace asteroid::actors {
+
+struct NodeHandle {
+  caf::node_id id;
+  caf::actor actor;
+};
+
+// The node published at host:port, or nullopt with `failure` saying why
+// (CAF's error, a timeout, or nothing published there).
+std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self, const std::string& host,
+                                       uint16_t port, std::chrono::milliseconds timeout, std::string& failure);
+
+}  // namespace asteroid::actors
