@@ -1,16 +1,50 @@
 #include "actors/planner_actor.h"
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <stdexcept>
+
+#include "actors/ask.h"
+#include "actors/connect.h"
 #include "messages/transport.h"
+#include "planner/baselines.h"
 #include "planner/json_io.h"
+#include "planner/rank.h"
 #include "planner/replan.h"
 #include "planner/report.h"
 #include "planner/search.h"
 
 namespace asteroid::actors {
+namespace {
+
+// A job's first plan, ranked (the contract in the header).
+messages::PlanResult ranked_plan(const messages::PlanRequest& request, const planner::ProfileTables& tables,
+                                 const planner::TrainingConfig& config) {
+  messages::PlanResult result;
+  const planner::Ranking ranking = planner::parse_ranking(request.rank);
+  const planner::RankedPlan ranked =
+      planner::rank_plans(tables, config, planner::parse_strategy(request.strategy), ranking, request.min_gain);
+  const planner::PlanResult& chosen = ranked.result;
+  if (!chosen.feasible || chosen.plan.stages.empty()) {
+    result.reason = chosen.why.empty() ? chosen.evaluation.infeasible_reason : chosen.why;
+    return result;
+  }
+  nlohmann::json extra = planner::evaluation_to_json(chosen.evaluation, config.optimizer, chosen.planning_ms);
+  extra["ranking"] = planner::ranking_to_json(ranked, ranking);
+  result.plan_json = planner::plan_file_json(chosen.plan, extra).dump();
+  result.explanation = planner::explain_ranked_plan(ranked);
+  planner::PlanResult single = planner::plan_single(tables, config);
+  if (single.feasible) {
+    single.plan.predicted_round_ms = single.evaluation.round_ms;
+    result.single_plan_json = planner::plan_to_json(single.plan).dump();
+  }
+  return result;
+}
+
+}  // namespace
 
 messages::PlanResult plan_for(const messages::PlanRequest& request) {
   messages::PlanResult result;
@@ -27,6 +61,9 @@ messages::PlanResult plan_for(const messages::PlanRequest& request) {
     planner::Plan plan;
     planner::Evaluation evaluation;
     double planning_ms = 0;
+    if (!request.rank.empty() && request.running_plan_json.empty()) {
+      return ranked_plan(request, planner::ProfileTables(cluster, profile), config);
+    }
     if (request.running_plan_json.empty()) {
       const planner::ProfileTables tables(cluster, profile);
       auto planned = planner::make_plan(tables, config, planner::parse_strategy(request.strategy));
@@ -80,6 +117,34 @@ void planner_actor(caf::blocking_actor* self) {
         self->fail_state(exit.reason);
         running = false;
       });
+}
+
+caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& cluster, const std::string& device,
+                         std::chrono::milliseconds timeout) {
+  if (device.empty()) return system.spawn(planner_actor);
+  const planner::Device* d = nullptr;
+  for (const auto& candidate : cluster.devices)
+    if (candidate.id == device) d = &candidate;
+  if (!d) throw std::runtime_error("--planner-on " + device + ": no such device in the cluster");
+  const std::string where = "the planner's device '" + device + "' at " + d->host + ":" + std::to_string(d->port);
+  caf::scoped_actor self{system};
+  std::string failure;
+  const auto node = connect_node(system, self, d->host, static_cast<uint16_t>(d->port), timeout, failure);
+  if (!node) throw std::runtime_error(where + " is unreachable: " + failure);
+  auto spawned = system.middleman().remote_spawn<caf::actor>(node->id, "planner", caf::make_message(), timeout);
+  if (!spawned) throw std::runtime_error(where + " could not spawn a planner actor: " + system.render(spawned.error()));
+  return *spawned;
+}
+
+messages::PlanResult request_plan(caf::actor_system& system, const caf::actor& planner,
+                                  const messages::PlanRequest& request, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{system};
+  std::string failure;
+  auto reply = ask(self, planner, request, timeout, failure);
+  if (!reply) throw std::runtime_error("the planner did not answer: " + failure);
+  auto* result = std::get_if<messages::PlanResult>(&*reply);
+  if (!result) throw std::runtime_error(std::string("the planner answered with ") + messages::kind_name(*reply));
+  return std::move(*result);
 }
 
 }  // namespace asteroid::actors

@@ -144,6 +144,10 @@ void add_train_command(CLI::App& app) {
       ->group(cluster);
 
   auto* planning = "Profiling and planning";
+  cmd->add_option("--planner-on", j.distributed.planner_on,
+                  "the device whose node runs the planner actor (every plan, the first included, comes from it by "
+                  "message; default: this process)")
+      ->group(planning);
   cmd->add_option("--rank", j.rank,
                   "how the plan is chosen: simulated (the search's candidates under the runtime's 1F1B rule) or "
                   "model (the cost model's optimum, COST_MODEL.md)")

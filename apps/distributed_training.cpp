@@ -217,6 +217,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision.heartbeat = options.heartbeat;
   supervision.optimizer = o.optimizer.kind;
   supervision.wire = options.wire;
+  supervision.planner_on = options.planner_on;
   supervision.profile = options.profile ? *options.profile
                                         : supervision::uniform_profile(compute::measure_layers(o.model), options.cluster);
   supervision.checkpoint_every = options.checkpoint_every;

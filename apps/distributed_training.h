@@ -38,6 +38,9 @@ struct DistributedOptions {
   supervision::HeartbeatOptions heartbeat;
   std::string job_id = "job";
   std::string wire = "exact";  // the wire policy re-plans may use (the plan carries its codecs)
+  // The device whose node runs the planner actor (every plan of the job,
+  // the first one included, comes from it by message); empty: this process.
+  std::string planner_on;
   // Called before a round starts for the first time (fault schedules).
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
   // Extra summary fields (strings), e.g. the emulation mechanisms.

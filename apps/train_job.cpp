@@ -1,7 +1,7 @@
 #include "apps/train_job.h"
 
 #include <ATen/Parallel.h>
-#include <caf/actor_system.hpp>
+#include <caf/all.hpp>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sched.h>
@@ -26,6 +26,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "actors/planner_actor.h"
 #include "actors/system_config.h"
 #include "apps/fault_schedule.h"
 #include "apps/profiling.h"
@@ -168,30 +169,8 @@ void copy_into(const std::string& from, const fs::path& to) {
 
 // ---------------------------------------------------------------- planning
 
-struct Planned {
-  planner::RankedPlan ranked;  // ranked.result: the plan to train
-  std::string best_single_device;
-  double best_single_round_ms = 0;
-  planner::Plan best_single_plan;
-};
-
 // The device of a one-device plan.
 std::string only_device(const planner::Plan& plan) { return plan.stages.front().devices.front().id; }
-
-Planned plan_job(const std::string& strategy, planner::Ranking ranking, double min_gain,
-                 const planner::Cluster& cluster, const planner::Profile& profile,
-                 const planner::TrainingConfig& config) {
-  Planned p;
-  const planner::ProfileTables tables(cluster, profile);
-  planner::PlanResult single = planner::plan_single(tables, config);
-  if (single.feasible) {
-    p.best_single_device = only_device(single.plan);
-    p.best_single_round_ms = single.evaluation.round_ms;
-    p.best_single_plan = single.plan;
-  }
-  p.ranked = planner::rank_plans(tables, config, planner::parse_strategy(strategy), ranking, min_gain);
-  return p;
-}
 
 // Whether the model can fit at all, from its layer sizes alone (before any
 // node starts): feasibility depends on memory only, so a uniform profile
@@ -664,25 +643,43 @@ void TrainJob::choose_plan() {
   if (profile) d.profile = profile;
 }
 
+// The planner actor (in this process, or on --planner-on's node) ranks the
+// search's candidates; its plan.json and table are the run folder's.
 void TrainJob::search_plan() {
-  Planned planned = plan_job(o.strategy, planner::parse_ranking(o.rank), o.min_gain, plan_cluster, *profile, config);
-  timings["plan"] = planned.ranked.result.planning_ms / 1000;
-  out.best_single_device = planned.best_single_device;
-  if (planned.best_single_round_ms > 0) {
-    out.best_single_samples_per_s = t.batch * 1000.0 / planned.best_single_round_ms;
-    baseline_plan = planned.best_single_plan;
+  messages::PlanRequest request;
+  request.cluster_json = planner::cluster_to_json(plan_cluster).dump();
+  request.profile_json = planner::profile_to_json(*profile).dump();
+  request.strategy = o.strategy;
+  request.batch = static_cast<uint32_t>(config.batch);
+  request.microbatches = config.search_microbatches ? 0 : static_cast<uint32_t>(config.microbatches);
+  request.optimizer = config.optimizer;
+  request.wire = o.wire;
+  request.codec_block = config.codec_block;
+  request.rank = o.rank;
+  request.min_gain = o.min_gain;
+  messages::PlanResult answer;
+  {
+    actors::AsteroidConfig caf_config;
+    caf::actor_system system(caf_config);
+    const caf::actor planner = actors::spawn_planner(system, plan_cluster, d.planner_on, std::chrono::seconds(10));
+    answer = actors::request_plan(system, planner, request, std::chrono::minutes(10));
+    caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
   }
-  const planner::PlanResult& r = planned.ranked.result;
-  const std::string table = planner::explain_ranked_plan(planned.ranked);
-  if (!r.plan.stages.empty()) say("%s", table.c_str());
-  if (!r.feasible || r.plan.stages.empty())
+  if (answer.plan_json.empty())
     throw std::runtime_error("no " + o.strategy + " plan of " + t.model + " fits on " + cluster_name + ": " +
-                             (r.why.empty() ? r.evaluation.infeasible_reason : r.why));
-  plan = r.plan;
-  json extra = planner::evaluation_to_json(r.evaluation, config.optimizer, r.planning_ms);
-  extra["ranking"] = planner::ranking_to_json(planned.ranked, planner::parse_ranking(o.rank));
-  planner::save_plan(plan, (run / "plan.json").string(), extra);
-  std::ofstream(run / "plan.txt") << table;
+                             answer.reason);
+  const json file = json::parse(answer.plan_json);
+  plan = planner::plan_from_json(file, "the planner's plan");
+  timings["plan"] = file.value("planning_ms", 0.0) / 1000;
+  if (!answer.single_plan_json.empty()) {
+    baseline_plan = planner::plan_from_json(json::parse(answer.single_plan_json), "the planner's best device alone");
+    out.best_single_device = only_device(*baseline_plan);
+    if (baseline_plan->predicted_round_ms > 0)
+      out.best_single_samples_per_s = t.batch * 1000.0 / baseline_plan->predicted_round_ms;
+  }
+  say("%s", answer.explanation.c_str());
+  planner::write_json_file(file, (run / "plan.json").string());
+  std::ofstream(run / "plan.txt") << answer.explanation;
 }
 
 // plan.json of a given plan; with a given profile, also its prediction and

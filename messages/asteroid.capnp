@@ -269,12 +269,15 @@ struct PlanRequest {
   heavy @9 :Bool;               # re-plan by full search, not lightweight
   wire @10 :Text;               # wire policy: exact (empty) | fp16 | int8 | int4 | auto
   codecBlock @11 :UInt32 = 64;  # values per int8/int4 scale
+  rank @12 :Text;               # a job's first plan: model | simulated (planner/rank.h); empty: the strategy's plan
+  minGain @13 :Float64;         # with rank: a cluster plan must beat the best device alone by this fraction
 }
 
 struct PlanResult {
-  planJson @0 :Text;            # empty when no plan fits; see `reason`
+  planJson @0 :Text;            # empty when no plan fits; see `reason`. With rank: the whole plan.json
   reason @1 :Text;
   explanation @2 :Text;         # the --explain table
+  singlePlanJson @3 :Text;      # with rank: the best device alone (the job's baseline), if it fits
 }
 
 # To a node: the replica it holds of a stage's state (answered with a

@@ -201,12 +201,15 @@ struct Encoder {
     o.setHeavy(m.heavy);
     o.setWire(m.wire);
     o.setCodecBlock(m.codec_block);
+    o.setRank(m.rank);
+    o.setMinGain(m.min_gain);
   }
   void operator()(const PlanResult& m) {
     auto o = env.initPlanResult();
     o.setPlanJson(m.plan_json);
     o.setReason(m.reason);
     o.setExplanation(m.explanation);
+    o.setSinglePlanJson(m.single_plan_json);
   }
   void operator()(const Hello&) { env.setHello(); }
   void operator()(const Peers& m) {
@@ -277,7 +280,9 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const PlanRequest& m) const {
       return m.cluster_json.size() + m.profile_json.size() + m.running_plan_json.size();
     }
-    size_t operator()(const PlanResult& m) const { return m.plan_json.size() + m.explanation.size(); }
+    size_t operator()(const PlanResult& m) const {
+      return m.plan_json.size() + m.explanation.size() + m.single_plan_json.size();
+    }
     size_t operator()(const Hello&) const { return 0; }
     size_t operator()(const ReplicaRequest& m) const { return m.job_id.size(); }
     size_t operator()(const Peers& m) const { return m.peers.size() * 64; }
@@ -615,12 +620,18 @@ class Reader {
         m.heavy = in.getHeavy();
         m.wire = text(in.getWire(), "planRequest.wire");
         m.codec_block = codec_block(in.getCodecBlock(), "planRequest.codecBlock");
+        m.rank = text(in.getRank(), "planRequest.rank");
+        m.min_gain = in.getMinGain();
+        if (!(m.min_gain >= 0 && m.min_gain < 1)) {
+          throw Invalid("planRequest.minGain: " + std::to_string(m.min_gain) + " is not in [0, 1)");
+        }
         return m;
       }
       case wire::Envelope::PLAN_RESULT: {
         auto in = env.getPlanResult();
         return PlanResult{text(in.getPlanJson(), "planResult.planJson"), text(in.getReason(), "planResult.reason"),
-                          text(in.getExplanation(), "planResult.explanation")};
+                          text(in.getExplanation(), "planResult.explanation"),
+                          text(in.getSinglePlanJson(), "planResult.singlePlanJson")};
       }
       case wire::Envelope::HELLO:
         return Hello{};

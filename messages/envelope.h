@@ -191,10 +191,15 @@ struct PlanRequest {
   bool heavy = false;
   std::string wire;  // wire policy; empty: exact
   uint32_t codec_block = wire_codec::kDefaultBlock;
+  // A job's first plan ranked among the search's candidates (planner/rank.h:
+  // "model" or "simulated", with min_gain); empty: the strategy's plan.
+  std::string rank;
+  double min_gain = 0;
 };
 
 struct PlanResult {
   std::string plan_json, reason, explanation;
+  std::string single_plan_json;  // with a rank: the best device alone, when it fits
 };
 
 struct Hello {};

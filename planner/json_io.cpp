@@ -519,12 +519,15 @@ void save_profile(const Profile& profile, const std::string& path) {
   write_json_file(profile_to_json(profile), path);
 }
 void save_plan(const Plan& plan, const std::string& path) { write_json_file(plan_to_json(plan), path); }
-void save_plan(const Plan& plan, const std::string& path, const json& extra) {
+json plan_file_json(const Plan& plan, const json& extra) {
   json j = plan_to_json(plan);
   if (extra.is_object())
     for (auto it = extra.begin(); it != extra.end(); ++it)
       if (!j.contains(it.key())) j[it.key()] = it.value();
-  write_json_file(j, path);
+  return j;
+}
+void save_plan(const Plan& plan, const std::string& path, const json& extra) {
+  write_json_file(plan_file_json(plan, extra), path);
 }
 
 nlohmann::json evaluation_to_json(const Evaluation& ev, OptimizerKind optimizer, double planning_ms) {

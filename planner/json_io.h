@@ -54,6 +54,8 @@ void save_plan(const Plan& plan, const std::string& path);
 // `extra` (a JSON object: per-step times, memory, dominant step, planning
 // time...) is merged into the plan's object; the plan's own fields win.
 void save_plan(const Plan& plan, const std::string& path, const nlohmann::json& extra);
+// What that writes: the plan's object with `extra` merged in.
+nlohmann::json plan_file_json(const Plan& plan, const nlohmann::json& extra);
 // The `extra` of a plan file: the evaluation's per-step times, memory use,
 // dominant step and throughput, the optimizer, and the planning time when
 // it is >= 0.

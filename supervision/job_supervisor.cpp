@@ -9,7 +9,6 @@
 #include <fstream>
 #include <set>
 
-#include "actors/ask.h"
 #include "actors/optimizer_spec.h"
 #include "actors/planner_actor.h"
 #include "messages/enum_names.h"
@@ -119,7 +118,8 @@ struct JobSupervisor::Impl {
 
   void start(uint64_t first_round, const std::vector<messages::StageState>& states) {
     started = Clock::now();
-    planner = system.spawn(actors::planner_actor);
+    planner = actors::spawn_planner(system, coordinator.spec().cluster, options.planner_on,
+                                    coordinator.spec().connect_timeout);
     coordinator.deploy(first_round, states);
     MonitorSetup setup;
     setup.options = options.heartbeat;
@@ -262,21 +262,15 @@ struct JobSupervisor::Impl {
     request.heavy = options.recovery != Recovery::lightweight;
     request.wire = options.wire;
     request.codec_block = coordinator.plan().codec_block;
-    caf::scoped_actor self{system};
-    std::string failure;
     std::optional<messages::PlanResult> result;
-    if (auto reply = actors::ask(self, planner, request, std::chrono::seconds(60), failure)) {
-      if (auto* r = std::get_if<messages::PlanResult>(&*reply)) {
-        result = std::move(*r);
-      } else {
-        failure = std::string("unexpected reply: ") + messages::kind_name(*reply);
-      }
+    std::string failure;
+    try {
+      result = actors::request_plan(system, planner, request, std::chrono::seconds(60));
+    } catch (const std::runtime_error& e) {
+      failure = e.what();
     }
     if (!result || result->plan_json.empty()) {
-      if (reason) {
-        *reason = !result ? "the planner did not answer: " + failure
-                          : "no plan fits on the remaining devices: " + result->reason;
-      }
+      if (reason) *reason = !result ? failure : "no plan fits on the remaining devices: " + result->reason;
       return std::nullopt;
     }
     if (explanation) *explanation = result->explanation;

@@ -4,10 +4,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/connect.h"
 #include "actors/planner_actor.h"
 #include "actors/system_config.h"
 #include "messages/transport.h"
+#include "planner/baselines.h"
 #include "planner/json_io.h"
+#include "planner/rank.h"
+#include "tests/support/local_nodes.h"
 
 namespace asteroid::actors {
 namespace {
@@ -49,17 +53,7 @@ messages::PlanRequest request() {
 }
 
 messages::PlanResult ask(caf::actor_system& system, const caf::actor& planner, const messages::PlanRequest& r) {
-  caf::scoped_actor self{system};
-  messages::PlanResult result;
-  self->request(planner, std::chrono::seconds(30), messages::to_wire(r))
-      .receive(
-          [&](messages::WireMessage& reply) {
-            auto decoded = messages::from_wire(std::move(reply));
-            ASSERT_TRUE(decoded.ok()) << decoded.error;
-            result = std::get<messages::PlanResult>(*decoded.message);
-          },
-          [&](caf::error& e) { FAIL() << system.render(e); });
-  return result;
+  return request_plan(system, planner, r, std::chrono::seconds(30));
 }
 
 TEST(PlannerActor, PlansAndReplansByMessage) {
@@ -95,6 +89,71 @@ TEST(PlannerActor, BadRequestsGetAReasonNotACrash) {
   r = request();
   r.strategy = "magic";
   EXPECT_NE(plan_for(r).reason.find("magic"), std::string::npos) << plan_for(r).reason;
+}
+
+TEST(PlannerActor, AJobsFirstPlanIsRankedAndComesWithTheBestDeviceAlone) {
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  auto planner = system.spawn(planner_actor);
+  messages::PlanRequest r = request();
+  r.microbatches = 0;  // searched
+  r.rank = "simulated";
+  r.min_gain = 0.05;
+  const auto answer = ask(system, planner, r);
+  caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
+  ASSERT_FALSE(answer.plan_json.empty()) << answer.reason;
+  // The same as ranking here: plan, prediction and the ranking's candidates.
+  planner::TrainingConfig tc;
+  tc.batch = 32;
+  tc.search_microbatches = true;
+  tc.optimizer = messages::OptimizerKind::sgd;
+  const planner::ProfileTables tables(cluster(), profile());
+  const planner::RankedPlan direct =
+      planner::rank_plans(tables, tc, planner::Strategy::hpp, planner::Ranking::simulated, 0.05);
+  const nlohmann::json file = nlohmann::json::parse(answer.plan_json);
+  EXPECT_EQ(planner::plan_to_json(planner::plan_from_json(file, "reply")), planner::plan_to_json(direct.result.plan));
+  ASSERT_TRUE(file.contains("ranking")) << file.dump();
+  EXPECT_EQ(file["ranking"]["candidates"].size(), direct.candidates.size());
+  EXPECT_EQ(file["ranking"]["by"], "simulated");
+  // The table (but for its planning time) with the candidates.
+  const std::string expected_table = planner::explain_ranked_plan(direct);
+  const auto candidates = expected_table.find("ranked by simulated round");
+  ASSERT_NE(candidates, std::string::npos) << expected_table;
+  EXPECT_NE(answer.explanation.find(expected_table.substr(candidates)), std::string::npos) << answer.explanation;
+  // The best device alone, with its predicted round: the job's baseline.
+  ASSERT_FALSE(answer.single_plan_json.empty());
+  const planner::Plan single = planner::plan_from_json(nlohmann::json::parse(answer.single_plan_json), "single");
+  const planner::PlanResult expected = planner::plan_single(tables, tc);
+  ASSERT_EQ(single.stages.size(), 1u);
+  ASSERT_EQ(single.stages[0].devices.size(), 1u);
+  EXPECT_EQ(single.stages[0].devices[0].id, expected.plan.stages[0].devices[0].id);
+  EXPECT_DOUBLE_EQ(single.predicted_round_ms, expected.evaluation.round_ms);
+}
+
+TEST(PlannerActor, RunsOnTheNodeOfTheDeviceNamed) {
+  test_support::LocalNodes nodes({"d0", "d1"});
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  const caf::actor planner = spawn_planner(system, nodes.cluster(), "d1", std::chrono::seconds(10));
+  // It lives in d1's process, not here nor in d0's.
+  caf::scoped_actor self{system};
+  std::string failure;
+  const planner::Device& d1 = nodes.cluster().devices[1];
+  const auto node = connect_node(system, self, d1.host, static_cast<uint16_t>(d1.port), std::chrono::seconds(5), failure);
+  ASSERT_TRUE(node) << failure;
+  EXPECT_EQ(planner.node(), node->id);
+  EXPECT_NE(planner.node(), system.node());
+  const auto answer = ask(system, planner, request());
+  EXPECT_FALSE(answer.plan_json.empty()) << answer.reason;
+  caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
+
+  try {
+    spawn_planner(system, nodes.cluster(), "nobody", std::chrono::seconds(5));
+    ADD_FAILURE() << "a device not in the cluster";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no such device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nobody"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

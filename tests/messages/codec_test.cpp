@@ -138,8 +138,8 @@ std::vector<Message> one_of_each_kind() {
   ProfileRequest pr{"fmnist-resnet", {1, 2, 4, 64}, 5};
   ProfileResult res{"{\"model\":\"x\"}"};
   PlanRequest plan{"{\"devices\":[]}", "{\"layers\":[]}", "pp", 64, 4, OptimizerKind::sgd, "{}", {"nano-1"}, {"tx2-9"},
-                   true, "int8", 32};
-  PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |"};
+                   true, "int8", 32, "simulated", 0.05};
+  PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |", "{\"stages\":[1]}"};
   LinkProbe probe{std::vector<char>(1000, 'x')};
   ReplicaRequest replica{"job-7", 2, 5, 41};
   Peers peers{{{"nx-0", "10.213.1.1", 7100}, {"nano-2", "10.213.1.6", 7100}}};
@@ -674,6 +674,20 @@ TEST(Codec, UnknownOrOutOfRangeAssignmentCodecsAreRejected) {
   }));
   EXPECT_MENTIONS(error, "assignment.codecToNext");
   EXPECT_MENTIONS(error, "unknown value 9");
+}
+
+TEST(Codec, APlanRequestsMinimumGainIsAFractionBelowOne) {
+  for (double bad : {-0.1, 1.0, 7.0, std::nan("")}) {
+    PlanRequest request;
+    request.rank = "simulated";
+    request.min_gain = bad;
+    const std::string error = rejection(request);
+    EXPECT_MENTIONS(error, "planRequest.minGain");
+    EXPECT_MENTIONS(error, "is not in [0, 1)");
+  }
+  PlanRequest fine;
+  fine.min_gain = 0.05;
+  EXPECT_TRUE(decode_copy(encode(fine).data(), encode(fine).size()).ok());
 }
 
 }  // namespace
