@@ -498,8 +498,7 @@ class Bench:
             return self.collect(r, model, batch)
 
         # hpp+FT right after hpp: the two runs compared share the nodes'
-        # history (a job right after a different one on the same nodes
-        # measured up to 12 % slower, docs/benchmarks.md).
+        # history (docs/benchmarks.md, Findings).
         steps = [("hpp_ft", "hpp+FT (replication on, the runtime's default)", hpp_ft),
                  ("dp", "dp", lambda: planned("dp")), ("pp", "pp", lambda: planned("pp")),
                  ("single", "single (the best device alone)", single),
