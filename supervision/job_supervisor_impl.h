@@ -1,0 +1,136 @@
+// The job supervisor's state and operations, shared by its two files:
+// job_supervisor.cpp (start, rounds, commits, checkpoints) and
+// pipeline_replay.cpp (the transitions of pipeline replay: the state
+// machine of docs/runtime.md). Private to supervision/.
+#pragma once
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "planner/json_io.h"
+#include "supervision/job_supervisor.h"
+#include "supervision/stage_states.h"
+
+namespace asteroid::supervision {
+
+// Milliseconds between successive laps (the phases of a recovery).
+class PhaseClock {
+ public:
+  double lap_ms() {
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return ms;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+// The job's spec with the rounds a checkpoint falls due after as commit points.
+actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOptions& options);
+
+struct JobSupervisor::Impl {
+  Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
+      : system(system), coordinator(system, with_commit_points(std::move(spec), options)), options(std::move(options)) {
+    std::vector<int64_t> parameters;
+    for (const auto& layer : this->options.profile.layers) {
+      parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
+    }
+    layout.emplace(parameters, planner::optimizer_state_factor(this->options.optimizer));
+  }
+
+  ~Impl() {
+    if (monitor) caf::anon_send_exit(monitor, caf::exit_reason::user_shutdown);
+    if (planner) caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
+  }
+
+  caf::actor_system& system;
+  actors::Coordinator coordinator;
+  SupervisionOptions options;
+  std::optional<StateLayout> layout;
+  caf::actor monitor, planner;
+  std::set<std::string> lost;     // devices lost and not back
+  std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
+  std::vector<FailureRecord> failures;
+  std::function<void(const SupervisionEvent&)> listener;
+  std::function<void(const actors::RoundReport&)> commit_listener;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  int recoveries = 0;
+  std::vector<actors::RoundReport> salvaged;  // committed in a step that then failed
+  bool checkpoint_owed = false;                // a checkpoint fell due in such a step
+
+  double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }
+
+  void emit(const std::string& kind, const std::string& text, bool with_plan) {
+    spdlog::info("{}", text);
+    if (listener) listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : ""});
+  }
+
+  void start(uint64_t first_round, const std::vector<messages::StageState>& states);
+
+  // ------------------------------------------------------------- rounds
+
+  std::vector<actors::RoundReport> run_round();
+
+  // Commits the round waiting for its replicas. After a failure the round
+  // is lost instead and runs again with the next run_round().
+  std::vector<actors::RoundReport> flush();
+
+  // Runs a coordinator step that commits rounds. A failure on the way is
+  // recovered from (the lost rounds will run again), and then there is
+  // nothing to return.
+  std::optional<std::vector<actors::RoundReport>> attempt(const std::function<std::vector<actors::RoundReport>()>& step);
+
+  // Rounds that committed in a step that then failed count like any other
+  // (no checkpoint now: a device may be gone; the next commit takes it).
+  void committed_before_failure();
+
+  void after_commits(const std::vector<actors::RoundReport>& reports);
+
+  void write_checkpoint_at(uint64_t round);
+
+  // ------------------------------------------------------------- pipeline replay (pipeline_replay.cpp)
+
+  planner::Plan ask_planner(const std::vector<std::string>& lost_now, const std::vector<std::string>& added,
+                            std::string* explanation);
+
+  // The planner's re-plan, or nothing (with the reason) when no plan fits
+  // or the planner did not answer.
+  std::optional<planner::Plan> try_ask_planner(const std::vector<std::string>& lost_now,
+                                               const std::vector<std::string>& added, std::string* explanation,
+                                               std::string* reason = nullptr);
+
+  // Devices of the cluster that `plan` does not use and that are neither
+  // lost nor awaited (unreachable since the start).
+  std::vector<std::string> idle_devices(const planner::Plan& plan) const;
+
+  // The state each stage of `plan` starts from: empty where every member
+  // keeps its device and layers (it keeps its own weights), else assembled
+  // from the recovered states of the old stages.
+  std::vector<messages::StageState> states_for(const planner::Plan& plan, const planner::Plan& old,
+                                               const std::vector<messages::StageState>& recovered,
+                                               const std::set<std::string>& failed_devices);
+
+  void recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
+               const std::string& failed_device = "");
+
+  // The baseline Asteroid is compared with: drop everything in flight, plan
+  // from scratch over the survivors and start every stage anew from the last
+  // checkpoint (the rounds after it are lost and run again), or from the
+  // seed when there is none yet.
+  void restart(FailureRecord record, PhaseClock& phase);
+
+  // Devices that came back, or new ones (unreachable when the job started),
+  // join at this round boundary. Returns the rounds committed on the way.
+  std::vector<actors::RoundReport> admit_returned();
+};
+
+}  // namespace asteroid::supervision

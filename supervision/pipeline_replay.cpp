@@ -1,0 +1,303 @@
+// Pipeline replay: the transitions of the job supervisor's state machine
+// (docs/runtime.md, "Pipeline replay as one state machine"). A failure in a
+// coordinator step (attempt) aborts the rounds in flight and recovers
+// (recover: every stage's state at the last committed round, a re-plan,
+// a redeploy, the replay), or restarts from the last checkpoint (restart),
+// or stops; a device that comes back joins at a round boundary
+// (admit_returned).
+#include <fstream>
+
+#include "actors/planner_actor.h"
+#include "supervision/checkpoint.h"
+#include "supervision/job_supervisor_impl.h"
+
+namespace asteroid::supervision {
+namespace {
+
+using actors::DeviceLost;
+using actors::JobError;
+using actors::RoundStalled;
+using actors::StageFailed;
+
+std::string summary_of(const planner::Plan& plan) {
+  std::string out;
+  for (const auto& stage : plan.stages) {
+    if (!out.empty()) out += " | ";
+    out += "[" + std::to_string(stage.begin) + "," + std::to_string(stage.end) + ") ";
+    for (size_t i = 0; i < stage.devices.size(); ++i) {
+      out += (i ? "+" : "") + stage.devices[i].id + ":" + std::to_string(stage.devices[i].samples);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
+    const std::function<std::vector<actors::RoundReport>()>& step) {
+  try {
+    auto reports = step();
+    after_commits(reports);
+    return reports;
+  } catch (const DeviceLost& e) {
+    recover({e.device}, "device-lost", e.what());
+  } catch (const StageFailed& e) {
+    recover({}, "stage-failed", e.what(), e.device);
+  } catch (const RoundStalled& e) {
+    committed_before_failure();
+    recover({}, "round-stalled", e.what());
+  }
+  if (++recoveries > options.max_recoveries) {
+    throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
+  }
+  if (salvaged.empty()) return std::nullopt;
+  return std::exchange(salvaged, {});
+}
+
+void JobSupervisor::Impl::committed_before_failure() {
+  salvaged = coordinator.take_committed();
+  for (const auto& report : salvaged) {
+    if (commit_listener) commit_listener(report);
+    if (options.checkpoint_every > 0) checkpoint_owed |= (report.round + 1) % options.checkpoint_every == 0;
+  }
+}
+
+// ------------------------------------------------------------- recovery
+planner::Plan JobSupervisor::Impl::ask_planner(const std::vector<std::string>& lost_now, const std::vector<std::string>& added,
+                          std::string* explanation) {
+  std::string reason;
+  auto plan = try_ask_planner(lost_now, added, explanation, &reason);
+  if (!plan) throw JobError(reason);
+  return *plan;
+}
+
+std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vector<std::string>& lost_now,
+                                             const std::vector<std::string>& added, std::string* explanation,
+                                             std::string* reason) {
+  messages::PlanRequest request;
+  request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
+  request.profile_json = planner::profile_to_json(options.profile).dump();
+  request.strategy = "hpp";
+  request.batch = static_cast<uint32_t>(coordinator.plan().batch);
+  request.microbatches = static_cast<uint32_t>(coordinator.plan().microbatches);
+  request.optimizer = options.optimizer;
+  request.running_plan_json = planner::plan_to_json(coordinator.plan()).dump();
+  request.lost_devices = lost_now;
+  request.added_devices = added;
+  request.heavy = options.recovery != Recovery::lightweight;
+  request.wire = options.wire;
+  request.codec_block = coordinator.plan().codec_block;
+  std::optional<messages::PlanResult> result;
+  std::string failure;
+  try {
+    result = actors::request_plan(system, planner, request, std::chrono::seconds(60));
+  } catch (const std::runtime_error& e) {
+    failure = e.what();
+  }
+  if (!result || result->plan_json.empty()) {
+    if (reason) *reason = !result ? failure : "no plan fits on the remaining devices: " + result->reason;
+    return std::nullopt;
+  }
+  if (explanation) *explanation = result->explanation;
+  return planner::plan_from_json(nlohmann::json::parse(result->plan_json), "re-plan");
+}
+
+std::vector<std::string> JobSupervisor::Impl::idle_devices(const planner::Plan& plan) const {
+  std::vector<std::string> idle;
+  for (const auto& device : coordinator.spec().cluster.devices) {
+    if (device.host.empty() || device.port <= 0 || lost.count(device.id) || awaited.count(device.id)) continue;
+    bool used = false;
+    for (const auto& stage : plan.stages) {
+      for (const auto& d : stage.devices) used = used || d.id == device.id;
+    }
+    if (!used) idle.push_back(device.id);
+  }
+  return idle;
+}
+
+std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan, const planner::Plan& old,
+                                             const std::vector<messages::StageState>& recovered,
+                                             const std::set<std::string>& failed_devices) {
+  std::vector<messages::StageState> states(plan.stages.size());
+  if (recovered.empty()) return states;  // nothing committed yet: from the seed
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const auto& stage = plan.stages[s];
+    bool kept = false;
+    for (const auto& o : old.stages) {
+      if (o.begin != stage.begin || o.end != stage.end) continue;
+      kept = true;
+      for (const auto& d : stage.devices) {
+        const bool was_member = std::any_of(o.devices.begin(), o.devices.end(),
+                                            [&](const planner::StageDevice& od) { return od.id == d.id; });
+        if (!was_member || failed_devices.count(d.id) || lost.count(d.id)) kept = false;
+      }
+    }
+    if (!kept) states[s] = layout->assemble(stage.begin, stage.end, recovered);
+  }
+  return states;
+}
+
+void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
+             const std::string& failed_device) {
+  FailureRecord record;
+  record.kind = kind;
+  record.round = coordinator.next_round();
+  record.detected_s = now_s();
+  record.devices.assign(lost_now.begin(), lost_now.end());
+  if (!failed_device.empty()) record.devices.push_back(failed_device);
+  emit("failure", "failure in round " + std::to_string(record.round) + ": " + why, false);
+  PhaseClock phase;
+  // Abort the rounds in flight; a device that does not confirm is lost too.
+  for (size_t attempt = 0;; ++attempt) {
+    lost.insert(lost_now.begin(), lost_now.end());
+    try {
+      coordinator.abort(lost);
+      break;
+    } catch (const DeviceLost& e) {
+      if (attempt > coordinator.spec().cluster.devices.size()) throw;
+      lost_now.insert(e.device);
+      record.devices.push_back(e.device);
+    }
+  }
+  record.abort_ms = phase.lap_ms();
+  if (options.recovery == Recovery::restart) return restart(std::move(record), phase);
+  if (options.recovery == Recovery::stop) {
+    record.replan = "stop";
+    failures.push_back(record);
+    throw JobError("stopped after the failure in round " + std::to_string(record.round) + " (--replan stop): " + why +
+                   (options.checkpoint_path.empty() ? std::string()
+                                                    : "; continue with --resume " + options.checkpoint_path));
+  }
+  const planner::Plan old = coordinator.plan();
+  std::vector<messages::StageState> recovered;
+  if (coordinator.last_committed()) {
+    auto states = coordinator.recover_states(lost);
+    for (size_t s = 0; s < states.size(); ++s) {
+      if (!states[s]) {
+        throw JobError("stage " + std::to_string(s) + " (layers " + std::to_string(old.stages[s].begin) + "-" +
+                       std::to_string(old.stages[s].end) +
+                       ") is lost: no surviving member, replica or central copy holds its state of round " +
+                       std::to_string(*coordinator.last_committed()));
+      }
+      recovered.push_back(std::move(*states[s]));
+    }
+  }
+  record.states_ms = phase.lap_ms();
+  planner::Plan plan = old;
+  std::vector<std::string> lost_in_plan;
+  for (const auto& stage : old.stages) {
+    for (const auto& d : stage.devices) {
+      if (lost.count(d.id)) lost_in_plan.push_back(d.id);
+    }
+  }
+  std::string explanation;
+  if (!lost_in_plan.empty()) {
+    // Devices the plan left idle (reachable, not lost) may step in for the
+    // lost ones. The heavy re-plan searches over them; the lightweight one
+    // takes them only when the survivors alone cannot carry the model: a
+    // device that joins costs a deployment (its stage actor, the model,
+    // the training data) before the replay can start, and the search left
+    // it idle for a reason.
+    const bool light = options.recovery == Recovery::lightweight;
+    const auto idle = idle_devices(old);
+    std::optional<planner::Plan> survivors_only;
+    if (light && !idle.empty()) survivors_only = try_ask_planner(lost_in_plan, {}, &explanation);
+    plan = survivors_only ? *survivors_only : ask_planner(lost_in_plan, idle, &explanation);
+    record.replan = light ? "lightweight" : "heavy";
+  } else {
+    record.replan = "in-place";
+  }
+  record.plan_ms = phase.lap_ms();
+  std::set<std::string> failed;
+  if (!failed_device.empty()) failed.insert(failed_device);
+  const auto states = states_for(plan, old, recovered, failed);
+  for (size_t s = 0; s < states.size(); ++s) {
+    if (states[s].weights.empty()) continue;
+    record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
+    record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
+                          static_cast<double>(plan.stages[s].devices.size());
+  }
+  coordinator.redeploy(plan, states, lost);
+  record.redeploy_ms = phase.lap_ms();
+  record.resumed_from = coordinator.next_round();
+  record.plan_summary = summary_of(plan);
+  record.planned_round_ms = plan.predicted_round_ms;
+  failures.push_back(record);
+  emit("replan",
+       record.replan + " re-plan after losing " + std::to_string(record.devices.size()) +
+           " device(s): " + record.plan_summary + "; replaying round " + std::to_string(coordinator.next_round()),
+       true);
+  if (!explanation.empty()) spdlog::debug("{}", explanation);
+}
+
+void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
+  std::vector<std::string> lost_in_plan;
+  for (const auto& stage : coordinator.plan().stages) {
+    for (const auto& d : stage.devices) {
+      if (lost.count(d.id)) lost_in_plan.push_back(d.id);
+    }
+  }
+  const planner::Plan plan = ask_planner(lost_in_plan, {}, nullptr);
+  record.plan_ms = phase.lap_ms();
+  std::vector<messages::StageState> states(plan.stages.size());
+  std::optional<uint64_t> from;
+  if (!options.checkpoint_path.empty() && std::ifstream(options.checkpoint_path).good()) {
+    const Checkpoint checkpoint = read_checkpoint(options.checkpoint_path);
+    from = checkpoint.job.at("round").get<uint64_t>();
+    for (size_t s = 0; s < plan.stages.size(); ++s) {
+      states[s] = layout->assemble(plan.stages[s].begin, plan.stages[s].end, checkpoint.states);
+    }
+  } else {
+    // No checkpoint yet: every stage starts from the seed, as new.
+    states.clear();
+  }
+  coordinator.rewind_to(from);
+  record.states_ms = phase.lap_ms();
+  coordinator.redeploy(plan, states, lost, /*respawn=*/true);
+  record.redeploy_ms = phase.lap_ms();
+  record.replan = "restart";
+  record.resumed_from = coordinator.next_round();
+  record.plan_summary = summary_of(plan);
+  record.planned_round_ms = plan.predicted_round_ms;
+  failures.push_back(record);
+  emit("replan",
+       "stop-and-restart after losing " + std::to_string(record.devices.size()) + " device(s): " +
+           record.plan_summary + "; starting again from round " + std::to_string(record.resumed_from),
+       true);
+}
+
+std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
+  std::vector<actors::RoundReport> reports;
+  std::vector<std::string> added;
+  for (const auto& device : coordinator.take_returned()) {
+    if (lost.count(device) || awaited.count(device)) added.push_back(device);
+  }
+  if (added.empty()) return reports;
+  try {
+    reports = coordinator.flush();  // a clean boundary: nothing uncommitted
+    after_commits(reports);
+    for (const auto& device : added) coordinator.reconnect(device);
+    std::string explanation;
+    const planner::Plan old = coordinator.plan();
+    const planner::Plan plan = ask_planner({}, added, &explanation);
+    std::vector<messages::StageState> recovered;
+    if (coordinator.last_committed()) recovered = coordinator.fetch_states();
+    coordinator.redeploy(plan, states_for(plan, old, recovered, {}), {});
+    for (const auto& device : added) {
+      lost.erase(device);
+      awaited.erase(device);
+    }
+    std::string names;
+    for (const auto& d : added) names += (names.empty() ? "" : ", ") + d;
+    emit("rejoin", "admitted " + names + " at round " + std::to_string(coordinator.next_round()) + ": " +
+                       summary_of(plan),
+         true);
+  } catch (const DeviceLost& e) {
+    recover({e.device}, "device-lost", e.what());
+  } catch (const JobError& e) {
+    spdlog::warn("could not admit returning devices: {}", e.what());
+  }
+  return reports;
+}
+
+}  // namespace asteroid::supervision
