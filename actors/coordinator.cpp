@@ -44,14 +44,8 @@ struct Coordinator::Impl {
       : system(system), self(system), spec(std::move(spec)), ledger(ledger_rules(this->spec)) {}
 
   static RoundLedger::Rules ledger_rules(const JobSpec& spec) {
-    RoundLedger::Rules rules;
-    rules.rounds_ahead = spec.rounds_ahead;
-    rules.end_round = spec.end_round;
-    rules.replicate_every = spec.replicate_every;
-    rules.commit_every = spec.commit_every;
-    rules.max_uncommitted_rounds = spec.max_uncommitted_rounds;
-    rules.replica_link_share = spec.replica_link_share;
-    return rules;
+    return {spec.rounds_ahead,  spec.end_round,      spec.replicate_every, spec.commit_every,
+            spec.max_uncommitted_rounds, spec.replica_link_share};
   }
 
   caf::actor_system& system;

@@ -39,7 +39,7 @@ class RoundLedger {
  public:
   using Clock = std::chrono::steady_clock;
 
-  struct Rules {
+  struct Rules {  // in this order (the coordinator initialises it as an aggregate)
     uint64_t rounds_ahead = 1;       // rounds started beyond the next to finish
     uint64_t end_round = std::numeric_limits<uint64_t>::max();  // none starts from here on
     uint64_t replicate_every = 1;

@@ -18,6 +18,13 @@ void all_done(RoundLedger& ledger, uint64_t round, uint32_t members, uint32_t pe
   for (uint32_t m = 0; m < members; ++m) ledger.member_done(round, m, 0, per_member, per_member, per_member / 2);
 }
 
+// Starts what is due, then `round` is done by every member and stepped.
+void step(RoundLedger& ledger, uint64_t round, uint32_t members) {
+  ledger.start_due(t0);
+  all_done(ledger, round, members);
+  ledger.finish(t0, 4);
+}
+
 TEST(RoundLedger, StartsOneRoundAheadAndNoneFromTheEnd) {
   RoundLedger::Rules rules;
   rules.end_round = 3;
@@ -69,9 +76,7 @@ TEST(RoundLedger, ARoundIsSteppedWhenEveryMemberReportedItOnce) {
 TEST(RoundLedger, WithoutHoldersASteppedRoundCommitsAtOnce) {
   RoundLedger ledger(RoundLedger::Rules{});
   ledger.restart_after(std::nullopt);
-  ledger.start_due(t0);
-  all_done(ledger, 0, 1);
-  ledger.finish(t0, 4);
+  step(ledger, 0, 1);
   const auto actions = ledger.advance({}, false, t0);
   EXPECT_EQ(actions.commit, std::optional<uint64_t>(0));
   EXPECT_FALSE(actions.replicate);
@@ -88,18 +93,14 @@ TEST(RoundLedger, RoundsCommitOnceEveryHolderStoredAReplicaOfThemOrLater) {
   RoundLedger ledger(rules);
   ledger.restart_after(std::nullopt);
   const std::set<uint32_t> holders{0, 2};
-  ledger.start_due(t0);
-  all_done(ledger, 0, 3);
-  ledger.finish(t0, 4);
+  step(ledger, 0, 3);
   auto actions = ledger.advance(holders, false, t0);
   EXPECT_FALSE(actions.commit);
   EXPECT_EQ(actions.replicate, std::optional<uint64_t>(0));
   EXPECT_EQ(ledger.replica_asked(), std::optional<uint64_t>(0));
   // Rounds 1 and 2 step while replica 0 travels: no second request.
   for (uint64_t r = 1; r <= 2; ++r) {
-    ledger.start_due(t0);
-    all_done(ledger, r, 3);
-    ledger.finish(t0, 4);
+    step(ledger, r, 3);
     actions = ledger.advance(holders, false, t0);
     EXPECT_FALSE(actions.commit);
     EXPECT_FALSE(actions.replicate);
@@ -125,9 +126,7 @@ TEST(RoundLedger, AReplicaCoversEveryRoundUpToIt) {
   ledger.restart_after(std::nullopt);
   const std::set<uint32_t> holders{1};
   for (uint64_t r = 0; r < 3; ++r) {
-    ledger.start_due(t0);
-    all_done(ledger, r, 2);
-    ledger.finish(t0, 4);
+    step(ledger, r, 2);
   }
   EXPECT_EQ(ledger.advance(holders, true, t0).replicate, std::optional<uint64_t>(2));
   EXPECT_TRUE(ledger.replica_stored(1, 2, t0));
@@ -146,13 +145,9 @@ TEST(RoundLedger, ACommitPointIsReplicatedWhateverThePacing) {
   RoundLedger ledger(rules);
   ledger.restart_after(std::nullopt);
   const std::set<uint32_t> holders{0};
-  ledger.start_due(t0);
-  all_done(ledger, 0, 1);
-  ledger.finish(t0, 4);
+  step(ledger, 0, 1);
   EXPECT_FALSE(ledger.advance(holders, false, t0).replicate) << "round 0 is no commit point, 10 rounds not reached";
-  ledger.start_due(t0);
-  all_done(ledger, 1, 1);
-  ledger.finish(t0, 4);
+  step(ledger, 1, 1);
   EXPECT_EQ(ledger.advance(holders, false, t0).replicate, std::optional<uint64_t>(1));
 }
 
@@ -164,9 +159,7 @@ TEST(RoundLedger, TooManyUncommittedRoundsStopTheStarts) {
   const std::set<uint32_t> holders{0};
   for (uint64_t r = 0; r < 3; ++r) {
     EXPECT_FALSE(ledger.lagging());
-    ledger.start_due(t0);
-    all_done(ledger, r, 1);
-    ledger.finish(t0, 4);
+    step(ledger, r, 1);
     ledger.advance(holders, false, t0);
   }
   EXPECT_TRUE(ledger.lagging());
@@ -180,9 +173,7 @@ TEST(RoundLedger, RestartForgetsWhatIsNotCommitted) {
   ledger.restart_after(std::nullopt);
   const std::set<uint32_t> holders{0};
   for (uint64_t r = 0; r < 2; ++r) {
-    ledger.start_due(t0);
-    all_done(ledger, r, 1);
-    ledger.finish(t0, 4);
+    step(ledger, r, 1);
   }
   ledger.advance(holders, true, t0);  // replica of round 1 asked
   ledger.restart_after(std::nullopt);

@@ -19,18 +19,7 @@ namespace {
 
 using test::kHelper;
 using test::TempDir;
-
-LaunchOptions options(const std::string& dir, CpuMode cpu, NetMode net) {
-  LaunchOptions o;
-  o.dir = dir;
-  o.node_command = {kHelper, "node"};
-  o.asteroid_binary = kHelper;
-  o.cpu = cpu;
-  o.net = net;
-  o.ready_timeout = Millis(20000);
-  o.stop_grace = Millis(2000);
-  return o;
-}
+using test::options;
 
 ClusterSpec two_devices(double mbps, double share0, double share1) {
   ClusterSpec s;

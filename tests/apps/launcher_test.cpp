@@ -18,19 +18,8 @@ namespace {
 
 using test::kHelper;
 using test::TempDir;
+using test::options;
 namespace fs = std::filesystem;
-
-LaunchOptions options(const std::string& dir, CpuMode cpu, NetMode net) {
-  LaunchOptions o;
-  o.dir = dir;
-  o.node_command = {kHelper, "node"};
-  o.asteroid_binary = kHelper;
-  o.cpu = cpu;
-  o.net = net;
-  o.ready_timeout = Millis(20000);
-  o.stop_grace = Millis(2000);
-  return o;
-}
 
 ClusterSpec small_spec(int n = 3, double mbps = 1000) {
   ClusterSpec s;

@@ -14,9 +14,10 @@
 #include <vector>
 
 #include "apps/testbed/cgroups.h"
-#include "tests/support/temp_dir.h"
+#include "apps/testbed/emulated_cluster.h"
 #include "apps/testbed/netns.h"
 #include "apps/testbed/process.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::testbed::test {
 
@@ -80,6 +81,20 @@ inline std::vector<std::string> leftovers_of(const std::string& cluster_id) {
     if (!base.empty() && std::filesystem::exists(base + "/asteroid-" + cluster_id))
       left.push_back("cgroup " + base + "/asteroid-" + cluster_id);
   return left;
+}
+
+// Options for bringing up a cluster of testbed helper nodes ("node" of the
+// helper binary, not asteroid) in `dir`.
+inline LaunchOptions options(const std::string& dir, CpuMode cpu, NetMode net) {
+  LaunchOptions o;
+  o.dir = dir;
+  o.node_command = {kHelper, "node"};
+  o.asteroid_binary = kHelper;
+  o.cpu = cpu;
+  o.net = net;
+  o.ready_timeout = Millis(20000);
+  o.stop_grace = Millis(2000);
+  return o;
 }
 
 // Runs argv to completion (bounded) and returns (status, stdout+stderr).
