@@ -11,6 +11,9 @@ namespace asteroid::actors {
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 // (back_atom, device id): a lost device answers again.
 using back_atom = caf::atom_constant<caf::atom("back")>;
+// (status_atom) -> std::string: the running job's status as JSON
+// (Coordinator::status), answered while rounds run.
+using status_atom = caf::atom_constant<caf::atom("status")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 

@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <functional>
 
+#include <nlohmann/json.hpp>
+
 #include "actors/ask.h"
 #include "actors/atoms.h"
 #include "actors/connect.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
+#include "planner/json_io.h"
 
 namespace asteroid::actors {
 namespace {
@@ -57,6 +60,7 @@ struct Coordinator::Impl {
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
   std::set<std::string> lost_between;  // reported lost while no round ran
   std::set<std::string> returned;      // reported back
+  std::set<std::string> reported_lost;  // lost by the monitor's last word on them
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
@@ -350,6 +354,20 @@ struct Coordinator::Impl {
     }
   }
 
+  std::string status() const {
+    nlohmann::json s;
+    s["next_round"] = ledger.next_round();
+    s["last_committed"] = ledger.committed() ? nlohmann::json(*ledger.committed()) : nlohmann::json(nullptr);
+    const auto& last = ledger.last_committed_report();
+    s["last_loss"] = last ? nlohmann::json(last->loss) : nlohmann::json(nullptr);
+    s["plan"] = planner::plan_to_json(spec.plan);
+    nlohmann::json devices = nlohmann::json::object();
+    for (const auto& d : spec.cluster.devices)
+      devices[d.id] = reported_lost.count(d.id) ? "lost" : in_use(d.id) ? "in use" : "idle";
+    s["devices"] = devices;
+    return s.dump();
+  }
+
   // Handles one message, waiting at most `wait`; false on timeout. Outside
   // a round (in_round false) losses are remembered instead of thrown.
   bool receive_one(std::chrono::milliseconds wait, bool in_round) {
@@ -372,13 +390,16 @@ struct Coordinator::Impl {
         [&](lost_atom, const std::string& device) {
           lost = device;
           returned.erase(device);
+          reported_lost.insert(device);
         },
         [&](back_atom, const std::string& device) {
           // The monitor reports a device back only after its loss: any
           // older news of the loss is void.
           returned.insert(device);
           lost_between.erase(device);
+          reported_lost.erase(device);
         },
+        [&](status_atom) -> std::string { return status(); },
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
     if (!failure.empty()) throw JobError(failure);
     if (!in_round) {
@@ -701,6 +722,7 @@ std::set<std::string> Coordinator::take_returned() {
 }
 
 caf::actor Coordinator::inbox() const { return caf::actor_cast<caf::actor>(impl_->self); }
+std::string Coordinator::status() const { return impl_->status(); }
 
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }
 const std::map<std::string, uint64_t>& Coordinator::peak_memory_bytes() const { return impl_->peak_memory; }

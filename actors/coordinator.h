@@ -176,8 +176,14 @@ class Coordinator {
   // waits in the mailbox first.
   std::set<std::string> take_returned();
   // The actor that receives the coordinator's messages: others (the
-  // heartbeat monitor) report lost devices to it as (lost_atom, device id).
+  // heartbeat monitor) report lost devices to it as (lost_atom, device id),
+  // and anyone may ask it (status_atom) for status() while rounds run.
   caf::actor inbox() const;
+  // {"next_round", "last_committed" (null before the first commit),
+  //  "last_loss" (of that round, or null), "plan", "devices": {id:
+  //  "in use" | "idle" | "lost"}}: "lost" as the heartbeat monitor last
+  // reported, until it reports the device back.
+  std::string status() const;
 
   // Trace events received so far (when spec.trace), and the peak resident
   // memory reported by each device.

@@ -8,6 +8,8 @@ namespace asteroid::actors {
 
 void RoundLedger::restart_after(std::optional<uint64_t> committed) {
   committed_ = committed;
+  if (last_committed_report_ && (!committed || last_committed_report_->round != *committed))
+    last_committed_report_.reset();
   round_ = next_start_ = committed ? *committed + 1 : 0;
   in_flight_.clear();
   stepped_.clear();
@@ -66,6 +68,7 @@ RoundLedger::Actions RoundLedger::advance(const std::set<uint32_t>& holders, boo
   Actions actions;
   while (!stepped_.empty() && (holders.empty() || (replica_round_ && stepped_.begin()->first <= *replica_round_))) {
     actions.commit = stepped_.begin()->first;
+    last_committed_report_ = stepped_.begin()->second;
     newly_committed_.push_back(stepped_.begin()->second);
     stepped_.erase(stepped_.begin());
   }

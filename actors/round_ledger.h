@@ -87,6 +87,9 @@ class RoundLedger {
 
   // The reports committed since the last call, in round order.
   std::vector<RoundReport> take_committed() { return std::exchange(newly_committed_, {}); }
+  // The newest committed round's report (none before the first commit,
+  // nor after a restart).
+  const std::optional<RoundReport>& last_committed_report() const { return last_committed_report_; }
 
   uint64_t next_round() const { return round_; }
   std::optional<uint64_t> committed() const { return committed_; }
@@ -123,6 +126,7 @@ class RoundLedger {
   Clock::time_point replica_asked_at_{};
   Clock::time_point next_replica_at_{};
   std::vector<RoundReport> newly_committed_;
+  std::optional<RoundReport> last_committed_report_;
   double longest_round_ms_ = 0;
 };
 

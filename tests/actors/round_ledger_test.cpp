@@ -136,6 +136,12 @@ TEST(RoundLedger, AReplicaCoversEveryRoundUpToIt) {
   ASSERT_EQ(reports.size(), 3u);
   for (uint64_t r = 0; r < 3; ++r) EXPECT_EQ(reports[r].round, r);
   EXPECT_TRUE(ledger.nothing_stepped());
+  ASSERT_TRUE(ledger.last_committed_report());
+  EXPECT_EQ(ledger.last_committed_report()->round, 2u);
+  ledger.restart_after(2);  // a re-plan after round 2: it stays the last
+  ASSERT_TRUE(ledger.last_committed_report());
+  ledger.restart_after(1);  // a rewind: round 2 no longer counts
+  EXPECT_FALSE(ledger.last_committed_report());
 }
 
 TEST(RoundLedger, ACommitPointIsReplicatedWhateverThePacing) {

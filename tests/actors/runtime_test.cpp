@@ -3,14 +3,18 @@
 // every stage must follow the canonical 1F1B order, and bad jobs must fail
 // with the culprit named while the nodes go on.
 #include <ATen/ATen.h>
-#include <caf/actor_system.hpp>
+#include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "actors/atoms.h"
 #include "actors/coordinator.h"
 #include "planner/schedule.h"
 #include "actors/system_config.h"
@@ -129,6 +133,48 @@ TEST_F(Runtime, HybridPipelineWithAGroupEqualsSingleDevice) {
   const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 3, {{"d1", 5}, {"d2", 3}}}, {3, layers, {{"d3", 8}}}});
   const auto ref = train_single("fmnist-cnn", 5);
   expect_equivalent(ref, train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+TEST_F(Runtime, AnswersAStatusRequestWhileRoundsRun) {
+  const int layers = compute::layer_count("fmnist-cnn");
+  const Plan plan = make_plan(4, {{0, 2, {{"d0", 8}}}, {2, layers, {{"d1", 8}}}});
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  JobSpec spec;
+  spec.cluster = nodes.cluster();
+  spec.plan = plan;
+  spec.model = "fmnist-cnn";
+  Coordinator coordinator(system, spec);
+  coordinator.deploy();
+  std::atomic<bool> answered{false};
+  std::string reply, failure;
+  std::thread asker([&] {
+    caf::scoped_actor self{system};
+    self->request(coordinator.inbox(), std::chrono::seconds(120), status_atom::value)
+        .receive([&](const std::string& s) { reply = s; }, [&](caf::error& e) { failure = system.render(e); });
+    answered = true;
+  });
+  // The coordinator receives only inside its rounds: the answer comes
+  // during one of them.
+  uint64_t rounds_run = 0;
+  while (!answered && rounds_run < 100) {
+    coordinator.run_round();
+    ++rounds_run;
+  }
+  asker.join();
+  ASSERT_TRUE(failure.empty()) << failure;
+  const auto status = nlohmann::json::parse(reply);
+  EXPECT_LT(status["next_round"].get<uint64_t>(), rounds_run) << reply;
+  EXPECT_EQ(status["last_committed"].is_null(), status["last_loss"].is_null()) << reply;
+  if (!status["last_committed"].is_null())
+    EXPECT_LT(status["last_committed"].get<uint64_t>(), status["next_round"].get<uint64_t>()) << reply;
+  EXPECT_EQ(status["plan"]["stages"].size(), 2u) << reply;
+  EXPECT_EQ(status["devices"]["d0"], "in use");
+  EXPECT_EQ(status["devices"]["d1"], "in use");
+  EXPECT_EQ(status["devices"]["d2"], "idle");
+  EXPECT_EQ(status["devices"]["d3"], "idle");
+  // The same as asking the object.
+  EXPECT_EQ(nlohmann::json::parse(coordinator.status())["plan"], status["plan"]);
 }
 
 TEST_F(Runtime, GroupMembersHoldBitIdenticalStatesAfterEveryRound) {
