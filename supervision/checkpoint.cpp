@@ -1,10 +1,13 @@
 #include "supervision/checkpoint.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
@@ -13,14 +16,29 @@
 namespace asteroid::supervision {
 namespace {
 
-constexpr char kMagic[8] = {'A', 'S', 'T', 'C', 'K', 'P', 'T', '1'};
+constexpr char kMagic[8] = {'A', 'S', 'T', 'C', 'K', 'P', 'T', '2'};    // with a CRC-32 at the end
+constexpr char kMagicV1[8] = {'A', 'S', 'T', 'C', 'K', 'P', 'T', '1'};  // read only: no checksum
 
 template <typename T>
 void put(std::string& out, T value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof value);
 }
 
+uint32_t crc_of(const char* data, size_t size) {
+  return static_cast<uint32_t>(::crc32(::crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data),
+                                       static_cast<uInt>(size)));
+}
+
+// fsync that says what failed; a directory on a file system that cannot
+// sync directories (EINVAL) is not an error.
+void sync_or_throw(int fd, const std::string& what, bool directory) {
+  if (::fsync(fd) == 0 || (directory && errno == EINVAL)) return;
+  throw std::runtime_error("cannot sync " + what + ": " + std::strerror(errno));
+}
+
 }  // namespace
+
+std::string previous_checkpoint(const std::string& path) { return path + ".prev"; }
 
 void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
   std::string bytes(kMagic, sizeof kMagic);
@@ -33,6 +51,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
     put<uint64_t>(bytes, envelope.size());
     bytes.append(envelope.data(), envelope.size());
   }
+  put<uint32_t>(bytes, crc_of(bytes.data(), bytes.size()));
   const std::string temp = path + ".tmp";
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw std::runtime_error("cannot write checkpoint " + temp + ": " + std::strerror(errno));
@@ -47,26 +66,69 @@ void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
     }
     written += static_cast<size_t>(n);
   }
-  ::fsync(fd);
-  ::close(fd);
+  try {
+    sync_or_throw(fd, "checkpoint " + temp, false);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(temp.c_str());
+    throw std::runtime_error("cannot write checkpoint " + temp + ": " + why);
+  }
+  // The newest checkpoint becomes the previous generation, then the new
+  // one takes its place; a crash between the two leaves the previous one.
+  std::error_code exists_error;
+  if (std::filesystem::exists(path, exists_error) &&
+      std::rename(path.c_str(), previous_checkpoint(path).c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(temp.c_str());
+    throw std::runtime_error("cannot keep the previous checkpoint as " + previous_checkpoint(path) + ": " + why);
+  }
   if (std::rename(temp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(temp.c_str());
     throw std::runtime_error("cannot move checkpoint into place at " + path + ": " + why);
   }
+  const std::string dir = std::filesystem::path(path).parent_path().empty()
+                              ? std::string(".")
+                              : std::filesystem::path(path).parent_path().string();
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir_fd < 0) throw std::runtime_error("cannot sync the checkpoint's directory " + dir + ": " + std::strerror(errno));
+  try {
+    sync_or_throw(dir_fd, "the checkpoint's directory " + dir, true);
+  } catch (...) {
+    ::close(dir_fd);
+    throw;
+  }
+  ::close(dir_fd);
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
+namespace {
+
+// One checkpoint file, checked (the contract of read_checkpoint).
+Checkpoint read_one(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read checkpoint " + path + ": " + std::strerror(errno));
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t at = 0;
   auto need = [&](size_t n, const char* what) {
     if (bytes.size() - at < n) throw std::runtime_error("checkpoint " + path + " is truncated (" + what + ")");
   };
   need(sizeof kMagic, "header");
-  if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
+  const bool v1 = std::memcmp(bytes.data(), kMagicV1, sizeof kMagicV1) == 0;
+  if (!v1 && std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
     throw std::runtime_error(path + " is not an Asteroid checkpoint (bad magic)");
+  }
+  if (!v1) {
+    need(sizeof kMagic + 4, "checksum");
+    uint32_t stored;
+    std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
+    bytes.resize(bytes.size() - 4);
+    if (crc_of(bytes.data(), bytes.size()) != stored)
+      throw std::runtime_error("checkpoint " + path + " is corrupted (checksum mismatch)");
   }
   at += sizeof kMagic;
   auto get64 = [&](const char* what) {
@@ -103,6 +165,25 @@ Checkpoint read_checkpoint(const std::string& path) {
   }
   if (at != bytes.size()) throw std::runtime_error("checkpoint " + path + " has trailing bytes");
   return checkpoint;
+}
+
+}  // namespace
+
+Checkpoint read_checkpoint(const std::string& path) {
+  try {
+    return read_one(path);
+  } catch (const std::runtime_error& newest) {
+    const std::string previous = previous_checkpoint(path);
+    std::error_code ignored;
+    if (!std::filesystem::exists(previous, ignored)) throw;
+    try {
+      Checkpoint older = read_one(previous);
+      spdlog::warn("{}; continuing from the previous checkpoint {}", newest.what(), previous);
+      return older;
+    } catch (const std::runtime_error& also) {
+      throw std::runtime_error(std::string(newest.what()) + "; and the previous checkpoint: " + also.what());
+    }
+  }
 }
 
 }  // namespace asteroid::supervision

@@ -75,5 +75,68 @@ TEST(Checkpoint, AFailedWriteLeavesTheOldCheckpointIntact) {
   EXPECT_EQ(read_checkpoint(path).states.size(), 3u);
 }
 
+// Flips one byte in the middle of a file (a bit rot the structure cannot see).
+void flip_a_byte(const std::string& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(std::filesystem::file_size(path) / 2));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(path) / 2));
+  f.put(static_cast<char>(c ^ 0x10));
+}
+
+TEST(Checkpoint, ABitFlipIsCaughtByTheChecksum) {
+  const std::string path = temp_path("flipped.ckpt");
+  write_checkpoint(path, sample());
+  flip_a_byte(path);
+  try {
+    read_checkpoint(path);
+    FAIL() << "a corrupted checkpoint was read";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + " is corrupted (checksum mismatch)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoint, TheGenerationBeforeTheNewestIsKeptAndUsedWhenTheNewestIsBad) {
+  const std::string path = temp_path("generations.ckpt");
+  Checkpoint older = sample();
+  older.job["round"] = 5;
+  write_checkpoint(path, older);
+  EXPECT_FALSE(std::filesystem::exists(previous_checkpoint(path))) << "nothing to keep yet";
+  write_checkpoint(path, sample());  // round 11
+  ASSERT_TRUE(std::filesystem::exists(previous_checkpoint(path)));
+  EXPECT_EQ(read_checkpoint(path).job["round"], 11);
+  EXPECT_EQ(read_checkpoint(previous_checkpoint(path)).job["round"], 5);
+  flip_a_byte(path);
+  EXPECT_EQ(read_checkpoint(path).job["round"], 5) << "the newest is corrupt: the previous one is read";
+  std::filesystem::remove(path);
+  EXPECT_EQ(read_checkpoint(path).job["round"], 5) << "the newest is missing (a crash between the renames)";
+  flip_a_byte(previous_checkpoint(path));
+  try {
+    read_checkpoint(path);
+    FAIL() << "no good generation, yet something was read";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cannot read checkpoint " + path), std::string::npos) << what;
+    EXPECT_NE(what.find(previous_checkpoint(path) + " is corrupted"), std::string::npos) << what;
+  }
+}
+
+TEST(Checkpoint, AVersionOneFileWithoutChecksumIsStillRead) {
+  const std::string path = temp_path("v1.ckpt");
+  write_checkpoint(path, sample());
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  bytes[7] = '1';                     // ASTCKPT1
+  bytes.resize(bytes.size() - 4);     // no checksum
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  const Checkpoint back = read_checkpoint(path);
+  EXPECT_EQ(back.job["round"], 11);
+  EXPECT_EQ(back.states.size(), 3u);
+}
+
 }  // namespace
 }  // namespace asteroid::supervision
