@@ -425,6 +425,19 @@ TEST(Codec, HostileShapesAreRejected) {
   ASSERT_FALSE(decoded.ok());
   EXPECT_NE(decoded.error.find("overflow"), std::string::npos) << decoded.error;
 
+  // Element count x 8 bytes wraps around to 8: an int64 tensor of 2^61 + 1
+  // elements "carried" in 8 data bytes.
+  auto wraps = handmade([](wire::Envelope::Builder env) {
+    auto t = env.initActivation().initLabels();
+    t.setDtype(wire::Tensor::DType::INT64);
+    t.initShape(1).set(0, (int64_t{1} << 61) + 1);
+    t.initData(8);
+  });
+  decoded = decode_copy(wraps.data(), wraps.size());
+  ASSERT_FALSE(decoded.ok()) << "a wrapped-around size decoded as valid";
+  EXPECT_NE(decoded.error.find("activation.labels"), std::string::npos) << decoded.error;
+  EXPECT_NE(decoded.error.find("overflow"), std::string::npos) << decoded.error;
+
   auto deep = handmade([](wire::Envelope::Builder env) { env.initReduceChunk().initTensor().initShape(9); });
   decoded = decode_copy(deep.data(), deep.size());
   ASSERT_FALSE(decoded.ok());
