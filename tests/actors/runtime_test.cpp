@@ -74,14 +74,20 @@ struct Distributed {
   std::vector<messages::StageState> member_states;  // every member's, stage by stage
 };
 
-Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan, const std::string& model, int rounds,
-                              bool trace = false) {
-  AsteroidConfig config;
-  caf::actor_system system(config);
+// The job of `model` with `plan` on `cluster`, everything else default.
+JobSpec job_spec(const planner::Cluster& cluster, const Plan& plan, const std::string& model = "fmnist-cnn") {
   JobSpec spec;
   spec.cluster = cluster;
   spec.plan = plan;
   spec.model = model;
+  return spec;
+}
+
+Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan, const std::string& model, int rounds,
+                              bool trace = false) {
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  JobSpec spec = job_spec(cluster, plan, model);
   spec.seed = kSeed;
   spec.data_seed = kSeed;
   spec.trace = trace;
@@ -140,11 +146,7 @@ TEST_F(Runtime, AnswersAStatusRequestWhileRoundsRun) {
   const Plan plan = make_plan(4, {{0, 2, {{"d0", 8}}}, {2, layers, {{"d1", 8}}}});
   AsteroidConfig config;
   caf::actor_system system(config);
-  JobSpec spec;
-  spec.cluster = nodes.cluster();
-  spec.plan = plan;
-  spec.model = "fmnist-cnn";
-  Coordinator coordinator(system, spec);
+  Coordinator coordinator(system, job_spec(nodes.cluster(), plan));
   coordinator.deploy();
   std::atomic<bool> answered{false};
   std::string reply, failure;
@@ -182,10 +184,7 @@ TEST_F(Runtime, GroupMembersHoldBitIdenticalStatesAfterEveryRound) {
   const Plan plan = make_plan(2, {{0, 2, {{"d0", 7}, {"d1", 9}}}, {2, layers, {{"d2", 5}, {"d3", 11}}}});
   AsteroidConfig config;
   caf::actor_system system(config);
-  JobSpec spec;
-  spec.cluster = nodes.cluster();
-  spec.plan = plan;
-  spec.model = "fmnist-cnn";
+  JobSpec spec = job_spec(nodes.cluster(), plan);
   spec.optimizer.kind = messages::OptimizerKind::adam;
   spec.optimizer.lr = 1e-3;
   Coordinator coordinator(system, spec);
@@ -363,11 +362,8 @@ TEST_F(Runtime, MemoryBudgetIsEnforcedAtAssignment) {
   test_support::LocalNodes small({"tiny"}, {"--memory-mb", "1"});
   AsteroidConfig config;
   caf::actor_system system(config);
-  JobSpec spec;
-  spec.cluster = small.cluster();
   const int layers = compute::layer_count("fmnist-cnn");
-  spec.plan = make_plan(1, {{0, layers, {{"tiny", 32}}}});
-  spec.model = "fmnist-cnn";
+  JobSpec spec = job_spec(small.cluster(), make_plan(1, {{0, layers, {{"tiny", 32}}}}));
   // No planner estimate: the node's own count of what the stage holds
   // (about 5 MiB of weights, gradients, momentum and their committed copy
   // for fmnist-cnn) exceeds 1 MiB.
