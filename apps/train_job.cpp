@@ -318,7 +318,7 @@ struct TrainJob {
   void check_flags();
   void load_input_files();
   void describe_cluster();
-  void check_given_plan_devices() const;
+  void check_named_devices() const;
   void set_training_config();
   void check_the_model_fits() const;
   // The run folder.
@@ -409,7 +409,7 @@ void TrainJob::check_options() {
   load_input_files();
   describe_cluster();
   check_faults(faults, cluster, o.faults_file);
-  check_given_plan_devices();
+  check_named_devices();
   set_training_config();
   check_the_model_fits();
 }
@@ -465,7 +465,9 @@ void TrainJob::describe_cluster() {
   }
 }
 
-void TrainJob::check_given_plan_devices() const {
+void TrainJob::check_named_devices() const {
+  if (!d.planner_on.empty() && cluster.index_of(d.planner_on) < 0)
+    throw std::invalid_argument("--planner-on " + d.planner_on + ": no such device in " + cluster_name);
   if (!given_plan) return;
   for (const auto& s : given_plan->stages)
     for (const auto& sd : s.devices)

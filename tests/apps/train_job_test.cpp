@@ -324,6 +324,15 @@ TEST(TrainJob, UnknownPresetFailsBeforeAnythingStarts) {
   EXPECT_FALSE(fs::exists(tmp.file("run/cluster")));
 }
 
+TEST(TrainJob, APlannerOnAnUnknownDeviceFailsBeforeAnythingStarts) {
+  TempDir tmp;
+  CommandResult r =
+      test::run(train_args({"--env", "A", "--planner-on", "nobody", "--out", tmp.file("run")}), Millis(60000));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--planner-on nobody: no such device in env A"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp.file("run/cluster")));
+}
+
 TEST(TrainJob, AModelThatFitsNowhereFailsClearly) {
   TempDir tmp;
   // bert-small's activations for 4096 samples in one micro-batch: ~150 GB
