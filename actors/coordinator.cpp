@@ -211,21 +211,16 @@ struct Coordinator::Impl {
       if (h != holders.end()) holder.push_back(connect(h->second).actor);
       std::string failure;
       const auto prev = m.stage > 0 ? handles_of(m.stage - 1) : std::vector<caf::actor>{};
-      self->request(m.actor, spec.deploy_timeout, messages::to_wire(a), prev, handles_of(m.stage),
-                    handles_of(m.stage + 1), holder)
-          .receive(
-              [&](WireMessage& reply) {
-                auto decoded = messages::from_wire(std::move(reply));
-                if (!decoded.ok()) {
-                  failure = "malformed reply: " + decoded.error;
-                } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
-                  failure = std::string(to_string(error->code)) + ": " + error->message;
-                }
-              },
-              [&](caf::error& e) { failure = system.render(e); });
-      if (!failure.empty()) {
-        throw JobError("device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (" +
-                       range_text(spec.plan.stages[m.stage]) + "): " + failure);
+      const auto accepted = actors::ask(
+          self, m.actor,
+          caf::make_message(messages::to_wire(a), prev, handles_of(m.stage), handles_of(m.stage + 1), holder,
+                            caf::actor_cast<caf::actor>(self)),
+          spec.deploy_timeout, failure);
+      if (!accepted) {
+        const std::string what = "device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (" +
+                                 range_text(spec.plan.stages[m.stage]) + "): " + failure;
+        if (failure.find("went down") != std::string::npos) throw DeviceLost(m.device, what);
+        throw JobError(what);
       }
     }
   }
@@ -510,11 +505,33 @@ struct Coordinator::Impl {
     std::vector<messages::StageState> states;
     for (const Member& m : members) {
       if (m.member != 0 && !every_member) continue;
-      states.push_back(state_from(m.actor, ledger.committed().value_or(0),
-                                  "could not fetch the weights of stage " + std::to_string(m.stage) + " from device '" +
-                                      m.device + "'"));
+      try {
+        states.push_back(state_from(m.actor, ledger.committed().value_or(0),
+                                    "could not fetch the weights of stage " + std::to_string(m.stage) +
+                                        " from device '" + m.device + "'"));
+      } catch (const JobError& e) {
+        throw DeviceLost(m.device, e.what());
+      }
     }
     return states;
+  }
+
+  std::set<std::string> reported_lost_devices(const std::set<std::string>& known, std::chrono::milliseconds wait) {
+    const auto deadline = Clock::now() + wait;
+    auto news = [&] {
+      std::set<std::string> out(reported_lost.begin(), reported_lost.end());
+      out.insert(lost_between.begin(), lost_between.end());
+      return out;
+    };
+    for (;;) {
+      while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
+      }
+      const auto now = news();
+      const bool fresh = std::any_of(now.begin(), now.end(), [&](const std::string& d) { return !known.count(d); });
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (fresh || left.count() <= 0) return now;
+      receive_one(left, /*in_round=*/false);
+    }
   }
 
   void abort(const std::set<std::string>& lost) {
@@ -606,10 +623,23 @@ struct Coordinator::Impl {
     return states;
   }
 
+  // Leaves no actor behind when it fails: the members of both plans are
+  // stopped (the supervisor keeps the states it recovered and tries again).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                 const std::set<std::string>& lost, bool respawn) {
     std::vector<Member> old = std::move(members);
     members.clear();
+    try {
+      redeploy_from(old, plan, states, lost, respawn);
+    } catch (...) {
+      stop(old);
+      stop(members);
+      throw;
+    }
+  }
+
+  void redeploy_from(std::vector<Member>& old, const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                     const std::set<std::string>& lost, bool respawn) {
     spec.plan = plan;
     connect_mesh();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
@@ -712,6 +742,12 @@ std::map<std::string, caf::actor> Coordinator::node_actors() const {
 }
 
 void Coordinator::reconnect(const std::string& device) { impl_->connect(device, /*again=*/true); }
+
+std::set<std::string> Coordinator::reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait) {
+  return impl_->reported_lost_devices(known, wait);
+}
+
+bool Coordinator::deployed() const { return !impl_->members.empty(); }
 
 std::set<std::string> Coordinator::take_returned() {
   while (impl_->receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {

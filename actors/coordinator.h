@@ -138,7 +138,7 @@ class Coordinator {
   std::optional<uint64_t> last_committed() const;
 
   // The last committed state of every stage (from its first member), in
-  // stage order. Throws JobError.
+  // stage order. Throws DeviceLost naming a member that did not answer.
   std::vector<messages::StageState> fetch_states();
   // The same from every member of every group, stage by stage, member by
   // member (members of a group must hold identical states).
@@ -158,7 +158,8 @@ class Coordinator {
   // whose device and layers stay the same is re-deployed in place and keeps
   // its weights; every other member is spawned (on a device not in
   // `lost_devices`) and loads `states[stage]`. Members no longer in the
-  // plan are stopped. Throws JobError.
+  // plan are stopped. Throws JobError; then no stage actor of either plan
+  // is left running (deployed() is false).
   // With `respawn`, every member is spawned anew (none stays in place).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                 const std::set<std::string>& lost_devices, bool respawn = false);
@@ -172,6 +173,11 @@ class Coordinator {
   std::map<std::string, caf::actor> node_actors() const;
   // Connects (again) to a device, within the connect timeout. Throws JobError.
   void reconnect(const std::string& device);
+  // The devices the heartbeat monitor (or a lost connection) reports lost
+  // now, after waiting at most `wait` for news of one not in `known`.
+  std::set<std::string> reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait);
+  // False after a redeploy failed (no stage actor runs until the next one).
+  bool deployed() const;
   // Devices reported back (back_atom) since the last call; handles what
   // waits in the mailbox first.
   std::set<std::string> take_returned();

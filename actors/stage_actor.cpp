@@ -110,8 +110,9 @@ class StageMember {
     bool running = true;
     self_->receive_while([&] { return running; })(
         [&](WireMessage& wire, std::vector<caf::actor>& prev, std::vector<caf::actor>& group,
-            std::vector<caf::actor>& next, std::vector<caf::actor>& holder) -> WireMessage {
-          auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next), std::move(holder));
+            std::vector<caf::actor>& next, std::vector<caf::actor>& holder, caf::actor& coordinator) -> WireMessage {
+          auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next), std::move(holder),
+                              std::move(coordinator));
           if (!model_) running = false;  // refused: nothing to do here
           pump();
           return reply;
@@ -138,7 +139,7 @@ class StageMember {
   // model and layers and no initial state, it keeps its weights, rolled back
   // to its last committed round (which must be first_round - 1).
   WireMessage deploy(WireMessage&& wire, std::vector<caf::actor> prev, std::vector<caf::actor> group,
-                     std::vector<caf::actor> next, std::vector<caf::actor> holder) {
+                     std::vector<caf::actor> next, std::vector<caf::actor> holder, caf::actor coordinator) {
     auto decoded = messages::from_wire(std::move(wire));
     if (!decoded.ok()) return error(messages::ErrorCode::invalid_message, decoded.error);
     auto* assignment = std::get_if<StageAssignment>(&*decoded.message);
@@ -147,8 +148,9 @@ class StageMember {
                    std::string("expected a stage assignment, got ") + messages::kind_name(*decoded.message));
     }
     StageAssignment a = std::move(*assignment);
+    node_->crash_point("assign", a.first_round);
     if (prev.size() != a.prev_group.size() || group.size() != a.group.size() || next.size() != a.next_group.size() ||
-        holder.size() > 1) {
+        holder.size() > 1 || !coordinator) {
       return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");
     }
     const bool keep = model_ && a.model == a_.model && a.layer_begin == a_.layer_begin &&
@@ -203,7 +205,7 @@ class StageMember {
     next_ = std::move(next);
     holder_ = holder.empty() ? caf::actor() : holder.front();
     if (coordinator_) self_->demonitor(coordinator_);
-    coordinator_ = caf::actor_cast<caf::actor>(self_->current_sender());
+    coordinator_ = std::move(coordinator);
     self_->monitor(coordinator_);
     my_range_ = member_ranges(samples_of(a_.group))[a_.member];
     prev_ranges_ = member_ranges(samples_of(a_.prev_group));
@@ -342,6 +344,7 @@ class StageMember {
   // The state after `round` if this member has it (committed or stepped),
   // else its last committed state; the caller checks the round.
   std::optional<WireMessage> on(messages::StateRequest& m) {
+    node_->crash_point("state", m.round);
     const Snapshot* state = states_.find(m.round);
     return messages::to_wire(state_of(state ? *state : states_.committed()));
   }

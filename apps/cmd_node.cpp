@@ -21,12 +21,13 @@ void add_node_command(CLI::App& app) {
   cmd->add_option("--threads", options->threads, "Torch intra-op threads")->check(CLI::PositiveNumber);
   cmd->add_option("--crash-at", options->crash_at,
                   "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
-                  "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step)")
+                  "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step; or assign: a stage here "
+                  "assigned to start at ROUND; or state: a stage here asked for its state of ROUND)")
       ->check([](const std::string& v) {
         const auto colon = v.find(':');
         const std::string event = v.substr(0, colon);
         const bool known = event == "forward" || event == "backward" || event == "allreduce" || event == "replicate" ||
-                           event == "step";
+                           event == "step" || event == "assign" || event == "state";
         const bool number = colon != std::string::npos && colon + 1 < v.size() &&
                             v.find_first_not_of("0123456789", colon + 1) == std::string::npos;
         return known && number ? std::string() : "expected EVENT:ROUND, e.g. allreduce:3";

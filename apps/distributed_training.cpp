@@ -75,6 +75,7 @@ nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& fail
                    {"recovered_s", f.recovered_s},
                    {"recovery_ms", f.recovery_ms()},
                    {"replan", f.replan},
+                   {"interrupted_by", f.interrupted_by},
                    {"layers_moved", f.layers_moved},
                    {"bytes_moved", f.bytes_moved},
                    {"plan", f.plan_summary},
@@ -263,7 +264,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   progress.finish();
 
   std::vector<at::Tensor> parts;
-  for (const auto& state : job.coordinator().fetch_states()) parts.push_back(messages::to_tensor(state.weights));
+  for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
   const at::Tensor weights = at::cat(parts);
   const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
   result.test_accuracy = eval.accuracy;

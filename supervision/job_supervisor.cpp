@@ -103,6 +103,7 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
     bool due = checkpoint_owed;
     for (const auto& report : reports) due |= (report.round + 1) % options.checkpoint_every == 0;
     if (due) {
+      checkpoint_owed = true;  // until written: a device lost while its state is fetched defers it
       write_checkpoint_at(*coordinator.last_committed());
       checkpoint_owed = false;
     }
@@ -143,6 +144,7 @@ void JobSupervisor::start(uint64_t first_round, const std::vector<messages::Stag
 
 std::vector<actors::RoundReport> JobSupervisor::run_round() { return impl_->run_round(); }
 std::vector<actors::RoundReport> JobSupervisor::flush() { return impl_->flush(); }
+std::vector<messages::StageState> JobSupervisor::final_states() { return impl_->final_states(); }
 
 uint64_t JobSupervisor::committed_rounds() const {
   const auto last = impl_->coordinator.last_committed();

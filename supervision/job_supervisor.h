@@ -19,9 +19,14 @@
 // device that comes back, or a new one, is admitted at a round boundary.
 // Every `checkpoint_every` committed rounds it writes a checkpoint.
 //
-// When recovery is impossible (a stage lost with no replica left, or no
-// plan fits on the survivors) it throws JobError naming the reason; the last
-// checkpoint stays as it was. Not thread-safe: one thread drives it.
+// A failure during a recovery (a device lost while states are collected,
+// the plan is deployed or a checkpoint is fetched) starts the recovery again
+// on the survivors, from the states already recovered; each interrupted
+// attempt is recorded. When recovery is impossible (a stage lost with no
+// replica left, or no plan fits on the survivors) it throws
+// RecoveryImpossible naming the reason, and after too many attempts in a row
+// JobError; the last checkpoint stays as it was. Not thread-safe: one thread
+// drives it.
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -37,6 +42,12 @@
 #include "supervision/health.h"
 
 namespace asteroid::supervision {
+
+// No recovery exists: a stage's state is gone with every device that held
+// it, or no plan fits on the devices left.
+struct RecoveryImpossible : actors::JobError {
+  using actors::JobError::JobError;
+};
 
 // How a device failure is handled.
 enum class Recovery {
@@ -70,12 +81,14 @@ struct SupervisionOptions {
 // One failure and what it cost.
 struct FailureRecord {
   std::vector<std::string> devices;  // lost (or whose stage failed)
-  std::string kind;                  // device-lost | stage-failed | round-stalled
+  std::string kind;                  // device-lost | stage-failed | round-stalled | during-recovery
   uint64_t round = 0;                // the round in flight (replayed)
   double detected_s = 0;             // since the job started
   double recovered_s = -1;           // first commit after it; -1 until then
   double recovery_ms() const { return recovered_s < 0 ? -1 : (recovered_s - detected_s) * 1000.0; }
-  std::string replan;                // lightweight | heavy | restart | in-place
+  std::string replan;                // lightweight | heavy | restart | in-place | stop | final-state,
+                                     // or interrupted (a failure during this recovery: see `interrupted_by`)
+  std::string interrupted_by;        // what interrupted this attempt
   uint64_t resumed_from = 0;         // the round training went on from
   int layers_moved = 0;
   double bytes_moved = 0;
@@ -111,6 +124,12 @@ class JobSupervisor {
   // Commits the round still waiting for its replicas (after a failure the
   // round is lost instead and runs again with the next run_round()).
   std::vector<actors::RoundReport> flush();
+  // The last committed state of every stage, in stage order, for the end of
+  // the job: from the stages' members, or, for a member lost since the last
+  // commit, from its node, its replica holder or the central copy (the
+  // failure is recorded). Throws RecoveryImpossible naming a stage whose
+  // state is gone everywhere.
+  std::vector<messages::StageState> final_states();
   // Rounds committed so far (the last committed round + 1) and the next
   // round to start.
   uint64_t committed_rounds() const;

@@ -66,6 +66,15 @@ struct JobSupervisor::Impl {
   int recoveries = 0;
   std::vector<actors::RoundReport> salvaged;  // committed in a step that then failed
   bool checkpoint_owed = false;                // a checkpoint fell due in such a step
+  // Every stage's state at the last committed round, as collected by a
+  // recovery (or an admission) whose redeploy has not succeeded yet: an
+  // attempt that fails after collecting them leaves the members gone, and
+  // the next attempt starts from these.
+  struct RecoveredStates {
+    uint64_t round = 0;
+    std::vector<messages::StageState> states;
+  };
+  std::optional<RecoveredStates> recovered_cache;
 
   double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }
 
@@ -103,10 +112,11 @@ struct JobSupervisor::Impl {
                             std::string* explanation);
 
   // The planner's re-plan, or nothing (with the reason) when no plan fits
-  // or the planner did not answer.
+  // (`no_plan` set) or the planner did not answer. ask_planner throws
+  // RecoveryImpossible for the first and JobError for the second.
   std::optional<planner::Plan> try_ask_planner(const std::vector<std::string>& lost_now,
                                                const std::vector<std::string>& added, std::string* explanation,
-                                               std::string* reason = nullptr);
+                                               std::string* reason = nullptr, bool* no_plan = nullptr);
 
   // Devices of the cluster that `plan` does not use and that are neither
   // lost nor awaited (unreachable since the start).
@@ -115,12 +125,24 @@ struct JobSupervisor::Impl {
   // The state each stage of `plan` starts from: empty where every member
   // keeps its device and layers (it keeps its own weights), else assembled
   // from the recovered states of the old stages.
+  // With `all`, every stage gets its state (no member is known to keep it).
   std::vector<messages::StageState> states_for(const planner::Plan& plan, const planner::Plan& old,
                                                const std::vector<messages::StageState>& recovered,
-                                               const std::set<std::string>& failed_devices);
+                                               const std::set<std::string>& failed_devices, bool all = false);
 
+  // Recovers from a failure, and from failures during the recovery (each
+  // attempt one FailureRecord), at most kMaxAttemptsPerFailure attempts.
   void recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
                const std::string& failed_device = "");
+  // One attempt: abort, collect the states, re-plan, redeploy. Fills `record`.
+  void recover_once(std::set<std::string> lost_now, const std::string& failed_device, FailureRecord& record,
+                    PhaseClock& phase);
+  // Every stage's state at the last committed round (none before the first
+  // commit): the cached ones, else collected from the survivors. Throws
+  // RecoveryImpossible naming a stage whose state is gone.
+  std::vector<messages::StageState> committed_states();
+
+  std::vector<messages::StageState> final_states();
 
   // The baseline Asteroid is compared with: drop everything in flight, plan
   // from scratch over the survivors and start every stage anew from the last

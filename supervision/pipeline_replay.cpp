@@ -35,13 +35,16 @@ std::string summary_of(const planner::Plan& plan) {
 
 std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
     const std::function<std::vector<actors::RoundReport>()>& step) {
+  std::vector<actors::RoundReport> reports;
   try {
-    auto reports = step();
-    after_commits(reports);
+    reports = step();
+    after_commits(reports);  // a checkpoint's state fetch may fail: the rounds stay committed
     return reports;
   } catch (const DeviceLost& e) {
+    salvaged.insert(salvaged.end(), reports.begin(), reports.end());
     recover({e.device}, "device-lost", e.what());
   } catch (const StageFailed& e) {
+    salvaged.insert(salvaged.end(), reports.begin(), reports.end());
     recover({}, "stage-failed", e.what(), e.device);
   } catch (const RoundStalled& e) {
     committed_before_failure();
@@ -66,14 +69,16 @@ void JobSupervisor::Impl::committed_before_failure() {
 planner::Plan JobSupervisor::Impl::ask_planner(const std::vector<std::string>& lost_now, const std::vector<std::string>& added,
                           std::string* explanation) {
   std::string reason;
-  auto plan = try_ask_planner(lost_now, added, explanation, &reason);
+  bool no_plan = false;
+  auto plan = try_ask_planner(lost_now, added, explanation, &reason, &no_plan);
+  if (!plan && no_plan) throw RecoveryImpossible(reason);
   if (!plan) throw JobError(reason);
   return *plan;
 }
 
 std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vector<std::string>& lost_now,
                                              const std::vector<std::string>& added, std::string* explanation,
-                                             std::string* reason) {
+                                             std::string* reason, bool* no_plan) {
   messages::PlanRequest request;
   request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
   request.profile_json = planner::profile_to_json(options.profile).dump();
@@ -95,7 +100,8 @@ std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vec
     failure = e.what();
   }
   if (!result || result->plan_json.empty()) {
-    if (reason) *reason = !result ? failure : "no plan fits on the remaining devices: " + result->reason;
+    if (reason) *reason = !result ? "the planner did not answer: " + failure : "no plan fits on the remaining devices: " + result->reason;
+    if (no_plan) *no_plan = result.has_value();
     return std::nullopt;
   }
   if (explanation) *explanation = result->explanation;
@@ -117,12 +123,16 @@ std::vector<std::string> JobSupervisor::Impl::idle_devices(const planner::Plan& 
 
 std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan, const planner::Plan& old,
                                              const std::vector<messages::StageState>& recovered,
-                                             const std::set<std::string>& failed_devices) {
+                                             const std::set<std::string>& failed_devices, bool all) {
   std::vector<messages::StageState> states(plan.stages.size());
   if (recovered.empty()) return states;  // nothing committed yet: from the seed
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const auto& stage = plan.stages[s];
     bool kept = false;
+    if (all) {
+      states[s] = layout->assemble(stage.begin, stage.end, recovered);
+      continue;
+    }
     for (const auto& o : old.stages) {
       if (o.begin != stage.begin || o.end != stage.end) continue;
       kept = true;
@@ -138,15 +148,80 @@ std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner:
 }
 
 void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
-             const std::string& failed_device) {
-  FailureRecord record;
-  record.kind = kind;
-  record.round = coordinator.next_round();
-  record.detected_s = now_s();
-  record.devices.assign(lost_now.begin(), lost_now.end());
-  if (!failed_device.empty()) record.devices.push_back(failed_device);
-  emit("failure", "failure in round " + std::to_string(record.round) + ": " + why, false);
-  PhaseClock phase;
+                                  const std::string& failed_device) {
+  std::string cause = why, failed = failed_device;
+  const size_t max_attempts = coordinator.spec().cluster.devices.size() + 2;
+  for (size_t attempt = 1;; ++attempt) {
+    FailureRecord record;
+    record.kind = attempt == 1 ? kind : "during-recovery";
+    record.round = coordinator.next_round();
+    record.detected_s = now_s();
+    record.devices.assign(lost_now.begin(), lost_now.end());
+    if (!failed.empty()) record.devices.push_back(failed);
+    emit("failure", (attempt == 1 ? "failure in round " : "failure while recovering round ") +
+                        std::to_string(record.round) + ": " + cause,
+         false);
+    PhaseClock phase;
+    std::string interruption;
+    try {
+      recover_once(lost_now, failed, record, phase);
+      recovered_cache.reset();
+      return;
+    } catch (const RecoveryImpossible&) {
+      throw;
+    } catch (const DeviceLost& e) {
+      lost_now = {e.device};
+      failed.clear();
+      interruption = e.what();
+    } catch (const StageFailed& e) {
+      lost_now.clear();
+      failed = e.device;
+      interruption = e.what();
+    } catch (const JobError& e) {
+      // A step failed without naming a lost device (a node that could not
+      // reach a peer, a spawn that failed): the heartbeat monitor tells
+      // which device is gone, if any, within its deadline.
+      lost_now.clear();
+      for (const auto& d : coordinator.reported_lost(lost, 2 * options.heartbeat.deadline)) {
+        if (!lost.count(d)) lost_now.insert(d);
+      }
+      failed.clear();
+      interruption = e.what();
+    }
+    record.replan = "interrupted";
+    record.interrupted_by = interruption;
+    failures.push_back(record);
+    spdlog::warn("recovery of round {} interrupted: {}", record.round, interruption);
+    if (attempt >= max_attempts) {
+      throw JobError("recovery of round " + std::to_string(record.round) + " failed " + std::to_string(attempt) +
+                     " times in a row; the last failure: " + interruption);
+    }
+    cause = interruption;
+  }
+}
+
+std::vector<messages::StageState> JobSupervisor::Impl::committed_states() {
+  if (!coordinator.last_committed()) return {};
+  const uint64_t at = *coordinator.last_committed();
+  if (recovered_cache && recovered_cache->round == at) return recovered_cache->states;
+  const planner::Plan& plan = coordinator.plan();
+  auto states = coordinator.recover_states(lost);
+  std::vector<messages::StageState> recovered;
+  for (size_t s = 0; s < states.size(); ++s) {
+    if (!states[s]) {
+      throw RecoveryImpossible("stage " + std::to_string(s) + " (layers " + std::to_string(plan.stages[s].begin) +
+                               "-" + std::to_string(plan.stages[s].end) +
+                               ") is lost: no surviving member, replica or central copy holds its state of round " +
+                               std::to_string(at));
+    }
+    recovered.push_back(std::move(*states[s]));
+  }
+  recovered_cache = RecoveredStates{at, recovered};
+  return recovered;
+}
+
+void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std::string& failed_device,
+                                       FailureRecord& record, PhaseClock& phase) {
   // Abort the rounds in flight; a device that does not confirm is lost too.
   for (size_t attempt = 0;; ++attempt) {
     lost.insert(lost_now.begin(), lost_now.end());
@@ -160,28 +235,20 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     }
   }
   record.abort_ms = phase.lap_ms();
-  if (options.recovery == Recovery::restart) return restart(std::move(record), phase);
+  if (options.recovery == Recovery::restart) return restart(record, phase);
   if (options.recovery == Recovery::stop) {
     record.replan = "stop";
     failures.push_back(record);
-    throw JobError("stopped after the failure in round " + std::to_string(record.round) + " (--replan stop): " + why +
-                   (options.checkpoint_path.empty() ? std::string()
-                                                    : "; continue with --resume " + options.checkpoint_path));
+    throw RecoveryImpossible("stopped after the failure in round " + std::to_string(record.round) +
+                             " (--replan stop)" +
+                             (options.checkpoint_path.empty() ? std::string()
+                                                              : "; continue with --resume " + options.checkpoint_path));
   }
+  // After an interrupted attempt the members may be gone: every stage then
+  // starts from the states that attempt collected.
+  const bool from_cache = recovered_cache.has_value() || !coordinator.deployed();
   const planner::Plan old = coordinator.plan();
-  std::vector<messages::StageState> recovered;
-  if (coordinator.last_committed()) {
-    auto states = coordinator.recover_states(lost);
-    for (size_t s = 0; s < states.size(); ++s) {
-      if (!states[s]) {
-        throw JobError("stage " + std::to_string(s) + " (layers " + std::to_string(old.stages[s].begin) + "-" +
-                       std::to_string(old.stages[s].end) +
-                       ") is lost: no surviving member, replica or central copy holds its state of round " +
-                       std::to_string(*coordinator.last_committed()));
-      }
-      recovered.push_back(std::move(*states[s]));
-    }
-  }
+  const std::vector<messages::StageState> recovered = committed_states();
   record.states_ms = phase.lap_ms();
   planner::Plan plan = old;
   std::vector<std::string> lost_in_plan;
@@ -210,7 +277,7 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
   record.plan_ms = phase.lap_ms();
   std::set<std::string> failed;
   if (!failed_device.empty()) failed.insert(failed_device);
-  const auto states = states_for(plan, old, recovered, failed);
+  const auto states = states_for(plan, old, recovered, failed, from_cache);
   for (size_t s = 0; s < states.size(); ++s) {
     if (states[s].weights.empty()) continue;
     record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
@@ -228,6 +295,30 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
            " device(s): " + record.plan_summary + "; replaying round " + std::to_string(coordinator.next_round()),
        true);
   if (!explanation.empty()) spdlog::debug("{}", explanation);
+}
+
+std::vector<messages::StageState> JobSupervisor::Impl::final_states() {
+  try {
+    return coordinator.fetch_states();
+  } catch (const DeviceLost& e) {
+    FailureRecord record;
+    record.kind = "device-lost";
+    record.round = coordinator.next_round();
+    record.detected_s = now_s();
+    record.devices = {e.device};
+    record.replan = "final-state";
+    emit("failure", "failure after the last round: " + std::string(e.what()) +
+                        "; the final weights come from the survivors, replicas or central copies",
+         false);
+    lost.insert(e.device);
+    for (const auto& d : coordinator.reported_lost(lost, std::chrono::milliseconds(0))) lost.insert(d);
+    PhaseClock phase;
+    auto states = committed_states();
+    record.states_ms = phase.lap_ms();
+    record.recovered_s = now_s();
+    failures.push_back(record);
+    return states;
+  }
 }
 
 void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
@@ -281,8 +372,12 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     const planner::Plan old = coordinator.plan();
     const planner::Plan plan = ask_planner({}, added, &explanation);
     std::vector<messages::StageState> recovered;
-    if (coordinator.last_committed()) recovered = coordinator.fetch_states();
+    if (coordinator.last_committed()) {
+      recovered = coordinator.fetch_states();
+      recovered_cache = RecoveredStates{*coordinator.last_committed(), recovered};
+    }
     coordinator.redeploy(plan, states_for(plan, old, recovered, {}), {});
+    recovered_cache.reset();
     for (const auto& device : added) {
       lost.erase(device);
       awaited.erase(device);
@@ -294,8 +389,13 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
          true);
   } catch (const DeviceLost& e) {
     recover({e.device}, "device-lost", e.what());
+  } catch (const StageFailed& e) {
+    recover({}, "stage-failed", e.what(), e.device);
   } catch (const JobError& e) {
     spdlog::warn("could not admit returning devices: {}", e.what());
+    // A redeploy that failed left no stage running: recover from the
+    // states collected for the admission.
+    if (!coordinator.deployed()) recover({}, "device-lost", e.what());
   }
   return reports;
 }

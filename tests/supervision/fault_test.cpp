@@ -102,7 +102,7 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
   out.failures = job.failures();
   out.final_plan = job.plan();
   std::vector<at::Tensor> parts;
-  for (const auto& state : job.coordinator().fetch_states()) parts.push_back(messages::to_tensor(state.weights));
+  for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
   const auto test = compute::open_dataset(kModel, compute::Split::test);
   out.accuracy = compute::evaluate_weights(kModel, at::cat(parts), *test, 500, kEvalSamples).accuracy;
   return out;
