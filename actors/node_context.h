@@ -43,10 +43,10 @@ struct NodeContext {
   // EVENT (forward, backward, allreduce, replicate, step) in round ROUND
   // (`or_later`: in ROUND or a later one; replication skips rounds, so
   // `replicate` crashes at the first replica of ROUND or after it), when a
-  // stage here is assigned to start at round ROUND (`assign`: a deployment
-  // or a re-deployment during a recovery), or when a stage here is asked for
-  // its state of round ROUND (`state`: a checkpoint, the end of the job, an
-  // abort's confirmation or a recovery).
+  // stage here is first assigned to start at ROUND or later (`assign`: with
+  // ROUND > 0, a re-deployment during a recovery), or when a stage here is
+  // first asked for its state of ROUND or later (`state`: a checkpoint, the
+  // end of the job, an abort's confirmation or a recovery).
   std::string crash_event;
   int64_t crash_round = -1;
   void crash_point(const char* event, uint64_t round, bool or_later = false) const;

@@ -148,7 +148,7 @@ class StageMember {
                    std::string("expected a stage assignment, got ") + messages::kind_name(*decoded.message));
     }
     StageAssignment a = std::move(*assignment);
-    node_->crash_point("assign", a.first_round);
+    node_->crash_point("assign", a.first_round, /*or_later=*/true);
     if (prev.size() != a.prev_group.size() || group.size() != a.group.size() || next.size() != a.next_group.size() ||
         holder.size() > 1 || !coordinator) {
       return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");
@@ -344,7 +344,7 @@ class StageMember {
   // The state after `round` if this member has it (committed or stepped),
   // else its last committed state; the caller checks the round.
   std::optional<WireMessage> on(messages::StateRequest& m) {
-    node_->crash_point("state", m.round);
+    node_->crash_point("state", m.round, /*or_later=*/true);
     const Snapshot* state = states_.find(m.round);
     return messages::to_wire(state_of(state ? *state : states_.committed()));
   }

@@ -22,7 +22,7 @@ void add_node_command(CLI::App& app) {
   cmd->add_option("--crash-at", options->crash_at,
                   "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
                   "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step; or assign: a stage here "
-                  "assigned to start at ROUND; or state: a stage here asked for its state of ROUND)")
+                  "assigned to start at ROUND or later; or state: a stage here asked for its state of ROUND or later)")
       ->check([](const std::string& v) {
         const auto colon = v.find(':');
         const std::string event = v.substr(0, colon);

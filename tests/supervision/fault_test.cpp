@@ -19,6 +19,7 @@
 #include "compute/evaluate.h"
 #include "compute/profiler.h"
 #include "messages/tensor_codec.h"
+#include "supervision/checkpoint.h"
 #include "supervision/job_supervisor.h"
 #include "tests/support/local_nodes.h"
 #include "tests/support/temp_dir.h"
@@ -99,10 +100,10 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
       for (const auto& r : job.flush()) out.committed.push_back(r);
     }
   }
-  out.failures = job.failures();
-  out.final_plan = job.plan();
   std::vector<at::Tensor> parts;
   for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
+  out.failures = job.failures();
+  out.final_plan = job.plan();
   const auto test = compute::open_dataset(kModel, compute::Split::test);
   out.accuracy = compute::evaluate_weights(kModel, at::cat(parts), *test, 500, kEvalSamples).accuracy;
   return out;
@@ -257,6 +258,58 @@ TEST(PipelineReplay, KilledNodeRestartsAndRejoins) {
   for (const auto& e : run.events) rejoined = rejoined || e.kind == "rejoin";
   EXPECT_TRUE(rejoined) << "the restarted node was not admitted again";
   EXPECT_TRUE(uses(run.final_plan, "d2"));
+}
+
+bool has_failure(const Outcome& run, const std::string& replan) {
+  return std::any_of(run.failures.begin(), run.failures.end(),
+                     [&](const FailureRecord& f) { return f.replan == replan; });
+}
+
+TEST(PipelineReplay, ADeviceLostDuringTheRedeployIsRecoveredOnTheSurvivors) {
+  // d2 dies in round 5; the re-plan keeps d1 alone in the middle stage, and
+  // d1 dies when it is assigned that stage (its first assignment after the
+  // one of round 0): the redeploy fails half way, and the stage's state
+  // lives only in what the first attempt collected.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {},
+                   {{"d2", {"--crash-at", "backward:5"}}, {"d1", {"--crash-at", "assign:1"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_GE(run.failures.size(), 2u);
+  EXPECT_EQ(run.failures.front().replan, "interrupted") << "the first attempt should have been cut short";
+  EXPECT_NE(run.failures.front().interrupted_by.find("d1"), std::string::npos) << run.failures.front().interrupted_by;
+  EXPECT_EQ(run.failures.back().kind, "during-recovery");
+  EXPECT_NE(run.failures.back().replan, "interrupted");
+  EXPECT_FALSE(uses(run.final_plan, "d1"));
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
+}
+
+TEST(PipelineReplay, ADeviceLostWhileACheckpointFetchesStatesIsRecovered) {
+  // Checkpoints fall due every 3 rounds; d3 (the last stage, alone) dies
+  // when the first checkpoint from round 4 on asks for its state. The rounds
+  // up to it stay committed, the checkpoint is taken at the next commit.
+  const test_support::TempDir dir("asteroid-checkpoint-fault");
+  const std::string checkpoint = dir.file("checkpoint.bin");
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--crash-at", "state:4"}}});
+  const Outcome run = train(nodes, {}, checkpoint);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d3"});
+  EXPECT_FALSE(uses(run.final_plan, "d3"));
+  const Checkpoint written = read_checkpoint(checkpoint);
+  EXPECT_GE(written.job.at("round").get<uint64_t>(), 5u) << "no checkpoint was taken after the failure";
+}
+
+TEST(PipelineReplay, ADeviceLostAfterTheLastCommitLosesNothing) {
+  // d3 dies when the job fetches the final weights: its stage's state of
+  // the last round comes from its replica, and the model is the fault-free
+  // one.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--crash-at", "state:9"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  EXPECT_DOUBLE_EQ(run.accuracy, fault_free().accuracy);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].replan, "final-state");
+  EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d3"});
 }
 
 TEST(PipelineReplay, HeavyReplanAlsoRecovers) {
