@@ -64,6 +64,7 @@ struct Coordinator::Impl {
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
+  uint64_t dropped = 0;  // messages not taken (see drop)
 
   // ------------------------------------------------------------- connecting
 
@@ -275,17 +276,37 @@ struct Coordinator::Impl {
     return "";
   }
 
+  // Counts and logs a message that is not taken (malformed, or not from a
+  // member of the running deployment, or claiming another member's place).
+  void drop(const std::string& what, const caf::actor_addr& sender, const std::string& why) {
+    ++dropped;
+    const std::string device = device_of(sender);
+    spdlog::warn("coordinator: dropped {} from {}: {} ({} dropped so far)", what,
+                 device.empty() ? caf::to_string(sender) : "device '" + device + "'", why, dropped);
+  }
+
   void on_envelope(messages::Message& message, const caf::actor_addr& sender) {
+    const Member* from = member_by_address(sender);
+    if (!from) return drop(std::string("a ") + messages::kind_name(message), sender, "not a member of this deployment");
+    auto claims = [&](uint32_t stage, uint32_t member) {
+      if (stage == from->stage && member == from->member) return true;
+      drop(std::string("a ") + messages::kind_name(message), sender,
+           "it claims stage " + std::to_string(stage) + " member " + std::to_string(member) + " but is stage " +
+               std::to_string(from->stage) + " member " + std::to_string(from->member));
+      return false;
+    };
     std::visit(
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, messages::RoundControl>) {
+            if (!claims(m.stage, m.member)) return;
             if (m.kind == messages::ControlKind::done) {
               ledger.member_done(m.round, m.stage, m.member, m.loss_sum, m.samples, m.correct);
             } else if (m.kind == messages::ControlKind::replicated && ledger.replica_stored(m.stage, m.round, Clock::now())) {
               advance_commits(false);
             }
           } else if constexpr (std::is_same_v<T, messages::Metrics>) {
+            if (!claims(m.stage, m.member)) return;
             if (spec.trace) trace.insert(trace.end(), m.events.begin(), m.events.end());
             if (const Member* member = member_at(m.stage, m.member)) {
               auto& peak = peak_memory[member->device];
@@ -294,9 +315,9 @@ struct Coordinator::Impl {
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
           } else if constexpr (std::is_same_v<T, messages::Error>) {
-            const Member* from = member_by_address(sender);
-            if (from) throw StageFailed(from->device, from->stage, m.message);
-            throw JobError(m.message);
+            throw StageFailed(from->device, from->stage, m.message);
+          } else {
+            drop(std::string("a ") + messages::kind_name(message), sender, "not a message a stage sends the coordinator");
           }
         },
         message);
@@ -370,13 +391,13 @@ struct Coordinator::Impl {
     std::optional<messages::Message> message;
     caf::actor_addr sender;
     std::optional<caf::down_msg> down;
-    std::string lost, failure;
+    std::string lost;
     self->receive(
         [&](WireMessage& wire) {
           sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
           auto decoded = messages::from_wire(std::move(wire));
           if (!decoded.ok()) {
-            failure = "received a malformed message: " + decoded.error;
+            drop("a malformed message", sender, decoded.error);
           } else {
             message = std::move(decoded.message);
           }
@@ -396,7 +417,6 @@ struct Coordinator::Impl {
         },
         [&](status_atom) -> std::string { return status(); },
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
-    if (!failure.empty()) throw JobError(failure);
     if (!in_round) {
       if (!lost.empty()) lost_between.insert(lost);
       if (down) {
@@ -763,5 +783,6 @@ std::string Coordinator::status() const { return impl_->status(); }
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }
 const std::map<std::string, uint64_t>& Coordinator::peak_memory_bytes() const { return impl_->peak_memory; }
 const JobSpec& Coordinator::spec() const { return impl_->spec; }
+uint64_t Coordinator::dropped_messages() const { return impl_->dropped; }
 
 }  // namespace asteroid::actors

@@ -196,6 +196,10 @@ class Coordinator {
   const std::vector<messages::TraceEvent>& trace() const;
   const std::map<std::string, uint64_t>& peak_memory_bytes() const;
   const JobSpec& spec() const;
+  // Messages dropped so far: malformed, from an actor that is not a member
+  // of the running deployment (a stage of an earlier plan, anyone else), or
+  // claiming another member's stage; each also logged with its sender.
+  uint64_t dropped_messages() const;
 
  private:
   struct Impl;

@@ -245,6 +245,13 @@ class StageMember {
       if (!is_request) report_failure("dropped an undecodable message: " + decoded.error);
     } else if (!model_) {
       reply = error(messages::ErrorCode::invalid_request, "stage not deployed yet");
+    } else if (!is_request && !from_this_deployment(self_->current_sender())) {
+      // A stage of an earlier plan (a node that was frozen and thawed), or
+      // anyone else: its data must not mix with this round's.
+      ++dropped_;
+      spdlog::warn("stage {}.{} on {}: dropped a {} from {}, which is not part of this deployment ({} so far)",
+                   a_.stage, a_.member, node_->node_id, messages::kind_name(*decoded.message),
+                   caf::to_string(self_->current_sender()), dropped_);
     } else {
       try {
         reply = std::visit([this](auto& m) { return on(m); }, *decoded.message);
@@ -254,6 +261,16 @@ class StageMember {
       }
     }
     if (is_request && reply) self_->make_response_promise<WireMessage>().deliver(std::move(*reply));
+  }
+
+  bool from_this_deployment(const caf::strong_actor_ptr& sender) const {
+    if (!sender) return false;
+    const caf::actor_addr from = caf::actor_cast<caf::actor_addr>(sender);
+    auto among = [&](const std::vector<caf::actor>& list) {
+      return std::any_of(list.begin(), list.end(), [&](const caf::actor& a) { return a.address() == from; });
+    };
+    return from == coordinator_.address() || (holder_ && from == holder_.address()) || among(prev_) ||
+           among(group_) || among(next_);
   }
 
   std::optional<WireMessage> on(Activation& m) {
@@ -760,6 +777,7 @@ class StageMember {
   std::unique_ptr<compute::StageModel> model_;
   std::shared_ptr<const compute::Dataset> data_;
   std::vector<caf::actor> prev_, group_, next_;
+  uint64_t dropped_ = 0;  // messages from actors outside this deployment
   caf::actor coordinator_;
   Range my_range_;
   std::vector<Range> prev_ranges_, next_ranges_;

@@ -71,6 +71,7 @@ nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& fail
     out.push_back({{"devices", f.devices},
                    {"kind", f.kind},
                    {"round", f.round},
+                   {"resumed_from", f.resumed_from},
                    {"detected_s", f.detected_s},
                    {"recovered_s", f.recovered_s},
                    {"recovery_ms", f.recovery_ms()},
@@ -228,7 +229,9 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   job.on_event([&](const supervision::SupervisionEvent& e) {
     nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
     if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
+    if (!e.devices.empty()) line["devices"] = e.devices;
     metrics.write_line(line.dump());
+    if (options.on_event) options.on_event(e, job);
   });
   job.start(first_round, states);
 
@@ -274,6 +277,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   result.trace = job.coordinator().trace();
   result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
   result.final_plan = job.plan();
+  result.dropped_messages = job.coordinator().dropped_messages();
 
   // Trace rows are named after the plan in force at the end; after a
   // re-plan, earlier rounds' rows keep their (stage, member) numbers.
@@ -302,6 +306,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
                  {"microbatches", static_cast<double>(options.plan.microbatches)},
                  {"stages", static_cast<double>(options.plan.stages.size())},
                  {"first_round", static_cast<double>(first_round)},
+                 {"dropped_messages", static_cast<double>(result.dropped_messages)},
                  {"lr", o.optimizer.lr}};
     s.numbers.insert(options.summary_numbers.begin(), options.summary_numbers.end());
     if (options.plan.predicted_round_ms > 0) {

@@ -43,6 +43,9 @@ struct DistributedOptions {
   std::string planner_on;
   // Called before a round starts for the first time (fault schedules).
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
+  // Called for every supervision event, after its metrics line, on the
+  // training thread (a failure's comes as its recovery starts).
+  std::function<void(const supervision::SupervisionEvent&, supervision::JobSupervisor&)> on_event;
   // Extra summary fields (strings), e.g. the emulation mechanisms.
   std::map<std::string, std::string> summary_strings;
   std::map<std::string, double> summary_numbers;
@@ -55,6 +58,7 @@ struct DistributedResult : compute::TrainResult {
   std::map<std::string, uint64_t> peak_memory_bytes;
   planner::Plan final_plan;
   uint64_t first_round = 0;  // > 0 when resumed
+  uint64_t dropped_messages = 0;  // Coordinator::dropped_messages()
 };
 
 // Throws std::invalid_argument for options that do not fit together (the

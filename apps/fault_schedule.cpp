@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "apps/testbed/emulated_cluster.h"
+#include "planner/cost_model.h"
 
 namespace asteroid::apps {
 namespace {
@@ -30,6 +31,7 @@ double unix_seconds() {
 
 std::string Fault::describe() const {
   std::string when = round ? "round " + std::to_string(*round) : "after " + number_text(*after_s) + " s";
+  if (on_recovery) when = "recovery from round " + std::to_string(*round) + " on";
   std::string what = action + " " + device;
   if (action == "slow") what += " x" + number_text(factor);
   if (action == "cut-link" || action == "heal-link") what += " " + peer;
@@ -67,6 +69,11 @@ std::vector<Fault> faults_from_json(const std::string& text, const std::string& 
         throw bad("\"after_s\" must be a non-negative number of seconds, got " + a.dump());
       f.after_s = a.get<double>();
     }
+    if (e.contains("when")) {
+      if (e["when"] != "recovery") throw bad("\"when\" must be \"recovery\", got " + e["when"].dump());
+      if (!has_round) throw bad("\"when\": \"recovery\" needs \"round\" (the first round it may come in)");
+      f.on_recovery = true;
+    }
     if (!e.contains("action") || !e["action"].is_string())
       throw bad("\"action\" must be one of kill, freeze, thaw, slow, cut-link, heal-link, restart");
     f.action = e["action"].get<std::string>();
@@ -76,6 +83,7 @@ std::vector<Fault> faults_from_json(const std::string& text, const std::string& 
     if (!e.contains("device") || !e["device"].is_string() || e["device"].get<std::string>().empty())
       throw bad("\"device\" must be a device id (a string)");
     f.device = e["device"].get<std::string>();
+    if (f.alias() && !has_round) throw bad("an alias device ('" + f.device + "') needs \"round\"");
     if (f.action == "slow") {
       if (!e.contains("factor") || !e["factor"].is_number() || !(e["factor"].get<double>() > 0) ||
           !std::isfinite(e["factor"].get<double>()))
@@ -106,12 +114,41 @@ void check_faults(const std::vector<Fault>& faults, const planner::Cluster& clus
   for (const auto& d : cluster.devices) ids += (ids.empty() ? "" : ", ") + d.id;
   for (const Fault& f : faults) {
     const std::string where = source + ": faults[" + std::to_string(f.index) + "]";
-    if (!known(f.device))
+    if (!f.alias() && !known(f.device))
       throw std::invalid_argument(where + ": unknown device '" + f.device + "' (the cluster has " + ids + ")");
     if (!f.peer.empty() && f.peer != "hub" && f.peer != "*" && !known(f.peer))
       throw std::invalid_argument(where + ": unknown peer '" + f.peer + "' (a device id, hub or *; the cluster has " +
                                   ids + ")");
   }
+}
+
+std::optional<std::string> pick_safe_device(const planner::Plan& plan, const std::vector<std::string>& devices,
+                                            const std::set<std::string>& down, uint64_t key) {
+  auto safe_without = [&](const std::string& victim) {
+    auto gone = [&](const std::string& d) { return d == victim || down.count(d) > 0; };
+    for (size_t s = 0; s < plan.stages.size(); ++s) {
+      const auto& members = plan.stages[s].devices;
+      if (std::any_of(members.begin(), members.end(), [&](const planner::StageDevice& m) { return !gone(m.id); }))
+        continue;
+      const auto holder = members.size() == 1 ? planner::replica_holder(plan, static_cast<int>(s)) : std::nullopt;
+      if (!holder || gone(*holder)) return false;
+    }
+    return true;
+  };
+  auto in_plan = [&](const std::string& d) {
+    for (const auto& stage : plan.stages)
+      for (const auto& m : stage.devices)
+        if (m.id == d) return true;
+    return false;
+  };
+  std::vector<std::string> used, idle;
+  for (const auto& d : devices) {
+    if (down.count(d) || !safe_without(d)) continue;
+    (in_plan(d) ? used : idle).push_back(d);
+  }
+  const auto& pool = used.empty() ? idle : used;
+  if (pool.empty()) return std::nullopt;
+  return pool[key % pool.size()];
 }
 
 FaultInjector::FaultInjector(testbed::EmulatedCluster& owner, std::vector<Fault> faults, const std::string& log_path,
@@ -155,14 +192,62 @@ void FaultInjector::inject(testbed::EmulatedCluster& cluster, const Fault& f) {
   if (f.action == "slow") line["factor"] = f.factor;
   if (!f.peer.empty()) line["peer"] = f.peer;
   if (!error.empty()) line["error"] = error;
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::fprintf(log_, "%s\n", line.dump().c_str());
-  std::fflush(log_);
+  if (f.on_recovery) line["when"] = "recovery";
+  log_line(line);
   ++injected_;
   if (announce_) announce_("fault " + f.describe() + (error.empty() ? "" : " FAILED: " + error));
 }
 
-void FaultInjector::before_round(uint64_t round) {
+void FaultInjector::log_line(const nlohmann::json& line) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::fprintf(log_, "%s\n", line.dump().c_str());
+  std::fflush(log_);
+}
+
+void FaultInjector::inject_due(size_t i, const planner::Plan& plan, const std::set<std::string>& failing) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (done_[i]) return;
+    done_[i] = true;
+  }
+  Fault f = faults_[i];
+  if (f.alias()) {
+    auto known = aliases_.find(f.device);
+    if (known == aliases_.end()) {
+      // Only a fault that takes a device away picks one; a restore of an
+      // alias never taken is skipped.
+      const bool takes = f.action == "kill" || f.action == "freeze" || f.action == "cut-link" || f.action == "slow";
+      std::set<std::string> down = down_;
+      down.insert(failing.begin(), failing.end());
+      std::vector<std::string> ids;
+      for (const auto& d : owner_.cluster().devices) ids.push_back(d.id);
+      uint64_t key = 1469598103934665603ull;  // FNV-1a of the alias
+      for (unsigned char c : f.device) key = (key ^ c) * 1099511628211ull;
+      const auto picked = takes ? pick_safe_device(plan, ids, down, key) : std::nullopt;
+      known = aliases_.emplace(f.device, picked.value_or("")).first;
+    }
+    if (known->second.empty()) {
+      log_line({{"round", round_.load()}, {"action", f.action}, {"device", f.device}, {"entry", f.index},
+                {"ok", false}, {"error", "skipped: no device can be taken away safely for this alias"}});
+      return;
+    }
+    f.device = known->second;
+  }
+  inject(owner_, f);
+  if (f.action == "kill" || f.action == "freeze" || (f.action == "cut-link" && (f.peer == "hub" || f.peer == "*")))
+    down_.insert(f.device);
+  if (f.action == "restart" || f.action == "thaw" || (f.action == "heal-link" && (f.peer == "hub" || f.peer == "*")))
+    down_.erase(f.device);
+}
+
+void FaultInjector::on_failure(const planner::Plan& plan, const std::vector<std::string>& failing) {
+  const std::set<std::string> now(failing.begin(), failing.end());
+  for (size_t i = 0; i < faults_.size(); ++i) {
+    if (faults_[i].on_recovery && *faults_[i].round <= round_) inject_due(i, plan, now);
+  }
+}
+
+void FaultInjector::before_round(uint64_t round, const planner::Plan& plan) {
   round_ = round;
   bool start_timer = false;
   {
@@ -176,13 +261,7 @@ void FaultInjector::before_round(uint64_t round) {
   if (start_timer) timer_ = std::thread([this] { timer_loop(); });
   for (size_t i = 0; i < faults_.size(); ++i) {
     const Fault& f = faults_[i];
-    if (!f.round || *f.round != round) continue;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (done_[i]) continue;
-      done_[i] = true;
-    }
-    inject(owner_, f);
+    if (f.round && *f.round == round && !f.on_recovery) inject_due(i, plan, {});
   }
 }
 
@@ -220,7 +299,9 @@ void FaultInjector::finish() {
   for (size_t i = 0; i < faults_.size(); ++i) {
     if (done_[i]) continue;
     nlohmann::json line = {{"action", faults_[i].action}, {"device", faults_[i].device}, {"entry", faults_[i].index},
-                           {"ok", false}, {"error", "not reached: training ended first"}};
+                           {"ok", false},
+                           {"error", faults_[i].on_recovery ? "not reached: no failure came from its round on"
+                                                            : "not reached: training ended first"}};
     if (faults_[i].round) line["at_round"] = *faults_[i].round;
     if (faults_[i].after_s) line["after_s"] = *faults_[i].after_s;
     std::fprintf(log_, "%s\n", line.dump().c_str());

@@ -14,6 +14,17 @@
 // starts for the first time) and `after_s` (seconds after the first round
 // started). Actions: kill, freeze, thaw, slow (needs factor > 0), cut-link and
 // heal-link (need peer: a device id, "hub" or "*"), restart.
+//
+// Two forms for chaos campaigns (apps/chaos.h), with `round` only:
+//   {"round": 40, "when": "recovery", ...}: injected at the first failure the
+//     job reports from round 40 on, as the recovery starts (a fault during a
+//     recovery); not at all when no failure comes.
+//   {"device": "?a7", ...}: an alias, resolved when first injected to a device
+//     whose loss, with the devices the schedule has down at that moment (and
+//     the ones failing, for "when": "recovery"), leaves every stage of the
+//     plan in force a member or a replica holder (pick_safe_device); later
+//     faults naming "?a7" act on the same device. No such device: the fault
+//     and every later one of the alias are logged as skipped.
 #pragma once
 
 #include <atomic>
@@ -22,8 +33,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +58,9 @@ struct Fault {
   std::string device;
   std::string peer;                // cut-link / heal-link
   double factor = 1;               // slow
+  bool on_recovery = false;        // "when": "recovery"
+
+  bool alias() const { return !device.empty() && device[0] == '?'; }
 
   // "round 40: kill nano-1", "after 12.5 s: slow nx-0 x2"
   std::string describe() const;
@@ -56,6 +73,14 @@ std::vector<Fault> faults_from_json(const std::string& json_text, const std::str
 // Every device (and peer) the schedule names is a device of `cluster`.
 // Throws std::invalid_argument naming the file, the entry and the device.
 void check_faults(const std::vector<Fault>& faults, const planner::Cluster& cluster, const std::string& source);
+
+// A device of `devices`, not in `down`, whose loss together with `down`'s
+// leaves every stage of `plan` a surviving member or (a single-device stage)
+// a surviving replica holder (planner::replica_holder): preferably one the
+// plan uses. Among the candidates, `key` picks one (deterministically).
+// nullopt when none is safe.
+std::optional<std::string> pick_safe_device(const planner::Plan& plan, const std::vector<std::string>& devices,
+                                            const std::set<std::string>& down, uint64_t key);
 
 // Injects a schedule into a running emulated cluster. Round faults are
 // injected by before_round() on the calling (training) thread through
@@ -74,8 +99,12 @@ class FaultInjector {
   FaultInjector(const FaultInjector&) = delete;
   FaultInjector& operator=(const FaultInjector&) = delete;
 
-  // Before round `round` starts for the first time.
-  void before_round(uint64_t round);
+  // Before round `round` starts for the first time; `plan` is the plan in
+  // force (aliases are resolved against it).
+  void before_round(uint64_t round, const planner::Plan& plan);
+  // The job reports a failure of `failing` (the recovery is starting):
+  // injects the due "when": "recovery" faults.
+  void on_failure(const planner::Plan& plan, const std::vector<std::string>& failing);
   // Stops the timer thread (bounded: at most one injection in progress) and
   // logs the faults that never came due as not reached. Idempotent.
   void finish();
@@ -83,6 +112,10 @@ class FaultInjector {
 
  private:
   void inject(testbed::EmulatedCluster& cluster, const Fault& f);
+  // Injects faults_[i] unless done; resolves its alias first (REQUIRES: the
+  // calling thread is the training thread).
+  void inject_due(size_t i, const planner::Plan& plan, const std::set<std::string>& failing);
+  void log_line(const nlohmann::json& line);
   void timer_loop();
 
   testbed::EmulatedCluster& owner_;
@@ -97,6 +130,9 @@ class FaultInjector {
   std::chrono::steady_clock::time_point t0_;
   std::atomic<uint64_t> round_{0};
   std::atomic<size_t> injected_{0};
+  // Aliases and what the schedule has down; the training thread only.
+  std::map<std::string, std::string> aliases_;  // "?a7" -> device, or "" when skipped
+  std::set<std::string> down_;
 };
 
 }  // namespace asteroid::apps

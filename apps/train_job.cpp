@@ -754,9 +754,12 @@ void TrainJob::train() {
   point_outputs_at_run_folder();
   d.plan = plan;
   FaultInjector* inj = injector.get();
-  d.before_round = [inj](uint64_t round, supervision::JobSupervisor&) {
+  d.before_round = [inj](uint64_t round, supervision::JobSupervisor& job) {
     StopSignals::check("during training");
-    if (inj) inj->before_round(round);
+    if (inj) inj->before_round(round, job.plan());
+  };
+  d.on_event = [inj](const supervision::SupervisionEvent& e, supervision::JobSupervisor& job) {
+    if (inj && e.kind == "failure") inj->on_failure(job.plan(), e.devices);
   };
   if (managed) d.summary_strings["env"] = o.env;
   const auto train_t0 = Clock::now();

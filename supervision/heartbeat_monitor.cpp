@@ -35,6 +35,9 @@ struct MonitorState {
   std::map<std::string, caf::actor> nodes;
   std::map<std::string, planner::Device> addresses;
   std::set<std::string> connecting;  // reconnections in flight
+  // Reconnected, not yet answering: a frozen node's connection may still
+  // stand, so a device is back only when it answers a heartbeat.
+  std::set<std::string> probation;
   Clock::time_point last_reconnect{};
   std::chrono::milliseconds reconnect_every{1000};
   uint64_t sequence = 0;  // one per heartbeat sent, to any device
@@ -68,13 +71,16 @@ void reconnect(Self* self, const std::string& device) {
             if (!node) return;
             self->state.nodes[device] = node;
             self->monitor(node);
-            self->state.tracker.watch(device, Clock::now());
-            self->send(self->state.listener, back_atom::value, device);
+            self->state.probation.insert(device);  // back at its first heartbeat reply
           },
           [=](caf::error&) { self->state.connecting.erase(device); });
 }
 
 void heard(Self* self, const std::string& device, Clock::time_point sent, Clock::time_point at) {
+  if (self->state.probation.erase(device)) {
+    self->state.tracker.watch(device, at);
+    self->send(self->state.listener, back_atom::value, device);
+  }
   self->state.tracker.heard(device, at);
   if (self->state.on_round_trip)
     self->state.on_round_trip(device, std::chrono::duration_cast<std::chrono::microseconds>(at - sent));
@@ -145,7 +151,9 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
   }
   self->set_down_handler([=](caf::down_msg& down) {
     for (const auto& [device, node] : self->state.nodes) {
-      if (node.address() == down.source) self->state.tracker.gone(device);
+      if (node.address() != down.source) continue;
+      self->state.tracker.gone(device);
+      self->state.probation.erase(device);
     }
     report_dead(self);
   });
@@ -159,11 +167,12 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
         for (auto it = s.pending.begin(); it != s.pending.end();)
           it = now - it->second.sent > options.deadline ? s.pending.erase(it) : std::next(it);
         for (const auto& device : s.tracker.alive_devices()) send_heartbeat(self, device);
+        for (const auto& device : s.probation) send_heartbeat(self, device);
         report_dead(self);
         if (Clock::now() - s.last_reconnect >= s.reconnect_every) {
           s.last_reconnect = Clock::now();
           for (const auto& [device, address] : s.addresses) {
-            if (!s.tracker.alive(device)) reconnect(self, device);
+            if (!s.tracker.alive(device) && !s.probation.count(device)) reconnect(self, device);
           }
         }
         self->delayed_send(self, options.interval, tick_atom::value);

@@ -1,7 +1,9 @@
 // The heartbeat monitor: a CAF actor that watches every device's node with
 // periodic heartbeats and a deadline, together with CAF's own down
 // notifications, and tells a listener (lost_atom, id) when a device dies and
-// (back_atom, id) when a lost device answers again. Heartbeats are datagrams
+// (back_atom, id) when a lost device answers again: when its node accepts a
+// connection again and then answers a heartbeat (a frozen node's old
+// connection may still stand; it is back only once thawed). Heartbeats are datagrams
 // by default (HeartbeatOptions::transport; actors/heartbeat_datagram.h), so
 // a node busy sending bulk data over its CAF connection still answers in
 // time. A frozen node (SIGSTOP: its sockets stay open) misses heartbeats like

@@ -105,6 +105,7 @@ struct SupervisionEvent {
   std::string kind;      // failure | replan | rejoin | checkpoint
   std::string text;      // one line for people
   std::string plan_json; // the plan in force afterwards (replan, rejoin)
+  std::vector<std::string> devices;  // failure: the devices lost or failing, as far as known
 };
 
 class JobSupervisor {

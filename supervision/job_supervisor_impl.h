@@ -78,9 +78,10 @@ struct JobSupervisor::Impl {
 
   double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }
 
-  void emit(const std::string& kind, const std::string& text, bool with_plan) {
+  void emit(const std::string& kind, const std::string& text, bool with_plan, std::vector<std::string> devices = {}) {
     spdlog::info("{}", text);
-    if (listener) listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : ""});
+    if (listener)
+      listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices)});
   }
 
   void start(uint64_t first_round, const std::vector<messages::StageState>& states);

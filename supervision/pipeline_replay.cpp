@@ -160,7 +160,7 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     if (!failed.empty()) record.devices.push_back(failed);
     emit("failure", (attempt == 1 ? "failure in round " : "failure while recovering round ") +
                         std::to_string(record.round) + ": " + cause,
-         false);
+         false, record.devices);
     PhaseClock phase;
     std::string interruption;
     try {
