@@ -282,7 +282,8 @@ ChaosReport run_chaos(const ChaosOptions& o) {
                                   : INFINITY;
   ChaosReport report;
   report.verdict = judge_chaos(read_committed_rounds((run / "metrics.jsonl").string()),
-                               read_committed_rounds((ref / "metrics.jsonl").string()), rounds, weights_diff);
+                               read_committed_rounds((ref / "metrics.jsonl").string()), rounds, weights_diff,
+                               o.tolerance);
   const ChaosVerdict& v = report.verdict;
 
   // Faults as injected, failures as the job recovered them.
@@ -319,6 +320,7 @@ ChaosReport run_chaos(const ChaosOptions& o) {
                  {"slowest_recovery_ms", slowest_ms},
                  {"max_loss_rel_diff", v.max_loss_rel_diff},
                  {"weights_rel_diff", v.weights_rel_diff},
+                 {"tolerance", o.tolerance},
                  {"env", o.env},
                  {"bandwidth_mbps", o.bandwidth_mbps},
                  {"model", o.model},

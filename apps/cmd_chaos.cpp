@@ -31,6 +31,9 @@ void add_chaos_command(CLI::App& app) {
   cmd->add_option("--microbatches", o->microbatches, "micro-batches per round")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--tolerance", o->tolerance, "largest relative difference of a loss or the final weights")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--out", o->out, "the campaign's folder")->capture_default_str();
   cmd->add_option("--run-timeout", o->run_timeout_s, "seconds each of the two runs may take")->capture_default_str();
   cmd->add_option("--train-arg", o->train_args, "one more `asteroid train` argument for both runs (repeatable)");

@@ -123,13 +123,13 @@ struct JobSupervisor::Impl {
   // lost nor awaited (unreachable since the start).
   std::vector<std::string> idle_devices(const planner::Plan& plan) const;
 
-  // The state each stage of `plan` starts from: empty where every member
-  // keeps its device and layers (it keeps its own weights), else assembled
-  // from the recovered states of the old stages.
-  // With `all`, every stage gets its state (no member is known to keep it).
-  std::vector<messages::StageState> states_for(const planner::Plan& plan, const planner::Plan& old,
-                                               const std::vector<messages::StageState>& recovered,
-                                               const std::set<std::string>& failed_devices, bool all = false);
+  // The state each stage of `plan` starts from, cut and glued by layer from
+  // the recovered states of the old stages (none before the first commit:
+  // every stage from the seed). Every redeploy spawns fresh stage actors,
+  // so that nothing an actor of the previous deployment still sends (a
+  // round in flight, a frozen node thawed) is taken by the new one.
+  std::vector<messages::StageState> states_for(const planner::Plan& plan,
+                                               const std::vector<messages::StageState>& recovered);
 
   // Recovers from a failure, and from failures during the recovery (each
   // attempt one FailureRecord), at most kMaxAttemptsPerFailure attempts.

@@ -121,28 +121,12 @@ std::vector<std::string> JobSupervisor::Impl::idle_devices(const planner::Plan& 
   return idle;
 }
 
-std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan, const planner::Plan& old,
-                                             const std::vector<messages::StageState>& recovered,
-                                             const std::set<std::string>& failed_devices, bool all) {
+std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan,
+                                                                  const std::vector<messages::StageState>& recovered) {
   std::vector<messages::StageState> states(plan.stages.size());
   if (recovered.empty()) return states;  // nothing committed yet: from the seed
   for (size_t s = 0; s < plan.stages.size(); ++s) {
-    const auto& stage = plan.stages[s];
-    bool kept = false;
-    if (all) {
-      states[s] = layout->assemble(stage.begin, stage.end, recovered);
-      continue;
-    }
-    for (const auto& o : old.stages) {
-      if (o.begin != stage.begin || o.end != stage.end) continue;
-      kept = true;
-      for (const auto& d : stage.devices) {
-        const bool was_member = std::any_of(o.devices.begin(), o.devices.end(),
-                                            [&](const planner::StageDevice& od) { return od.id == d.id; });
-        if (!was_member || failed_devices.count(d.id) || lost.count(d.id)) kept = false;
-      }
-    }
-    if (!kept) states[s] = layout->assemble(stage.begin, stage.end, recovered);
+    states[s] = layout->assemble(plan.stages[s].begin, plan.stages[s].end, recovered);
   }
   return states;
 }
@@ -244,9 +228,6 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
                              (options.checkpoint_path.empty() ? std::string()
                                                               : "; continue with --resume " + options.checkpoint_path));
   }
-  // After an interrupted attempt the members may be gone: every stage then
-  // starts from the states that attempt collected.
-  const bool from_cache = recovered_cache.has_value() || !coordinator.deployed();
   const planner::Plan old = coordinator.plan();
   const std::vector<messages::StageState> recovered = committed_states();
   record.states_ms = phase.lap_ms();
@@ -275,16 +256,14 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
     record.replan = "in-place";
   }
   record.plan_ms = phase.lap_ms();
-  std::set<std::string> failed;
-  if (!failed_device.empty()) failed.insert(failed_device);
-  const auto states = states_for(plan, old, recovered, failed, from_cache);
+  const auto states = states_for(plan, recovered);
   for (size_t s = 0; s < states.size(); ++s) {
     if (states[s].weights.empty()) continue;
     record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
     record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
                           static_cast<double>(plan.stages[s].devices.size());
   }
-  coordinator.redeploy(plan, states, lost);
+  coordinator.redeploy(plan, states, lost, /*respawn=*/true);
   record.redeploy_ms = phase.lap_ms();
   record.resumed_from = coordinator.next_round();
   record.plan_summary = summary_of(plan);
@@ -369,14 +348,13 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     after_commits(reports);
     for (const auto& device : added) coordinator.reconnect(device);
     std::string explanation;
-    const planner::Plan old = coordinator.plan();
     const planner::Plan plan = ask_planner({}, added, &explanation);
     std::vector<messages::StageState> recovered;
     if (coordinator.last_committed()) {
       recovered = coordinator.fetch_states();
       recovered_cache = RecoveredStates{*coordinator.last_committed(), recovered};
     }
-    coordinator.redeploy(plan, states_for(plan, old, recovered, {}), {});
+    coordinator.redeploy(plan, states_for(plan, recovered), {}, /*respawn=*/true);
     recovered_cache.reset();
     for (const auto& device : added) {
       lost.erase(device);
