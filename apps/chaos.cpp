@@ -165,6 +165,8 @@ ChaosVerdict judge_chaos(const std::vector<CommittedRound>& chaos, const std::ve
     if (e == expected.end()) continue;
     const double diff = std::abs(r.loss - e->second) / std::max(std::abs(e->second), 1e-12);
     v.max_loss_rel_diff = std::max(v.max_loss_rel_diff, diff);
+    if (diff > 1e-6 && (v.first_departure < 0 || static_cast<int64_t>(r.round) < v.first_departure))
+      v.first_departure = static_cast<int64_t>(r.round);
     if (diff > tolerance) {
       v.problems.push_back("round " + std::to_string(r.round) + ": loss " + std::to_string(r.loss) + " against " +
                            std::to_string(e->second) + " fault-free");
@@ -202,6 +204,26 @@ std::vector<CommittedRound> read_committed_rounds(const std::string& metrics_pat
     }
   }
   return out;
+}
+
+nlohmann::json plan_switches_from_metrics(const std::string& metrics_path, const planner::Plan& initial) {
+  std::ifstream in(metrics_path);
+  if (!in) throw std::runtime_error("cannot read '" + metrics_path + "'");
+  nlohmann::json trained = planner::plan_to_json(initial), pending = trained;
+  nlohmann::json switches = nlohmann::json::array();
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    const std::string event = j.value("event", "");
+    if ((event == "replan" || event == "rejoin") && j.contains("plan")) {
+      pending = j["plan"];
+    } else if (event.empty() && j.contains("round") && pending.value("stages", nlohmann::json()) !=
+                                                           trained.value("stages", nlohmann::json())) {
+      switches.push_back({{"round", j["round"]}, {"plan", pending}});
+      trained = pending;
+    }
+  }
+  return {{"switches", switches}};
 }
 
 namespace {
@@ -269,12 +291,19 @@ ChaosReport run_chaos(const ChaosOptions& o) {
   std::ofstream(faults_path) << faults_to_json(schedule).dump(2) << "\n";
 
   const std::vector<std::string> length = {"--rounds", std::to_string(rounds)};
-  run_training(o, bin, "reference", length);
   std::vector<std::string> with_faults = length;
   with_faults.insert(with_faults.end(), {"--faults", faults_path});
   run_training(o, bin, "chaos", with_faults);
-
   const fs::path ref = fs::path(o.out) / "reference", run = fs::path(o.out) / "chaos";
+  // The reference trains every round on the plan the campaign committed it
+  // on: group re-splits change the order of float sums, which training
+  // amplifies (docs/runtime.md "Chaos campaigns").
+  const std::string switches_path = (fs::path(o.out) / "plan-switches.json").string();
+  std::ofstream(switches_path) << plan_switches_from_metrics((run / "metrics.jsonl").string(), plan).dump(2) << "\n";
+  std::vector<std::string> on_the_same_plans = length;
+  on_the_same_plans.insert(on_the_same_plans.end(), {"--plan-switches", switches_path});
+  run_training(o, bin, "reference", on_the_same_plans);
+
   const at::Tensor w = compute::load_flat_weights((run / "weights.bin").string());
   const at::Tensor w_ref = compute::load_flat_weights((ref / "weights.bin").string());
   const double weights_diff = w.sizes() == w_ref.sizes()
@@ -319,6 +348,7 @@ ChaosReport run_chaos(const ChaosOptions& o) {
                  {"rounds_redone", redone},
                  {"slowest_recovery_ms", slowest_ms},
                  {"max_loss_rel_diff", v.max_loss_rel_diff},
+                 {"first_departure_round", v.first_departure},
                  {"weights_rel_diff", v.weights_rel_diff},
                  {"tolerance", o.tolerance},
                  {"env", o.env},

@@ -1,6 +1,7 @@
 // A seeded chaos campaign (`asteroid chaos`, scripts/chaos.sh): one long
 // training on an emulated cluster under a random schedule of faults, judged
-// against a fault-free run of the same job on the same plan. The verdict:
+// against a fault-free run of the same job that trains every round on the
+// plan the campaign committed it on (so the float sums are the same). The verdict:
 // every round committed exactly once and in order, and, the wire being
 // exact, the same loss in every round and the same final weights (relative
 // difference at most 1e-4). The schedule, both run folders and the report
@@ -66,6 +67,7 @@ struct ChaosVerdict {
   uint64_t rounds_committed = 0;     // round lines in the chaos run
   uint64_t rounds_lost = 0;          // expected rounds never committed
   double max_loss_rel_diff = 0;      // against the reference, over common rounds
+  int64_t first_departure = -1;      // first round whose loss differs by more than 1e-6 (-1: none)
   double weights_rel_diff = 0;       // |w - w_ref| / |w_ref|
 };
 
@@ -76,6 +78,13 @@ ChaosVerdict judge_chaos(const std::vector<CommittedRound>& chaos, const std::ve
 // The round lines of a metrics.jsonl (event lines skipped). Throws
 // std::runtime_error naming the file and line when one does not parse.
 std::vector<CommittedRound> read_committed_rounds(const std::string& metrics_path);
+
+// The plan each committed round of a run was trained on, as switches for
+// the reference (`asteroid train --plan-switches`): in a metrics.jsonl,
+// every round line was trained on the plan of the last replan or rejoin
+// line before it (`initial` before the first). {"switches": [{"round": R,
+// "plan": {...}}]}, one entry where the plan's stages change.
+nlohmann::json plan_switches_from_metrics(const std::string& metrics_path, const planner::Plan& initial);
 
 struct ChaosOptions {
   ChaosDraw draw;
@@ -88,11 +97,7 @@ struct ChaosOptions {
   std::string asteroid_bin;               // empty: this executable
   double run_timeout_s = 3600;            // each of the two runs
   // The verdict's bound on the relative difference of each round's loss and
-  // of the final weights. Group re-splits change the order of float sums,
-  // and training amplifies that: two fault-free runs of one job on two
-  // plans drift from 1e-8 to about 1e-2 in 70 rounds on some seeds
-  // (docs/runtime.md "Chaos campaigns"), so 1e-4 holds only where the
-  // trajectory is not that sensitive.
+  // of the final weights.
   double tolerance = 1e-4;
   std::vector<std::string> train_args;    // more `asteroid train` flags, for both runs
 };
@@ -103,7 +108,8 @@ struct ChaosReport {
   std::string markdown;  // report.md
 };
 
-// Runs the reference, then the campaign, judges and writes the report.
+// Runs the campaign, then the reference on its plans, judges and writes
+// the report.
 // Throws std::runtime_error when a run fails (naming its log file).
 ChaosReport run_chaos(const ChaosOptions& options);
 

@@ -190,6 +190,9 @@ void add_train_command(CLI::App& app) {
 
   auto* faults = "Fault tolerance";
   cmd->add_option("--faults", j.faults_file, "fault schedule (JSON; docs/default-job.md)")->group(faults);
+  cmd->add_option("--plan-switches", j.plan_switches_file,
+                  "plans to switch to at round boundaries (JSON; docs/default-job.md)")
+      ->group(faults);
   cmd->add_option("--replan", cli->replan, "after a failure: lightweight | heavy re-plan and pipeline replay, restart (the baseline: "
                   "plan anew and start again from the last checkpoint), or stop (end the job, keeping the last "
                   "checkpoint for --resume)")

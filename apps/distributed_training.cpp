@@ -86,6 +86,32 @@ nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& fail
   return out;
 }
 
+}  // namespace
+
+std::map<uint64_t, planner::Plan> load_plan_switches(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot read the plan switches '" + path + "'");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(path + ": not JSON: " + e.what());
+  }
+  if (!j.is_object() || !j.contains("switches") || !j["switches"].is_array())
+    throw std::invalid_argument(path + ": expected {\"switches\": [{\"round\": R, \"plan\": {...}}, ...]}");
+  std::map<uint64_t, planner::Plan> out;
+  for (size_t i = 0; i < j["switches"].size(); ++i) {
+    const auto& e = j["switches"][i];
+    const std::string where = path + ": switches[" + std::to_string(i) + "]";
+    if (!e.is_object() || !e.contains("round") || !e["round"].is_number_unsigned() || !e.contains("plan"))
+      throw std::invalid_argument(where + ": expected {\"round\": R (a round number), \"plan\": {...}}");
+    out[e["round"].get<uint64_t>()] = planner::plan_from_json(e["plan"], where + ".plan");
+  }
+  return out;
+}
+
+namespace {
+
 // Committed samples per second over the rounds in [from, to) of `rounds`
 // by their own durations (NaN when there are none).
 double throughput(const std::vector<actors::RoundReport>& rounds, size_t from, size_t to, int batch) {
@@ -255,7 +281,11 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   std::set<uint64_t> announced;
   while (static_cast<int64_t>(job.committed_rounds()) < total) {
     if (static_cast<int64_t>(job.next_round()) < total) {
-      if (options.before_round && announced.insert(job.next_round()).second) options.before_round(job.next_round(), job);
+      if (announced.insert(job.next_round()).second) {
+        const auto due = options.plan_switches.find(job.next_round());
+        if (due != options.plan_switches.end()) job.switch_plan(due->second);
+        if (options.before_round) options.before_round(job.next_round(), job);
+      }
       job.run_round();
     } else {
       job.flush();

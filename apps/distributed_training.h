@@ -41,6 +41,9 @@ struct DistributedOptions {
   // The device whose node runs the planner actor (every plan of the job,
   // the first one included, comes from it by message); empty: this process.
   std::string planner_on;
+  // Plans to switch to at round boundaries (JobSupervisor::switch_plan), by
+  // the first round each trains: to repeat the plan sequence of another run.
+  std::map<uint64_t, planner::Plan> plan_switches;
   // Called before a round starts for the first time (fault schedules).
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
   // Called for every supervision event, after its metrics line, on the
@@ -50,6 +53,11 @@ struct DistributedOptions {
   std::map<std::string, std::string> summary_strings;
   std::map<std::string, double> summary_numbers;
 };
+
+// Reads `--plan-switches`: {"switches": [{"round": R, "plan": {...}}, ...]},
+// each plan as plan.json has it. Throws std::invalid_argument naming the
+// file and the entry.
+std::map<uint64_t, planner::Plan> load_plan_switches(const std::string& path);
 
 struct DistributedResult : compute::TrainResult {
   std::vector<actors::RoundReport> committed;       // in order

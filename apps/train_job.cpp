@@ -753,6 +753,7 @@ void TrainJob::train() {
   }
   point_outputs_at_run_folder();
   d.plan = plan;
+  if (!o.plan_switches_file.empty()) d.plan_switches = load_plan_switches(o.plan_switches_file);
   FaultInjector* inj = injector.get();
   d.before_round = [inj](uint64_t round, supervision::JobSupervisor& job) {
     StopSignals::check("during training");

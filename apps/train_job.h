@@ -51,6 +51,9 @@ struct TrainJobOptions {
   std::string out;               // the run folder itself; empty: runs_root/<time>-<name>
   std::string runs_root = "runs";
   std::string faults_file;       // fault schedule (fault_schedule.h)
+  // Plans to switch to at round boundaries (docs/default-job.md): JSON
+  // {"switches": [{"round": R, "plan": {plan.json}}, ...]}.
+  std::string plan_switches_file;
   int microbatches = 0;          // M; 0: searched over the divisors of the batch
   // Codecs the planner may put on links (planner/search.h WirePolicy): the
   // widest policy the accuracy benchmark found free (docs/planner.md).

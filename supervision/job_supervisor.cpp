@@ -144,6 +144,9 @@ void JobSupervisor::start(uint64_t first_round, const std::vector<messages::Stag
 
 std::vector<actors::RoundReport> JobSupervisor::run_round() { return impl_->run_round(); }
 std::vector<actors::RoundReport> JobSupervisor::flush() { return impl_->flush(); }
+std::vector<actors::RoundReport> JobSupervisor::switch_plan(const planner::Plan& plan) {
+  return impl_->switch_plan(plan);
+}
 std::vector<messages::StageState> JobSupervisor::final_states() { return impl_->final_states(); }
 
 uint64_t JobSupervisor::committed_rounds() const {

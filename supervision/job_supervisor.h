@@ -122,6 +122,11 @@ class JobSupervisor {
   // replayed by the next call). Throws JobError when recovery is impossible.
   // Drive it as: while (committed_rounds() < N) next_round() < N ? run_round() : flush();
   std::vector<actors::RoundReport> run_round();
+  // At this round boundary, commits what is stepped and moves the job to
+  // `plan` (every stage's state cut and glued by layer onto it, fresh stage
+  // actors): the same mathematics on another plan, as a re-plan does it.
+  // Returns the rounds committed on the way.
+  std::vector<actors::RoundReport> switch_plan(const planner::Plan& plan);
   // Commits the round still waiting for its replicas (after a failure the
   // round is lost instead and runs again with the next run_round()).
   std::vector<actors::RoundReport> flush();

@@ -154,6 +154,8 @@ struct JobSupervisor::Impl {
   // Devices that came back, or new ones (unreachable when the job started),
   // join at this round boundary. Returns the rounds committed on the way.
   std::vector<actors::RoundReport> admit_returned();
+
+  std::vector<actors::RoundReport> switch_plan(const planner::Plan& plan);
 };
 
 }  // namespace asteroid::supervision

@@ -378,4 +378,23 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
   return reports;
 }
 
+std::vector<actors::RoundReport> JobSupervisor::Impl::switch_plan(const planner::Plan& plan) {
+  std::vector<actors::RoundReport> committed;
+  auto switched = attempt([&] {
+    auto reports = coordinator.flush();
+    std::vector<messages::StageState> recovered;
+    if (coordinator.last_committed()) {
+      recovered = coordinator.fetch_states();
+      recovered_cache = RecoveredStates{*coordinator.last_committed(), recovered};
+    }
+    coordinator.redeploy(plan, states_for(plan, recovered), lost, /*respawn=*/true);
+    recovered_cache.reset();
+    emit("replan", "switched to the given plan at round " + std::to_string(coordinator.next_round()) + ": " +
+                       summary_of(plan),
+         true);
+    return reports;
+  });
+  return switched.value_or(std::vector<actors::RoundReport>{});
+}
+
 }  // namespace asteroid::supervision
