@@ -90,6 +90,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::flush() {
 
 void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& reports) {
   if (reports.empty()) return;
+  recoveries = 0;  // progress: the limit is on recoveries in a row
   for (auto& failure : failures) {
     if (failure.recovered_s < 0) failure.recovered_s = now_s();
   }

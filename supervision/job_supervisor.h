@@ -73,7 +73,7 @@ struct SupervisionOptions {
   OptimizerKind optimizer = OptimizerKind::momentum;
   std::string wire = "exact";  // the wire policy re-plans may use (planner/search.h)
   std::string planner_on;      // the device whose node runs the planner actor; empty: this process
-  int max_recoveries = 16;          // then the job gives up
+  int max_recoveries = 16;          // in a row without a committed round; then the job gives up
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
   std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)
 };

@@ -51,7 +51,8 @@ std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
     recover({}, "round-stalled", e.what());
   }
   if (++recoveries > options.max_recoveries) {
-    throw JobError("gave up after " + std::to_string(options.max_recoveries) + " recoveries");
+    throw JobError("gave up after " + std::to_string(options.max_recoveries) +
+                   " recoveries in a row without a committed round");
   }
   if (salvaged.empty()) return std::nullopt;
   return std::exchange(salvaged, {});
