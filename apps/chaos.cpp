@@ -209,19 +209,29 @@ std::vector<CommittedRound> read_committed_rounds(const std::string& metrics_pat
 nlohmann::json plan_switches_from_metrics(const std::string& metrics_path, const planner::Plan& initial) {
   std::ifstream in(metrics_path);
   if (!in) throw std::runtime_error("cannot read '" + metrics_path + "'");
-  nlohmann::json trained = planner::plan_to_json(initial), pending = trained;
-  nlohmann::json switches = nlohmann::json::array();
+  // A round committed before a failure can be logged after it (its commit
+  // is taken with the next step), so the event's from_round, not the line
+  // order, says where a plan starts; a later event for the same round
+  // replaces an earlier one (a recovery interrupted and tried again).
+  std::map<uint64_t, nlohmann::json> starts;
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     const auto j = nlohmann::json::parse(line);
     const std::string event = j.value("event", "");
-    if ((event == "replan" || event == "rejoin") && j.contains("plan")) {
-      pending = j["plan"];
-    } else if (event.empty() && j.contains("round") && pending.value("stages", nlohmann::json()) !=
-                                                           trained.value("stages", nlohmann::json())) {
-      switches.push_back({{"round", j["round"]}, {"plan", pending}});
-      trained = pending;
+    if ((event == "replan" || event == "rejoin") && j.contains("plan") && j.contains("from_round")) {
+      // A plan that starts at a round drops every later start (they were
+      // undone: the job went back to this round).
+      const uint64_t from = j["from_round"].get<uint64_t>();
+      starts.erase(starts.lower_bound(from), starts.end());
+      starts[from] = j["plan"];
     }
+  }
+  nlohmann::json trained = planner::plan_to_json(initial);
+  nlohmann::json switches = nlohmann::json::array();
+  for (const auto& [round, plan] : starts) {
+    if (plan.value("stages", nlohmann::json()) == trained.value("stages", nlohmann::json())) continue;
+    switches.push_back({{"round", round}, {"plan", plan}});
+    trained = plan;
   }
   return {{"switches", switches}};
 }

@@ -80,10 +80,11 @@ ChaosVerdict judge_chaos(const std::vector<CommittedRound>& chaos, const std::ve
 std::vector<CommittedRound> read_committed_rounds(const std::string& metrics_path);
 
 // The plan each committed round of a run was trained on, as switches for
-// the reference (`asteroid train --plan-switches`): in a metrics.jsonl,
-// every round line was trained on the plan of the last replan or rejoin
-// line before it (`initial` before the first). {"switches": [{"round": R,
-// "plan": {...}}]}, one entry where the plan's stages change.
+// the reference (`asteroid train --plan-switches`): every replan or rejoin
+// line of a metrics.jsonl says from which round its plan trains
+// (`from_round`); a start drops the later ones (the job went back to it);
+// `initial` trains until the first. {"switches": [{"round": R, "plan":
+// {...}}]}, one entry where the plan's stages change.
 nlohmann::json plan_switches_from_metrics(const std::string& metrics_path, const planner::Plan& initial);
 
 struct ChaosOptions {

@@ -256,6 +256,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
     if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
     if (!e.devices.empty()) line["devices"] = e.devices;
+    if (e.from_round >= 0) line["from_round"] = e.from_round;
     metrics.write_line(line.dump());
     if (options.on_event) options.on_event(e, job);
   });

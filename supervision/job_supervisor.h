@@ -106,6 +106,7 @@ struct SupervisionEvent {
   std::string text;      // one line for people
   std::string plan_json; // the plan in force afterwards (replan, rejoin)
   std::vector<std::string> devices;  // failure: the devices lost or failing, as far as known
+  int64_t from_round = -1;           // replan, rejoin: the first round the new plan trains
 };
 
 class JobSupervisor {

@@ -81,7 +81,8 @@ struct JobSupervisor::Impl {
   void emit(const std::string& kind, const std::string& text, bool with_plan, std::vector<std::string> devices = {}) {
     spdlog::info("{}", text);
     if (listener)
-      listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices)});
+      listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices),
+                with_plan ? static_cast<int64_t>(coordinator.next_round()) : -1});
   }
 
   void start(uint64_t first_round, const std::vector<messages::StageState>& states);

@@ -12,6 +12,7 @@
 #include "apps/chaos.h"
 #include "apps/testbed/process.h"
 #include "planner/cost_model.h"
+#include "planner/json_io.h"
 #include "testbed_test_util.h"
 
 namespace asteroid::apps {
@@ -117,6 +118,40 @@ TEST(PickSafeDevice, NeverTakesTheLastCopyOfAStage) {
   EXPECT_FALSE(pick_safe_device(plan, all, {"a", "c", "e", "f"}, 0).has_value());
 }
 
+TEST(ChaosReference, EachPlanStartsAtTheRoundItsEventNamesNotWhereItIsLogged) {
+  const test::TempDir tmp;
+  const std::string metrics = tmp.file("metrics.jsonl");
+  const auto initial = chaos_plan({"a", "b", "c", "d", "e", "f"}, 6, 64, 4);
+  auto without = [&](std::vector<std::string> gone) {
+    planner::Plan p = initial;
+    for (auto& stage : p.stages) {
+      std::vector<planner::StageDevice> kept;
+      for (const auto& d : stage.devices)
+        if (std::find(gone.begin(), gone.end(), d.id) == gone.end()) kept.push_back(d);
+      stage.devices = kept;
+    }
+    return planner::plan_to_json(p);
+  };
+  const auto p1 = without({"c"}), p2 = without({"c", "e"});
+  std::ofstream(metrics) << nlohmann::json({{"round", 0}, {"loss", 2.0}}).dump() << "\n"
+                         << nlohmann::json({{"event", "failure"}, {"text", "c lost"}}).dump() << "\n"
+                         << nlohmann::json({{"event", "replan"}, {"plan", p2}, {"from_round", 3}}).dump() << "\n"
+                         // an interrupted recovery tried again from an earlier round
+                         << nlohmann::json({{"event", "replan"}, {"plan", p1}, {"from_round", 2}}).dump() << "\n"
+                         // round 1 committed before the failure, logged after it
+                         << nlohmann::json({{"round", 1}, {"loss", 1.9}}).dump() << "\n"
+                         << nlohmann::json({{"round", 2}, {"loss", 1.8}}).dump() << "\n"
+                         << nlohmann::json({{"event", "rejoin"}, {"plan", planner::plan_to_json(initial)},
+                                            {"from_round", 5}}).dump()
+                         << "\n";
+  const auto switches = plan_switches_from_metrics(metrics, initial)["switches"];
+  ASSERT_EQ(switches.size(), 2u) << switches.dump();
+  EXPECT_EQ(switches[0]["round"], 2);
+  EXPECT_EQ(switches[0]["plan"]["stages"], p1["stages"]);
+  EXPECT_EQ(switches[1]["round"], 5);
+  EXPECT_EQ(switches[1]["plan"]["stages"], planner::plan_to_json(initial)["stages"]);
+}
+
 std::vector<CommittedRound> rounds(std::initializer_list<std::pair<uint64_t, double>> list) {
   std::vector<CommittedRound> out;
   for (const auto& [r, l] : list) out.push_back({r, l});
@@ -138,17 +173,12 @@ TEST(ChaosVerdict, PassesOnlyWhenEveryRoundCommitsOnceInOrderWithTheSameLoss) {
   EXPECT_TRUE(judge_chaos(rounds({{0, 2.0}, {1, 1.50001}, {2, 1.2}}), reference, 3, 5e-5).passed);
 }
 
-// The campaign of the suite: 8 faults on env C, judged from its files.
-// Every round exactly once and in order is exact. The losses are compared
-// at 5e-2: recoveries that move layers between stages still leave
-// differences of about 1e-8 in the weights that training amplifies to
-// 1e-4 - 1e-2 within 50-90 rounds (docs/runtime.md "Chaos campaigns"), so
-// the 1e-4 is not asserted yet; a lost or repeated round shows in
-// the round list.
+// The campaign of the suite: 8 faults on env C, judged from its files: on
+// the same plans, recovery changes no bit of the losses or the weights.
 TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
   test::TempDir tmp;
   const std::string out = tmp.file("chaos");
-  const auto r = test::run({test::kAsteroid, "chaos", "--faults", "8", "--seed", "7", "--tolerance", "0.05", "--out", out},
+  const auto r = test::run({test::kAsteroid, "chaos", "--faults", "8", "--seed", "7", "--out", out},
                            testbed::Millis(1500000));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   const auto reference = read_committed_rounds(out + "/reference/metrics.jsonl");
@@ -159,7 +189,7 @@ TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
   ASSERT_EQ(reference.size(), expected);
   for (uint64_t i = 0; i < expected; ++i) {
     EXPECT_EQ(chaos[i].round, i);
-    EXPECT_NEAR(chaos[i].loss, reference[i].loss, 5e-2 * std::abs(reference[i].loss)) << "round " << i;
+    EXPECT_NEAR(chaos[i].loss, reference[i].loss, 1e-4 * std::abs(reference[i].loss)) << "round " << i;
   }
   // The faults happened and were recovered from.
   int injected = 0;
@@ -173,7 +203,7 @@ TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
       for (const auto& d : failure["devices"]) recovered |= d == f["device"];
     EXPECT_TRUE(recovered) << f.dump();
   }
-  EXPECT_LE(report["weights_rel_diff"].get<double>(), 5e-2);
+  EXPECT_LE(report["weights_rel_diff"].get<double>(), 1e-4);
   EXPECT_TRUE(report["passed"].get<bool>());
 }
 
