@@ -206,6 +206,8 @@ void add_train_command(CLI::App& app) {
                   "every stage also sends its state to the coordinator every N rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
+  // On by default: a coordinator that dies loses at most this many rounds.
+  d.checkpoint_every = 100;
   cmd->add_option("--checkpoint-every", d.checkpoint_every, "write a checkpoint every N committed rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
