@@ -12,9 +12,10 @@
 // member rolls back to the last committed round), find every stage's state
 // at that round (a surviving group member, the node of a failed stage, the
 // replica holder, or the central copy), ask the planner for the lightweight
-// re-plan (or the heavy one), re-deploy (members that keep their device and
-// layers stay in place; others are spawned on survivors with CAF remote
-// spawn and load the recovered state) and replay the lost round. A stage
+// re-plan (or the heavy one), re-deploy (a fresh stage actor for every
+// member, spawned on its device with CAF remote spawn, loads its stage's
+// recovered state: nothing the previous deployment still sends is taken)
+// and replay the lost round. A stage
 // actor that failed on its own is restarted the same way on its node. A
 // device that comes back, or a new one, is admitted at a round boundary.
 // Every `checkpoint_every` committed rounds it writes a checkpoint.

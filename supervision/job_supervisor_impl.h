@@ -137,8 +137,7 @@ struct JobSupervisor::Impl {
   void recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
                const std::string& failed_device = "");
   // One attempt: abort, collect the states, re-plan, redeploy. Fills `record`.
-  void recover_once(std::set<std::string> lost_now, const std::string& failed_device, FailureRecord& record,
-                    PhaseClock& phase);
+  void recover_once(std::set<std::string> lost_now, FailureRecord& record, PhaseClock& phase);
   // Every stage's state at the last committed round (none before the first
   // commit): the cached ones, else collected from the survivors. Throws
   // RecoveryImpossible naming a stage whose state is gone.

@@ -149,7 +149,7 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     PhaseClock phase;
     std::string interruption;
     try {
-      recover_once(lost_now, failed, record, phase);
+      recover_once(lost_now, record, phase);
       recovered_cache.reset();
       return;
     } catch (const RecoveryImpossible&) {
@@ -205,8 +205,7 @@ std::vector<messages::StageState> JobSupervisor::Impl::committed_states() {
   return recovered;
 }
 
-void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std::string& failed_device,
-                                       FailureRecord& record, PhaseClock& phase) {
+void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, FailureRecord& record, PhaseClock& phase) {
   // Abort the rounds in flight; a device that does not confirm is lost too.
   for (size_t attempt = 0;; ++attempt) {
     lost.insert(lost_now.begin(), lost_now.end());

@@ -260,11 +260,6 @@ TEST(PipelineReplay, KilledNodeRestartsAndRejoins) {
   EXPECT_TRUE(uses(run.final_plan, "d2"));
 }
 
-bool has_failure(const Outcome& run, const std::string& replan) {
-  return std::any_of(run.failures.begin(), run.failures.end(),
-                     [&](const FailureRecord& f) { return f.replan == replan; });
-}
-
 TEST(PipelineReplay, ADeviceLostDuringTheRedeployIsRecoveredOnTheSurvivors) {
   // d2 dies in round 5; the re-plan keeps d1 alone in the middle stage, and
   // d1 dies when it is assigned that stage (its first assignment after the
