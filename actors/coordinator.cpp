@@ -461,9 +461,7 @@ struct Coordinator::Impl {
 
   // How long a round may run before it counts as stalled.
   std::chrono::milliseconds round_limit() const {
-    if (ledger.longest_round_ms() <= 0) return spec.round_timeout;
-    const auto adaptive = std::chrono::milliseconds(static_cast<int64_t>(10 * ledger.longest_round_ms()));
-    return std::min(spec.round_timeout, std::max(std::chrono::milliseconds(20000), adaptive));
+    return ledger.stall_limit(spec.plan.predicted_round_ms, spec.round_timeout);
   }
 
   // Starts every round the ledger says is due. Only the first stage waits

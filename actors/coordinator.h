@@ -105,8 +105,10 @@ struct JobSpec {
   uint64_t end_round = std::numeric_limits<uint64_t>::max();
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds deploy_timeout{60000};
-  // The first round may take this long; later rounds 10 times the longest
-  // round so far, at least 20 s and at most this.
+  // The longest a round may take before it counts as stalled
+  // (RoundLedger::stall_limit: the first round 100 times the plan's
+  // predicted round, at least 60 s; later ones 10 times the longest round
+  // so far, at least 20 s; never more than this).
   std::chrono::milliseconds round_timeout{600000};
 };
 

@@ -112,4 +112,12 @@ size_t RoundLedger::lag_limit() const {
   return static_cast<size_t>(std::max<uint64_t>(rules_.max_uncommitted_rounds, rules_.replicate_every + 1));
 }
 
+std::chrono::milliseconds RoundLedger::stall_limit(double predicted_round_ms, std::chrono::milliseconds timeout) const {
+  using std::chrono::milliseconds;
+  auto times = [](double factor, double ms) { return milliseconds(static_cast<int64_t>(factor * ms)); };
+  if (longest_round_ms_ > 0) return std::min(timeout, std::max(milliseconds(20000), times(10, longest_round_ms_)));
+  if (predicted_round_ms > 0) return std::min(timeout, std::max(milliseconds(60000), times(100, predicted_round_ms)));
+  return timeout;
+}
+
 }  // namespace asteroid::actors

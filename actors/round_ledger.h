@@ -100,6 +100,12 @@ class RoundLedger {
   // So many stepped rounds wait for replicas that no round may start.
   bool lagging() const { return stepped_.size() >= lag_limit(); }
   double longest_round_ms() const { return longest_round_ms_; }
+  // How long a round may run before it counts as stalled: 10 times the
+  // longest round so far, at least 20 s; before any round finished, 100
+  // times the plan's predicted round, at least 60 s (the first round also
+  // builds the stages' models and loads their data); never more than
+  // `timeout`, which is the limit when nothing is known (no prediction).
+  std::chrono::milliseconds stall_limit(double predicted_round_ms, std::chrono::milliseconds timeout) const;
 
  private:
   struct Progress {

@@ -194,5 +194,20 @@ TEST(RoundLedger, RestartForgetsWhatIsNotCommitted) {
   EXPECT_EQ(ledger.next_round(), 6u);
 }
 
+TEST(RoundLedger, AStalledRoundIsJudgedByThePredictionUntilARoundFinished) {
+  RoundLedger ledger{RoundLedger::Rules{}};
+  ledger.restart_after(std::nullopt);
+  const milliseconds cap(600000);
+  EXPECT_EQ(ledger.stall_limit(0, cap), cap) << "nothing known: the configured limit";
+  EXPECT_EQ(ledger.stall_limit(50, cap), milliseconds(60000)) << "a short predicted round: the 60 s floor";
+  EXPECT_EQ(ledger.stall_limit(2000, cap), milliseconds(200000));
+  EXPECT_EQ(ledger.stall_limit(20000, cap), cap);
+  ledger.start_due(t0);
+  all_done(ledger, 0, 2);
+  ledger.finish(t0 + milliseconds(5000), 8);
+  EXPECT_EQ(ledger.stall_limit(50, cap), milliseconds(50000)) << "then 10 times the longest round measured";
+  EXPECT_EQ(ledger.stall_limit(0, milliseconds(30000)), milliseconds(30000));
+}
+
 }  // namespace
 }  // namespace asteroid::actors
