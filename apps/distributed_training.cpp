@@ -19,6 +19,7 @@
 #include "actors/system_config.h"
 #include "actors/trace.h"
 #include "compute/dataset.h"
+#include "compute/durable_file.h"
 #include "compute/evaluate.h"
 #include "compute/model_zoo.h"
 #include "compute/profiler.h"
@@ -138,7 +139,7 @@ void drop_rounds_after(const std::string& path, int64_t last_kept) {
     kept += line + "\n";
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  compute::write_file_atomically(path, kept, "metrics file");
 }
 
 // A resumed job continues on the devices that are up: when devices of the

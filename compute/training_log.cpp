@@ -1,5 +1,7 @@
 #include "compute/training_log.h"
 
+#include "compute/durable_file.h"
+
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -85,11 +87,7 @@ std::string summary_json(const TrainingSummary& s) {
 }
 
 void write_summary(const std::string& path, const TrainingSummary& summary) {
-  const std::string text = summary_json(summary) + "\n";
-  std::FILE* f = open_for_writing(path, "summary file");
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok)
-    throw std::runtime_error("cannot write summary file '" + path + "': " + std::strerror(errno));
+  write_file_atomically(path, summary_json(summary) + "\n", "summary file");
 }
 
 ProgressLine::ProgressLine(int64_t total_rounds, Mode mode, std::FILE* out,

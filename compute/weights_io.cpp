@@ -1,5 +1,7 @@
 #include "compute/weights_io.h"
 
+#include "compute/durable_file.h"
+
 #include <torch/torch.h>
 
 #include <cerrno>
@@ -27,13 +29,10 @@ void save_flat_weights(const std::string& path, const at::Tensor& flat) {
   if (!little_endian()) throw std::runtime_error("weights files are little-endian only");
   const at::Tensor f = flat.detach().reshape({-1}).to(torch::kFloat).contiguous();
   const uint64_t n = static_cast<uint64_t>(f.numel());
-  std::FILE* out = std::fopen(path.c_str(), "wb");
-  if (out == nullptr)
-    throw std::runtime_error("cannot write weights file '" + path + "': " + std::strerror(errno));
-  bool ok = std::fwrite(kMagic, 1, 8, out) == 8 && std::fwrite(&n, 8, 1, out) == 1 &&
-            (n == 0 || std::fwrite(f.data_ptr<float>(), 4, n, out) == n);
-  ok = std::fclose(out) == 0 && ok;
-  if (!ok) throw std::runtime_error("cannot write weights file '" + path + "': " + std::strerror(errno));
+  std::string bytes(kMagic, sizeof kMagic);
+  bytes.append(reinterpret_cast<const char*>(&n), sizeof n);
+  bytes.append(reinterpret_cast<const char*>(f.data_ptr<float>()), 4 * n);
+  write_file_atomically(path, bytes, "weights file");
 }
 
 at::Tensor load_flat_weights(const std::string& path) {

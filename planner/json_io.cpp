@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "compute/durable_file.h"
 #include "planner/search.h"
 
 namespace asteroid::planner {
@@ -496,11 +497,7 @@ json read_json_file(const std::string& path) {
 }
 
 void write_json_file(const json& j, const std::string& path) {
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) throw std::runtime_error(path + ": cannot open the file for writing");
-  out << j.dump(2) << "\n";
-  out.flush();
-  if (!out) throw std::runtime_error(path + ": write failed");
+  compute::write_file_atomically(path, j.dump(2) + "\n", "JSON file");
 }
 
 Cluster load_cluster(const std::string& path) { return cluster_from_json(read_json_file(path), path); }

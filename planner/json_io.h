@@ -87,7 +87,8 @@ void check_plan(const Plan& plan, const Cluster& cluster, const Profile& profile
 
 // Parses a JSON file; InputError naming the path when it is missing or not JSON.
 nlohmann::json read_json_file(const std::string& path);
-// Writes `j` pretty-printed; std::runtime_error naming the path on failure.
+// Writes `j` pretty-printed, atomically (compute/durable_file.h);
+// std::runtime_error naming the path on failure.
 void write_json_file(const nlohmann::json& j, const std::string& path);
 
 }  // namespace asteroid::planner

@@ -1,16 +1,14 @@
 #include "supervision/checkpoint.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 #include <zlib.h>
 
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
+#include "compute/durable_file.h"
 #include "messages/codec.h"
 
 namespace asteroid::supervision {
@@ -29,13 +27,6 @@ uint32_t crc_of(const char* data, size_t size) {
                                        static_cast<uInt>(size)));
 }
 
-// fsync that says what failed; a directory on a file system that cannot
-// sync directories (EINVAL) is not an error.
-void sync_or_throw(int fd, const std::string& what, bool directory) {
-  if (::fsync(fd) == 0 || (directory && errno == EINVAL)) return;
-  throw std::runtime_error("cannot sync " + what + ": " + std::strerror(errno));
-}
-
 }  // namespace
 
 std::string previous_checkpoint(const std::string& path) { return path + ".prev"; }
@@ -52,58 +43,8 @@ void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
     bytes.append(envelope.data(), envelope.size());
   }
   put<uint32_t>(bytes, crc_of(bytes.data(), bytes.size()));
-  const std::string temp = path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot write checkpoint " + temp + ": " + std::strerror(errno));
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n <= 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(temp.c_str());
-      throw std::runtime_error("cannot write checkpoint " + temp + ": " + why);
-    }
-    written += static_cast<size_t>(n);
-  }
-  try {
-    sync_or_throw(fd, "checkpoint " + temp, false);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(temp.c_str());
-    throw std::runtime_error("cannot write checkpoint " + temp + ": " + why);
-  }
-  // The newest checkpoint becomes the previous generation, then the new
-  // one takes its place; a crash between the two leaves the previous one.
-  std::error_code exists_error;
-  if (std::filesystem::exists(path, exists_error) &&
-      std::rename(path.c_str(), previous_checkpoint(path).c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(temp.c_str());
-    throw std::runtime_error("cannot keep the previous checkpoint as " + previous_checkpoint(path) + ": " + why);
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(temp.c_str());
-    throw std::runtime_error("cannot move checkpoint into place at " + path + ": " + why);
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().empty()
-                              ? std::string(".")
-                              : std::filesystem::path(path).parent_path().string();
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir_fd < 0) throw std::runtime_error("cannot sync the checkpoint's directory " + dir + ": " + std::strerror(errno));
-  try {
-    sync_or_throw(dir_fd, "the checkpoint's directory " + dir, true);
-  } catch (...) {
-    ::close(dir_fd);
-    throw;
-  }
-  ::close(dir_fd);
+  // The newest checkpoint becomes the previous generation.
+  compute::write_file_atomically(path, bytes, "checkpoint", previous_checkpoint(path));
 }
 
 namespace {
