@@ -65,6 +65,8 @@ struct Coordinator::Impl {
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
   uint64_t dropped = 0;  // messages not taken (see drop)
+  bool release_due = false;  // a plan was deployed and has not committed a round yet
+  std::map<std::string, uint64_t> kept_bytes;  // by device, as its node last reported
 
   // ------------------------------------------------------------- connecting
 
@@ -248,6 +250,7 @@ struct Coordinator::Impl {
       }
     }
     assign(states);
+    release_due = true;
   }
 
   // ------------------------------------------------------------- rounds
@@ -266,14 +269,19 @@ struct Coordinator::Impl {
     return nullptr;
   }
 
-  std::string device_of(const caf::actor_addr& address) const {
-    for (const Member& m : members) {
-      if (m.actor.address() == address) return m.device;
-    }
+  // The device whose node actor is `address`, or "".
+  std::string node_device(const caf::actor_addr& address) const {
     for (const auto& [id, node] : nodes) {
       if (node.actor.address() == address) return id;
     }
     return "";
+  }
+
+  std::string device_of(const caf::actor_addr& address) const {
+    for (const Member& m : members) {
+      if (m.actor.address() == address) return m.device;
+    }
+    return node_device(address);
   }
 
   // Counts and logs a message that is not taken (malformed, or not from a
@@ -286,6 +294,13 @@ struct Coordinator::Impl {
   }
 
   void on_envelope(messages::Message& message, const caf::actor_addr& sender) {
+    if (auto* info = std::get_if<messages::NodeInfo>(&message)) {
+      // A node's answer to a release (release_superseded).
+      const std::string device = node_device(sender);
+      if (device.empty()) return drop("a nodeInfo", sender, "not a node of this job");
+      kept_bytes[device] = info->kept_bytes;
+      return;
+    }
     const Member* from = member_by_address(sender);
     if (!from) return drop(std::string("a ") + messages::kind_name(message), sender, "not a member of this deployment");
     auto claims = [&](uint32_t stage, uint32_t member) {
@@ -450,6 +465,7 @@ struct Coordinator::Impl {
       commit.kind = messages::ControlKind::commit;
       commit.round = *actions.commit;
       broadcast(commit);
+      if (release_due) release_superseded();
     }
     if (actions.replicate) {
       messages::RoundControl replicate;
@@ -700,6 +716,54 @@ struct Coordinator::Impl {
     stop(old);
     ledger.restart_after(ledger.committed());
     assign(states);
+    release_due = true;
+  }
+
+  // ------------------------------------------------------------- releasing
+
+  // The layer ranges `device` keeps of this job under the running plan:
+  // those it hosts and those it holds the replicas of.
+  std::vector<messages::LayerRange> ranges_kept_by(const std::string& device) const {
+    std::set<messages::LayerRange> ranges;
+    for (const Member& m : members) {
+      if (m.device == device) ranges.insert({static_cast<uint32_t>(m.begin), static_cast<uint32_t>(m.end)});
+    }
+    for (const auto& [stage, holder] : replica_holders()) {
+      const planner::Stage& s = spec.plan.stages[stage];
+      if (holder == device) ranges.insert({static_cast<uint32_t>(s.begin), static_cast<uint32_t>(s.end)});
+    }
+    return {ranges.begin(), ranges.end()};
+  }
+
+  // At the first commit of a (re)deployed plan, every node of the job drops
+  // what only an earlier plan needed (a recovery from then on starts from
+  // this plan's states). Asynchronous: the answers update kept_bytes as
+  // they arrive.
+  void release_superseded() {
+    release_due = false;
+    for (const auto& [id, node] : nodes)
+      self->send(node.actor, messages::to_wire(messages::Release{spec.job_id, ranges_kept_by(id)}));
+  }
+
+  // All nodes at once, answers within the connect timeout; nodes known to
+  // be down are not asked.
+  std::map<std::string, uint64_t> release_job() {
+    kept_bytes.clear();
+    size_t asked = 0;
+    for (const auto& [id, node] : nodes) {
+      if (dead_actors.count(node.actor.address()) || reported_lost.count(id)) continue;
+      self->send(node.actor, messages::to_wire(messages::Release{spec.job_id, {}}));
+      ++asked;
+    }
+    const auto deadline = Clock::now() + spec.connect_timeout;
+    while (kept_bytes.size() < asked && Clock::now() < deadline) {
+      receive_one(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()), /*in_round=*/false);
+    }
+    if (kept_bytes.size() < asked) {
+      spdlog::warn("coordinator: {} of {} node(s) did not confirm releasing job {}'s states", asked - kept_bytes.size(),
+                   asked, spec.job_id);
+    }
+    return kept_bytes;
   }
 
   void stop(std::vector<Member>& list) {
@@ -782,5 +846,7 @@ const std::vector<messages::TraceEvent>& Coordinator::trace() const { return imp
 const std::map<std::string, uint64_t>& Coordinator::peak_memory_bytes() const { return impl_->peak_memory; }
 const JobSpec& Coordinator::spec() const { return impl_->spec; }
 uint64_t Coordinator::dropped_messages() const { return impl_->dropped; }
+std::map<std::string, uint64_t> Coordinator::release_job() { return impl_->release_job(); }
+const std::map<std::string, uint64_t>& Coordinator::kept_bytes() const { return impl_->kept_bytes; }
 
 }  // namespace asteroid::actors

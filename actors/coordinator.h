@@ -203,6 +203,18 @@ class Coordinator {
   // claiming another member's stage; each also logged with its sender.
   uint64_t dropped_messages() const;
 
+  // ---- what nodes keep (actors/kept_states.h) ----
+
+  // The job finished: every node it connected to drops all it keeps of the
+  // job (replicas, committed states). Returns, by device, the bytes each
+  // node still keeps for any job afterwards; a node that does not answer
+  // within the connect timeout is logged and left out. Not called for a job
+  // that failed: its states are what a resume may need. The states of a
+  // superseded plan go on their own, at the new plan's first commit.
+  std::map<std::string, uint64_t> release_job();
+  // The bytes each node last said it keeps (after a release).
+  const std::map<std::string, uint64_t>& kept_bytes() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -16,11 +16,7 @@
 namespace asteroid::actors {
 namespace {
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using messages::now_us;
 
 std::string errno_text() { return std::strerror(errno); }
 

@@ -31,11 +31,7 @@
 namespace asteroid::actors {
 namespace {
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using messages::now_us;
 
 std::string read_line(const std::string& path) {
   std::ifstream in(path);
@@ -142,46 +138,6 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
   }
 }
 
-// Replicas of other devices' stages that this node keeps (topology-driven
-// replication): by job and layer range, the last two rounds received.
-class ReplicaStore {
- public:
-  messages::RoundControl store(messages::StageState&& state) {
-    auto& rounds = replicas_[{state.job_id, state.layer_begin, state.layer_end}];
-    messages::RoundControl ack;
-    ack.kind = messages::ControlKind::replicated;
-    ack.round = state.round;
-    rounds[state.round] = std::move(state);
-    while (rounds.size() > 2) rounds.erase(rounds.begin());
-    return ack;
-  }
-
-  messages::Message find(const messages::ReplicaRequest& request, const std::string& node_id) const {
-    auto it = replicas_.find({request.job_id, request.layer_begin, request.layer_end});
-    if (it != replicas_.end()) {
-      auto round = it->second.find(request.round);
-      if (round != it->second.end()) return round->second;
-    }
-    return messages::Error{messages::ErrorCode::invalid_request,
-                           "node " + node_id + " holds no replica of layers " + std::to_string(request.layer_begin) +
-                               "-" + std::to_string(request.layer_end) + " at round " + std::to_string(request.round)};
-  }
-
- private:
-  std::map<std::tuple<std::string, uint32_t, uint32_t>, std::map<uint64_t, messages::StageState>> replicas_;
-};
-
-messages::Message node_info(const NodeContext& node) {
-  messages::NodeInfo info;
-  info.node_id = node.node_id;
-  info.pid = static_cast<uint32_t>(::getpid());
-  info.memory_budget_bytes = node.memory_budget_bytes;
-  info.cpu_share = node.cpu_share;
-  info.clock_us = now_us();
-  info.models = compute::model_names();
-  return info;
-}
-
 // Opens a direct connection to every peer node now, so that stage actors
 // reach each other directly from their first message instead of through the
 // coordinator that introduced them (CAF's automatic connections switch
@@ -210,13 +166,12 @@ messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& no
 // reach it only from a monitor on the actor transport; the default ones are
 // datagrams, answered by the node's HeartbeatResponder (run_node).
 void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
-  ReplicaStore replicas;
   auto answer = [&](messages::Message&& message) -> messages::Message {
     return std::visit(
         [&](auto& m) -> messages::Message {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, messages::Hello>) {
-            return node_info(*node);
+            return node->info();
           } else if constexpr (std::is_same_v<T, messages::Heartbeat>) {
             return messages::Heartbeat{node->node_id, m.sequence, now_us()};
           } else if constexpr (std::is_same_v<T, messages::ProfileRequest>) {
@@ -224,12 +179,23 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
           } else if constexpr (std::is_same_v<T, messages::LinkProbe>) {
             return messages::LinkProbe{};
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
-            return replicas.store(std::move(m));
+            messages::RoundControl ack;
+            ack.kind = messages::ControlKind::replicated;
+            ack.round = m.round;
+            node->store_replica(std::move(m));
+            return ack;
           } else if constexpr (std::is_same_v<T, messages::Peers>) {
             return connect_peers(self, *node, m);
           } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
             if (auto kept = node->kept(m.job_id, m.layer_begin, m.layer_end, m.round)) return *kept;
-            return replicas.find(m, node->node_id);
+            return messages::Error{messages::ErrorCode::invalid_request,
+                                   "node " + node->node_id + " holds no state of layers " +
+                                       std::to_string(m.layer_begin) + "-" + std::to_string(m.layer_end) +
+                                       " at round " + std::to_string(m.round)};
+          } else if constexpr (std::is_same_v<T, messages::Release>) {
+            const size_t dropped = node->release(m);
+            if (dropped > 0) spdlog::info("node {}: released {} kept state(s) of job {}", node->node_id, dropped, m.job_id);
+            return node->info();
           } else {
             return messages::Error{messages::ErrorCode::invalid_request,
                                    std::string("a node does not accept ") + messages::kind_name(message) + " messages"};

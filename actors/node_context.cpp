@@ -5,6 +5,8 @@
 #include "compute/model_zoo.h"
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include <algorithm>
@@ -83,15 +85,37 @@ std::shared_ptr<const compute::Dataset> NodeContext::training_data(const std::st
 
 void NodeContext::keep_committed(const messages::StageState& state) {
   std::lock_guard<std::mutex> lock(mutex_);
-  kept_[{state.job_id, state.layer_begin, state.layer_end}] = state;
+  kept_.keep_committed(state);
+}
+
+void NodeContext::store_replica(messages::StageState state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  kept_.store_replica(std::move(state));
 }
 
 std::optional<messages::StageState> NodeContext::kept(const std::string& job, uint32_t begin, uint32_t end,
                                                       uint64_t round) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = kept_.find({job, begin, end});
-  if (it == kept_.end() || it->second.round != round) return std::nullopt;
-  return it->second;
+  return kept_.find(job, begin, end, round);
+}
+
+size_t NodeContext::release(const messages::Release& release) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return kept_.release(release);
+}
+
+messages::NodeInfo NodeContext::info() const {
+  messages::NodeInfo info;
+  info.node_id = node_id;
+  info.pid = static_cast<uint32_t>(::getpid());
+  info.memory_budget_bytes = memory_budget_bytes;
+  info.cpu_share = cpu_share;
+  info.clock_us = messages::now_us();
+  info.models = compute::model_names();
+  std::lock_guard<std::mutex> lock(mutex_);
+  info.kept_bytes = kept_.bytes();
+  info.kept_states = kept_.count();
+  return info;
 }
 
 }  // namespace asteroid::actors

@@ -5,6 +5,7 @@
 
 #include <caf/actor_addr.hpp>
 
+#include "actors/kept_states.h"
 #include "compute/cpu_throttle.h"
 #include "compute/dataset.h"
 #include "messages/envelope.h"
@@ -14,7 +15,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <tuple>
 #include <string>
 #include <vector>
 
@@ -67,19 +67,25 @@ struct NodeContext {
   void remove_stage(const caf::actor_addr& stage);
   void stop_stages();
 
-  // The last committed state of each stage hosted here (by job and layer
-  // range; blobs shared with the stage, not copied), so that a stage actor
-  // that failed can be restarted from it: the node is the stage's
-  // supervisor-side memory.
+  // What the node keeps of jobs' states (kept_states.h): the last
+  // committed state of each stage hosted here (blobs shared with the
+  // stage, not copied), so that a stage actor that failed can be restarted
+  // from it, and the replicas of other devices' stages.
   void keep_committed(const messages::StageState& state);
+  void store_replica(messages::StageState state);
   std::optional<messages::StageState> kept(const std::string& job, uint32_t begin, uint32_t end,
                                            uint64_t round) const;
+  // Drops what a job no longer needs (messages::Release); returns how many states went.
+  size_t release(const messages::Release& release);
+
+  // Who this node is and what it keeps now (the answer to hello).
+  messages::NodeInfo info() const;
 
  private:
   mutable std::mutex mutex_;
   uint64_t reserved_bytes_ = 0;
   std::vector<caf::actor_addr> stages_;
-  std::map<std::tuple<std::string, uint32_t, uint32_t>, messages::StageState> kept_;
+  KeptStates kept_;
   std::mutex data_mutex_;  // held while a data set loads, apart from the rest
   std::map<std::string, std::shared_ptr<const compute::Dataset>> data_;
 };

@@ -70,11 +70,7 @@ struct Assembly {
   }
 };
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using messages::now_us;
 
 uint64_t peak_rss_bytes() {
   FILE* f = std::fopen("/proc/self/status", "r");
@@ -216,13 +212,7 @@ class StageMember {
     begin_round(a_.first_round);
     spdlog::debug("stage {}.{} deployed on {}: layers [{}, {}) from round {}", a_.stage, a_.member, node_->node_id,
                   a_.layer_begin, a_.layer_end, a_.first_round);
-    messages::NodeInfo info;
-    info.node_id = node_->node_id;
-    info.pid = static_cast<uint32_t>(::getpid());
-    info.memory_budget_bytes = node_->memory_budget_bytes;
-    info.cpu_share = node_->cpu_share;
-    info.clock_us = now_us();
-    return messages::to_wire(info);
+    return messages::to_wire(node_->info());
   }
 
   static void load_state(compute::StageModel& model, const messages::StageState& state) {

@@ -301,6 +301,9 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   std::vector<at::Tensor> parts;
   for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
   const at::Tensor weights = at::cat(parts);
+  if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);
+  // The trained states are here: the nodes need not keep them any more.
+  result.node_kept_bytes = job.coordinator().release_job();
   const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
   result.test_accuracy = eval.accuracy;
   result.test_loss = eval.mean_loss;
@@ -363,10 +366,10 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     }
     s.json = {{"seed", std::to_string(o.seed)},
               {"failures", failures.dump()},
-              {"final_plan", planner::plan_to_json(result.final_plan).dump()}};
+              {"final_plan", planner::plan_to_json(result.final_plan).dump()},
+              {"node_kept_bytes", nlohmann::json(result.node_kept_bytes).dump()}};
     compute::write_summary(o.summary_path, s);
   }
-  if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);
   return result;
 }
 

@@ -67,6 +67,9 @@ struct DistributedResult : compute::TrainResult {
   planner::Plan final_plan;
   uint64_t first_round = 0;  // > 0 when resumed
   uint64_t dropped_messages = 0;  // Coordinator::dropped_messages()
+  // By device: what its node keeps for jobs after this one released its
+  // states (Coordinator::release_job); 0 unless other jobs run there.
+  std::map<std::string, uint64_t> node_kept_bytes;
 };
 
 // Throws std::invalid_argument for options that do not fit together (the

@@ -197,6 +197,8 @@ struct NodeInfo {
   cpuShare @3 :Float64;         # 0: not throttled in-process
   clockUs @4 :Int64;            # the node's clock when it answered
   models @5 :List(Text);        # models this node can build
+  keptBytes @6 :UInt64;         # replicas and committed states it keeps for jobs
+  keptStates @7 :UInt32;        # ... how many (one per job, layer range and round)
 }
 
 struct TraceEvent {
@@ -289,6 +291,20 @@ struct ReplicaRequest {
   round @3 :UInt64;
 }
 
+struct LayerRange {
+  begin @0 :UInt32;
+  end @1 :UInt32;
+}
+
+# To a node: of job `jobId`, only the replicas and committed states of the
+# layer ranges in `keep` are still needed (the running plan's); the others
+# (a superseded plan's) go. An empty `keep`: the job finished, all of its go.
+# Answered with a nodeInfo (whose keptBytes is what the node keeps now).
+struct Release {
+  jobId @0 :Text;
+  keep @1 :List(LayerRange);
+}
+
 struct Peer {
   deviceId @0 :Text;
   host @1 :Text;
@@ -319,5 +335,6 @@ struct Envelope {
     peers @18 :List(Peer);     # coordinator -> node: connect to these nodes
                                # now (answered with an empty peers), so
                                # stage traffic goes direct from the start
+    release @19 :Release;
   }
 }

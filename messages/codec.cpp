@@ -154,6 +154,8 @@ struct Encoder {
     o.setCpuShare(m.cpu_share);
     o.setClockUs(m.clock_us);
     put_list(o.initModels(static_cast<unsigned>(m.models.size())), m.models);
+    o.setKeptBytes(m.kept_bytes);
+    o.setKeptStates(m.kept_states);
   }
   void operator()(const Metrics& m) {
     auto o = env.initMetrics();
@@ -227,6 +229,15 @@ struct Encoder {
     o.setLayerEnd(m.layer_end);
     o.setRound(m.round);
   }
+  void operator()(const Release& m) {
+    auto o = env.initRelease();
+    o.setJobId(m.job_id);
+    auto keep = o.initKeep(static_cast<unsigned>(m.keep.size()));
+    for (size_t i = 0; i < m.keep.size(); ++i) {
+      keep[static_cast<unsigned>(i)].setBegin(m.keep[i].begin);
+      keep[static_cast<unsigned>(i)].setEnd(m.keep[i].end);
+    }
+  }
   void operator()(const LinkProbe& m) {
     auto data = env.initLinkProbe(static_cast<unsigned>(m.payload.size()));
     if (!m.payload.empty()) std::memcpy(data.begin(), m.payload.data(), m.payload.size());
@@ -286,6 +297,7 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const Hello&) const { return 0; }
     size_t operator()(const ReplicaRequest& m) const { return m.job_id.size(); }
     size_t operator()(const Peers& m) const { return m.peers.size() * 64; }
+    size_t operator()(const Release& m) const { return m.job_id.size() + m.keep.size() * 8; }
     size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
@@ -561,6 +573,8 @@ class Reader {
         m.cpu_share = in.getCpuShare();
         m.clock_us = in.getClockUs();
         m.models = texts(in.getModels(), "nodeInfo.models");
+        m.kept_bytes = in.getKeptBytes();
+        m.kept_states = in.getKeptStates();
         return m;
       }
       case wire::Envelope::METRICS: {
@@ -646,6 +660,20 @@ class Reader {
         auto in = env.getReplicaRequest();
         return ReplicaRequest{text(in.getJobId(), "replicaRequest.jobId"), in.getLayerBegin(), in.getLayerEnd(),
                               in.getRound()};
+      }
+      case wire::Envelope::RELEASE: {
+        auto in = env.getRelease();
+        Release m{text(in.getJobId(), "release.jobId"), {}};
+        auto keep = in.getKeep();
+        check_length(keep, "release.keep");
+        for (auto r : keep) {
+          if (r.getBegin() >= r.getEnd()) {
+            throw Invalid("release.keep: layer range [" + std::to_string(r.getBegin()) + ", " +
+                          std::to_string(r.getEnd()) + ") is empty");
+          }
+          m.keep.push_back({r.getBegin(), r.getEnd()});
+        }
+        return m;
       }
       case wire::Envelope::LINK_PROBE: {
         auto data = env.getLinkProbe();

@@ -1,5 +1,6 @@
 #include "messages/envelope.h"
 
+#include <chrono>
 #include <cstring>
 
 namespace asteroid::messages {
@@ -102,10 +103,16 @@ const char* to_string(ErrorCode code) {
   return "?";
 }
 
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 const char* kind_name(const Message& message) {
   static const char* const names[] = {"activation", "gradient",  "reduceChunk", "assignment", "stageState",
                                       "control",    "heartbeat", "nodeInfo",    "metrics",    "error",
-                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest", "peers"};
+                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest", "peers", "release"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<Message>);
   return names[message.index()];
 }

@@ -143,6 +143,8 @@ struct NodeInfo {
   double cpu_share = 0;
   int64_t clock_us = 0;
   std::vector<std::string> models;
+  uint64_t kept_bytes = 0;   // replicas and committed states kept for jobs
+  uint32_t kept_states = 0;
 };
 
 enum class TraceKind : uint8_t { forward, backward, send, receive, all_reduce, optimizer_step, idle };
@@ -210,6 +212,19 @@ struct ReplicaRequest {
   uint64_t round = 0;
 };
 
+struct LayerRange {
+  uint32_t begin = 0, end = 0;
+  bool operator<(const LayerRange& o) const { return begin != o.begin ? begin < o.begin : end < o.end; }
+  bool operator==(const LayerRange& o) const { return begin == o.begin && end == o.end; }
+};
+
+// Of job `job_id`, only the layer ranges in `keep` are still needed on a
+// node (empty: the job finished). See the schema.
+struct Release {
+  std::string job_id;
+  std::vector<LayerRange> keep;
+};
+
 struct Peer {
   std::string device_id, host;
   uint16_t port = 0;
@@ -230,7 +245,11 @@ struct StateRequest {
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers, Release>;
+
+// The wall clock in microseconds since the epoch, as messages carry it
+// (Heartbeat.sent_us, NodeInfo.clock_us, TraceEvent times).
+int64_t now_us();
 
 // The schema's name of the kind a message holds ("activation", ...).
 const char* kind_name(const Message& message);

@@ -212,6 +212,11 @@ TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
   EXPECT_EQ(s["strategy"], "dp");
   ASSERT_EQ(s["failures"].size(), 1u) << s.dump(2);
   EXPECT_EQ(s["failures"][0]["devices"][0], "nano-2");
+  // The finished job released what the survivors kept for it.
+  ASSERT_TRUE(s.contains("node_kept_bytes")) << s.dump(2);
+  EXPECT_FALSE(s["node_kept_bytes"].contains("nano-2"));
+  EXPECT_GE(s["node_kept_bytes"].size(), 3u) << s.dump(2);
+  for (const auto& [id, bytes] : s["node_kept_bytes"].items()) EXPECT_EQ(bytes, 0) << id;
   bool replanned = false;
   for (const auto& line : json_lines(run + "/metrics.jsonl")) replanned |= line.value("event", "") == "replan";
   EXPECT_TRUE(replanned);

@@ -131,7 +131,7 @@ std::vector<Message> one_of_each_kind() {
   s.codec_block = 32;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456};
-  NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}};
+  NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}, 123456789, 3};
   Metrics m{2, 1, 12, {{TraceKind::backward, 2, 1, 12, 3, 100, 250, 4096}, {TraceKind::send, 2, 1, 12, 3, 250, 260, 8}},
             123456789};
   Error e{ErrorCode::out_of_memory, "stage needs 5 GiB, node has 4 GiB"};
@@ -143,9 +143,10 @@ std::vector<Message> one_of_each_kind() {
   LinkProbe probe{std::vector<char>(1000, 'x')};
   ReplicaRequest replica{"job-7", 2, 5, 41};
   Peers peers{{{"nx-0", "10.213.1.1", 7100}, {"nano-2", "10.213.1.6", 7100}}};
+  Release release{"job-7", {{0, 3}, {3, 9}}};
   return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
           e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,
-          peers};
+          peers, release};
 }
 
 // Activations, gradients and all-reduce chunks of every lossy encoding.
@@ -701,6 +702,20 @@ TEST(Codec, APlanRequestsMinimumGainIsAFractionBelowOne) {
   PlanRequest fine;
   fine.min_gain = 0.05;
   EXPECT_TRUE(decode_copy(encode(fine).data(), encode(fine).size()).ok());
+}
+
+TEST(Codec, AReleaseKeepsItsRangesAndAnEmptyRangeIsRejected) {
+  const Release release{"job-7", {{0, 3}, {3, 9}}};
+  auto decoded = decode_copy(encode(release).data(), encode(release).size());
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  const auto& r = std::get<Release>(*decoded.message);
+  EXPECT_EQ(r.job_id, "job-7");
+  EXPECT_EQ(r.keep, (std::vector<LayerRange>{{0, 3}, {3, 9}}));
+  const Release finished{"job-8", {}};
+  decoded = decode_copy(encode(finished).data(), encode(finished).size());
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  EXPECT_TRUE(std::get<Release>(*decoded.message).keep.empty());
+  EXPECT_MENTIONS(rejection(Release{"job-7", {{4, 4}}}), "release.keep: layer range [4, 4) is empty");
 }
 
 }  // namespace
