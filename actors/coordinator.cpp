@@ -64,6 +64,8 @@ struct Coordinator::Impl {
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
+  std::map<uint64_t, std::map<std::string, double>> compute_ms;  // by round, device (Metrics.compute_us)
+  uint64_t deployments = 0;  // deploy and redeploy calls
   uint64_t dropped = 0;  // messages not taken (see drop)
   bool release_due = false;  // a plan was deployed and has not committed a round yet
   std::map<std::string, uint64_t> kept_bytes;  // by device, as its node last reported
@@ -242,6 +244,7 @@ struct Coordinator::Impl {
     }
     connect_mesh();
     ledger.restart_after(first_round == 0 ? std::nullopt : std::optional<uint64_t>(first_round - 1));
+    ++deployments;
     for (size_t s = 0; s < stages.size(); ++s) {
       for (size_t m = 0; m < stages[s].devices.size(); ++m) {
         const std::string& id = stages[s].devices[m].id;
@@ -326,6 +329,7 @@ struct Coordinator::Impl {
             if (const Member* member = member_at(m.stage, m.member)) {
               auto& peak = peak_memory[member->device];
               peak = std::max(peak, m.peak_memory_bytes);
+              compute_ms[m.round][member->device] += m.compute_us / 1000.0;
             }
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
@@ -570,6 +574,7 @@ struct Coordinator::Impl {
 
   void abort(const std::set<std::string>& lost) {
     ledger.restart_after(ledger.committed());  // no news of the aborted rounds counts
+    compute_ms.clear();
     // Learn of every loss already reported, so no confirmation is awaited
     // from a device known to be gone.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
@@ -715,6 +720,8 @@ struct Coordinator::Impl {
     }
     stop(old);
     ledger.restart_after(ledger.committed());
+    compute_ms.clear();  // a replayed round's reports of the old plan must not add up with the new
+    ++deployments;
     assign(states);
     release_due = true;
   }
@@ -847,6 +854,16 @@ const std::map<std::string, uint64_t>& Coordinator::peak_memory_bytes() const { 
 const JobSpec& Coordinator::spec() const { return impl_->spec; }
 uint64_t Coordinator::dropped_messages() const { return impl_->dropped; }
 std::map<std::string, uint64_t> Coordinator::release_job() { return impl_->release_job(); }
+
+uint64_t Coordinator::deployments() const { return impl_->deployments; }
+
+std::map<std::string, double> Coordinator::take_compute_ms(uint64_t round) {
+  auto& all = impl_->compute_ms;
+  auto it = all.find(round);
+  std::map<std::string, double> taken = it == all.end() ? std::map<std::string, double>{} : std::move(it->second);
+  all.erase(all.begin(), all.upper_bound(round));
+  return taken;
+}
 const std::map<std::string, uint64_t>& Coordinator::kept_bytes() const { return impl_->kept_bytes; }
 
 }  // namespace asteroid::actors

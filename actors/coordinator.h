@@ -197,6 +197,14 @@ class Coordinator {
   // memory reported by each device.
   const std::vector<messages::TraceEvent>& trace() const;
   const std::map<std::string, uint64_t>& peak_memory_bytes() const;
+  // The compute time (forwards and backwards) each device reported for
+  // `round`, in ms, summed over its members; the reports of that round and
+  // of older ones are forgotten. Members report with `done`, so a
+  // committed round's are all here.
+  std::map<std::string, double> take_compute_ms(uint64_t round);
+  // How many times stages were deployed (deploy, redeploy): a new value
+  // means a new plan or fresh members.
+  uint64_t deployments() const;
   const JobSpec& spec() const;
   // Messages dropped so far: malformed, from an actor that is not a member
   // of the running deployment (a stage of an earlier plan, anyone else), or

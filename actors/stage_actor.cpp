@@ -395,6 +395,7 @@ class StageMember {
     loss_sum_ = 0;
     samples_ = 0;
     correct_ = 0;
+    compute_us_ = 0;
     events_.clear();
     if (a_.stage == 0 && static_cast<int64_t>(round) <= started_through_) release_first_forwards();
   }
@@ -506,7 +507,9 @@ class StageMember {
     }
     const int64_t start = now_us();
     at::Tensor output = node_->throttle.run([&] { return model_->forward(mb, input); });
-    record(TraceKind::forward, mb, start, now_us(), 0);
+    const int64_t end = now_us();
+    compute_us_ += end - start;
+    record(TraceKind::forward, mb, start, end, 0);
     if (a_.stage + 1 == a_.stage_count) {
       labels_[mb] = labels;
       return;
@@ -550,7 +553,9 @@ class StageMember {
       gradients_.erase(mb);
       grad_input = node_->throttle.run([&] { return model_->backward(mb, grad, ready); });
     }
-    record(TraceKind::backward, mb, start, now_us(), 0);
+    const int64_t end = now_us();
+    compute_us_ += end - start;
+    record(TraceKind::backward, mb, start, end, 0);
     if (a_.stage > 0) {
       for (const Slice& slice : route(my_range_, prev_ranges_)) {
         Gradient out;
@@ -707,6 +712,7 @@ class StageMember {
     metrics.round = round_;
     metrics.events = std::move(events_);
     metrics.peak_memory_bytes = peak_rss_bytes();
+    metrics.compute_us = static_cast<uint64_t>(std::max<int64_t>(compute_us_, 0));
     events_.clear();
     self_->send(coordinator_, messages::to_wire(metrics));
     RoundControl done;
@@ -799,6 +805,7 @@ class StageMember {
   std::map<std::pair<uint32_t, uint32_t>, messages::TensorBlob> chunks_received_;
   wire_codec::ErrorFeedback feedback_;
   int64_t reduce_start_us_ = 0;
+  int64_t compute_us_ = 0;  // forward and backward wall time of this round (Metrics.compute_us)
 
   // The committed state, the kept (replica) rounds and the newest stepped
   // ones (actors/state_store.h).

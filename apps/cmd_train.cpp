@@ -221,6 +221,16 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--heartbeat-deadline", cli->heartbeat_deadline_ms, "ms of silence after which a device is dead")
       ->capture_default_str()
       ->group(faults);
+  cmd->add_option("--straggler-factor", d.straggler.factor,
+                  "a device computing this many times slower than the others, relative to the plan, is a straggler")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0))
+      ->group(faults);
+  cmd->add_option("--straggler-rounds", d.straggler.rounds,
+                  "consecutive rounds before a device is reported a straggler, or reported back")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000))
+      ->group(faults);
   cmd->callback([cli] {
     const TrainJobOptions& job = cli->job;
     const bool on_nodes = !job.env.empty() || !job.cluster_file.empty() || !job.resume.empty() ||

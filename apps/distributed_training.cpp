@@ -122,6 +122,19 @@ double throughput(const std::vector<actors::RoundReport>& rounds, size_t from, s
   return n == 0 || ms <= 0 ? std::nan("") : batch * n * 1000.0 / ms;
 }
 
+nlohmann::json stragglers_json(const std::vector<supervision::StragglerWatch::Verdict>& verdicts) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& v : verdicts) {
+    list.push_back({{"device", v.device},
+                    {"straggling", v.straggling},
+                    {"round", v.round},
+                    {"measured_ms", v.measured_ms},
+                    {"predicted_ms", v.predicted_ms},
+                    {"ratio_to_median", v.ratio_to_median}});
+  }
+  return list;
+}
+
 // A resumed job undoes the rounds after its checkpoint: their lines go, so
 // the metrics list every committed round once, in order.
 void drop_rounds_after(const std::string& path, int64_t last_kept) {
@@ -244,6 +257,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision::SupervisionOptions supervision;
   supervision.recovery = options.recovery;
   supervision.heartbeat = options.heartbeat;
+  supervision.straggler = options.straggler;
   supervision.optimizer = o.optimizer.kind;
   supervision.wire = options.wire;
   supervision.planner_on = options.planner_on;
@@ -258,6 +272,10 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
     if (!e.devices.empty()) line["devices"] = e.devices;
     if (e.from_round >= 0) line["from_round"] = e.from_round;
+    for (const auto& [key, value] : e.numbers) {
+      const bool whole = std::floor(value) == value && std::fabs(value) < 9007199254740992.0;
+      line[key] = whole ? nlohmann::json(static_cast<int64_t>(value)) : nlohmann::json(value);
+    }
     metrics.write_line(line.dump());
     if (options.on_event) options.on_event(e, job);
   });
@@ -309,6 +327,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   result.test_loss = eval.mean_loss;
   result.test_samples = eval.samples;
   result.failures = job.failures();
+  result.stragglers = job.stragglers();
   result.trace = job.coordinator().trace();
   result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
   result.final_plan = job.plan();
@@ -367,7 +386,8 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     s.json = {{"seed", std::to_string(o.seed)},
               {"failures", failures.dump()},
               {"final_plan", planner::plan_to_json(result.final_plan).dump()},
-              {"node_kept_bytes", nlohmann::json(result.node_kept_bytes).dump()}};
+              {"node_kept_bytes", nlohmann::json(result.node_kept_bytes).dump()},
+              {"stragglers", stragglers_json(result.stragglers).dump()}};
     compute::write_summary(o.summary_path, s);
   }
   return result;

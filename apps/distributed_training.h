@@ -36,6 +36,7 @@ struct DistributedOptions {
   std::string checkpoint_path;    // where checkpoints go (REQUIRED with checkpoint_every)
   std::string resume_checkpoint;  // continue the job saved there (plan, round, weights)
   supervision::HeartbeatOptions heartbeat;
+  supervision::StragglerWatch::Rules straggler;  // --straggler-factor, --straggler-rounds
   std::string job_id = "job";
   std::string wire = "exact";  // the wire policy re-plans may use (the plan carries its codecs)
   // The device whose node runs the planner actor (every plan of the job,
@@ -62,6 +63,7 @@ std::map<uint64_t, planner::Plan> load_plan_switches(const std::string& path);
 struct DistributedResult : compute::TrainResult {
   std::vector<actors::RoundReport> committed;       // in order
   std::vector<supervision::FailureRecord> failures;
+  std::vector<supervision::StragglerWatch::Verdict> stragglers;  // JobSupervisor::stragglers()
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory_bytes;
   planner::Plan final_plan;

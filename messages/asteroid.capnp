@@ -229,6 +229,7 @@ struct Metrics {
   round @2 :UInt64;
   events @3 :List(TraceEvent);
   peakMemoryBytes @4 :UInt64;
+  computeUs @5 :UInt64;         # wall time of its forwards and backwards in this round
 }
 
 struct Error {

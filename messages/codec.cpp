@@ -163,6 +163,7 @@ struct Encoder {
     o.setMember(m.member);
     o.setRound(m.round);
     o.setPeakMemoryBytes(m.peak_memory_bytes);
+    o.setComputeUs(m.compute_us);
     auto events = o.initEvents(static_cast<unsigned>(m.events.size()));
     for (size_t i = 0; i < m.events.size(); ++i) {
       const TraceEvent& e = m.events[i];
@@ -584,6 +585,7 @@ class Reader {
         m.member = in.getMember();
         m.round = in.getRound();
         m.peak_memory_bytes = in.getPeakMemoryBytes();
+        m.compute_us = in.getComputeUs();
         auto events = in.getEvents();
         check_length(events, "metrics.events");
         m.events.reserve(events.size());

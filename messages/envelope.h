@@ -164,6 +164,7 @@ struct Metrics {
   uint64_t round = 0;
   std::vector<TraceEvent> events;
   uint64_t peak_memory_bytes = 0;
+  uint64_t compute_us = 0;  // wall time of the member's forwards and backwards in the round
 };
 
 enum class ErrorCode : uint8_t { invalid_message, invalid_request, out_of_memory, internal, disconnected };

@@ -22,7 +22,7 @@
 namespace asteroid::supervision {
 planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, const planner::Cluster& cluster) {
   planner::Profile profile;
-  profile.model = "uniform";
+  profile.model = kUniformProfile;
   profile.layers = layers;
   for (const auto& device : cluster.devices) {
     planner::DeviceProfile d;
@@ -97,6 +97,7 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
   if (commit_listener) {
     for (const auto& report : reports) commit_listener(report);
   }
+  watch_speed(reports);
   // A checkpoint is due after every `checkpoint_every` rounds. When rounds
   // commit together (the pipelined commit), it is taken at the last of
   // them: the stages hold only their last committed state.
@@ -107,6 +108,46 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
       checkpoint_owed = true;  // until written: a device lost while its state is fetched defers it
       write_checkpoint_at(*coordinator.last_committed());
       checkpoint_owed = false;
+    }
+  }
+}
+
+std::map<std::string, double> JobSupervisor::Impl::predicted_compute_ms(const planner::Plan& plan) const {
+  std::map<std::string, double> predicted;
+  if (options.profile.model == kUniformProfile) return predicted;
+  try {
+    const auto ev = planner::evaluate(plan, coordinator.spec().cluster, options.profile, {options.optimizer});
+    for (size_t i = 0; i < ev.memory.size() && i < ev.device_fwd_ms.size(); ++i) {
+      predicted[ev.memory[i].id] += plan.microbatches * (ev.device_fwd_ms[i] + ev.device_bwd_ms[i]);
+    }
+  } catch (const std::invalid_argument& e) {
+    spdlog::debug("no compute prediction for the straggler watch: {}", e.what());
+    predicted.clear();
+  }
+  return predicted;
+}
+
+void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& reports) {
+  if (!watch || watched_deployment != coordinator.deployments()) {
+    watch.emplace(options.straggler, predicted_compute_ms(coordinator.plan()));
+    watched_deployment = coordinator.deployments();
+  }
+  for (const auto& report : reports) {
+    for (const auto& v : watch->observe(report.round, coordinator.take_compute_ms(report.round))) {
+      stragglers.push_back(v);
+      char text[256];
+      std::snprintf(text, sizeof text,
+                    v.straggling ? "straggler: %s computes %.1fx slower than the others relative to the plan "
+                                   "(%.0f ms per round, %.0f ms predicted), decided in round %llu"
+                                 : "straggler no more: %s is back to %.1fx the others relative to the plan "
+                                   "(%.0f ms per round, %.0f ms predicted), decided in round %llu",
+                    v.device.c_str(), v.ratio_to_median, v.measured_ms, v.predicted_ms,
+                    static_cast<unsigned long long>(v.round));
+      emit(v.straggling ? "straggler" : "straggler-end", text, false, {v.device},
+           {{"round", static_cast<double>(v.round)},
+            {"measured_ms", v.measured_ms},
+            {"predicted_ms", v.predicted_ms},
+            {"ratio_to_median", v.ratio_to_median}});
     }
   }
 }
@@ -166,6 +207,7 @@ void JobSupervisor::on_commit(std::function<void(const actors::RoundReport&)> li
 }
 
 const std::vector<FailureRecord>& JobSupervisor::failures() const { return impl_->failures; }
+const std::vector<StragglerWatch::Verdict>& JobSupervisor::stragglers() const { return impl_->stragglers; }
 actors::Coordinator& JobSupervisor::coordinator() { return impl_->coordinator; }
 const planner::Plan& JobSupervisor::plan() const { return impl_->coordinator.plan(); }
 

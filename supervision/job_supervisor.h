@@ -33,6 +33,7 @@
 #include <caf/fwd.hpp>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,7 @@
 #include "actors/coordinator.h"
 #include "planner/types.h"
 #include "supervision/health.h"
+#include "supervision/straggler_watch.h"
 
 namespace asteroid::supervision {
 
@@ -75,6 +77,8 @@ struct SupervisionOptions {
   std::string wire = "exact";  // the wire policy re-plans may use (planner/search.h)
   std::string planner_on;      // the device whose node runs the planner actor; empty: this process
   int max_recoveries = 16;          // in a row without a committed round; then the job gives up
+  // When a live device counts as a straggler (straggler_watch.h).
+  StragglerWatch::Rules straggler;
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
   std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)
 };
@@ -101,13 +105,17 @@ struct FailureRecord {
   double abort_ms = 0, states_ms = 0, plan_ms = 0, redeploy_ms = 0;
 };
 
-// An event for the metrics file: a failure, a new plan, a rejoin, a checkpoint.
+// An event for the metrics file: a failure, a new plan, a rejoin, a
+// checkpoint, a device that became a straggler or is one no more.
 struct SupervisionEvent {
-  std::string kind;      // failure | replan | rejoin | checkpoint
+  std::string kind;      // failure | replan | rejoin | checkpoint | straggler | straggler-end
   std::string text;      // one line for people
   std::string plan_json; // the plan in force afterwards (replan, rejoin)
   std::vector<std::string> devices;  // failure: the devices lost or failing, as far as known
   int64_t from_round = -1;           // replan, rejoin: the first round the new plan trains
+  // straggler, straggler-end: "round" (that decided it), "measured_ms",
+  // "predicted_ms" (compute per round) and "ratio_to_median".
+  std::map<std::string, double> numbers;
 };
 
 class JobSupervisor {
@@ -148,6 +156,8 @@ class JobSupervisor {
   // round is written (so a log written here never lags a checkpoint).
   void on_commit(std::function<void(const actors::RoundReport&)> listener);
   const std::vector<FailureRecord>& failures() const;
+  // Every straggler verdict so far (became one, or is one no more).
+  const std::vector<StragglerWatch::Verdict>& stragglers() const;
   actors::Coordinator& coordinator();
   const planner::Plan& plan() const;
 
@@ -160,5 +170,7 @@ class JobSupervisor {
 // sizes (from `layers`) and the same time per sample and layer on every
 // device, so that plans are compared by balance, memory and transfers.
 planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, const planner::Cluster& cluster);
+// Its `model` field: how a placeholder profile is told from a measured one.
+inline constexpr const char* kUniformProfile = "uniform";
 
 }  // namespace asteroid::supervision

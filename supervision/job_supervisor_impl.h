@@ -75,14 +75,18 @@ struct JobSupervisor::Impl {
     std::vector<messages::StageState> states;
   };
   std::optional<RecoveredStates> recovered_cache;
+  std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
+  uint64_t watched_deployment = 0;
+  std::vector<StragglerWatch::Verdict> stragglers;
 
   double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }
 
-  void emit(const std::string& kind, const std::string& text, bool with_plan, std::vector<std::string> devices = {}) {
+  void emit(const std::string& kind, const std::string& text, bool with_plan, std::vector<std::string> devices = {},
+            std::map<std::string, double> numbers = {}) {
     spdlog::info("{}", text);
     if (listener)
       listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices),
-                with_plan ? static_cast<int64_t>(coordinator.next_round()) : -1});
+                with_plan ? static_cast<int64_t>(coordinator.next_round()) : -1, std::move(numbers)});
   }
 
   void start(uint64_t first_round, const std::vector<messages::StageState>& states);
@@ -105,6 +109,14 @@ struct JobSupervisor::Impl {
   void committed_before_failure();
 
   void after_commits(const std::vector<actors::RoundReport>& reports);
+
+  // Feeds the committed rounds' compute times to the straggler watch (a new
+  // one, with the plan's predictions, after every deployment) and emits
+  // its verdicts.
+  void watch_speed(const std::vector<actors::RoundReport>& reports);
+  // Per device, the compute time per round the profile predicts for it
+  // under `plan`; empty for a placeholder profile (the watch learns it).
+  std::map<std::string, double> predicted_compute_ms(const planner::Plan& plan) const;
 
   void write_checkpoint_at(uint64_t round);
 

@@ -64,6 +64,7 @@ void JobSupervisor::Impl::committed_before_failure() {
     if (commit_listener) commit_listener(report);
     if (options.checkpoint_every > 0) checkpoint_owed |= (report.round + 1) % options.checkpoint_every == 0;
   }
+  watch_speed(salvaged);
 }
 
 // ------------------------------------------------------------- recovery

@@ -224,6 +224,34 @@ TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
   EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
 }
 
+TEST(TrainJob, ADeviceFarSlowerThanPlannedIsReportedAsAStraggler) {
+  TempDir tmp;
+  const std::string run = tmp.file("run");
+  RunGuard guard{run};
+  const std::string faults = tmp.file("faults.json");
+  // dp: every device computes its share of every micro-batch; nano-1 gets
+  // six times slower from round 6 on and stays so.
+  std::ofstream(faults) << R"({"faults": [{"round": 6, "action": "slow", "device": "nano-1", "factor": 6}]})";
+  CommandResult r = test::run(train_args({"--env", "D", "--strategy", "dp", "--rounds", "16", "--out", run,
+                                          "--faults", faults, "--no-plots", "--no-baseline"}),
+                              Millis(240000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::vector<nlohmann::json> stragglers;
+  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+    if (line.value("event", "").rfind("straggler", 0) == 0) stragglers.push_back(line);
+  }
+  ASSERT_FALSE(stragglers.empty()) << "no straggler event in metrics.jsonl";
+  EXPECT_EQ(stragglers[0]["event"], "straggler");
+  EXPECT_EQ(stragglers[0]["devices"][0], "nano-1") << stragglers[0].dump();
+  EXPECT_GE(stragglers[0]["round"].get<int>(), 6 + 2);  // three slow rounds decide it
+  EXPECT_GT(stragglers[0]["ratio_to_median"].get<double>(), 3.0);
+  for (const auto& e : stragglers) EXPECT_EQ(e["devices"][0], "nano-1") << e.dump();
+  const auto s = test::read_json(run + "/summary.json");
+  ASSERT_GE(s["stragglers"].size(), 1u) << s.dump(2);
+  EXPECT_EQ(s["stragglers"][0]["device"], "nano-1");
+  EXPECT_TRUE(s["stragglers"][0]["straggling"].get<bool>());
+}
+
 TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   TempDir tmp;
   const std::string run = tmp.file("run");

@@ -133,7 +133,7 @@ std::vector<Message> one_of_each_kind() {
   Heartbeat h{"nano-0", 99, 1700000000123456};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}, 123456789, 3};
   Metrics m{2, 1, 12, {{TraceKind::backward, 2, 1, 12, 3, 100, 250, 4096}, {TraceKind::send, 2, 1, 12, 3, 250, 260, 8}},
-            123456789};
+            123456789, 98765};
   Error e{ErrorCode::out_of_memory, "stage needs 5 GiB, node has 4 GiB"};
   ProfileRequest pr{"fmnist-resnet", {1, 2, 4, 64}, 5};
   ProfileResult res{"{\"model\":\"x\"}"};
