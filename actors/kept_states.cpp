@@ -52,6 +52,18 @@ std::optional<messages::StageState> KeptStates::find(const std::string& job, uin
   return std::nullopt;
 }
 
+std::vector<messages::KeptEntry> KeptStates::list(const std::string& job) const {
+  std::vector<messages::KeptEntry> entries;
+  for (const auto& [key, state] : committed_) {
+    if (std::get<0>(key) == job) entries.push_back({state.layer_begin, state.layer_end, state.round, true});
+  }
+  for (const auto& [key, rounds] : replicas_) {
+    if (std::get<0>(key) != job) continue;
+    for (const auto& [round, state] : rounds) entries.push_back({state.layer_begin, state.layer_end, round, false});
+  }
+  return entries;
+}
+
 size_t KeptStates::release(const messages::Release& release) {
   return erase_released(committed_, release, [](const messages::StageState&) { return size_t{1}; }) +
          erase_released(replicas_, release, [](const auto& rounds) { return rounds.size(); });

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "messages/envelope.h"
 
@@ -30,6 +31,8 @@ class KeptStates {
   // The state of `round` of those layers, committed here or a replica.
   std::optional<messages::StageState> find(const std::string& job, uint32_t begin, uint32_t end,
                                            uint64_t round) const;
+  // Every state kept of `job`: range, round, committed or replica.
+  std::vector<messages::KeptEntry> list(const std::string& job) const;
   // Drops the job's states of ranges not in release.keep (all of the job's
   // when keep is empty); returns how many went.
   size_t release(const messages::Release& release);

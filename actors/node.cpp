@@ -192,6 +192,8 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
                                    "node " + node->node_id + " holds no state of layers " +
                                        std::to_string(m.layer_begin) + "-" + std::to_string(m.layer_end) +
                                        " at round " + std::to_string(m.round)};
+          } else if constexpr (std::is_same_v<T, messages::KeptRequest>) {
+            return messages::KeptList{node->kept_list(m.job_id)};
           } else if constexpr (std::is_same_v<T, messages::Release>) {
             const size_t dropped = node->release(m);
             if (dropped > 0) spdlog::info("node {}: released {} kept state(s) of job {}", node->node_id, dropped, m.job_id);

@@ -99,6 +99,11 @@ std::optional<messages::StageState> NodeContext::kept(const std::string& job, ui
   return kept_.find(job, begin, end, round);
 }
 
+std::vector<messages::KeptEntry> NodeContext::kept_list(const std::string& job) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return kept_.list(job);
+}
+
 size_t NodeContext::release(const messages::Release& release) {
   std::lock_guard<std::mutex> lock(mutex_);
   return kept_.release(release);

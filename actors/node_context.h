@@ -75,6 +75,7 @@ struct NodeContext {
   void store_replica(messages::StageState state);
   std::optional<messages::StageState> kept(const std::string& job, uint32_t begin, uint32_t end,
                                            uint64_t round) const;
+  std::vector<messages::KeptEntry> kept_list(const std::string& job) const;
   // Drops what a job no longer needs (messages::Release); returns how many states went.
   size_t release(const messages::Release& release);
 

@@ -11,7 +11,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -30,6 +33,7 @@
 #include "planner/json_io.h"
 #include "planner/replan.h"
 #include "supervision/checkpoint.h"
+#include "supervision/node_states.h"
 #include "supervision/stage_states.h"
 
 namespace asteroid::apps {
@@ -155,6 +159,42 @@ void drop_rounds_after(const std::string& path, int64_t last_kept) {
   compute::write_file_atomically(path, kept, "metrics file");
 }
 
+// The last round metrics.jsonl logged, if any (a torn last line ends it).
+std::optional<uint64_t> last_logged_round(const std::string& path) {
+  std::optional<uint64_t> last;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("round") && j.contains("loss")) last = j["round"].get<uint64_t>();
+    } catch (const nlohmann::json::exception&) {
+      break;
+    }
+  }
+  return last;
+}
+
+// A resumed job also asks the nodes for the job's committed states newer
+// than its checkpoint (a coordinator that died after it left them there),
+// no newer than the last round its metrics logged, so that every round
+// stays logged exactly once.
+std::optional<supervision::NodeStates> newer_states_on_nodes(caf::actor_system& system,
+                                                             const DistributedOptions& options,
+                                                             uint64_t checkpoint_round) {
+  uint64_t at_most = std::numeric_limits<uint64_t>::max();
+  if (!options.train.metrics_path.empty() && std::filesystem::exists(options.train.metrics_path)) {
+    const auto logged = last_logged_round(options.train.metrics_path);
+    if (!logged || *logged <= checkpoint_round) return std::nullopt;
+    at_most = *logged;
+  }
+  const auto layout =
+      supervision::StateLayout::of(compute::measure_layers(options.train.model), options.train.optimizer.kind);
+  return supervision::newer_node_states(
+      system, options.cluster, options.job_id, options.plan, layout, checkpoint_round, at_most,
+      std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000)));
+}
+
 // A resumed job continues on the devices that are up: when devices of the
 // checkpoint's plan do not answer now, the survivors get the full search's
 // plan and the checkpoint's states cut and glued to it (the checkpoint file
@@ -183,11 +223,7 @@ void leave_out_unreachable(actors::JobSpec& spec, std::vector<messages::StageSta
     throw std::runtime_error("cannot resume: device(s) " + ids + " of the checkpoint's plan do not answer and no plan of " +
                              o.model + " fits on the others (" + r.why + "); the checkpoint is unchanged");
   }
-  std::vector<int64_t> parameters;
-  for (const auto& layer : supervision.profile.layers) {
-    parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
-  }
-  const supervision::StateLayout layout(parameters, planner::optimizer_state_factor(supervision.optimizer));
+  const auto layout = supervision::StateLayout::of(supervision.profile.layers, supervision.optimizer);
   std::vector<messages::StageState> cut;
   for (const auto& stage : r.plan.stages) cut.push_back(layout.assemble(stage.begin, stage.end, states));
   states = std::move(cut);
@@ -225,8 +261,26 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   at::set_num_threads(o.threads);
 
   const bool resumed = !options.resume_checkpoint.empty();
-  if (resumed) drop_rounds_after(o.metrics_path, static_cast<int64_t>(first_round) - 1);
+  actors::AsteroidConfig config;
+  caf::actor_system system(config);
+  std::string resumed_from_nodes;
+  if (resumed) {
+    const uint64_t checkpoint_round = first_round - 1;
+    if (auto newer = newer_states_on_nodes(system, options, checkpoint_round)) {
+      first_round = newer->round + 1;
+      states = std::move(newer->states);
+      resumed_from_nodes = "resuming from round " + std::to_string(newer->round) +
+                           ", newer than the checkpoint's " + std::to_string(checkpoint_round) +
+                           ", from the states the nodes keep: " + newer->sources;
+      spdlog::info("{}", resumed_from_nodes);
+    }
+    drop_rounds_after(o.metrics_path, static_cast<int64_t>(first_round) - 1);
+  }
   compute::MetricsWriter metrics(o.metrics_path, /*append=*/resumed);
+  if (!resumed_from_nodes.empty()) {
+    metrics.write_line(nlohmann::json{{"event", "resume"}, {"text", resumed_from_nodes},
+                                      {"from_round", first_round}}.dump());
+  }
   if (!o.summary_path.empty()) compute::check_writable(o.summary_path, "summary file");
   if (!o.weights_out.empty()) compute::check_writable(o.weights_out, "weights file");
   if (!options.trace_path.empty()) compute::check_writable(options.trace_path, "trace file");
@@ -239,8 +293,6 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   int64_t total = compute::rounds_per_epoch(train_size, o.batch) * o.epochs;
   if (o.rounds > 0) total = std::min(total, o.rounds);
 
-  actors::AsteroidConfig config;
-  caf::actor_system system(config);
   actors::JobSpec spec;
   spec.cluster = options.cluster;
   spec.plan = options.plan;

@@ -306,6 +306,14 @@ struct Release {
   keep @1 :List(LayerRange);
 }
 
+# A node's answer to a keptRequest: every state it keeps of the job.
+struct KeptEntry {
+  layerBegin @0 :UInt32;
+  layerEnd @1 :UInt32;
+  round @2 :UInt64;
+  committed @3 :Bool;   # a stage's committed state (else a replica)
+}
+
 struct Peer {
   deviceId @0 :Text;
   host @1 :Text;
@@ -337,5 +345,9 @@ struct Envelope {
                                # now (answered with an empty peers), so
                                # stage traffic goes direct from the start
     release @19 :Release;
+    keptRequest @20 :Text;     # to a node: which states of this job do you
+                               # keep? (a resume looks for newer ones than
+                               # its checkpoint); answered with keptList
+    keptList @21 :List(KeptEntry);
   }
 }

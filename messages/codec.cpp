@@ -239,6 +239,17 @@ struct Encoder {
       keep[static_cast<unsigned>(i)].setEnd(m.keep[i].end);
     }
   }
+  void operator()(const KeptRequest& m) { env.setKeptRequest(m.job_id); }
+  void operator()(const KeptList& m) {
+    auto list = env.initKeptList(static_cast<unsigned>(m.entries.size()));
+    for (size_t i = 0; i < m.entries.size(); ++i) {
+      auto e = list[static_cast<unsigned>(i)];
+      e.setLayerBegin(m.entries[i].layer_begin);
+      e.setLayerEnd(m.entries[i].layer_end);
+      e.setRound(m.entries[i].round);
+      e.setCommitted(m.entries[i].committed);
+    }
+  }
   void operator()(const LinkProbe& m) {
     auto data = env.initLinkProbe(static_cast<unsigned>(m.payload.size()));
     if (!m.payload.empty()) std::memcpy(data.begin(), m.payload.data(), m.payload.size());
@@ -299,6 +310,8 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const ReplicaRequest& m) const { return m.job_id.size(); }
     size_t operator()(const Peers& m) const { return m.peers.size() * 64; }
     size_t operator()(const Release& m) const { return m.job_id.size() + m.keep.size() * 8; }
+    size_t operator()(const KeptRequest& m) const { return m.job_id.size(); }
+    size_t operator()(const KeptList& m) const { return m.entries.size() * 24; }
     size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
   } visitor;
@@ -312,6 +325,15 @@ size_t payload_bytes(const Message& message) {
 struct Invalid : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// `begin` of a layer range [begin, end) that must not be empty.
+uint32_t layer_range(uint32_t begin, uint32_t end, const char* field) {
+  if (begin >= end) {
+    throw Invalid(std::string(field) + ": layer range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                  ") is empty");
+  }
+  return begin;
+}
 
 class Reader {
  public:
@@ -668,12 +690,18 @@ class Reader {
         Release m{text(in.getJobId(), "release.jobId"), {}};
         auto keep = in.getKeep();
         check_length(keep, "release.keep");
-        for (auto r : keep) {
-          if (r.getBegin() >= r.getEnd()) {
-            throw Invalid("release.keep: layer range [" + std::to_string(r.getBegin()) + ", " +
-                          std::to_string(r.getEnd()) + ") is empty");
-          }
-          m.keep.push_back({r.getBegin(), r.getEnd()});
+        for (auto r : keep) m.keep.push_back({layer_range(r.getBegin(), r.getEnd(), "release.keep"), r.getEnd()});
+        return m;
+      }
+      case wire::Envelope::KEPT_REQUEST:
+        return KeptRequest{text(env.getKeptRequest(), "keptRequest")};
+      case wire::Envelope::KEPT_LIST: {
+        auto in = env.getKeptList();
+        check_length(in, "keptList");
+        KeptList m;
+        for (auto e : in) {
+          m.entries.push_back({layer_range(e.getLayerBegin(), e.getLayerEnd(), "keptList"), e.getLayerEnd(),
+                               e.getRound(), e.getCommitted()});
         }
         return m;
       }

@@ -226,6 +226,23 @@ struct Release {
   std::vector<LayerRange> keep;
 };
 
+struct KeptRequest {
+  std::string job_id;
+};
+
+struct KeptEntry {
+  uint32_t layer_begin = 0, layer_end = 0;
+  uint64_t round = 0;
+  bool committed = false;  // a stage's committed state (else a replica)
+  bool operator==(const KeptEntry& o) const {
+    return layer_begin == o.layer_begin && layer_end == o.layer_end && round == o.round && committed == o.committed;
+  }
+};
+
+struct KeptList {
+  std::vector<KeptEntry> entries;
+};
+
 struct Peer {
   std::string device_id, host;
   uint16_t port = 0;
@@ -246,7 +263,8 @@ struct StateRequest {
 
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
-                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers, Release>;
+                             ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers, Release,
+                             KeptRequest, KeptList>;
 
 // The wall clock in microseconds since the epoch, as messages carry it
 // (Heartbeat.sent_us, NodeInfo.clock_us, TraceEvent times).

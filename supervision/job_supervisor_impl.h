@@ -39,13 +39,10 @@ actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOption
 
 struct JobSupervisor::Impl {
   Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
-      : system(system), coordinator(system, with_commit_points(std::move(spec), options)), options(std::move(options)) {
-    std::vector<int64_t> parameters;
-    for (const auto& layer : this->options.profile.layers) {
-      parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
-    }
-    layout.emplace(parameters, planner::optimizer_state_factor(this->options.optimizer));
-  }
+      : system(system),
+        coordinator(system, with_commit_points(std::move(spec), options)),
+        options(std::move(options)),
+        layout(StateLayout::of(this->options.profile.layers, this->options.optimizer)) {}
 
   ~Impl() {
     if (monitor) caf::anon_send_exit(monitor, caf::exit_reason::user_shutdown);
@@ -55,7 +52,7 @@ struct JobSupervisor::Impl {
   caf::actor_system& system;
   actors::Coordinator coordinator;
   SupervisionOptions options;
-  std::optional<StateLayout> layout;
+  StateLayout layout;
   caf::actor monitor, planner;
   std::set<std::string> lost;     // devices lost and not back
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start

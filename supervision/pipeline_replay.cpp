@@ -128,7 +128,7 @@ std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner:
   std::vector<messages::StageState> states(plan.stages.size());
   if (recovered.empty()) return states;  // nothing committed yet: from the seed
   for (size_t s = 0; s < plan.stages.size(); ++s) {
-    states[s] = layout->assemble(plan.stages[s].begin, plan.stages[s].end, recovered);
+    states[s] = layout.assemble(plan.stages[s].begin, plan.stages[s].end, recovered);
   }
   return states;
 }
@@ -316,7 +316,7 @@ void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
     const Checkpoint checkpoint = read_checkpoint(options.checkpoint_path);
     from = checkpoint.job.at("round").get<uint64_t>();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
-      states[s] = layout->assemble(plan.stages[s].begin, plan.stages[s].end, checkpoint.states);
+      states[s] = layout.assemble(plan.stages[s].begin, plan.stages[s].end, checkpoint.states);
     }
   } else {
     // No checkpoint yet: every stage starts from the seed, as new.

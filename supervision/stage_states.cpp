@@ -11,6 +11,12 @@ StateLayout::StateLayout(std::vector<int64_t> parameters, int copies) : copies_(
   for (int64_t p : parameters) offsets_.push_back(offsets_.back() + p);
 }
 
+StateLayout StateLayout::of(const std::vector<planner::LayerInfo>& layers, OptimizerKind optimizer) {
+  std::vector<int64_t> parameters;
+  for (const auto& layer : layers) parameters.push_back(static_cast<int64_t>(layer.weight_bytes / sizeof(float)));
+  return StateLayout(std::move(parameters), planner::optimizer_state_factor(optimizer));
+}
+
 int64_t StateLayout::parameters(int begin, int end) const { return offsets_.at(end) - offsets_.at(begin); }
 
 messages::StageState StateLayout::assemble(int begin, int end, const std::vector<messages::StageState>& sources) const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "messages/envelope.h"
+#include "planner/types.h"
 
 namespace asteroid::supervision {
 
@@ -18,6 +19,8 @@ class StateLayout {
   // parameters[l]: parameter count of layer l; copies: optimizer buffers per
   // parameter (0 for SGD, 1 for momentum, 2 for Adam).
   StateLayout(std::vector<int64_t> parameters, int copies);
+  // The layout of a model's layers (their float32 weights) under `optimizer`.
+  static StateLayout of(const std::vector<planner::LayerInfo>& layers, OptimizerKind optimizer);
 
   int64_t parameters(int begin, int end) const;
 

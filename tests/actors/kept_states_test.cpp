@@ -33,6 +33,8 @@ TEST(KeptStates, FindsCommittedAndReplicaStatesAndKeepsTwoReplicaRounds) {
   EXPECT_FALSE(kept.find("b", 2, 4, 5));
   EXPECT_EQ(kept.count(), 3u);
   EXPECT_EQ(kept.bytes(), 3u * 16);
+  EXPECT_EQ(kept.list("a"), (std::vector<messages::KeptEntry>{{0, 2, 6, true}, {2, 4, 4, false}, {2, 4, 5, false}}));
+  EXPECT_TRUE(kept.list("b").empty());
 }
 
 TEST(KeptStates, AReleaseDropsTheRangesItDoesNotKeepOfItsJobOnly) {

@@ -146,7 +146,7 @@ std::vector<Message> one_of_each_kind() {
   Release release{"job-7", {{0, 3}, {3, 9}}};
   return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
           e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,
-          peers, release};
+          peers, release, KeptRequest{"job-7"}, KeptList{{{0, 3, 41, true}, {3, 6, 40, false}}}};
 }
 
 // Activations, gradients and all-reduce chunks of every lossy encoding.

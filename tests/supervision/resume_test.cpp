@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "planner/json_io.h"
+#include "supervision/checkpoint.h"
 #include "tests/support/local_nodes.h"
 #include "tests/support/temp_dir.h"
 
@@ -42,13 +43,14 @@ struct Paths {
   }
 };
 
-std::vector<std::string> train_args(const Paths& p, const std::string& metrics) {
+std::vector<std::string> train_args(const Paths& p, const std::string& metrics, int checkpoint_every = 1,
+                                    int rounds = kRounds) {
   static int runs = 0;
   const std::string out = (p.dir / ("run-" + std::to_string(++runs))).string();  // the run folder
   return {ASTEROID_BIN, "train", "--cluster", p.cluster.string(), "--out", out, "--no-plots",
-          "--rounds", std::to_string(kRounds),
+          "--rounds", std::to_string(rounds),
           "--batch", "32", "--seed", "7", "--model", "fmnist-cnn", "--metrics", metrics, "--progress", "off",
-          "--test-samples", "500", "--checkpoint-every", "1", "--checkpoint", (p.dir / "checkpoint.bin").string()};
+          "--test-samples", "500", "--checkpoint-every", std::to_string(checkpoint_every), "--checkpoint", (p.dir / "checkpoint.bin").string()};
 }
 
 // (round, loss) of every round line, in file order.
@@ -73,47 +75,93 @@ int run_to_end(std::vector<std::string> argv) {
   return status.value_or(-1);
 }
 
-TEST(CoordinatorRestart, ResumesFromTheLastCheckpoint) {
-  LocalNodes nodes({"d0", "d1", "d2", "d3"});
-  const Paths p(nodes, "killed");
-  const fs::path metrics = p.dir / "metrics.jsonl";
+using Rounds = std::vector<std::pair<int64_t, double>>;
 
-  // An uninterrupted run for reference, on the same nodes.
-  auto reference_args = train_args(p, (p.dir / "reference.jsonl").string());
+// Runs the job of `rounds` rounds uninterrupted for reference (its rounds
+// are returned), then the same job, checkpointing every `checkpoint_every`
+// rounds, with its coordinator killed once `logged` rounds are in `metrics`.
+Rounds reference_and_killed_job(const Paths& p, const fs::path& metrics, int checkpoint_every, size_t logged,
+                                int rounds = kRounds) {
+  auto reference_args = train_args(p, (p.dir / "reference.jsonl").string(), checkpoint_every, rounds);
   reference_args.insert(reference_args.end(), {"--plan", p.plan.string(), "--job-id", "reference"});
-  ASSERT_EQ(run_to_end(reference_args), 0);
+  EXPECT_EQ(run_to_end(reference_args), 0);
   const auto reference = rounds_in(p.dir / "reference.jsonl");
-  ASSERT_EQ(reference.size(), static_cast<size_t>(kRounds));
+  EXPECT_EQ(reference.size(), static_cast<size_t>(rounds));
 
-  // The same job, its coordinator killed once five rounds are logged.
-  auto args = train_args(p, metrics.string());
+  auto args = train_args(p, metrics.string(), checkpoint_every, rounds);
   args.insert(args.end(), {"--plan", p.plan.string(), "--job-id", "killed"});
   testbed::SpawnOptions options;
   options.argv = args;
   options.die_with_parent = true;
   auto coordinator = testbed::Subprocess::spawn(options);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  while (rounds_in(metrics).size() < 5) {
-    ASSERT_TRUE(coordinator.running()) << "the coordinator ended before it could be killed";
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no progress";
+  while (rounds_in(metrics).size() < logged) {
+    if (!coordinator.running()) throw std::runtime_error("the coordinator ended before it could be killed");
+    if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no progress");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a file the coordinator writes
   }
   coordinator.signal(SIGKILL);
   coordinator.wait_for(std::chrono::seconds(10));
-  ASSERT_LT(rounds_in(metrics).size(), static_cast<size_t>(kRounds)) << "killed too late to test anything";
+  EXPECT_LT(rounds_in(metrics).size(), static_cast<size_t>(rounds)) << "killed too late to test anything";
+  return reference;
+}
+
+void expect_same_rounds(const Rounds& resumed, const Rounds& reference) {
+  ASSERT_EQ(resumed.size(), reference.size());
+  for (size_t r = 0; r < resumed.size(); ++r) {
+    EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
+    EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-4 * std::abs(reference[r].second)) << "round " << r;
+  }
+}
+
+// The metrics' lines of one event kind.
+std::vector<nlohmann::json> events_in(const fs::path& metrics, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") == kind) out.push_back(j);
+  }
+  return out;
+}
+
+TEST(CoordinatorRestart, ResumesFromTheLastCheckpoint) {
+  LocalNodes nodes({"d0", "d1", "d2", "d3"});
+  const Paths p(nodes, "killed");
+  const fs::path metrics = p.dir / "metrics.jsonl";
+  const Rounds reference = reference_and_killed_job(p, metrics, 1, 5);
 
   // The nodes survived the coordinator and take the resumed job.
   for (const char* id : {"d0", "d1", "d2", "d3"}) EXPECT_TRUE(nodes.process(id).running()) << id;
   auto resume = train_args(p, metrics.string());
   resume.insert(resume.end(), {"--resume", (p.dir / "checkpoint.bin").string()});
   ASSERT_EQ(run_to_end(resume), 0);
+  expect_same_rounds(rounds_in(metrics), reference);
+}
 
-  const auto resumed = rounds_in(metrics);
-  ASSERT_EQ(resumed.size(), static_cast<size_t>(kRounds));
-  for (size_t r = 0; r < resumed.size(); ++r) {
-    EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
-    EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-4 * std::abs(reference[r].second)) << "round " << r;
-  }
+TEST(CoordinatorRestart, ResumesFromTheNodesStatesWhenNewerThanTheCheckpoint) {
+  // 40 rounds, checkpoints after rounds 9, 19, 29 and 39: killed after
+  // round 11 (rounds take tens of ms here: mostly before round 19), the
+  // coordinator leaves on the nodes committed states newer than its
+  // checkpoint, and the resume continues from them, not from round 10.
+  constexpr int kLong = 40;
+  LocalNodes nodes({"d0", "d1", "d2", "d3"});
+  const Paths p(nodes, "nodes");
+  const fs::path metrics = p.dir / "metrics.jsonl";
+  const Rounds reference = reference_and_killed_job(p, metrics, 10, 12, kLong);
+  const Rounds before = rounds_in(metrics);
+  const size_t logged = before.size();
+  const int64_t checkpoint_round = read_checkpoint((p.dir / "checkpoint.bin").string()).job.at("round").get<int64_t>();
+  auto resume = train_args(p, metrics.string(), 10, kLong);
+  resume.insert(resume.end(), {"--resume", (p.dir / "checkpoint.bin").string()});
+  ASSERT_EQ(run_to_end(resume), 0);
+  const auto resumes = events_in(metrics, "resume");
+  ASSERT_EQ(resumes.size(), 1u) << "the resume did not use the nodes' states";
+  const int64_t from = resumes[0]["from_round"].get<int64_t>();
+  EXPECT_GT(from, checkpoint_round + 1) << resumes[0].dump();
+  EXPECT_LE(from, static_cast<int64_t>(logged)) << "resumed past the last logged round";
+  expect_same_rounds(rounds_in(metrics), reference);
 }
 
 TEST(CoordinatorRestart, ResumesOnTheNodesThatAreUp) {
@@ -146,17 +194,12 @@ TEST(CoordinatorRestart, ResumesOnTheNodesThatAreUp) {
     EXPECT_EQ(resumed[r].first, static_cast<int64_t>(r)) << "rounds must be logged once each, in order";
     EXPECT_NEAR(resumed[r].second, reference[r].second, 1e-3 * std::abs(reference[r].second)) << "round " << r;
   }
-  // The re-plan is logged, without d3.
-  std::ifstream in(metrics);
-  std::string line;
-  bool replanned = false;
-  while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.value("event", "") != "replan") continue;
-    replanned = true;
-    EXPECT_EQ(j["plan"].dump().find("\"d3\""), std::string::npos) << line;
-  }
-  EXPECT_TRUE(replanned);
+  // The re-plan is logged, without d3; the first job finished and released
+  // its states, so the resume started from the checkpoint.
+  const auto replans = events_in(metrics, "replan");
+  ASSERT_FALSE(replans.empty());
+  for (const auto& j : replans) EXPECT_EQ(j["plan"].dump().find("\"d3\""), std::string::npos) << j.dump();
+  EXPECT_TRUE(events_in(metrics, "resume").empty());
 }
 
 TEST(CoordinatorRestart, AMissingOrCorruptCheckpointIsNamed) {
