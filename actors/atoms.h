@@ -11,6 +11,9 @@ namespace asteroid::actors {
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 // (back_atom, device id): a lost device answers again.
 using back_atom = caf::atom_constant<caf::atom("back")>;
+// (peers_atom, device id, std::vector<std::string>): the pipeline peers the
+// device cannot reach now (sent when it changes; actors/partitions.h).
+using peers_atom = caf::atom_constant<caf::atom("peers")>;
 // (status_atom) -> std::string: the running job's status as JSON
 // (Coordinator::status), answered while rounds run.
 using status_atom = caf::atom_constant<caf::atom("status")>;

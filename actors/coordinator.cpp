@@ -12,6 +12,7 @@
 #include "actors/ask.h"
 #include "actors/atoms.h"
 #include "actors/connect.h"
+#include "actors/partitions.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
 #include "planner/json_io.h"
@@ -61,6 +62,7 @@ struct Coordinator::Impl {
   std::set<std::string> lost_between;  // reported lost while no round ran
   std::set<std::string> returned;      // reported back
   std::set<std::string> reported_lost;  // lost by the monitor's last word on them
+  PartitionJudge partitions;            // cut links between devices the monitor still hears
   std::set<caf::actor_addr> dead_actors;  // members whose actor went down
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
@@ -377,12 +379,7 @@ struct Coordinator::Impl {
   // Receives until `finished()` holds, handling whatever arrives; throws
   // DeviceLost / StageFailed / JobError on failures and on the deadline.
   void receive_until(const std::function<bool()>& finished, Clock::time_point deadline, const std::string& what) {
-    for (const auto& device : lost_between) {
-      if (in_use(device)) {
-        lost_between.erase(device);
-        throw DeviceLost(device, "device '" + device + "' stopped answering heartbeats");
-      }
-    }
+    throw_lost_in_use();
     while (!finished()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (!receive_one(left, /*in_round=*/true)) throw RoundStalled(what + " made no progress in time");
@@ -398,9 +395,49 @@ struct Coordinator::Impl {
     s["plan"] = planner::plan_to_json(spec.plan);
     nlohmann::json devices = nlohmann::json::object();
     for (const auto& d : spec.cluster.devices)
-      devices[d.id] = reported_lost.count(d.id) ? "lost" : in_use(d.id) ? "in use" : "idle";
+      devices[d.id] = reported_lost.count(d.id)                ? "lost"
+                      : partitions.partitioned().count(d.id) ? "partitioned"
+                      : in_use(d.id)                         ? "in use"
+                                                             : "idle";
     s["devices"] = devices;
     return s.dump();
+  }
+
+  // Throws DeviceLost for a device in use that was reported lost, or
+  // judged partitioned, while it could not be thrown.
+  void throw_lost_in_use() {
+    for (const auto& listed : lost_between) {
+      if (!in_use(listed)) continue;
+      const std::string device = listed;  // erasing it frees `listed`
+      lost_between.erase(device);
+      throw DeviceLost(device, partitions.partitioned().count(device)
+                                   ? "device '" + device + "' is cut off from its pipeline peers (a partition)"
+                                   : "device '" + device + "' stopped answering heartbeats");
+    }
+  }
+
+  // Judges the nodes' reports of unreachable peers again: a device named
+  // partitioned counts as lost (lost_between until a round throws it), one
+  // no longer named as back.
+  void judge_partitions() {
+    std::set<std::string> alive;
+    for (const auto& [id, node] : nodes) {
+      if (!reported_lost.count(id) && !dead_actors.count(node.actor.address())) alive.insert(id);
+    }
+    std::vector<std::string> order;
+    for (const Member& m : members) order.push_back(m.device);
+    const auto changes = partitions.judge(alive, order);
+    for (const auto& device : changes.partitioned) {
+      spdlog::warn("coordinator: device '{}' and a pipeline peer cannot reach each other: {} counts as lost "
+                   "until the link heals", device, device);
+      lost_between.insert(device);
+      returned.erase(device);
+    }
+    for (const auto& device : changes.healed) {
+      spdlog::info("coordinator: device '{}' reaches its peers again", device);
+      lost_between.erase(device);
+      returned.insert(device);
+    }
   }
 
   // Handles one message, waiting at most `wait`; false on timeout. Outside
@@ -411,6 +448,7 @@ struct Coordinator::Impl {
     caf::actor_addr sender;
     std::optional<caf::down_msg> down;
     std::string lost;
+    bool rejudge = false;
     self->receive(
         [&](WireMessage& wire) {
           sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
@@ -434,8 +472,13 @@ struct Coordinator::Impl {
           lost_between.erase(device);
           reported_lost.erase(device);
         },
+        [&](peers_atom, const std::string& device, std::vector<std::string>& unreachable) {
+          partitions.report(device, std::move(unreachable));
+          rejudge = true;
+        },
         [&](status_atom) -> std::string { return status(); },
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
+    if (rejudge) judge_partitions();
     if (!in_round) {
       if (!lost.empty()) lost_between.insert(lost);
       if (down) {
@@ -451,6 +494,7 @@ struct Coordinator::Impl {
       return got;
     }
     if (!lost.empty() && in_use(lost)) throw DeviceLost(lost, "device '" + lost + "' stopped answering heartbeats");
+    throw_lost_in_use();
     if (down) on_down(*down);
     if (message) on_envelope(*message, sender);
     return got;
@@ -559,6 +603,7 @@ struct Coordinator::Impl {
     auto news = [&] {
       std::set<std::string> out(reported_lost.begin(), reported_lost.end());
       out.insert(lost_between.begin(), lost_between.end());
+      out.insert(partitions.partitioned().begin(), partitions.partitioned().end());
       return out;
     };
     for (;;) {
@@ -579,8 +624,9 @@ struct Coordinator::Impl {
     // from a device known to be gone.
     while (receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
     }
-    for (const auto& device : lost_between) {
-      if (!lost.count(device) && in_use(device)) {
+    for (const auto& listed : lost_between) {
+      if (!lost.count(listed) && in_use(listed)) {
+        const std::string device = listed;  // erasing it frees `listed`
         lost_between.erase(device);
         throw DeviceLost(device, "device '" + device + "' is gone too");
       }

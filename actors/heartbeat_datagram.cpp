@@ -70,7 +70,7 @@ std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size,
   messages::DecodeLimits limits;
   limits.max_message_bytes = kMaxHeartbeatBytes;
   limits.max_text_bytes = 256;
-  limits.max_list_length = 16;
+  limits.max_list_length = kMaxUnreachableListed;
   messages::Decoded decoded = messages::decode_copy(data, size, limits);
   if (!decoded.ok()) return fail(decoded.error);
   if (auto* heartbeat = std::get_if<messages::Heartbeat>(&*decoded.message)) return std::move(*heartbeat);
@@ -78,10 +78,17 @@ std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size,
 }
 
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
-                                                  std::string* why) {
+                                                  std::string* why, std::vector<std::string> unreachable) {
   auto heartbeat = read_heartbeat(data, size, why);
   if (!heartbeat) return std::nullopt;
-  return messages::encode(messages::Heartbeat{node_id, heartbeat->sequence, now_us()});
+  if (unreachable.size() > kMaxUnreachableListed) unreachable.resize(kMaxUnreachableListed);
+  messages::Heartbeat reply{node_id, heartbeat->sequence, now_us(), std::move(unreachable)};
+  auto bytes = messages::encode(reply);
+  while (bytes.size() > kMaxHeartbeatBytes && !reply.unreachable.empty()) {  // the monitor would drop it
+    reply.unreachable.pop_back();
+    bytes = messages::encode(reply);
+  }
+  return bytes;
 }
 
 std::optional<DatagramEndpoint> resolve_datagram_endpoint(const std::string& host, uint16_t port, std::string* why) {
@@ -105,8 +112,9 @@ std::optional<DatagramEndpoint> resolve_datagram_endpoint(const std::string& hos
 
 // ---- HeartbeatResponder -------------------------------------------------------------
 
-HeartbeatResponder::HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id)
-    : node_id_(std::move(node_id)) {
+HeartbeatResponder::HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
+                                       std::function<std::vector<std::string>()> unreachable_peers)
+    : node_id_(std::move(node_id)), unreachable_peers_(std::move(unreachable_peers)) {
   const std::string where = host + ":" + std::to_string(port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -164,7 +172,8 @@ void HeartbeatResponder::run() {
         break;
       }
       std::string why;
-      auto reply = answer_heartbeat(buffer.data(), static_cast<size_t>(n), node_id_, &why);
+      auto reply = answer_heartbeat(buffer.data(), static_cast<size_t>(n), node_id_, &why,
+                                    unreachable_peers_ ? unreachable_peers_() : std::vector<std::string>{});
       if (!reply) {
         ++dropped_;
         spdlog::debug("node {}: dropped a heartbeat datagram of {} bytes: {}", node_id_, n, why);

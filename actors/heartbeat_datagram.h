@@ -40,10 +40,14 @@ constexpr size_t kMaxHeartbeatBytes = 1024;
 std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size, std::string* why = nullptr);
 
 // A node's answer to one datagram: the encoded Heartbeat of `node_id` with
-// the same sequence, or nullopt (reason in `why`) when the datagram is not a
-// well-formed heartbeat. The responder's whole logic, testable without sockets.
+// the same sequence and the peers it cannot reach (at most
+// kMaxUnreachableListed), or nullopt (reason in `why`) when the datagram is
+// not a well-formed heartbeat. The responder's whole logic, testable
+// without sockets.
+constexpr size_t kMaxUnreachableListed = 16;
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
-                                                  std::string* why = nullptr);
+                                                  std::string* why = nullptr,
+                                                  std::vector<std::string> unreachable = {});
 
 // A resolved UDP address.
 struct DatagramEndpoint {
@@ -64,7 +68,9 @@ class HeartbeatResponder {
  public:
   // Binds, marks the socket EF and starts the thread. Throws
   // std::runtime_error naming the address when it cannot bind.
-  HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id);
+  // `unreachable_peers` (optional) fills every reply's unreachable list.
+  HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
+                     std::function<std::vector<std::string>()> unreachable_peers = {});
   ~HeartbeatResponder();
   HeartbeatResponder(const HeartbeatResponder&) = delete;
   HeartbeatResponder& operator=(const HeartbeatResponder&) = delete;
@@ -76,6 +82,7 @@ class HeartbeatResponder {
  private:
   void run();
   std::string node_id_;
+  std::function<std::vector<std::string>()> unreachable_peers_;
   int socket_ = -1, wake_ = -1;  // wake_: an eventfd that stops the thread
   uint16_t port_ = 0;
   std::atomic<uint64_t> answered_{0}, dropped_{0};

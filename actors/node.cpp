@@ -185,6 +185,7 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
             node->store_replica(std::move(m));
             return ack;
           } else if constexpr (std::is_same_v<T, messages::Peers>) {
+            if (node->peer_watch) node->peer_watch->set_peers(m.peers);
             return connect_peers(self, *node, m);
           } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
             if (auto kept = node->kept(m.job_id, m.layer_begin, m.layer_end, m.round)) return *kept;
@@ -246,6 +247,13 @@ int run_node(const NodeOptions& options) {
     node->crash_event = options.crash_at.substr(0, colon);
     node->crash_round = colon == std::string::npos ? 0 : std::stoll(options.crash_at.substr(colon + 1));
   }
+  try {
+    node->peer_watch = std::make_shared<PeerWatch>(options.id, std::chrono::milliseconds(options.peer_interval_ms),
+                                                   std::chrono::milliseconds(options.peer_deadline_ms));
+  } catch (const std::exception& e) {
+    spdlog::error("asteroid node {}: {}", options.id, e.what());
+    return 1;
+  }
   AsteroidConfig config(SystemOptions{}, node);
   caf::actor_system system(config);
   auto actor = system.spawn(node_actor, node);
@@ -260,7 +268,11 @@ int run_node(const NodeOptions& options) {
   // before the node says it listens, so a monitor never misses the first.
   std::unique_ptr<HeartbeatResponder> heartbeats;
   try {
-    heartbeats = std::make_unique<HeartbeatResponder>(options.host, *port, options.id);
+    std::weak_ptr<PeerWatch> watch = node->peer_watch;
+    heartbeats = std::make_unique<HeartbeatResponder>(options.host, *port, options.id, [watch] {
+      auto w = watch.lock();
+      return w ? w->unreachable() : std::vector<std::string>{};
+    });
   } catch (const std::exception& e) {
     spdlog::error("asteroid node {}: {}", options.id, e.what());
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);

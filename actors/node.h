@@ -1,7 +1,8 @@
 // A node: the process that runs on one device. It publishes a node actor
 // (answers hello with its NodeInfo, profiles models on request) and hosts
 // the stage actors coordinators remote-spawn on it, and answers heartbeat
-// datagrams on UDP at its port number (actors/heartbeat_datagram.h). It keeps
+// datagrams on UDP at its port number (actors/heartbeat_datagram.h), with the
+// pipeline peers it cannot reach (actors/peer_watch.h). It keeps
 // running between jobs and shuts down cleanly on SIGTERM or SIGINT.
 #pragma once
 
@@ -18,6 +19,10 @@ struct NodeOptions {
   double cpu_share = 0;          // in-process throttle; 0: none
   int threads = 1;               // at::set_num_threads
   std::string crash_at;          // "EVENT:ROUND" (fault injection), empty: never
+  // Heartbeats to the pipeline peers (actors/peer_watch.h): one every
+  // interval; a peer silent for the deadline is reported unreachable.
+  int peer_interval_ms = 200;
+  int peer_deadline_ms = 3000;
 };
 
 // Runs the node until SIGTERM/SIGINT. Prints "asteroid node <id> listening

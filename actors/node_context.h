@@ -6,6 +6,7 @@
 #include <caf/actor_addr.hpp>
 
 #include "actors/kept_states.h"
+#include "actors/peer_watch.h"
 #include "compute/cpu_throttle.h"
 #include "compute/dataset.h"
 #include "messages/envelope.h"
@@ -78,6 +79,10 @@ struct NodeContext {
   std::vector<messages::KeptEntry> kept_list(const std::string& job) const;
   // Drops what a job no longer needs (messages::Release); returns how many states went.
   size_t release(const messages::Release& release);
+
+  // The node's watch over its pipeline peers (null in processes that host
+  // stages without a node, e.g. tests); the Peers message sets its peers.
+  std::shared_ptr<PeerWatch> peer_watch;
 
   // Who this node is and what it keeps now (the answer to hello).
   messages::NodeInfo info() const;

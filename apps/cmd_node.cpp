@@ -19,6 +19,10 @@ void add_node_command(CLI::App& app) {
                   "In-process CPU throttle: fraction of one core (0: none; used when cgroups are not available)")
       ->check(CLI::Range(0.0, 64.0));
   cmd->add_option("--threads", options->threads, "Torch intra-op threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--peer-deadline", options->peer_deadline_ms,
+                  "ms without an answer after which a pipeline peer counts as unreachable (a partition)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
   cmd->add_option("--crash-at", options->crash_at,
                   "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
                   "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step; or assign: a stage here "

@@ -187,6 +187,8 @@ struct Heartbeat {
   nodeId @0 :Text;
   sequence @1 :UInt64;
   sentUs @2 :Int64;
+  unreachable @3 :List(Text);   # a node's reply: the pipeline peers it has not
+                                # heard from within its deadline (a partition)
 }
 
 # Who a node is: answered to the coordinator's hello.

@@ -145,6 +145,7 @@ struct Encoder {
     o.setNodeId(m.node_id);
     o.setSequence(m.sequence);
     o.setSentUs(m.sent_us);
+    put_list(o.initUnreachable(static_cast<unsigned>(m.unreachable.size())), m.unreachable);
   }
   void operator()(const NodeInfo& m) {
     auto o = env.initNodeInfo();
@@ -585,7 +586,8 @@ class Reader {
       }
       case wire::Envelope::HEARTBEAT: {
         auto in = env.getHeartbeat();
-        return Heartbeat{text(in.getNodeId(), "heartbeat.nodeId"), in.getSequence(), in.getSentUs()};
+        return Heartbeat{text(in.getNodeId(), "heartbeat.nodeId"), in.getSequence(), in.getSentUs(),
+                         texts(in.getUnreachable(), "heartbeat.unreachable")};
       }
       case wire::Envelope::NODE_INFO: {
         auto in = env.getNodeInfo();

@@ -134,6 +134,7 @@ struct Heartbeat {
   std::string node_id;
   uint64_t sequence = 0;
   int64_t sent_us = 0;
+  std::vector<std::string> unreachable;  // a node's reply: peers it has not heard from
 };
 
 struct NodeInfo {

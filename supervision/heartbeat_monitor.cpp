@@ -17,10 +17,11 @@ namespace {
 
 using actors::back_atom;
 using actors::lost_atom;
+using actors::peers_atom;
 using actors::tick_atom;
 using Clock = std::chrono::steady_clock;
-// (datagram_atom, node id, sequence, arrival as Clock ticks): a heartbeat
-// reply, from the pinger's thread.
+// (datagram_atom, node id, sequence, arrival as Clock ticks, unreachable
+// peers): a heartbeat reply, from the pinger's thread.
 using datagram_atom = caf::atom_constant<caf::atom("hbreply")>;
 
 // A heartbeat datagram awaiting its reply.
@@ -46,6 +47,7 @@ struct MonitorState {
   std::unique_ptr<actors::HeartbeatPinger> pinger;
   std::map<std::string, actors::DatagramEndpoint> endpoints;
   std::map<uint64_t, Pending> pending;  // by sequence, which names the device it went to
+  std::map<std::string, std::vector<std::string>> unreachable;  // last forwarded, by device
   static inline const char* name = "heartbeat-monitor";
 };
 
@@ -107,7 +109,7 @@ void open_datagrams(Self* self, const MonitorSetup& setup) {
         [me](const messages::Heartbeat& reply, Clock::time_point received) {
           if (auto monitor = caf::actor_cast<caf::actor>(me)) {
             caf::anon_send(monitor, datagram_atom::value, reply.node_id, reply.sequence,
-                           static_cast<int64_t>(received.time_since_epoch().count()));
+                           static_cast<int64_t>(received.time_since_epoch().count()), reply.unreachable);
           }
         });
   } catch (const std::exception& e) {
@@ -180,7 +182,8 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
       // A datagram reply counts for the device its sequence was sent to
       // (a node's --id need not be its device id); late, repeated or
       // unknown sequences are ignored.
-      [=](datagram_atom, const std::string&, uint64_t sequence, int64_t received) {
+      [=](datagram_atom, const std::string&, uint64_t sequence, int64_t received,
+          std::vector<std::string>& unreachable) {
         auto it = self->state.pending.find(sequence);
         if (it == self->state.pending.end()) return;
         const Pending pending = it->second;
@@ -188,6 +191,13 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
         const Clock::time_point at{Clock::duration(received)};
         if (at - pending.sent > self->state.tracker.options().deadline) return;  // as an actor request times out
         heard(self, pending.device, pending.sent, at);
+        // The peers it cannot reach, when that changed: the coordinator
+        // judges partitions (actors/partitions.h).
+        auto& last = self->state.unreachable[pending.device];
+        if (unreachable != last) {
+          last = unreachable;
+          self->send(self->state.listener, peers_atom::value, pending.device, std::move(unreachable));
+        }
       },
   };
 }

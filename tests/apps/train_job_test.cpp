@@ -252,6 +252,57 @@ TEST(TrainJob, ADeviceFarSlowerThanPlannedIsReportedAsAStraggler) {
   EXPECT_TRUE(s["stragglers"][0]["straggling"].get<bool>());
 }
 
+TEST(TrainJob, APartitionBetweenPipelineNeighboursCostsOneDeviceUntilItHeals) {
+  TempDir tmp;
+  const std::string run = tmp.file("run");
+  RunGuard guard{run};
+  // A plan by hand, so the neighbours are known: tx2-1 (stage 1) sends to
+  // nano-0 (stage 2). Their link is cut at round 8 while both still answer
+  // the coordinator, and heals at round 24.
+  const std::string plan = tmp.file("plan.json");
+  std::ofstream(plan) << R"({"strategy": "custom", "batch": 64, "microbatches": 4, "microbatch_size": 16,
+    "stages": [{"layers": [0, 2], "devices": [{"id": "nx-0", "samples": 16}]},
+               {"layers": [2, 4], "devices": [{"id": "tx2-0", "samples": 8}, {"id": "tx2-1", "samples": 8}]},
+               {"layers": [4, 6], "devices": [{"id": "nano-0", "samples": 16}]}]})";
+  const std::string faults = tmp.file("faults.json");
+  std::ofstream(faults) << R"({"faults": [{"round": 8, "action": "cut-link", "device": "tx2-1", "peer": "nano-0"},
+                                          {"round": 24, "action": "heal-link", "device": "tx2-1", "peer": "nano-0"}]})";
+  CommandResult r = test::run(train_args({"--env", "C", "--plan", plan, "--rounds", "48", "--out", run, "--faults",
+                                          faults, "--no-plots", "--no-baseline"}),
+                              Millis(300000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const auto injected = json_lines(run + "/faults.jsonl");
+  ASSERT_EQ(injected.size(), 2u);
+  if (!injected[0]["ok"].get<bool>()) GTEST_SKIP() << "this machine cannot cut one link: " << injected[0].dump();
+  std::vector<nlohmann::json> events;
+  std::vector<int64_t> rounds;
+  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+    if (line.contains("event")) events.push_back(line);
+    if (line.contains("round") && line.contains("loss")) rounds.push_back(line["round"].get<int64_t>());
+  }
+  ASSERT_EQ(rounds.size(), 48u);
+  for (size_t i = 0; i < rounds.size(); ++i) EXPECT_EQ(rounds[i], static_cast<int64_t>(i));
+  // One failure: one end of the cut link (whichever side reported first),
+  // as a partition; then a re-plan without it, and a rejoin with it once
+  // the link healed.
+  const auto s = test::read_json(run + "/summary.json");
+  ASSERT_EQ(s["failures"].size(), 1u) << s.dump(2);
+  ASSERT_EQ(s["failures"][0]["devices"].size(), 1u) << s.dump(2);
+  const std::string cut_off = s["failures"][0]["devices"][0];
+  EXPECT_TRUE(cut_off == "nano-0" || cut_off == "tx2-1") << s.dump(2);
+  const std::string quoted = "\"" + cut_off + "\"";
+  bool told = false, replanned_without = false, rejoined_with = false;
+  for (const auto& e : events) {
+    const std::string kind = e["event"];
+    if (kind == "failure") told |= e["text"].get<std::string>().find("partition") != std::string::npos;
+    if (kind == "replan") replanned_without |= e["plan"].dump().find(quoted) == std::string::npos;
+    if (kind == "rejoin") rejoined_with |= replanned_without && e["plan"].dump().find(quoted) != std::string::npos;
+  }
+  EXPECT_TRUE(told) << "the failure does not say it was a partition";
+  EXPECT_TRUE(replanned_without);
+  EXPECT_TRUE(rejoined_with) << cut_off << " did not rejoin after the link healed";
+}
+
 TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   TempDir tmp;
   const std::string run = tmp.file("run");

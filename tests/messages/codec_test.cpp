@@ -130,7 +130,7 @@ std::vector<Message> one_of_each_kind() {
   s.codec_all_reduce = wire_codec::Codec::int4;
   s.codec_block = 32;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
-  Heartbeat h{"nano-0", 99, 1700000000123456};
+  Heartbeat h{"nano-0", 99, 1700000000123456, {"tx2-1"}};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}, 123456789, 3};
   Metrics m{2, 1, 12, {{TraceKind::backward, 2, 1, 12, 3, 100, 250, 4096}, {TraceKind::send, 2, 1, 12, 3, 250, 260, 8}},
             123456789, 98765};

@@ -1,0 +1,61 @@
+#include "actors/partitions.h"
+
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
+namespace asteroid::actors {
+
+void PartitionJudge::report(const std::string& device, std::vector<std::string> unreachable) {
+  reports_[device] = std::set<std::string>(unreachable.begin(), unreachable.end());
+}
+
+PartitionJudge::Changes PartitionJudge::judge(const std::set<std::string>& alive,
+                                              const std::vector<std::string>& plan_order) {
+  // Cut links between live devices, as (reporter, unreachable) pairs.
+  std::vector<std::pair<std::string, std::string>> cuts;
+  for (const auto& [reporter, peers] : reports_) {
+    if (!alive.count(reporter)) continue;
+    for (const auto& peer : peers) {
+      if (peer != reporter && alive.count(peer)) cuts.emplace_back(reporter, peer);
+    }
+  }
+  auto touches = [&](const std::string& device) {
+    return std::any_of(cuts.begin(), cuts.end(),
+                       [&](const auto& c) { return c.first == device || c.second == device; });
+  };
+  Changes changes;
+  for (auto it = partitioned_.begin(); it != partitioned_.end();) {
+    if (!alive.count(*it)) {
+      it = partitioned_.erase(it);  // dead: the monitor's business now
+    } else if (!touches(*it)) {
+      changes.healed.push_back(*it);
+      it = partitioned_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Later in the plan ranks higher; outside the plan highest.
+  auto position = [&](const std::string& device) {
+    auto at = std::find(plan_order.begin(), plan_order.end(), device);
+    return at == plan_order.end() ? plan_order.size() : static_cast<size_t>(at - plan_order.begin());
+  };
+  for (;;) {
+    std::map<std::string, int> reported_by;
+    for (const auto& [reporter, peer] : cuts) {
+      if (partitioned_.count(reporter) || partitioned_.count(peer)) continue;
+      ++reported_by[peer];
+      reported_by[reporter] += 0;
+    }
+    if (reported_by.empty()) break;
+    const auto chosen = std::max_element(reported_by.begin(), reported_by.end(), [&](const auto& a, const auto& b) {
+      return std::make_tuple(a.second, position(a.first), a.first) <
+             std::make_tuple(b.second, position(b.first), b.first);
+    });
+    partitioned_.insert(chosen->first);
+    changes.partitioned.push_back(chosen->first);
+  }
+  return changes;
+}
+
+}  // namespace asteroid::actors

@@ -1,0 +1,43 @@
+// Partitions between devices that all still answer the heartbeat monitor.
+// Every node reports the pipeline peers it cannot reach (actors/peer_watch.h,
+// in its heartbeat replies); a pair where either side cannot reach the
+// other is a cut link. The judge names the devices to treat as lost so that
+// no cut link joins two devices still in use: repeatedly the device that
+// most others cannot reach (a dead or isolated one is reported by others
+// and reports nothing itself), ties broken towards a device outside the
+// plan, then the later one in plan order, then the larger id. A device it
+// named stays named while a cut link still touches it (it keeps watching
+// its old peers), and is back once none does. Pure; the coordinator feeds
+// it the monitor's reports.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace asteroid::actors {
+
+class PartitionJudge {
+ public:
+  struct Changes {
+    std::vector<std::string> partitioned;  // newly named: treat as lost
+    std::vector<std::string> healed;       // no longer named: back
+  };
+
+  // The latest list of peers `device` cannot reach (replaces the previous).
+  void report(const std::string& device, std::vector<std::string> unreachable);
+
+  // Judges again. `alive`: devices that answer the monitor (reports from
+  // or about others do not count: their loss is the monitor's to report);
+  // `plan_order`: the running plan's devices in stage order.
+  Changes judge(const std::set<std::string>& alive, const std::vector<std::string>& plan_order);
+
+  const std::set<std::string>& partitioned() const { return partitioned_; }
+
+ private:
+  std::map<std::string, std::set<std::string>> reports_;  // reporter -> unreachable peers
+  std::set<std::string> partitioned_;
+};
+
+}  // namespace asteroid::actors

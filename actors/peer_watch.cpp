@@ -1,0 +1,79 @@
+#include "actors/peer_watch.h"
+
+#include <spdlog/spdlog.h>
+
+namespace asteroid::actors {
+
+PeerWatch::PeerWatch(std::string node_id, std::chrono::milliseconds interval, std::chrono::milliseconds deadline)
+    : node_id_(std::move(node_id)), interval_(interval), deadline_(deadline) {
+  pinger_ = std::make_unique<HeartbeatPinger>(
+      [this](const messages::Heartbeat& reply, Clock::time_point at) { on_reply(reply.sequence, at); });
+  thread_ = std::thread([this] { run(); });
+}
+
+PeerWatch::~PeerWatch() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  stop_signal_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  pinger_.reset();  // its thread calls on_reply: gone before the maps
+}
+
+void PeerWatch::set_peers(const std::vector<messages::Peer>& peers) {
+  std::map<std::string, Peer> next;
+  const auto now = Clock::now();
+  for (const auto& p : peers) {
+    if (p.device_id == node_id_) continue;
+    std::string why;
+    auto endpoint = resolve_datagram_endpoint(p.host, p.port, &why);
+    if (!endpoint) {
+      spdlog::warn("node {}: cannot watch peer {}: {}", node_id_, p.device_id, why);
+      continue;
+    }
+    next[p.device_id] = Peer{std::move(*endpoint), now};
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [id, peer] : next) {
+    auto old = peers_.find(id);
+    if (old != peers_.end()) peer.last_heard = old->second.last_heard;
+  }
+  peers_ = std::move(next);
+}
+
+std::vector<std::string> PeerWatch::unreachable() const {
+  const auto now = Clock::now();
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [id, peer] : peers_) {
+    if (now - peer.last_heard > deadline_) out.push_back(id);
+  }
+  return out;
+}
+
+void PeerWatch::on_reply(uint64_t sequence, Clock::time_point at) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = pending_.find(sequence);
+  if (it == pending_.end()) return;
+  auto peer = peers_.find(it->second.first);
+  if (peer != peers_.end() && at > peer->second.last_heard) peer->second.last_heard = at;
+  pending_.erase(it);
+}
+
+void PeerWatch::run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stop_signal_.wait_for(lock, interval_, [this] { return stopping_; })) {
+    const auto now = Clock::now();
+    for (auto it = pending_.begin(); it != pending_.end();)
+      it = now - it->second.second > deadline_ ? pending_.erase(it) : std::next(it);
+    for (const auto& [id, peer] : peers_) {
+      const uint64_t sequence = ++sequence_;
+      std::string why;
+      if (pinger_->send(peer.endpoint, messages::Heartbeat{node_id_, sequence, 0, {}}, &why))
+        pending_[sequence] = {id, now};
+    }
+  }
+}
+
+}  // namespace asteroid::actors
