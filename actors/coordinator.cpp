@@ -426,7 +426,7 @@ struct Coordinator::Impl {
     }
     std::vector<std::string> order;
     for (const Member& m : members) order.push_back(m.device);
-    const auto changes = partitions.judge(alive, order);
+    const auto changes = partitions.judge(alive, order, Clock::now());
     for (const auto& device : changes.partitioned) {
       spdlog::warn("coordinator: device '{}' and a pipeline peer cannot reach each other: {} counts as lost "
                    "until the link heals", device, device);
@@ -467,10 +467,12 @@ struct Coordinator::Impl {
         },
         [&](back_atom, const std::string& device) {
           // The monitor reports a device back only after its loss: any
-          // older news of the loss is void.
+          // older news of the loss is void. A partitioned one answers the
+          // monitor but is back only once its cut heals (judge_partitions).
+          reported_lost.erase(device);
+          if (partitions.partitioned().count(device)) return;
           returned.insert(device);
           lost_between.erase(device);
-          reported_lost.erase(device);
         },
         [&](peers_atom, const std::string& device, std::vector<std::string>& unreachable) {
           partitions.report(device, std::move(unreachable));
@@ -478,7 +480,7 @@ struct Coordinator::Impl {
         },
         [&](status_atom) -> std::string { return status(); },
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
-    if (rejudge) judge_partitions();
+    if (rejudge || !partitions.partitioned().empty()) judge_partitions();  // a heal settles with time
     if (!in_round) {
       if (!lost.empty()) lost_between.insert(lost);
       if (down) {

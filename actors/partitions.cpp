@@ -11,7 +11,7 @@ void PartitionJudge::report(const std::string& device, std::vector<std::string> 
 }
 
 PartitionJudge::Changes PartitionJudge::judge(const std::set<std::string>& alive,
-                                              const std::vector<std::string>& plan_order) {
+                                              const std::vector<std::string>& plan_order, Time now) {
   // Cut links between live devices, as (reporter, unreachable) pairs.
   std::vector<std::pair<std::string, std::string>> cuts;
   for (const auto& [reporter, peers] : reports_) {
@@ -27,8 +27,12 @@ PartitionJudge::Changes PartitionJudge::judge(const std::set<std::string>& alive
   Changes changes;
   for (auto it = partitioned_.begin(); it != partitioned_.end();) {
     if (!alive.count(*it)) {
-      it = partitioned_.erase(it);  // dead: the monitor's business now
-    } else if (!touches(*it)) {
+      ++it;  // silent: judged again once it answers (its old cut may stand)
+    } else if (touches(*it)) {
+      clear_since_.erase(*it);
+      ++it;
+    } else if (now - clear_since_.emplace(*it, now).first->second >= settle_) {
+      clear_since_.erase(*it);
       changes.healed.push_back(*it);
       it = partitioned_.erase(it);
     } else {

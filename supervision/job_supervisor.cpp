@@ -144,7 +144,7 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
                     v.device.c_str(), v.ratio_to_median, v.measured_ms, v.predicted_ms,
                     static_cast<unsigned long long>(v.round));
       emit(v.straggling ? "straggler" : "straggler-end", text, false, {v.device},
-           {{"round", static_cast<double>(v.round)},
+           {{"at_round", static_cast<double>(v.round)},
             {"measured_ms", v.measured_ms},
             {"predicted_ms", v.predicted_ms},
             {"ratio_to_median", v.ratio_to_median}});

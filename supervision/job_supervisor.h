@@ -113,8 +113,9 @@ struct SupervisionEvent {
   std::string plan_json; // the plan in force afterwards (replan, rejoin)
   std::vector<std::string> devices;  // failure: the devices lost or failing, as far as known
   int64_t from_round = -1;           // replan, rejoin: the first round the new plan trains
-  // straggler, straggler-end: "round" (that decided it), "measured_ms",
-  // "predicted_ms" (compute per round) and "ratio_to_median".
+  // straggler, straggler-end: "at_round" (that decided it; never "round",
+  // which marks a round line of the metrics), "measured_ms", "predicted_ms"
+  // (compute per round) and "ratio_to_median".
   std::map<std::string, double> numbers;
 };
 
