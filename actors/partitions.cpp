@@ -45,14 +45,18 @@ PartitionJudge::Changes PartitionJudge::judge(const std::set<std::string>& alive
     return at == plan_order.end() ? plan_order.size() : static_cast<size_t>(at - plan_order.begin());
   };
   for (;;) {
-    std::map<std::string, int> reported_by;
+    // Each device's cut partners (either side reporting) among the links
+    // no named device explains.
+    std::map<std::string, std::set<std::string>> partners;
     for (const auto& [reporter, peer] : cuts) {
       if (partitioned_.count(reporter) || partitioned_.count(peer)) continue;
-      ++reported_by[peer];
-      reported_by[reporter] += 0;
+      partners[reporter].insert(peer);
+      partners[peer].insert(reporter);
     }
-    if (reported_by.empty()) break;
-    const auto chosen = std::max_element(reported_by.begin(), reported_by.end(), [&](const auto& a, const auto& b) {
+    if (partners.empty()) break;
+    std::map<std::string, size_t> cut_links;
+    for (const auto& [device, with] : partners) cut_links[device] = with.size();
+    const auto chosen = std::max_element(cut_links.begin(), cut_links.end(), [&](const auto& a, const auto& b) {
       return std::make_tuple(a.second, position(a.first), a.first) <
              std::make_tuple(b.second, position(b.first), b.first);
     });

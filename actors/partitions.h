@@ -2,10 +2,11 @@
 // Every node reports the pipeline peers it cannot reach (actors/peer_watch.h,
 // in its heartbeat replies); a pair where either side cannot reach the
 // other is a cut link. The judge names the devices to treat as lost so that
-// no cut link joins two devices still in use: repeatedly the device that
-// most others cannot reach (a dead or isolated one is reported by others
-// and reports nothing itself), ties broken towards a device outside the
-// plan, then the later one in plan order, then the larger id. A device it
+// no cut link joins two devices still in use: repeatedly the device on the
+// most cut links (a device cut off from several peers, or one whose view
+// is wrong and reports all of them, is the one to take out, not each of
+// its peers), ties broken towards a device outside the plan, then the
+// later one in plan order, then the larger id. A device it
 // named stays named while a cut link still touches it (it keeps watching
 // its old peers), and is back once none has for `settle` (the other end
 // may not have reported yet: nodes notice a cut at different times); while

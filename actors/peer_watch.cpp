@@ -46,6 +46,7 @@ std::vector<std::string> PeerWatch::unreachable() const {
   const auto now = Clock::now();
   std::vector<std::string> out;
   std::lock_guard<std::mutex> lock(mutex_);
+  if (now - last_tick_ > deadline_ / 2) return out;  // not run lately: a stale view (see run)
   for (const auto& [id, peer] : peers_) {
     if (now - peer.last_heard > deadline_) out.push_back(id);
   }
@@ -63,8 +64,15 @@ void PeerWatch::on_reply(uint64_t sequence, Clock::time_point at) {
 
 void PeerWatch::run() {
   std::unique_lock<std::mutex> lock(mutex_);
+  last_tick_ = Clock::now();
   while (!stop_signal_.wait_for(lock, interval_, [this] { return stopping_; })) {
     const auto now = Clock::now();
+    // This node did not run for a while (frozen, starved): the silence of
+    // its peers meanwhile proves nothing, so every peer starts afresh.
+    if (now - last_tick_ > deadline_ / 2) {
+      for (auto& [id, peer] : peers_) peer.last_heard = now;
+    }
+    last_tick_ = now;
     for (auto it = pending_.begin(); it != pending_.end();)
       it = now - it->second.second > deadline_ ? pending_.erase(it) : std::next(it);
     for (const auto& [id, peer] : peers_) {

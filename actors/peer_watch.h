@@ -7,6 +7,8 @@
 // The peers are those of the last Peers message, i.e. the devices of the
 // node's plan; a node that a re-plan left out gets no new Peers and keeps
 // watching its old ones, so it is reported back only once the link healed.
+// A node that did not run for half a deadline (frozen, starved) gives its
+// peers a fresh deadline: their silence meanwhile was its own.
 // Thread-safe; stops when destroyed.
 #pragma once
 
@@ -56,6 +58,7 @@ class PeerWatch {
   std::map<std::string, Peer> peers_;  // by device id
   std::map<uint64_t, std::pair<std::string, Clock::time_point>> pending_;  // sequence -> peer, sent
   uint64_t sequence_ = 0;
+  Clock::time_point last_tick_ = Clock::now();  // the sending thread's last round
   std::unique_ptr<HeartbeatPinger> pinger_;
   std::thread thread_;
 };

@@ -51,13 +51,17 @@ TEST(PartitionJudge, TheOtherEndReportingLateDoesNotHealTheNamedOneNorNameItsPee
   EXPECT_EQ(judge.partitioned(), std::set<std::string>{"d3"});
 }
 
-TEST(PartitionJudge, TheDeviceOthersCannotReachGoesNotTheOneReportingIt) {
-  // d1 is isolated (it reports nothing: it hears nobody's heartbeats and
-  // its own list is stale), two peers cannot reach it.
+TEST(PartitionJudge, TheDeviceOnMostCutLinksGoesNotEachOfItsPeers) {
+  // d1 is cut off from two peers; they report it.
   PartitionJudge judge;
   judge.report("d0", {"d1"});
   judge.report("d2", {"d1"});
   EXPECT_EQ(judge.judge(kAlive, kPlan, t0).partitioned, std::vector<std::string>{"d1"});
+  // d3's view is wrong (it reports every peer, nobody reports it): it goes,
+  // not its three peers.
+  PartitionJudge wrong;
+  wrong.report("d3", {"d0", "d1", "d2"});
+  EXPECT_EQ(wrong.judge(kAlive, kPlan, t0).partitioned, std::vector<std::string>{"d3"});
 }
 
 TEST(PartitionJudge, ANamedDeviceTheMonitorLostForAWhileKeepsItsCut) {
