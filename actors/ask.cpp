@@ -40,24 +40,49 @@ std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& 
   return ask(self, to, caf::make_message(messages::to_wire(request)), timeout, failure);
 }
 
+namespace {
+
+// Waits for the helper's answer to ask_atom (the request is already on its way).
+template <typename Handle>
+AskAnswer await(caf::scoped_actor& self, Handle&& handle) {
+  AskAnswer out;
+  handle.receive(
+      [&](messages::WireMessage& reply) {
+        auto decoded = messages::from_wire(std::move(reply));
+        if (!decoded.ok()) {
+          out.failure = "malformed reply: " + decoded.error;
+        } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
+          out.failure = std::string(messages::to_string(error->code)) + ": " + error->message;
+        } else {
+          out.message = std::move(decoded.message);
+        }
+      },
+      [&](caf::error& e) { out.failure = self->home_system().render(e); });
+  return out;
+}
+
+}  // namespace
+
 std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, caf::message request,
                                      std::chrono::milliseconds timeout, std::string& failure) {
-  std::optional<messages::Message> answer;
   auto helper = self->home_system().spawn(watched_request, to, std::move(request), timeout);
-  self->request(helper, caf::infinite, ask_atom::value)
-      .receive(
-          [&](messages::WireMessage& reply) {
-            auto decoded = messages::from_wire(std::move(reply));
-            if (!decoded.ok()) {
-              failure = "malformed reply: " + decoded.error;
-            } else if (auto* error = std::get_if<messages::Error>(&*decoded.message)) {
-              failure = std::string(messages::to_string(error->code)) + ": " + error->message;
-            } else {
-              answer = std::move(decoded.message);
-            }
-          },
-          [&](caf::error& e) { failure = self->home_system().render(e); });
-  return answer;
+  AskAnswer answer = await(self, self->request(helper, caf::infinite, ask_atom::value));
+  failure = std::move(answer.failure);
+  return std::move(answer.message);
+}
+
+std::vector<AskAnswer> ask_all(caf::scoped_actor& self, const std::vector<caf::actor>& to,
+                               const messages::Message& request, std::chrono::milliseconds timeout) {
+  const caf::message message = caf::make_message(messages::to_wire(request));
+  using Handle = decltype(self->request(caf::actor(), caf::infinite, ask_atom::value));
+  std::vector<Handle> handles;
+  for (const auto& target : to) {
+    auto helper = self->home_system().spawn(watched_request, target, message, timeout);
+    handles.push_back(self->request(helper, caf::infinite, ask_atom::value));
+  }
+  std::vector<AskAnswer> answers;
+  for (auto& handle : handles) answers.push_back(await(self, handle));
+  return answers;
 }
 
 }  // namespace asteroid::actors

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "messages/envelope.h"
 
@@ -27,5 +28,15 @@ std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& 
 // helper as the sender: whatever it must know of the asker goes in `request`.
 std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, caf::message request,
                                      std::chrono::milliseconds timeout, std::string& failure);
+
+// One request to several actors at once (each through its own helper, so
+// the slowest costs its deadline once, not the sum); the answers in the
+// order of `to`.
+struct AskAnswer {
+  std::optional<messages::Message> message;  // nullopt: see failure
+  std::string failure;
+};
+std::vector<AskAnswer> ask_all(caf::scoped_actor& self, const std::vector<caf::actor>& to,
+                               const messages::Message& request, std::chrono::milliseconds timeout);
 
 }  // namespace asteroid::actors

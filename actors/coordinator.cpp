@@ -94,19 +94,20 @@ struct Coordinator::Impl {
     return std::move(*answer);
   }
 
-  Node& connect(const std::string& id, bool again = false) {
+  Node& connect(const std::string& id, bool again = false, std::optional<std::chrono::milliseconds> within = {}) {
     auto found = nodes.find(id);
     if (found != nodes.end() && !again) return found->second;
+    const auto timeout = within.value_or(spec.connect_timeout);
     const planner::Device& d = device(id);
     Node node;
     node.device = &d;
     std::string failure;
-    const auto reached = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), spec.connect_timeout, failure);
+    const auto reached = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
     const std::string where = "device '" + id + "' at " + address_of(d);
     if (!reached) throw JobError(where + " is unreachable: " + failure);
     node.id = reached->id;
     node.actor = reached->actor;
-    auto info = ask(node.actor, messages::Hello{}, spec.connect_timeout, where + " did not say who it is");
+    auto info = ask(node.actor, messages::Hello{}, timeout, where + " did not say who it is");
     if (auto* i = std::get_if<messages::NodeInfo>(&info)) {
       node.info = *i;
     } else {
@@ -187,9 +188,15 @@ struct Coordinator::Impl {
       }
     }
     if (peers.peers.size() < 2) return;
-    for (const auto& peer : peers.peers) {
-      ask(connect(peer.device_id).actor, peers, spec.connect_timeout + std::chrono::seconds(5 * peers.peers.size()),
-          "device '" + peer.device_id + "' could not connect to the other devices");
+    // All nodes at once: each connects to its peers in parallel within 5 s.
+    std::vector<caf::actor> targets;
+    for (const auto& peer : peers.peers) targets.push_back(connect(peer.device_id).actor);
+    const auto answers = ask_all(self, targets, peers, spec.connect_timeout + std::chrono::seconds(5));
+    for (size_t i = 0; i < answers.size(); ++i) {
+      if (!answers[i].message) {
+        throw JobError("device '" + peers.peers[i].device_id + "' could not connect to the other devices: " +
+                       answers[i].failure);
+      }
     }
   }
 
@@ -669,7 +676,11 @@ struct Coordinator::Impl {
         if (m.stage != s || lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
         try {
           states[s] = state_from(m.actor, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
-          if (states[s]->round != at) states[s].reset();
+          if (states[s]->round != at) {
+            spdlog::warn("stage {} on device '{}' holds round {} as committed, not round {}", s, m.device,
+                         states[s]->round, at);
+            states[s].reset();
+          }
         } catch (const JobError& e) {
           spdlog::warn("{}", e.what());
         }
@@ -683,7 +694,11 @@ struct Coordinator::Impl {
         try {
           auto reply = ask(connect(m.device).actor, request, spec.connect_timeout,
                            "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'");
-          if (auto* state = std::get_if<messages::StageState>(&reply)) states[s] = std::move(*state);
+          if (auto* state = std::get_if<messages::StageState>(&reply)) {
+            states[s] = std::move(*state);
+          } else if (auto* error = std::get_if<messages::Error>(&reply)) {
+            spdlog::warn("committed state of stage {} kept by device '{}': {}", s, m.device, error->message);
+          }
         } catch (const JobError& e) {
           spdlog::warn("{}", e.what());
         }
@@ -878,7 +893,9 @@ std::map<std::string, caf::actor> Coordinator::node_actors() const {
   return out;
 }
 
-void Coordinator::reconnect(const std::string& device) { impl_->connect(device, /*again=*/true); }
+void Coordinator::reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within) {
+  impl_->connect(device, /*again=*/true, within);
+}
 
 std::set<std::string> Coordinator::reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait) {
   return impl_->reported_lost_devices(known, wait);

@@ -173,8 +173,9 @@ class Coordinator {
   const planner::Plan& plan() const;
   // The node actor of every device the coordinator connected to.
   std::map<std::string, caf::actor> node_actors() const;
-  // Connects (again) to a device, within the connect timeout. Throws JobError.
-  void reconnect(const std::string& device);
+  // Connects (again) to a device, within `within` (default: the connect
+  // timeout). Throws JobError.
+  void reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within = {});
   // The devices the heartbeat monitor (or a lost connection) reports lost
   // now, after waiting at most `wait` for news of one not in `known`.
   std::set<std::string> reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait);

@@ -141,20 +141,27 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
 // Opens a direct connection to every peer node now, so that stage actors
 // reach each other directly from their first message instead of through the
 // coordinator that introduced them (CAF's automatic connections switch
-// routes later, while messages are in flight). Each within a deadline. A
-// peer that cannot be reached now is not an error: traffic to it then takes
-// CAF's own route; the reply lists such peers for the coordinator's log.
+// routes later, while messages are in flight). All at once, each within a
+// deadline: a peer that does not answer (frozen, cut off) costs the
+// deadline once, not once per peer. A peer that cannot be reached now is
+// not an error: traffic to it then takes CAF's own route; the reply lists
+// such peers for the coordinator's log.
 messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& node, const messages::Peers& peers) {
-  std::string failed;
+  using Handle = decltype(self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5),
+                                        caf::connect_atom::value, std::string(), uint16_t{0}));
+  std::vector<std::pair<const messages::Peer*, Handle>> pending;
   for (const auto& peer : peers.peers) {
     if (peer.device_id == node.node_id) continue;
-    self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5), caf::connect_atom::value,
-                  peer.host, peer.port)
-        .receive([](const caf::node_id&, caf::strong_actor_ptr&, const std::set<std::string>&) {},
-                 [&](caf::error& e) {
-                   failed += (failed.empty() ? "" : ", ") + peer.device_id + " at " + peer.host + ":" +
-                             std::to_string(peer.port) + " (" + self->home_system().render(e) + ")";
-                 });
+    pending.emplace_back(&peer, self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5),
+                                              caf::connect_atom::value, peer.host, peer.port));
+  }
+  std::string failed;
+  for (auto& [peer, handle] : pending) {
+    handle.receive([](const caf::node_id&, caf::strong_actor_ptr&, const std::set<std::string>&) {},
+                   [&, peer = peer](caf::error& e) {
+                     failed += (failed.empty() ? "" : ", ") + peer->device_id + " at " + peer->host + ":" +
+                               std::to_string(peer->port) + " (" + self->home_system().render(e) + ")";
+                   });
   }
   if (!failed.empty()) spdlog::warn("node {}: no direct connection yet to {}", node.node_id, failed);
   return messages::Peers{};
