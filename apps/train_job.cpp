@@ -927,9 +927,13 @@ void TrainJob::print_summary() {
         "measured speedup %.2fx (job %.1f samples/s after round %zu)\n",
         out.best_single_measured_samples_per_s, out.best_single_device.c_str(), kWarmupRounds, out.speedup_measured,
         steady, kWarmupRounds);
-  for (const auto& f : r.failures)
-    say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n", f.devices.front().c_str(),
-        (unsigned long long)f.round, f.replan.c_str(), f.recovery_ms());
+  for (const auto& f : r.failures) {
+    std::string devices;  // empty when a retried recovery did not know which device failed
+    for (const auto& d : f.devices) devices += (devices.empty() ? "" : ", ") + d;
+    say("  failure of %s in round %llu: %s re-plan, recovered in %.0f ms\n",
+        devices.empty() ? "(a device, see interrupted_by)" : devices.c_str(), (unsigned long long)f.round,
+        f.replan.c_str(), f.recovery_ms());
+  }
   if (have_mechanisms) say("  emulation: %s\n", mechanisms.summary().c_str());
   say("  whole job: %.1f s; run folder: %s\n", seconds_since(job_t0), run_dir.c_str());
   out.job_seconds = seconds_since(job_t0);

@@ -72,6 +72,10 @@ struct JobSupervisor::Impl {
     std::vector<messages::StageState> states;
   };
   std::optional<RecoveredStates> recovered_cache;
+  // Returning devices that could not be reached when admitted, and when to
+  // try again.
+  std::map<std::string, std::chrono::steady_clock::time_point> readmit_at;
+  static constexpr std::chrono::milliseconds kAdmissionConnectTimeout{1000};
   std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
   uint64_t watched_deployment = 0;
   std::vector<StragglerWatch::Verdict> stragglers;
@@ -161,7 +165,9 @@ struct JobSupervisor::Impl {
   void restart(FailureRecord record, PhaseClock& phase);
 
   // Devices that came back, or new ones (unreachable when the job started),
-  // join at this round boundary. Returns the rounds committed on the way.
+  // join at this round boundary; one that does not answer within
+  // kAdmissionConnectTimeout is tried again reconnect_every later. Returns
+  // the rounds committed on the way.
   std::vector<actors::RoundReport> admit_returned();
 
   std::vector<actors::RoundReport> switch_plan(const planner::Plan& plan);

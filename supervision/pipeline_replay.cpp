@@ -339,15 +339,34 @@ void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
 
 std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
   std::vector<actors::RoundReport> reports;
+  std::set<std::string> returned = coordinator.take_returned();
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = readmit_at.begin(); it != readmit_at.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    returned.insert(it->first);
+    it = readmit_at.erase(it);
+  }
+  // Reached first, each within a short time: one that does not answer now
+  // (frozen again, still starting) is tried again later, without stopping
+  // the rounds for long or taking the others' admission with it.
   std::vector<std::string> added;
-  for (const auto& device : coordinator.take_returned()) {
-    if (lost.count(device) || awaited.count(device)) added.push_back(device);
+  for (const auto& device : returned) {
+    if (!lost.count(device) && !awaited.count(device)) continue;
+    try {
+      coordinator.reconnect(device, kAdmissionConnectTimeout);
+      added.push_back(device);
+    } catch (const JobError& e) {
+      spdlog::info("not admitting {} yet: {}; trying again in {} ms", device, e.what(), options.reconnect_every.count());
+      readmit_at[device] = now + options.reconnect_every;
+    }
   }
   if (added.empty()) return reports;
   try {
     reports = coordinator.flush();  // a clean boundary: nothing uncommitted
     after_commits(reports);
-    for (const auto& device : added) coordinator.reconnect(device);
     std::string explanation;
     const planner::Plan plan = ask_planner({}, added, &explanation);
     std::vector<messages::StageState> recovered;
@@ -372,6 +391,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     recover({}, "stage-failed", e.what(), e.device);
   } catch (const JobError& e) {
     spdlog::warn("could not admit returning devices: {}", e.what());
+    for (const auto& device : added) readmit_at[device] = std::chrono::steady_clock::now() + options.reconnect_every;
     // A redeploy that failed left no stage running: recover from the
     // states collected for the admission.
     if (!coordinator.deployed()) recover({}, "device-lost", e.what());
