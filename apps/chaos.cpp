@@ -34,7 +34,7 @@ Fault at_round(uint64_t round, const std::string& action, const std::string& dev
 }  // namespace
 
 std::vector<Fault> draw_chaos_schedule(const ChaosDraw& draw) {
-  enum Kind { kill, freeze, slow, cut, two, during, kinds };
+  enum Kind { kill, freeze, slow, cut, partition, two, during, kinds };
   std::mt19937_64 rng(draw.seed);
   std::vector<Fault> out;
   const uint64_t later = std::max<uint64_t>(1, draw.spacing / 2);
@@ -67,6 +67,17 @@ std::vector<Fault> draw_chaos_schedule(const ChaosDraw& draw) {
         out.push_back(f);
         Fault back = at_round(r + later, "heal-link", alias);
         back.peer = "hub";
+        out.push_back(back);
+        break;
+      }
+      case partition: {
+        // Two pipeline neighbours lose each other; both still reach the coordinator.
+        const std::string alias = "?pcut-" + tag, peer = "?ppeer-" + tag;
+        Fault f = at_round(r, "cut-link", alias);
+        f.peer = peer;
+        out.push_back(f);
+        Fault back = at_round(r + later, "heal-link", alias);
+        back.peer = peer;
         out.push_back(back);
         break;
       }

@@ -28,7 +28,8 @@ namespace asteroid::apps {
 // slowed, cut off); the restores that follow (restart, thaw, restore, heal)
 // are not counted. Episodes, each `spacing` rounds after the previous one,
 // are drawn from: kill then restart, freeze then thaw, slow (x2-x4) then
-// restore, cut-link from the coordinator then heal, two kills in the same
+// restore, cut-link from the coordinator then heal, cut-link between two
+// pipeline neighbours then heal (a partition), two kills in the same
 // round then both restarts, a kill and a second kill during its recovery
 // then both restarts. Victims are aliases (fault_schedule.h), resolved when
 // injected to a device whose loss the replicas allow; the restores come

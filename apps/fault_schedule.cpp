@@ -116,37 +116,60 @@ void check_faults(const std::vector<Fault>& faults, const planner::Cluster& clus
     const std::string where = source + ": faults[" + std::to_string(f.index) + "]";
     if (!f.alias() && !known(f.device))
       throw std::invalid_argument(where + ": unknown device '" + f.device + "' (the cluster has " + ids + ")");
-    if (!f.peer.empty() && f.peer != "hub" && f.peer != "*" && !known(f.peer))
+    if (!f.peer.empty() && f.peer != "hub" && f.peer != "*" && f.peer[0] != '?' && !known(f.peer))
       throw std::invalid_argument(where + ": unknown peer '" + f.peer + "' (a device id, hub or *; the cluster has " +
                                   ids + ")");
   }
 }
 
+namespace {
+
+// Every stage of `plan` keeps a member, or (a single-device stage) its
+// replica holder, when `victim` and the devices in `down` are gone.
+bool safe_to_lose(const planner::Plan& plan, const std::set<std::string>& down, const std::string& victim) {
+  auto gone = [&](const std::string& d) { return d == victim || down.count(d) > 0; };
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const auto& members = plan.stages[s].devices;
+    if (std::any_of(members.begin(), members.end(), [&](const planner::StageDevice& m) { return !gone(m.id); }))
+      continue;
+    const auto holder = members.size() == 1 ? planner::replica_holder(plan, static_cast<int>(s)) : std::nullopt;
+    if (!holder || gone(*holder)) return false;
+  }
+  return true;
+}
+
+// The stage of `device` in `plan`, or -1.
+int stage_of(const planner::Plan& plan, const std::string& device) {
+  for (size_t s = 0; s < plan.stages.size(); ++s)
+    for (const auto& m : plan.stages[s].devices)
+      if (m.id == device) return static_cast<int>(s);
+  return -1;
+}
+
+}  // namespace
+
 std::optional<std::string> pick_safe_device(const planner::Plan& plan, const std::vector<std::string>& devices,
                                             const std::set<std::string>& down, uint64_t key) {
-  auto safe_without = [&](const std::string& victim) {
-    auto gone = [&](const std::string& d) { return d == victim || down.count(d) > 0; };
-    for (size_t s = 0; s < plan.stages.size(); ++s) {
-      const auto& members = plan.stages[s].devices;
-      if (std::any_of(members.begin(), members.end(), [&](const planner::StageDevice& m) { return !gone(m.id); }))
-        continue;
-      const auto holder = members.size() == 1 ? planner::replica_holder(plan, static_cast<int>(s)) : std::nullopt;
-      if (!holder || gone(*holder)) return false;
-    }
-    return true;
-  };
-  auto in_plan = [&](const std::string& d) {
-    for (const auto& stage : plan.stages)
-      for (const auto& m : stage.devices)
-        if (m.id == d) return true;
-    return false;
-  };
   std::vector<std::string> used, idle;
   for (const auto& d : devices) {
-    if (down.count(d) || !safe_without(d)) continue;
-    (in_plan(d) ? used : idle).push_back(d);
+    if (down.count(d) || !safe_to_lose(plan, down, d)) continue;
+    (stage_of(plan, d) >= 0 ? used : idle).push_back(d);
   }
   const auto& pool = used.empty() ? idle : used;
+  if (pool.empty()) return std::nullopt;
+  return pool[key % pool.size()];
+}
+
+std::optional<std::string> pick_safe_neighbour(const planner::Plan& plan, const std::string& device,
+                                               const std::set<std::string>& down, uint64_t key) {
+  const int at = stage_of(plan, device);
+  if (at < 0) return std::nullopt;
+  std::vector<std::string> pool;
+  for (int s = std::max(at - 1, 0); s <= std::min(at + 1, static_cast<int>(plan.stages.size()) - 1); ++s) {
+    for (const auto& m : plan.stages[static_cast<size_t>(s)].devices) {
+      if (m.id != device && !down.count(m.id) && safe_to_lose(plan, down, m.id)) pool.push_back(m.id);
+    }
+  }
   if (pool.empty()) return std::nullopt;
   return pool[key % pool.size()];
 }
@@ -211,27 +234,36 @@ void FaultInjector::inject_due(size_t i, const planner::Plan& plan, const std::s
     done_[i] = true;
   }
   Fault f = faults_[i];
-  if (f.alias()) {
-    auto known = aliases_.find(f.device);
+  // Only a fault that takes a device away picks one for an alias; a restore
+  // of an alias never taken is skipped.
+  const bool takes = f.action == "kill" || f.action == "freeze" || f.action == "cut-link" || f.action == "slow";
+  std::set<std::string> down = down_;
+  down.insert(failing.begin(), failing.end());
+  auto resolve = [&](const std::string& alias, const std::function<std::optional<std::string>(uint64_t)>& pick) {
+    auto known = aliases_.find(alias);
     if (known == aliases_.end()) {
-      // Only a fault that takes a device away picks one; a restore of an
-      // alias never taken is skipped.
-      const bool takes = f.action == "kill" || f.action == "freeze" || f.action == "cut-link" || f.action == "slow";
-      std::set<std::string> down = down_;
-      down.insert(failing.begin(), failing.end());
-      std::vector<std::string> ids;
-      for (const auto& d : owner_.cluster().devices) ids.push_back(d.id);
       uint64_t key = 1469598103934665603ull;  // FNV-1a of the alias
-      for (unsigned char c : f.device) key = (key ^ c) * 1099511628211ull;
-      const auto picked = takes ? pick_safe_device(plan, ids, down, key) : std::nullopt;
-      known = aliases_.emplace(f.device, picked.value_or("")).first;
+      for (unsigned char c : alias) key = (key ^ c) * 1099511628211ull;
+      known = aliases_.emplace(alias, takes ? pick(key).value_or("") : "").first;
     }
-    if (known->second.empty()) {
-      log_line({{"round", round_.load()}, {"action", f.action}, {"device", f.device}, {"entry", f.index},
-                {"ok", false}, {"error", "skipped: no device can be taken away safely for this alias"}});
-      return;
-    }
-    f.device = known->second;
+    return known->second;
+  };
+  auto skip = [&](const std::string& why) {
+    log_line({{"round", round_.load()}, {"action", f.action}, {"device", f.device}, {"entry", f.index},
+              {"ok", false}, {"error", "skipped: " + why}});
+  };
+  if (f.alias()) {
+    std::vector<std::string> ids;
+    for (const auto& d : owner_.cluster().devices) ids.push_back(d.id);
+    const std::string device = resolve(f.device, [&](uint64_t key) { return pick_safe_device(plan, ids, down, key); });
+    if (device.empty()) return skip("no device can be taken away safely for this alias");
+    f.device = device;
+  }
+  if (!f.peer.empty() && f.peer[0] == '?') {
+    const std::string peer =
+        resolve(f.peer, [&](uint64_t key) { return pick_safe_neighbour(plan, f.device, down, key); });
+    if (peer.empty()) return skip("no pipeline neighbour of " + f.device + " can be cut off safely for this alias");
+    f.peer = peer;
   }
   inject(owner_, f);
   if (f.action == "kill" || f.action == "freeze" || (f.action == "cut-link" && (f.peer == "hub" || f.peer == "*")))

@@ -25,6 +25,10 @@
 //     plan in force a member or a replica holder (pick_safe_device); later
 //     faults naming "?a7" act on the same device. No such device: the fault
 //     and every later one of the alias are logged as skipped.
+//   {"action": "cut-link", "device": "?a7", "peer": "?b7"}: a peer alias,
+//     resolved to a pipeline neighbour of the device (a member of its stage
+//     or of an adjacent one) whose loss is safe too (pick_safe_neighbour):
+//     a partition between two devices that both still reach the coordinator.
 #pragma once
 
 #include <atomic>
@@ -81,6 +85,12 @@ void check_faults(const std::vector<Fault>& faults, const planner::Cluster& clus
 // nullopt when none is safe.
 std::optional<std::string> pick_safe_device(const planner::Plan& plan, const std::vector<std::string>& devices,
                                             const std::set<std::string>& down, uint64_t key);
+
+// A device of `plan` in the stage of `device` or an adjacent one, not
+// `device`, not in `down`, whose loss is safe as for pick_safe_device; `key`
+// picks among them. nullopt when none is (or `device` is not in the plan).
+std::optional<std::string> pick_safe_neighbour(const planner::Plan& plan, const std::string& device,
+                                               const std::set<std::string>& down, uint64_t key);
 
 // Injects a schedule into a running emulated cluster. Round faults are
 // injected by before_round() on the calling (training) thread through

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "apps/chaos.h"
@@ -79,6 +80,14 @@ TEST(ChaosDraw, DrawsEveryKindOfEpisode) {
   for (const char* a : {"kill", "restart", "freeze", "thaw", "slow", "cut-link", "heal-link"})
     EXPECT_GT(actions[a], 0) << a;
   EXPECT_GT(during, 0) << "no fault during a recovery";
+  int to_hub = 0, between_peers = 0;
+  for (const auto& f : schedule) {
+    if (f.action != "cut-link") continue;
+    to_hub += f.peer == "hub";
+    between_peers += !f.peer.empty() && f.peer[0] == '?';
+  }
+  EXPECT_GT(to_hub, 0);
+  EXPECT_GT(between_peers, 0) << "no partition between pipeline neighbours";
 }
 
 TEST(ChaosPlan, OneSingleDeviceStageAndTwoGroupsSplittingEveryMicroBatch) {
@@ -116,6 +125,21 @@ TEST(PickSafeDevice, NeverTakesTheLastCopyOfAStage) {
   for (uint64_t key = 0; key < 12; ++key) EXPECT_NE(pick_safe_device(plan, all, {"b"}, key).value_or(""), "c");
   // Everything but one of each group down: nothing else may go.
   EXPECT_FALSE(pick_safe_device(plan, all, {"a", "c", "e", "f"}, 0).has_value());
+}
+
+TEST(PickSafeNeighbour, PicksAPipelineNeighbourWhoseLossIsSafe) {
+  // a | b c | d e f: a's neighbours are b and c; c's are a, b, d, e, f.
+  const auto plan = chaos_plan({"a", "b", "c", "d", "e", "f"}, 6, 64, 4);
+  std::set<std::string> seen;
+  for (uint64_t key = 0; key < 12; ++key) seen.insert(pick_safe_neighbour(plan, "a", {}, key).value_or(""));
+  EXPECT_EQ(seen, (std::set<std::string>{"b", "c"}));
+  // With b down, c is its group's last member: a has no safe neighbour.
+  EXPECT_FALSE(pick_safe_neighbour(plan, "a", {"b"}, 0).has_value());
+  seen.clear();
+  for (uint64_t key = 0; key < 20; ++key) seen.insert(pick_safe_neighbour(plan, "c", {}, key).value_or(""));
+  EXPECT_EQ(seen.count("c"), 0u);
+  EXPECT_EQ(seen.count(""), 0u);
+  EXPECT_FALSE(pick_safe_neighbour(plan, "nobody", {}, 0).has_value());
 }
 
 TEST(ChaosReference, EachPlanStartsAtTheRoundItsEventNamesNotWhereItIsLogged) {
