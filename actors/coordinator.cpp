@@ -262,7 +262,25 @@ struct Coordinator::Impl {
       }
     }
     assign(states);
+    seed_replicas(states);
     release_due = true;
+  }
+
+  // Gives every replica holder of the plan the state its stage starts from
+  // (states[stage]), so that a single-device stage lost before the new
+  // plan's first replica lands still has a copy: the previous holder may be
+  // gone or no longer one. A holder that cannot take it counts as lost.
+  void seed_replicas(const std::vector<messages::StageState>& states) {
+    for (const auto& [stage, holder] : replica_holders()) {
+      if (stage >= states.size() || states[stage].weights.empty()) continue;
+      messages::StageState replica = states[stage];
+      replica.job_id = spec.job_id;
+      std::string failure;
+      if (!actors::ask(self, connect(holder).actor, replica, spec.deploy_timeout, failure)) {
+        throw DeviceLost(holder, "device '" + holder + "' could not take the replica of stage " +
+                                     std::to_string(stage) + ": " + failure);
+      }
+    }
   }
 
   // ------------------------------------------------------------- rounds
@@ -786,6 +804,7 @@ struct Coordinator::Impl {
     compute_ms.clear();  // a replayed round's reports of the old plan must not add up with the new
     ++deployments;
     assign(states);
+    seed_replicas(states);
     release_due = true;
   }
 

@@ -163,6 +163,9 @@ class Coordinator {
   // plan are stopped. Throws JobError; then no stage actor of either plan
   // is left running (deployed() is false).
   // With `respawn`, every member is spawned anew (none stays in place).
+  // Deploying with states also gives each replica holder of the new plan
+  // its stage's state at once (a stage lost before the plan's first replica
+  // lands is recovered from it; the chaos campaign lost one that way).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                 const std::set<std::string>& lost_devices, bool respawn = false);
   // Rolls the job back to committed round `round` (older than the last

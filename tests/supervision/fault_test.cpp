@@ -13,11 +13,13 @@
 
 #include <filesystem>
 #include <functional>
+#include <numeric>
 
 #include "actors/system_config.h"
 #include "compute/dataset.h"
 #include "compute/evaluate.h"
 #include "compute/profiler.h"
+#include "planner/cost_model.h"
 #include "messages/tensor_codec.h"
 #include "supervision/checkpoint.h"
 #include "supervision/job_supervisor.h"
@@ -305,6 +307,49 @@ TEST(PipelineReplay, ADeviceLostAfterTheLastCommitLosesNothing) {
   ASSERT_EQ(run.failures.size(), 1u);
   EXPECT_EQ(run.failures[0].replan, "final-state");
   EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d3"});
+}
+
+TEST(PipelineReplay, AStageLostBeforeItsNewHolderGotAReplicaIsRecovered) {
+  // The job switches to a plan whose single-device stages hold each
+  // other's replicas; d4 dies before the new plan has run a round, so no
+  // replica of its stage was ever shipped under it. Deploying gave d0 the
+  // state d4's stage started from, and the job recovers from it.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"});
+  actors::AsteroidConfig config;
+  caf::actor_system system(config);
+  actors::JobSpec spec;
+  spec.cluster = nodes.cluster();
+  spec.plan = three_stage_plan();
+  spec.model = kModel;
+  spec.job_id = "seeded-replica";
+  SupervisionOptions options;
+  options.profile = uniform_profile(layer_infos(), spec.cluster);
+  options.reconnect_every = std::chrono::milliseconds(50);
+  options.heartbeat.deadline = std::chrono::milliseconds(2000);
+  JobSupervisor job(system, spec, options);
+  job.start();
+  Plan second = three_stage_plan();
+  second.stages = {Stage{0, 3, {{"d0", 8}}}, Stage{3, 6, {{"d4", 8}}}};
+  ASSERT_EQ(planner::replica_holder(second, 1).value_or(""), "d0");
+  std::vector<uint64_t> rounds;
+  bool switched = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (job.committed_rounds() < kRounds) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "training did not finish in time";
+    if (!switched && job.next_round() == 4) {
+      for (const auto& r : job.switch_plan(second)) rounds.push_back(r.round);
+      switched = true;
+      nodes.process("d4").signal(SIGKILL);
+    }
+    const auto step = job.next_round() < kRounds ? job.run_round() : job.flush();
+    for (const auto& r : step) rounds.push_back(r.round);
+  }
+  std::vector<uint64_t> expected(kRounds);
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(rounds, expected);
+  ASSERT_EQ(job.failures().size(), 1u);
+  EXPECT_EQ(job.failures()[0].devices, std::vector<std::string>{"d4"});
+  EXPECT_FALSE(uses(job.plan(), "d4"));
 }
 
 TEST(PipelineReplay, HeavyReplanAlsoRecovers) {
