@@ -15,6 +15,7 @@
 #include "apps/testbed/presets.h"
 #include "apps/testbed/process.h"
 #include "compute/model_zoo.h"
+#include "compute/profiler.h"
 #include "compute/weights_io.h"
 #include "planner/json_io.h"
 
@@ -273,6 +274,7 @@ void run_training(const ChaosOptions& o, const std::string& bin, const std::stri
                                    "--model",  o.model,     "--batch", std::to_string(o.batch),
                                    "--seed",   std::to_string(o.draw.seed),
                                    "--plan",   (fs::path(o.out) / "plan.json").string(),
+                                   "--profile", (fs::path(o.out) / "profile.json").string(),
                                    "--wire",   "exact",     "--no-baseline", "--no-plots",
                                    "--out",    run,         "--weights-out", run + "/weights.bin"};
   argv.insert(argv.end(), extra.begin(), extra.end());
@@ -306,6 +308,17 @@ ChaosReport run_chaos(const ChaosOptions& o) {
   for (const auto& d : testbed::make_preset(o.env, preset).devices) devices.push_back(d.id);
   const planner::Plan plan = chaos_plan(devices, compute::layer_count(o.model), o.batch, o.microbatches);
   planner::save_plan(plan, (fs::path(o.out) / "plan.json").string());
+  // Re-plans (after a loss, at an admission) price plans with this
+  // machine's per-layer times on every device. Without a profile a plan
+  // given by hand is re-planned with the uniform placeholder, whose
+  // near-zero compute makes one device always best: a campaign's plan
+  // collapsed to one device and most later faults hit idle devices.
+  compute::ProfileOptions profiling;
+  profiling.batches = {1, 4, 16, 64};
+  const planner::Profile measured = compute::profile_model(o.model, devices.front(), profiling);
+  planner::Profile profile = measured;
+  for (const auto& id : devices) profile.devices[id] = measured.devices.at(devices.front());
+  planner::save_profile(profile, (fs::path(o.out) / "profile.json").string());
   const auto schedule = draw_chaos_schedule(o.draw);
   const uint64_t rounds = chaos_rounds(schedule, o.draw.spacing);
   const std::string faults_path = (fs::path(o.out) / "faults.json").string();
