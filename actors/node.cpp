@@ -264,28 +264,41 @@ int run_node(const NodeOptions& options) {
   AsteroidConfig config(SystemOptions{}, node);
   caf::actor_system system(config);
   auto actor = system.spawn(node_actor, node);
-  auto port = system.middleman().publish(actor, options.port, options.host.c_str(), true);
-  if (!port) {
-    spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port,
-                  system.render(port.error()));
-    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-    return 1;
-  }
-  // Heartbeats on UDP at the same port number (heartbeat_datagram.h), up
-  // before the node says it listens, so a monitor never misses the first.
+  // TCP (CAF) and UDP (heartbeats, heartbeat_datagram.h) on the same port
+  // number, the UDP side up before the node says it listens, so a monitor
+  // never misses the first heartbeat. With port 0 the TCP port is any free
+  // one, and its number may be taken on UDP (by another process's
+  // heartbeat socket): then another port is tried.
+  std::weak_ptr<PeerWatch> watch = node->peer_watch;
+  auto unreachable = [watch] {
+    auto w = watch.lock();
+    return w ? w->unreachable() : std::vector<std::string>{};
+  };
   std::unique_ptr<HeartbeatResponder> heartbeats;
-  try {
-    std::weak_ptr<PeerWatch> watch = node->peer_watch;
-    heartbeats = std::make_unique<HeartbeatResponder>(options.host, *port, options.id, [watch] {
-      auto w = watch.lock();
-      return w ? w->unreachable() : std::vector<std::string>{};
-    });
-  } catch (const std::exception& e) {
-    spdlog::error("asteroid node {}: {}", options.id, e.what());
-    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-    return 1;
+  uint16_t port = 0;
+  for (int attempt = 1; !heartbeats; ++attempt) {
+    auto published = system.middleman().publish(actor, options.port, options.host.c_str(), true);
+    if (!published) {
+      spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port,
+                    system.render(published.error()));
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    port = *published;
+    try {
+      heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable);
+    } catch (const std::exception& e) {
+      if (options.port == 0 && attempt < 8) {
+        spdlog::info("asteroid node {}: {}; trying another port", options.id, e.what());
+        system.middleman().unpublish(actor, port);
+        continue;
+      }
+      spdlog::error("asteroid node {}: {}", options.id, e.what());
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      return 1;
+    }
   }
-  std::printf("asteroid node %s listening on %s:%u\n", options.id.c_str(), options.host.c_str(), *port);
+  std::printf("asteroid node %s listening on %s:%u\n", options.id.c_str(), options.host.c_str(), port);
   std::fflush(stdout);
 
   int signal = 0;

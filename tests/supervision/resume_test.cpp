@@ -7,11 +7,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+
 #include <filesystem>
+#include <functional>
+#include <limits>
 #include <algorithm>
 #include <fstream>
 #include <thread>
 
+#include "actors/ask.h"
+#include "actors/connect.h"
+#include "actors/system_config.h"
 #include "planner/json_io.h"
 #include "supervision/checkpoint.h"
 #include "tests/support/local_nodes.h"
@@ -77,11 +85,33 @@ int run_to_end(std::vector<std::string> argv) {
 
 using Rounds = std::vector<std::pair<int64_t, double>>;
 
+// The lowest, over the nodes, of the newest round each committed of `job`
+// (-1 when one has committed none or does not answer).
+int64_t oldest_commit_on_nodes(caf::actor_system& system, const planner::Cluster& cluster, const std::string& job) {
+  caf::scoped_actor self(system);
+  int64_t oldest = std::numeric_limits<int64_t>::max();
+  for (const auto& d : cluster.devices) {
+    std::string failure;
+    auto node = actors::connect_node(system, self, d.host, static_cast<uint16_t>(d.port), std::chrono::seconds(5),
+                                     failure);
+    if (!node) return -1;
+    auto answer = actors::ask(self, node->actor, messages::KeptRequest{job}, std::chrono::seconds(5), failure);
+    auto* list = answer ? std::get_if<messages::KeptList>(&*answer) : nullptr;
+    if (!list) return -1;
+    int64_t newest = -1;
+    for (const auto& e : list->entries)
+      if (e.committed) newest = std::max(newest, static_cast<int64_t>(e.round));
+    oldest = std::min(oldest, newest);
+  }
+  return oldest;
+}
+
 // Runs the job of `rounds` rounds uninterrupted for reference (its rounds
 // are returned), then the same job, checkpointing every `checkpoint_every`
-// rounds, with its coordinator killed once `logged` rounds are in `metrics`.
+// rounds, with its coordinator killed once `logged` rounds are in `metrics`
+// and `ready()` holds.
 Rounds reference_and_killed_job(const Paths& p, const fs::path& metrics, int checkpoint_every, size_t logged,
-                                int rounds = kRounds) {
+                                int rounds = kRounds, const std::function<bool()>& ready = [] { return true; }) {
   auto reference_args = train_args(p, (p.dir / "reference.jsonl").string(), checkpoint_every, rounds);
   reference_args.insert(reference_args.end(), {"--plan", p.plan.string(), "--job-id", "reference"});
   EXPECT_EQ(run_to_end(reference_args), 0);
@@ -95,7 +125,7 @@ Rounds reference_and_killed_job(const Paths& p, const fs::path& metrics, int che
   options.die_with_parent = true;
   auto coordinator = testbed::Subprocess::spawn(options);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  while (rounds_in(metrics).size() < logged) {
+  while (rounds_in(metrics).size() < logged || !ready()) {
     if (!coordinator.running()) throw std::runtime_error("the coordinator ended before it could be killed");
     if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no progress");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a file the coordinator writes
@@ -149,7 +179,13 @@ TEST(CoordinatorRestart, ResumesFromTheNodesStatesWhenNewerThanTheCheckpoint) {
   LocalNodes nodes({"d0", "d1", "d2", "d3"});
   const Paths p(nodes, "nodes");
   const fs::path metrics = p.dir / "metrics.jsonl";
-  const Rounds reference = reference_and_killed_job(p, metrics, 10, 12, kLong);
+  // Killed once every node has committed round 11 or later: a round the
+  // coordinator logged may not have had its commit delivered yet, and a
+  // group keeps no replica, so only delivered commits count.
+  actors::AsteroidConfig config;
+  caf::actor_system system(config);
+  const auto everyone_committed_11 = [&] { return oldest_commit_on_nodes(system, nodes.cluster(), "killed") >= 11; };
+  const Rounds reference = reference_and_killed_job(p, metrics, 10, 12, kLong, everyone_committed_11);
   const Rounds before = rounds_in(metrics);
   const size_t logged = before.size();
   const int64_t checkpoint_round = read_checkpoint((p.dir / "checkpoint.bin").string()).job.at("round").get<int64_t>();
