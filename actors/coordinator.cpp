@@ -846,7 +846,12 @@ struct Coordinator::Impl {
     }
     const auto deadline = Clock::now() + spec.connect_timeout;
     while (kept_bytes.size() < asked && Clock::now() < deadline) {
-      receive_one(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()), /*in_round=*/false);
+      try {
+        receive_one(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+                    /*in_round=*/false);
+      } catch (const JobError& e) {
+        spdlog::warn("coordinator: after the job: {}", e.what());  // a stage's late error: the job is done
+      }
     }
     if (kept_bytes.size() < asked) {
       spdlog::warn("coordinator: {} of {} node(s) did not confirm releasing job {}'s states", asked - kept_bytes.size(),
