@@ -309,10 +309,13 @@ ChaosReport run_chaos(const ChaosOptions& o) {
   const planner::Plan plan = chaos_plan(devices, compute::layer_count(o.model), o.batch, o.microbatches);
   planner::save_plan(plan, (fs::path(o.out) / "plan.json").string());
   // Re-plans (after a loss, at an admission) price plans with this
-  // machine's per-layer times on every device. Without a profile a plan
-  // given by hand is re-planned with the uniform placeholder, whose
-  // near-zero compute makes one device always best: a campaign's plan
-  // collapsed to one device and most later faults hit idle devices.
+  // machine's per-layer times, the same on every device. Without a profile
+  // a plan given by hand is re-planned with the uniform placeholder, whose
+  // near-zero compute makes one device always best; with each device's
+  // emulated speed, nx-0 alone is best for fmnist-cnn. Either way the plan
+  // collapsed to one device and most later faults hit idle devices
+  // (bench/results/chaos-20261204-1616 and -1651). Equal speeds keep every
+  // device worth using; the straggler watch then reads the Nanos as slow.
   compute::ProfileOptions profiling;
   profiling.batches = {1, 4, 16, 64};
   const planner::Profile measured = compute::profile_model(o.model, devices.front(), profiling);
