@@ -17,6 +17,9 @@ using peers_atom = caf::atom_constant<caf::atom("peers")>;
 // (status_atom) -> std::string: the running job's status as JSON
 // (Coordinator::status), answered while rounds run.
 using status_atom = caf::atom_constant<caf::atom("status")>;
+// (ask_reply_atom, uint64_t ticket, WireMessage | caf::error): the answer of
+// a request made through actors::ask (actors/ask.h) to its asker.
+using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 

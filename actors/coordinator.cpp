@@ -85,13 +85,39 @@ struct Coordinator::Impl {
   }
 
   // Sends `request` and waits for one envelope in reply, at most `timeout`.
-  // Returns the decoded reply or throws JobError with `what` and the reason.
+  // Returns the decoded reply or throws JobError with `what` and the reason;
+  // DeviceLost when `device` (the target's) is reported lost meanwhile.
   messages::Message ask(const caf::actor& to, const messages::Message& request, std::chrono::milliseconds timeout,
-                        const std::string& what) {
+                        const std::string& what, const std::string& device = "") {
     std::string failure;
-    auto answer = actors::ask(self, to, request, timeout, failure);
+    auto answer = actors::ask(self, to, request, timeout, failure, abandon_if_lost({device}));
+    throw_if_abandoned(what + ": " + failure);
     if (!answer) throw JobError(what + ": " + failure);
     return std::move(*answer);
+  }
+
+  // What an ask does with the heartbeat monitor's verdicts while it waits:
+  // remembers each (as receive_one does outside a round) and abandons the
+  // ask when the device is one of `targets` (a frozen node never answers,
+  // and waiting for its deadline would stall the recovery).
+  std::string abandoned_for;
+  LossHandler abandon_if_lost(std::set<std::string> targets) {
+    abandoned_for.clear();
+    return [this, targets = std::move(targets)](const std::string& device) {
+      returned.erase(device);
+      reported_lost.insert(device);
+      if (targets.count(device)) {
+        abandoned_for = device;
+        return true;
+      }
+      lost_between.insert(device);
+      return false;
+    };
+  }
+  void throw_if_abandoned(const std::string& what) {
+    if (abandoned_for.empty()) return;
+    const std::string device = std::exchange(abandoned_for, std::string());
+    throw DeviceLost(device, what);
   }
 
   Node& connect(const std::string& id, bool again = false, std::optional<std::chrono::milliseconds> within = {}) {
@@ -107,7 +133,7 @@ struct Coordinator::Impl {
     if (!reached) throw JobError(where + " is unreachable: " + failure);
     node.id = reached->id;
     node.actor = reached->actor;
-    auto info = ask(node.actor, messages::Hello{}, timeout, where + " did not say who it is");
+    auto info = ask(node.actor, messages::Hello{}, timeout, where + " did not say who it is", id);
     if (auto* i = std::get_if<messages::NodeInfo>(&info)) {
       node.info = *i;
     } else {
@@ -191,7 +217,11 @@ struct Coordinator::Impl {
     // All nodes at once: each connects to its peers in parallel within 5 s.
     std::vector<caf::actor> targets;
     for (const auto& peer : peers.peers) targets.push_back(connect(peer.device_id).actor);
-    const auto answers = ask_all(self, targets, peers, spec.connect_timeout + std::chrono::seconds(5));
+    std::set<std::string> devices;
+    for (const auto& peer : peers.peers) devices.insert(peer.device_id);
+    const auto answers = ask_all(self, targets, peers, spec.connect_timeout + std::chrono::seconds(5),
+                                 abandon_if_lost(devices));
+    throw_if_abandoned("device '" + abandoned_for + "' stopped answering heartbeats while the plan's devices connected");
     for (size_t i = 0; i < answers.size(); ++i) {
       if (!answers[i].message) {
         throw JobError("device '" + peers.peers[i].device_id + "' could not connect to the other devices: " +
@@ -229,10 +259,11 @@ struct Coordinator::Impl {
           self, m.actor,
           caf::make_message(messages::to_wire(a), prev, handles_of(m.stage), handles_of(m.stage + 1), holder,
                             caf::actor_cast<caf::actor>(self)),
-          spec.deploy_timeout, failure);
+          spec.deploy_timeout, failure, abandon_if_lost({m.device}));
       if (!accepted) {
         const std::string what = "device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (" +
                                  range_text(spec.plan.stages[m.stage]) + "): " + failure;
+        throw_if_abandoned(what);
         if (failure.find("went down") != std::string::npos) throw DeviceLost(m.device, what);
         throw JobError(what);
       }
@@ -276,7 +307,8 @@ struct Coordinator::Impl {
       messages::StageState replica = states[stage];
       replica.job_id = spec.job_id;
       std::string failure;
-      if (!actors::ask(self, connect(holder).actor, replica, spec.deploy_timeout, failure)) {
+      if (!actors::ask(self, connect(holder).actor, replica, spec.deploy_timeout, failure, abandon_if_lost({holder}))) {
+        abandoned_for.clear();
         throw DeviceLost(holder, "device '" + holder + "' could not take the replica of stage " +
                                      std::to_string(stage) + ": " + failure);
       }
@@ -504,6 +536,8 @@ struct Coordinator::Impl {
           rejudge = true;
         },
         [&](status_atom) -> std::string { return status(); },
+        [](ask_reply_atom, uint64_t, WireMessage&) {},  // the late answer of an abandoned ask
+        [](ask_reply_atom, uint64_t, caf::error&) {},
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
     if (rejudge || !partitions.partitioned().empty()) judge_partitions();  // a heal settles with time
     if (!in_round) {
@@ -603,8 +637,8 @@ struct Coordinator::Impl {
 
   // ------------------------------------------------------------- states
 
-  messages::StageState state_from(const caf::actor& actor, uint64_t at, const std::string& what) {
-    auto reply = ask(actor, messages::StateRequest{at}, spec.deploy_timeout, what);
+  messages::StageState state_from(const Member& m, uint64_t at, const std::string& what) {
+    auto reply = ask(m.actor, messages::StateRequest{at}, spec.deploy_timeout, what, m.device);
     auto* state = std::get_if<messages::StageState>(&reply);
     if (!state) throw JobError(what + ": answered with " + messages::kind_name(reply));
     return std::move(*state);
@@ -615,7 +649,7 @@ struct Coordinator::Impl {
     for (const Member& m : members) {
       if (m.member != 0 && !every_member) continue;
       try {
-        states.push_back(state_from(m.actor, ledger.committed().value_or(0),
+        states.push_back(state_from(m, ledger.committed().value_or(0),
                                     "could not fetch the weights of stage " + std::to_string(m.stage) +
                                         " from device '" + m.device + "'"));
       } catch (const JobError& e) {
@@ -672,7 +706,7 @@ struct Coordinator::Impl {
       if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
       try {
         ask(m.actor, messages::StateRequest{ledger.committed().value_or(0)}, spec.connect_timeout,
-            "device '" + m.device + "' did not confirm the abort");
+            "device '" + m.device + "' did not confirm the abort", m.device);
       } catch (const JobError& e) {
         throw DeviceLost(m.device, e.what());
       }
@@ -693,7 +727,7 @@ struct Coordinator::Impl {
       for (const Member& m : members) {
         if (m.stage != s || lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
         try {
-          states[s] = state_from(m.actor, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
+          states[s] = state_from(m, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
           if (states[s]->round != at) {
             spdlog::warn("stage {} on device '{}' holds round {} as committed, not round {}", s, m.device,
                          states[s]->round, at);
@@ -711,7 +745,8 @@ struct Coordinator::Impl {
                                          static_cast<uint32_t>(stage.end), at};
         try {
           auto reply = ask(connect(m.device).actor, request, spec.connect_timeout,
-                           "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'");
+                           "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'",
+                           m.device);
           if (auto* state = std::get_if<messages::StageState>(&reply)) {
             states[s] = std::move(*state);
           } else if (auto* error = std::get_if<messages::Error>(&reply)) {
@@ -728,7 +763,8 @@ struct Coordinator::Impl {
                                            static_cast<uint32_t>(stage.end), at};
           try {
             auto reply = ask(connect(holder->second).actor, request, spec.deploy_timeout,
-                             "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'");
+                             "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'",
+                             holder->second);
             if (auto* state = std::get_if<messages::StageState>(&reply)) states[s] = std::move(*state);
           } catch (const JobError& e) {
             spdlog::warn("{}", e.what());

@@ -192,6 +192,7 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
             node->store_replica(std::move(m));
             return ack;
           } else if constexpr (std::is_same_v<T, messages::Peers>) {
+            node->crash_point("peers", node->peers_asked++);
             if (node->peer_watch) node->peer_watch->set_peers(m.peers);
             return connect_peers(self, *node, m);
           } else if constexpr (std::is_same_v<T, messages::ReplicaRequest>) {
@@ -249,10 +250,12 @@ int run_node(const NodeOptions& options) {
                                             options.cpu_share);
 
   node->torch_threads = options.threads;
-  if (!options.crash_at.empty()) {
-    const auto colon = options.crash_at.find(':');
-    node->crash_event = options.crash_at.substr(0, colon);
-    node->crash_round = colon == std::string::npos ? 0 : std::stoll(options.crash_at.substr(colon + 1));
+  const std::string& fault_at = options.crash_at.empty() ? options.freeze_at : options.crash_at;
+  if (!fault_at.empty()) {
+    const auto colon = fault_at.find(':');
+    node->crash_event = fault_at.substr(0, colon);
+    node->crash_round = colon == std::string::npos ? 0 : std::stoll(fault_at.substr(colon + 1));
+    node->crash_signal = options.crash_at.empty() ? SIGSTOP : SIGKILL;
   }
   try {
     node->peer_watch = std::make_shared<PeerWatch>(options.id, std::chrono::milliseconds(options.peer_interval_ms),

@@ -18,7 +18,8 @@ struct NodeOptions {
   double memory_mb = 0;          // budget; 0: unlimited
   double cpu_share = 0;          // in-process throttle; 0: none
   int threads = 1;               // at::set_num_threads
-  std::string crash_at;          // "EVENT:ROUND" (fault injection), empty: never
+  std::string crash_at;          // "EVENT:ROUND" (fault injection: SIGKILL), empty: never
+  std::string freeze_at;         // "EVENT:ROUND" (fault injection: SIGSTOP), empty: never
   // Heartbeats to the pipeline peers (actors/peer_watch.h): one every
   // interval; a peer silent for the deadline is reported unreachable.
   int peer_interval_ms = 200;

@@ -24,8 +24,9 @@ NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
 void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) const {
   const uint64_t at = static_cast<uint64_t>(crash_round);
   if (crash_round >= 0 && (at == round || (or_later && round > at)) && crash_event == event) {
-    spdlog::warn("node {}: crashing at {} of round {} as asked (--crash-at)", node_id, event, round);
-    std::raise(SIGKILL);
+    spdlog::warn("node {}: {} at {} of round {} as asked", node_id, crash_signal == SIGSTOP ? "freezing" : "crashing",
+                 event, round);
+    std::raise(crash_signal);
   }
 }
 

@@ -3,6 +3,7 @@
 // that would exceed it) and its in-process CPU throttle, if any. Thread-safe.
 #pragma once
 
+#include <csignal>
 #include <caf/actor_addr.hpp>
 
 #include "actors/kept_states.h"
@@ -48,8 +49,12 @@ struct NodeContext {
   // ROUND > 0, a re-deployment during a recovery), or when a stage here is
   // first asked for its state of ROUND or later (`state`: a checkpoint, the
   // end of the job, an abort's confirmation or a recovery).
+  // `peers`: when the node is asked to connect to its plan's peers for the
+  // ROUND-th time (0: the first deployment). `--freeze-at` SIGSTOPs instead.
   std::string crash_event;
   int64_t crash_round = -1;
+  int crash_signal = SIGKILL;  // SIGSTOP for --freeze-at
+  uint64_t peers_asked = 0;
   void crash_point(const char* event, uint64_t round, bool or_later = false) const;
 
   // Wraps every compute call of the stages hosted here (a no-op unless the

@@ -23,19 +23,27 @@ void add_node_command(CLI::App& app) {
                   "ms without an answer after which a pipeline peer counts as unreachable (a partition)")
       ->capture_default_str()
       ->check(CLI::Range(100, 600000));
-  cmd->add_option("--crash-at", options->crash_at,
-                  "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
-                  "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step; or assign: a stage here "
-                  "assigned to start at ROUND or later; or state: a stage here asked for its state of ROUND or later)")
-      ->check([](const std::string& v) {
-        const auto colon = v.find(':');
-        const std::string event = v.substr(0, colon);
-        const bool known = event == "forward" || event == "backward" || event == "allreduce" || event == "replicate" ||
-                           event == "step" || event == "assign" || event == "state";
-        const bool number = colon != std::string::npos && colon + 1 < v.size() &&
-                            v.find_first_not_of("0123456789", colon + 1) == std::string::npos;
-        return known && number ? std::string() : "expected EVENT:ROUND, e.g. allreduce:3";
-      });
+  auto fault_point = [](const std::string& v) {
+    const auto colon = v.find(':');
+    const std::string event = v.substr(0, colon);
+    const bool known = event == "forward" || event == "backward" || event == "allreduce" || event == "replicate" ||
+                       event == "step" || event == "assign" || event == "state" || event == "peers";
+    const bool number = colon != std::string::npos && colon + 1 < v.size() &&
+                        v.find_first_not_of("0123456789", colon + 1) == std::string::npos;
+    return known && number ? std::string() : "expected EVENT:ROUND, e.g. allreduce:3";
+  };
+  auto* crash =
+      cmd->add_option("--crash-at", options->crash_at,
+                      "Fault injection: SIGKILL this node when a stage reaches EVENT in round ROUND "
+                      "(EVENT:ROUND, EVENT one of forward, backward, allreduce, replicate, step; or assign: a stage "
+                      "here assigned to start at ROUND or later; or state: a stage here asked for its state of ROUND "
+                      "or later; or peers: the node asked to connect to its plan peers for the ROUND-th time, "
+                      "counting from 0)")
+          ->check(fault_point);
+  cmd->add_option("--freeze-at", options->freeze_at,
+                  "Fault injection: SIGSTOP this node (frozen until SIGCONT) at EVENT:ROUND, as --crash-at")
+      ->check(fault_point)
+      ->excludes(crash);
   cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 

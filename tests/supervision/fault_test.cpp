@@ -280,6 +280,25 @@ TEST(PipelineReplay, ADeviceLostDuringTheRedeployIsRecoveredOnTheSurvivors) {
   EXPECT_FALSE(uses(run.final_plan, "d2"));
 }
 
+TEST(PipelineReplay, ADeviceFrozenWhileTheRedeployConnectsIsLostByTheHeartbeatVerdict) {
+  // d2 dies in round 5; d1 freezes when the redeploy asks it to connect to
+  // its new plan's peers. A frozen node never answers and never goes down:
+  // the heartbeat monitor's verdict ends the wait, not the connection
+  // request's deadline, and the recovery starts again without d1.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {},
+                   {{"d2", {"--crash-at", "backward:5"}}, {"d1", {"--freeze-at", "peers:1"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_GE(run.failures.size(), 2u);
+  EXPECT_EQ(run.failures.front().replan, "interrupted");
+  EXPECT_NE(run.failures.front().interrupted_by.find("device 'd1' stopped answering heartbeats while the plan's "
+                                                     "devices connected"),
+            std::string::npos)
+      << run.failures.front().interrupted_by;
+  EXPECT_FALSE(uses(run.final_plan, "d1"));
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
+}
+
 TEST(PipelineReplay, ADeviceLostWhileACheckpointFetchesStatesIsRecovered) {
   // Checkpoints fall due every 3 rounds; d3 (the last stage, alone) dies
   // when the first checkpoint from round 4 on asks for its state. The rounds
