@@ -76,13 +76,23 @@ void NodeContext::stop_stages() {
   for (const auto& stage : stages) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
 }
 
-std::shared_ptr<const compute::Dataset> NodeContext::training_data(const std::string& model) {
+NodeContext::DataFuture NodeContext::open_data(const std::string& model) {
   const std::string key = compute::find_model(model).dataset;
   std::lock_guard<std::mutex> lock(data_mutex_);
   auto& data = data_[key];
-  if (!data) data = compute::open_dataset(model, compute::Split::train);
+  if (!data.valid()) {
+    data = std::async(std::launch::async, [model]() -> std::shared_ptr<const compute::Dataset> {
+             return compute::open_dataset(model, compute::Split::train);
+           }).share();
+  }
   return data;
 }
+
+std::shared_ptr<const compute::Dataset> NodeContext::training_data(const std::string& model) {
+  return open_data(model).get();
+}
+
+void NodeContext::prefetch_training_data(const std::string& model) { open_data(model); }
 
 void NodeContext::keep_committed(const messages::StageState& state) {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -13,6 +13,7 @@
 #include "messages/envelope.h"
 
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,8 +38,12 @@ struct NodeContext {
   int torch_threads = 1;
   // The training data of `model`, opened once per node and shared by the
   // stage actors that read it (a stage re-deployed or respawned here after
-  // a failure does not read the files again).
+  // a failure does not read the files again). Throws what opening threw.
   std::shared_ptr<const compute::Dataset> training_data(const std::string& model);
+  // Starts opening it in the background, if not yet done: a member of a
+  // later stage may become a first stage in a re-plan, which then need not
+  // wait for the files.
+  void prefetch_training_data(const std::string& model);
 
   // Fault injection for experiments and tests (`asteroid node --crash-at
   // EVENT:ROUND`): the node SIGKILLs itself when one of its stages reaches
@@ -97,8 +102,10 @@ struct NodeContext {
   uint64_t reserved_bytes_ = 0;
   std::vector<caf::actor_addr> stages_;
   KeptStates kept_;
-  std::mutex data_mutex_;  // held while a data set loads, apart from the rest
-  std::map<std::string, std::shared_ptr<const compute::Dataset>> data_;
+  using DataFuture = std::shared_future<std::shared_ptr<const compute::Dataset>>;
+  DataFuture open_data(const std::string& model);
+  std::mutex data_mutex_;  // guards data_, apart from the rest
+  std::map<std::string, DataFuture> data_;  // by data set; each opened on a thread of its own
 };
 
 }  // namespace asteroid::actors

@@ -170,6 +170,7 @@ class StageMember {
                                                       static_cast<int>(a.layer_end), a.seed, to_config(a.optimizer));
         if (!a.initial_state.weights.empty()) load_state(*model, a.initial_state);
         if (a.stage == 0 && !data_) data_ = node_->training_data(a.model);
+        if (a.stage != 0) node_->prefetch_training_data(a.model);
       } catch (const std::exception& e) {
         return error(messages::ErrorCode::invalid_request, e.what());
       }
