@@ -180,7 +180,7 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
           if constexpr (std::is_same_v<T, messages::Hello>) {
             return node->info();
           } else if constexpr (std::is_same_v<T, messages::Heartbeat>) {
-            return messages::Heartbeat{node->node_id, m.sequence, now_us()};
+            return messages::Heartbeat{node->node_id, m.sequence, now_us(), {}};
           } else if constexpr (std::is_same_v<T, messages::ProfileRequest>) {
             return profile(*node, m);
           } else if constexpr (std::is_same_v<T, messages::LinkProbe>) {

@@ -125,7 +125,7 @@ void send_heartbeat(Self* self, const std::string& device) {
   auto endpoint = s.pinger ? s.endpoints.find(device) : s.endpoints.end();
   if (endpoint != s.endpoints.end()) {
     std::string why;
-    if (s.pinger->send(endpoint->second, messages::Heartbeat{"monitor", sequence, 0}, &why))
+    if (s.pinger->send(endpoint->second, messages::Heartbeat{"monitor", sequence, 0, {}}, &why))
       s.pending[sequence] = Pending{device, sent};
     else
       spdlog::debug("heartbeat monitor: {}", why);  // silence is judged by the deadline
@@ -134,7 +134,7 @@ void send_heartbeat(Self* self, const std::string& device) {
   auto node = s.nodes.find(device);
   if (node == s.nodes.end()) return;
   self->request(node->second, s.tracker.options().deadline,
-                messages::to_wire(messages::Heartbeat{"monitor", sequence, 0}))
+                messages::to_wire(messages::Heartbeat{"monitor", sequence, 0, {}}))
       .then([=](messages::WireMessage&) { heard(self, device, sent, Clock::now()); },
             [](caf::error&) {});  // silence is judged by the deadline
 }

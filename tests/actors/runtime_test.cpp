@@ -168,8 +168,9 @@ TEST_F(Runtime, AnswersAStatusRequestWhileRoundsRun) {
   const auto status = nlohmann::json::parse(reply);
   EXPECT_LT(status["next_round"].get<uint64_t>(), rounds_run) << reply;
   EXPECT_EQ(status["last_committed"].is_null(), status["last_loss"].is_null()) << reply;
-  if (!status["last_committed"].is_null())
+  if (!status["last_committed"].is_null()) {
     EXPECT_LT(status["last_committed"].get<uint64_t>(), status["next_round"].get<uint64_t>()) << reply;
+  }
   EXPECT_EQ(status["plan"]["stages"].size(), 2u) << reply;
   EXPECT_EQ(status["devices"]["d0"], "in use");
   EXPECT_EQ(status["devices"]["d1"], "in use");

@@ -156,7 +156,7 @@ PathResult measure(const planner::Device& device, HeartbeatTransport transport) 
         self->request(node, 60s, messages::to_wire(messages::ReplicaRequest{kJob, layer, layer + 1, 1})));
   }
   const auto probe_sent = SteadyClock::now();
-  auto probe = self->request(node, 60s, messages::to_wire(messages::Heartbeat{"probe", 1, 0}));
+  auto probe = self->request(node, 60s, messages::to_wire(messages::Heartbeat{"probe", 1, 0, {}}));
   size_t fetched = 0;
   for (size_t i = 0; i < bulk.size(); ++i) {
     bulk[i].receive(
@@ -304,7 +304,7 @@ TEST(HeartbeatPath, DatagramsReachTheNodeThroughTheRelay) {
     lock.unlock();
     for (size_t i = 0; i < endpoints.size(); ++i) {
       std::string why;
-      ASSERT_TRUE(pinger.send(endpoints[i], messages::Heartbeat{"test", 100 + i, 0}, &why)) << why;
+      ASSERT_TRUE(pinger.send(endpoints[i], messages::Heartbeat{"test", 100 + i, 0, {}}, &why)) << why;
     }
     lock.lock();
     answered.wait_for(lock, 250ms, everyone_answered);

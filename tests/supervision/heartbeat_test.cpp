@@ -32,7 +32,7 @@ using Clock = std::chrono::steady_clock;
 using test_support::LocalNodes;
 
 std::vector<char> heartbeat_bytes(uint64_t sequence) {
-  return messages::encode(messages::Heartbeat{"test", sequence, 0});
+  return messages::encode(messages::Heartbeat{"test", sequence, 0, {}});
 }
 
 // Malformed datagrams, each named.
