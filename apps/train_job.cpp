@@ -433,7 +433,10 @@ void TrainJob::check_flags() {
   if (!o.resume.empty() && !o.plan_file.empty()) throw std::invalid_argument("--resume takes the plan from the checkpoint: no --plan");
   if (!o.resume.empty()) {
     d.resume_checkpoint = fs::is_directory(o.resume) ? (fs::path(o.resume) / "checkpoint.bin").string() : o.resume;
-    if (!fs::exists(d.resume_checkpoint)) throw std::invalid_argument("--resume: no checkpoint at " + d.resume_checkpoint);
+    // A crash between keeping the previous generation and moving the new
+    // one into place leaves only the previous (read_checkpoint takes it).
+    if (!fs::exists(d.resume_checkpoint) && !fs::exists(supervision::previous_checkpoint(d.resume_checkpoint)))
+      throw std::invalid_argument("--resume: no checkpoint at " + d.resume_checkpoint);
     if (d.checkpoint_path.empty()) d.checkpoint_path = d.resume_checkpoint;
   } else {
     compute::find_model(t.model);
