@@ -608,7 +608,17 @@ struct Coordinator::Impl {
     start_due_rounds();
     const uint64_t round = ledger.next_round();
     if (!ledger.in_flight(round)) throw JobError("round " + std::to_string(round) + " is past the job's end");
-    receive_until([&] { return ledger.done_count() == members.size(); }, deadline, "round " + std::to_string(round));
+    try {
+      receive_until([&] { return ledger.done_count() == members.size(); }, deadline, "round " + std::to_string(round));
+    } catch (const RoundStalled& e) {
+      const auto done = ledger.done_members();
+      std::set<std::string> laggards;
+      for (const Member& m : members)
+        if (!done.count({m.stage, m.member})) laggards.insert(m.device);
+      std::string names;
+      for (const auto& d : laggards) names += (names.empty() ? "" : ", ") + d;
+      throw RoundStalled(std::string(e.what()) + " (not done: " + names + ")");
+    }
     ledger.finish(Clock::now(), static_cast<double>(spec.plan.batch));
     advance_commits(false);
     // Replication runs beside the rounds; only a lag past the limit waits

@@ -250,12 +250,14 @@ int run_node(const NodeOptions& options) {
                                             options.cpu_share);
 
   node->torch_threads = options.threads;
-  const std::string& fault_at = options.crash_at.empty() ? options.freeze_at : options.crash_at;
-  if (!fault_at.empty()) {
+  using Action = NodeContext::FaultAction;
+  for (const auto& [fault_at, action] : {std::pair{options.crash_at, Action::kill}, std::pair{options.freeze_at, Action::freeze},
+                                          std::pair{options.hang_at, Action::hang}}) {
+    if (fault_at.empty()) continue;
     const auto colon = fault_at.find(':');
     node->crash_event = fault_at.substr(0, colon);
     node->crash_round = colon == std::string::npos ? 0 : std::stoll(fault_at.substr(colon + 1));
-    node->crash_signal = options.crash_at.empty() ? SIGSTOP : SIGKILL;
+    node->fault_action = action;
   }
   try {
     node->peer_watch = std::make_shared<PeerWatch>(options.id, std::chrono::milliseconds(options.peer_interval_ms),

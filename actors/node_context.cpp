@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <thread>
 
 #include <algorithm>
 #include <cstdio>
@@ -23,11 +24,14 @@ NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
 
 void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) const {
   const uint64_t at = static_cast<uint64_t>(crash_round);
-  if (crash_round >= 0 && (at == round || (or_later && round > at)) && crash_event == event) {
-    spdlog::warn("node {}: {} at {} of round {} as asked", node_id, crash_signal == SIGSTOP ? "freezing" : "crashing",
-                 event, round);
-    std::raise(crash_signal);
+  if (crash_round < 0 || crash_event != event) return;
+  if (at != round && !(or_later && round > at)) return;
+  static const char* const verbs[] = {"crashing", "freezing", "hanging"};
+  spdlog::warn("node {}: {} at {} of round {} as asked", node_id, verbs[static_cast<int>(fault_action)], event, round);
+  if (fault_action == FaultAction::hang) {
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
+  std::raise(fault_action == FaultAction::freeze ? SIGSTOP : SIGKILL);
 }
 
 bool NodeContext::reserve(uint64_t bytes, std::string* why) {

@@ -3,7 +3,6 @@
 // that would exceed it) and its in-process CPU throttle, if any. Thread-safe.
 #pragma once
 
-#include <csignal>
 #include <caf/actor_addr.hpp>
 
 #include "actors/kept_states.h"
@@ -55,10 +54,13 @@ struct NodeContext {
   // first asked for its state of ROUND or later (`state`: a checkpoint, the
   // end of the job, an abort's confirmation or a recovery).
   // `peers`: when the node is asked to connect to its plan's peers for the
-  // ROUND-th time (0: the first deployment). `--freeze-at` SIGSTOPs instead.
+  // ROUND-th time (0: the first deployment). `--freeze-at` SIGSTOPs instead;
+  // `--hang-at` blocks the calling thread for good: the stage is stuck while
+  // the node answers heartbeats.
+  enum class FaultAction { kill, freeze, hang };
   std::string crash_event;
   int64_t crash_round = -1;
-  int crash_signal = SIGKILL;  // SIGSTOP for --freeze-at
+  FaultAction fault_action = FaultAction::kill;
   uint64_t peers_asked = 0;
   void crash_point(const char* event, uint64_t round, bool or_later = false) const;
 

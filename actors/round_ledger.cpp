@@ -43,6 +43,11 @@ size_t RoundLedger::done_count() const {
   return it == in_flight_.end() ? 0 : it->second.done.size();
 }
 
+std::set<std::pair<uint32_t, uint32_t>> RoundLedger::done_members() const {
+  auto it = in_flight_.find(round_);
+  return it == in_flight_.end() ? std::set<std::pair<uint32_t, uint32_t>>{} : it->second.done;
+}
+
 RoundReport RoundLedger::finish(Clock::time_point now, double batch) {
   auto it = in_flight_.find(round_);
   if (it == in_flight_.end()) throw std::logic_error("round " + std::to_string(round_) + " is not in flight");

@@ -71,8 +71,10 @@ class RoundLedger {
   // report of the same member, are ignored).
   void member_done(uint64_t round, uint32_t stage, uint32_t member, double loss_sum, uint32_t samples,
                    uint32_t correct);
-  // How many members reported the next round to finish done.
+  // How many members reported the next round to finish done, and which
+  // (stage, member).
   size_t done_count() const;
+  std::set<std::pair<uint32_t, uint32_t>> done_members() const;
   // The next round to finish, now done by every member, becomes stepped;
   // its report (loss over `batch` samples; time from the end of the round
   // before it, or its own start if later, to `now`).

@@ -40,10 +40,16 @@ void add_node_command(CLI::App& app) {
                       "or later; or peers: the node asked to connect to its plan peers for the ROUND-th time, "
                       "counting from 0)")
           ->check(fault_point);
-  cmd->add_option("--freeze-at", options->freeze_at,
-                  "Fault injection: SIGSTOP this node (frozen until SIGCONT) at EVENT:ROUND, as --crash-at")
+  auto* freeze = cmd->add_option("--freeze-at", options->freeze_at,
+                                 "Fault injection: SIGSTOP this node (frozen until SIGCONT) at EVENT:ROUND, as --crash-at")
+                    ->check(fault_point)
+                    ->excludes(crash);
+  cmd->add_option("--hang-at", options->hang_at,
+                  "Fault injection: the stage (or node actor) reaching EVENT:ROUND blocks for good while the node "
+                  "lives on and answers heartbeats, as --crash-at")
       ->check(fault_point)
-      ->excludes(crash);
+      ->excludes(crash)
+      ->excludes(freeze);
   cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 

@@ -67,7 +67,8 @@ const std::vector<planner::LayerInfo>& layer_infos() {
 // first time it starts) and may inject a fault.
 Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_round = {},
               const std::string& checkpoint = "", Recovery recovery = Recovery::lightweight,
-              const Plan& plan = three_stage_plan(), uint64_t rounds = kRounds) {
+              const Plan& plan = three_stage_plan(), uint64_t rounds = kRounds,
+              std::chrono::milliseconds round_timeout = std::chrono::milliseconds(0)) {
   actors::AsteroidConfig config;
   caf::actor_system system(config);
   actors::JobSpec spec;
@@ -75,6 +76,7 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
   spec.plan = plan;
   spec.model = kModel;
   spec.job_id = "fault-test";
+  if (round_timeout.count() > 0) spec.round_timeout = round_timeout;
   SupervisionOptions options;
   options.profile = uniform_profile(layer_infos(), spec.cluster);
   options.reconnect_every = std::chrono::milliseconds(50);
@@ -296,6 +298,23 @@ TEST(PipelineReplay, ADeviceFrozenWhileTheRedeployConnectsIsLostByTheHeartbeatVe
             std::string::npos)
       << run.failures.front().interrupted_by;
   EXPECT_FALSE(uses(run.final_plan, "d1"));
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
+}
+
+TEST(PipelineReplay, AStageStuckWhileItsNodeLivesIsLostAtTheAbort) {
+  // d2's stage blocks for good in the backward of round 5 while its node
+  // answers heartbeats: the round stalls, and the abort that follows needs
+  // every member's confirmation, which d2's stage cannot give. d2 is lost,
+  // its group goes on with d1 alone, and no round is lost or repeated.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--hang-at", "backward:5"}}});
+  const Outcome run = train(nodes, {}, "", Recovery::lightweight, three_stage_plan(), kRounds,
+                            std::chrono::milliseconds(3000));
+  expect_continuity(run);
+  ASSERT_GE(run.failures.size(), 1u);
+  const FailureRecord& f = run.failures[0];
+  EXPECT_EQ(f.kind, "round-stalled");
+  EXPECT_EQ(f.round, 5u);
+  EXPECT_EQ(f.devices, std::vector<std::string>{"d2"}) << f.kind << " " << f.replan << " " << f.interrupted_by;
   EXPECT_FALSE(uses(run.final_plan, "d2"));
 }
 
