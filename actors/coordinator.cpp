@@ -393,6 +393,7 @@ struct Coordinator::Impl {
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
           } else if constexpr (std::is_same_v<T, messages::Error>) {
+            if (m.code == messages::ErrorCode::disconnected) throw DeviceLost(from->device, m.message);
             throw StageFailed(from->device, from->stage, m.message);
           } else {
             drop(std::string("a ") + messages::kind_name(message), sender, "not a message a stage sends the coordinator");

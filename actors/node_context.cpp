@@ -24,7 +24,7 @@ NodeContext::NodeContext(std::string id, uint64_t memory_budget, double share)
 
 void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) const {
   const uint64_t at = static_cast<uint64_t>(crash_round);
-  if (crash_round < 0 || crash_event != event) return;
+  if (fault_action == FaultAction::anonymous || crash_round < 0 || crash_event != event) return;
   if (at != round && !(or_later && round > at)) return;
   static const char* const verbs[] = {"crashing", "freezing", "hanging"};
   spdlog::warn("node {}: {} at {} of round {} as asked", node_id, verbs[static_cast<int>(fault_action)], event, round);
@@ -32,6 +32,15 @@ void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) 
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   std::raise(fault_action == FaultAction::freeze ? SIGSTOP : SIGKILL);
+}
+
+bool NodeContext::sends_anonymously(const char* event, uint64_t round) {
+  if (fault_action != FaultAction::anonymous || crash_round < 0 || static_cast<uint64_t>(crash_round) != round ||
+      crash_event != event)
+    return false;
+  if (anonymous_sent.exchange(true)) return false;
+  spdlog::warn("node {}: sending a {} of round {} without a sender as asked", node_id, event, round);
+  return true;
 }
 
 bool NodeContext::reserve(uint64_t bytes, std::string* why) {

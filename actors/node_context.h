@@ -11,6 +11,7 @@
 #include "compute/dataset.h"
 #include "messages/envelope.h"
 
+#include <atomic>
 #include <cstdint>
 #include <future>
 #include <map>
@@ -56,13 +57,17 @@ struct NodeContext {
   // `peers`: when the node is asked to connect to its plan's peers for the
   // ROUND-th time (0: the first deployment). `--freeze-at` SIGSTOPs instead;
   // `--hang-at` blocks the calling thread for good: the stage is stuck while
-  // the node answers heartbeats.
-  enum class FaultAction { kill, freeze, hang };
+  // the node answers heartbeats. `--anonymous-at gradient:ROUND`: the first
+  // gradient of ROUND a stage here sends goes without a sender (what a
+  // receiver sees when its node has no route to this one), once.
+  enum class FaultAction { kill, freeze, hang, anonymous };
   std::string crash_event;
   int64_t crash_round = -1;
   FaultAction fault_action = FaultAction::kill;
   uint64_t peers_asked = 0;
+  std::atomic<bool> anonymous_sent{false};
   void crash_point(const char* event, uint64_t round, bool or_later = false) const;
+  bool sends_anonymously(const char* event, uint64_t round);
 
   // Wraps every compute call of the stages hosted here (a no-op unless the
   // node runs with --cpu-share, the fallback when cgroups are not available).

@@ -236,6 +236,18 @@ class StageMember {
       if (!is_request) report_failure("dropped an undecodable message: " + decoded.error);
     } else if (!model_) {
       reply = error(messages::ErrorCode::invalid_request, "stage not deployed yet");
+    } else if (!is_request && !self_->current_sender() && carries_data(*decoded.message)) {
+      // Data whose sender CAF cannot name: this node has no route to the
+      // peer that sent it (seen after restarts on env C: every redeploy
+      // stalled the same round). The stage cannot take it, and waiting would
+      // stall the round again on every replay: the device counts as lost.
+      ++dropped_;
+      if (!reported_unattributed_) {
+        reported_unattributed_ = true;
+        report(messages::ErrorCode::disconnected,
+               std::string("received a ") + messages::kind_name(*decoded.message) +
+                   " whose sender CAF cannot name (no route to the peer that sent it)");
+      }
     } else if (!is_request && !from_this_deployment(self_->current_sender())) {
       // A stage of an earlier plan (a node that was frozen and thawed), or
       // anyone else: its data must not mix with this round's.
@@ -735,7 +747,12 @@ class StageMember {
     const int64_t start = now_us();
     WireMessage wire = messages::to_wire(message);
     const uint64_t bytes = wire.bytes.size();
-    self_->send(to, std::move(wire));
+    const auto* gradient = std::get_if<Gradient>(&message);
+    if (gradient && node_->sends_anonymously("gradient", gradient->round)) {
+      caf::anon_send(to, std::move(wire));  // fault injection: the receiver cannot tell who sent it
+    } else {
+      self_->send(to, std::move(wire));
+    }
     record(TraceKind::send, mb, start, now_us(), bytes);
   }
 
@@ -757,13 +774,21 @@ class StageMember {
     return messages::to_wire(messages::Error{code, what});
   }
 
-  void report_failure(const std::string& what) {
+  void report_failure(const std::string& what) { report(messages::ErrorCode::internal, what); }
+
+  // Tells the coordinator: `internal` fails the stage (restarted in place
+  // from the committed state), `disconnected` loses its device.
+  void report(messages::ErrorCode code, const std::string& what) {
     spdlog::error("stage {}.{} on {}: {}", a_.stage, a_.member, node_->node_id, what);
     if (coordinator_) {
-      self_->send(coordinator_, error(messages::ErrorCode::internal, "stage " + std::to_string(a_.stage) + " member " +
-                                                                          std::to_string(a_.member) + " on " +
-                                                                          node_->node_id + ": " + what));
+      self_->send(coordinator_, error(code, "stage " + std::to_string(a_.stage) + " member " +
+                                                std::to_string(a_.member) + " on " + node_->node_id + ": " + what));
     }
+  }
+
+  static bool carries_data(const Message& m) {
+    return std::holds_alternative<Activation>(m) || std::holds_alternative<Gradient>(m) ||
+           std::holds_alternative<messages::ReduceChunk>(m);
   }
 
   caf::blocking_actor* self_;
@@ -775,6 +800,7 @@ class StageMember {
   std::shared_ptr<const compute::Dataset> data_;
   std::vector<caf::actor> prev_, group_, next_;
   uint64_t dropped_ = 0;  // messages from actors outside this deployment
+  bool reported_unattributed_ = false;  // data without a sender was reported (once per deployment)
   caf::actor coordinator_;
   Range my_range_;
   std::vector<Range> prev_ranges_, next_ranges_;

@@ -44,12 +44,22 @@ void add_node_command(CLI::App& app) {
                                  "Fault injection: SIGSTOP this node (frozen until SIGCONT) at EVENT:ROUND, as --crash-at")
                     ->check(fault_point)
                     ->excludes(crash);
-  cmd->add_option("--hang-at", options->hang_at,
-                  "Fault injection: the stage (or node actor) reaching EVENT:ROUND blocks for good while the node "
-                  "lives on and answers heartbeats, as --crash-at")
-      ->check(fault_point)
+  auto* hang = cmd->add_option("--hang-at", options->hang_at,
+                               "Fault injection: the stage (or node actor) reaching EVENT:ROUND blocks for good while "
+                               "the node lives on and answers heartbeats, as --crash-at")
+                  ->check(fault_point)
+                  ->excludes(crash)
+                  ->excludes(freeze);
+  cmd->add_option("--anonymous-at", options->anonymous_at,
+                  "Fault injection: the first gradient of round ROUND (gradient:ROUND) a stage here sends goes "
+                  "without a sender, as when the receiver's node has no route to this one")
+      ->check([](const std::string& v) {
+        const bool number = v.size() > 9 && v.find_first_not_of("0123456789", 9) == std::string::npos;
+        return v.rfind("gradient:", 0) == 0 && number ? std::string() : "expected gradient:ROUND";
+      })
       ->excludes(crash)
-      ->excludes(freeze);
+      ->excludes(freeze)
+      ->excludes(hang);
   cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 

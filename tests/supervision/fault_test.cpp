@@ -318,6 +318,20 @@ TEST(PipelineReplay, AStageStuckWhileItsNodeLivesIsLostAtTheAbort) {
   EXPECT_FALSE(uses(run.final_plan, "d2"));
 }
 
+TEST(PipelineReplay, DataWhoseSenderCannotBeNamedCostsTheReceivingDevice) {
+  // d1 sends one gradient of round 5 without a sender (what d0 sees when
+  // its node has no route to d1's): d0 cannot take it, and waiting would
+  // stall the round on every replay. d0 reports it and is lost; its layers
+  // go on from the replica, every round once.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d1", {"--anonymous-at", "gradient:5"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].kind, "device-lost");
+  EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d0"});
+  EXPECT_FALSE(uses(run.final_plan, "d0"));
+}
+
 TEST(PipelineReplay, ADeviceLostWhileACheckpointFetchesStatesIsRecovered) {
   // Checkpoints fall due every 3 rounds; d3 (the last stage, alone) dies
   // when the first checkpoint from round 4 on asks for its state. The rounds
