@@ -265,8 +265,11 @@ struct Coordinator::Impl {
 
   caf::actor spawn_stage(const std::string& id) {
     Node& node = connect(id);
+    // Spawning creates an empty actor (the stage's model is built at its
+    // assignment): the connection deadline bounds it, so a node frozen
+    // right after the mesh connected costs 5 s here, not the deploy's 60.
     auto spawned = system.middleman().remote_spawn<caf::actor>(node.id, "stage", caf::make_message(),
-                                                               spec.deploy_timeout);
+                                                               spec.connect_timeout);
     if (!spawned) {
       throw JobError("device '" + id + "' at " + address_of(*node.device) +
                      " could not spawn a stage actor: " + system.render(spawned.error()));
