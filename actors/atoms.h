@@ -20,10 +20,6 @@ using status_atom = caf::atom_constant<caf::atom("status")>;
 // (ask_reply_atom, uint64_t ticket, WireMessage | caf::error): the answer of
 // a request made through actors::ask (actors/ask.h) to its asker.
 using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
-// (reached_atom, tag, caf::node_id, caf::actor, WireMessage) or
-// (reached_atom, tag, std::string failure): a node reached beside the rounds
-// (actors::reach_node).
-using reached_atom = caf::atom_constant<caf::atom("reached")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 

@@ -13,8 +13,6 @@
 #include <optional>
 #include <string>
 
-#include "messages/transport.h"
-
 namespace asteroid::actors {
 
 struct NodeHandle {
@@ -26,12 +24,5 @@ struct NodeHandle {
 // (CAF's error, a timeout, or nothing published there).
 std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self, const std::string& host,
                                        uint16_t port, std::chrono::milliseconds timeout, std::string& failure);
-
-// The same without waiting: a helper actor connects, sends the node actor
-// `first` (an envelope, e.g. a hello) and tells `asker` how it went, each
-// step within `timeout`: (reached_atom, tag, caf::node_id, caf::actor,
-// WireMessage reply) or (reached_atom, tag, std::string failure).
-void reach_node(caf::actor_system& system, const std::string& host, uint16_t port, std::chrono::milliseconds timeout,
-                const messages::WireMessage& first, const caf::actor& asker, const std::string& tag);
 
 }  // namespace asteroid::actors

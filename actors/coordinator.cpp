@@ -125,57 +125,24 @@ struct Coordinator::Impl {
     if (found != nodes.end() && !again) return found->second;
     const auto timeout = within.value_or(spec.connect_timeout);
     const planner::Device& d = device(id);
-    std::string failure;
-    const auto handle = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
-    const std::string where = "device '" + id + "' at " + address_of(d);
-    if (!handle) throw JobError(where + " is unreachable: " + failure);
-    auto info = ask(handle->actor, messages::Hello{}, timeout, where + " did not say who it is", id);
-    return adopt(id, handle->id, handle->actor, info);
-  }
-
-  // Takes the node that answered `hello` as device `id`'s; throws JobError
-  // when the answer is not a NodeInfo.
-  Node& adopt(const std::string& id, const caf::node_id& node_id, const caf::actor& actor,
-              const messages::Message& hello) {
-    const planner::Device& d = device(id);
-    auto* info = std::get_if<messages::NodeInfo>(&hello);
-    if (!info) {
-      throw JobError("device '" + id + "' at " + address_of(d) + " answered hello with " +
-                     messages::kind_name(hello));
-    }
     Node node;
     node.device = &d;
-    node.id = node_id;
-    node.actor = actor;
-    node.info = *info;
+    std::string failure;
+    const auto reached = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
+    const std::string where = "device '" + id + "' at " + address_of(d);
+    if (!reached) throw JobError(where + " is unreachable: " + failure);
+    node.id = reached->id;
+    node.actor = reached->actor;
+    auto info = ask(node.actor, messages::Hello{}, timeout, where + " did not say who it is", id);
+    if (auto* i = std::get_if<messages::NodeInfo>(&info)) {
+      node.info = *i;
+    } else {
+      throw JobError(where + " answered hello with " + messages::kind_name(info));
+    }
     self->monitor(node.actor);
     spdlog::debug("connected to {} at {} (node {})", id, address_of(d), node.info.node_id);
     nodes[id] = std::move(node);
     return nodes[id];
-  }
-
-  // Devices being reached beside the rounds (reach_in_background), and the
-  // outcomes not yet taken.
-  std::set<std::string> reaching;
-  std::vector<Coordinator::Reached> reached;
-
-  void reach_in_background(const std::string& id, std::chrono::milliseconds within) {
-    if (!reaching.insert(id).second) return;
-    const planner::Device& d = device(id);
-    reach_node(system, d.host, static_cast<uint16_t>(d.port), within, messages::to_wire(messages::Hello{}),
-               caf::actor_cast<caf::actor>(self), id);
-  }
-
-  void on_reached(const std::string& id, const caf::node_id& node_id, const caf::actor& actor, WireMessage& hello) {
-    if (!reaching.erase(id)) return;
-    auto decoded = messages::from_wire(std::move(hello));
-    try {
-      if (!decoded.ok()) throw JobError("device '" + id + "' answered hello with a malformed message: " + decoded.error);
-      adopt(id, node_id, actor, *decoded.message);
-      reached.push_back({id, ""});
-    } catch (const JobError& e) {
-      reached.push_back({id, e.what()});
-    }
   }
 
   // ------------------------------------------------------------- deploying
@@ -573,11 +540,6 @@ struct Coordinator::Impl {
           rejudge = true;
         },
         [&](status_atom) -> std::string { return status(); },
-        [&](reached_atom, const std::string& id, const caf::node_id& node_id, const caf::actor& actor,
-            WireMessage& hello) { on_reached(id, node_id, actor, hello); },
-        [&](reached_atom, const std::string& id, const std::string& failure) {
-          if (reaching.erase(id)) reached.push_back({id, "device '" + id + "' is unreachable: " + failure});
-        },
         [](ask_reply_atom, uint64_t, WireMessage&) {},  // the late answer of an abandoned ask
         [](ask_reply_atom, uint64_t, caf::error&) {},
         caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
@@ -1007,18 +969,6 @@ std::map<std::string, caf::actor> Coordinator::node_actors() const {
 
 void Coordinator::reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within) {
   impl_->connect(device, /*again=*/true, within);
-}
-
-void Coordinator::reach_in_background(const std::string& device, std::chrono::milliseconds within) {
-  impl_->reach_in_background(device, within);
-}
-
-std::vector<Coordinator::Reached> Coordinator::take_reached() {
-  while (impl_->receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
-  }
-  std::vector<Reached> out;
-  out.swap(impl_->reached);
-  return out;
 }
 
 std::set<std::string> Coordinator::reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait) {

@@ -179,16 +179,6 @@ class Coordinator {
   // Connects (again) to a device, within `within` (default: the connect
   // timeout). Throws JobError.
   void reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within = {});
-  // The same beside the rounds: a helper connects and says hello (each
-  // within `within`) while rounds go on; take_reached() gives the outcome
-  // once it is in (a device already being reached is not asked twice).
-  void reach_in_background(const std::string& device, std::chrono::milliseconds within);
-  struct Reached {
-    std::string device;
-    std::string failure;  // empty: reached, and used from now on
-  };
-  // The outcomes in so far; handles what waits in the mailbox first.
-  std::vector<Reached> take_reached();
   // The devices the heartbeat monitor (or a lost connection) reports lost
   // now, after waiting at most `wait` for news of one not in `known`.
   std::set<std::string> reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait);

@@ -165,8 +165,7 @@ struct JobSupervisor::Impl {
   void restart(FailureRecord record, PhaseClock& phase);
 
   // Devices that came back, or new ones (unreachable when the job started),
-  // are reached beside the rounds and join at the first round boundary
-  // after they answered; one that does not answer within
+  // join at this round boundary; one that does not answer within
   // kAdmissionConnectTimeout is tried again reconnect_every later. Returns
   // the rounds committed on the way.
   std::vector<actors::RoundReport> admit_returned();

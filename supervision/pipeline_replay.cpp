@@ -349,22 +349,18 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     returned.insert(it->first);
     it = readmit_at.erase(it);
   }
-  // Reached first, beside the rounds, each within a short time: a device is
-  // admitted at the first round boundary after it answered; one that does
-  // not answer (frozen again, still starting) is tried again later, without
-  // stopping the rounds or taking the others' admission with it.
-  for (const auto& device : returned) {
-    if (lost.count(device) || awaited.count(device)) coordinator.reach_in_background(device, kAdmissionConnectTimeout);
-  }
+  // Reached first, each within a short time: one that does not answer now
+  // (frozen again, still starting) is tried again later, without stopping
+  // the rounds for long or taking the others' admission with it.
   std::vector<std::string> added;
-  for (const auto& outcome : coordinator.take_reached()) {
-    if (!lost.count(outcome.device) && !awaited.count(outcome.device)) continue;
-    if (outcome.failure.empty()) {
-      added.push_back(outcome.device);
-    } else {
-      spdlog::info("not admitting {} yet: {}; trying again in {} ms", outcome.device, outcome.failure,
-                   options.reconnect_every.count());
-      readmit_at[outcome.device] = now + options.reconnect_every;
+  for (const auto& device : returned) {
+    if (!lost.count(device) && !awaited.count(device)) continue;
+    try {
+      coordinator.reconnect(device, kAdmissionConnectTimeout);
+      added.push_back(device);
+    } catch (const JobError& e) {
+      spdlog::info("not admitting {} yet: {}; trying again in {} ms", device, e.what(), options.reconnect_every.count());
+      readmit_at[device] = now + options.reconnect_every;
     }
   }
   if (added.empty()) return reports;
