@@ -156,6 +156,7 @@ struct Coordinator::Impl {
     };
     messages::StageAssignment a;
     a.job_id = spec.job_id;
+    a.deployment = deployments;
     a.model = spec.model;
     a.stage = static_cast<uint32_t>(stage);
     a.stage_count = static_cast<uint32_t>(stages.size());
@@ -734,73 +735,96 @@ struct Coordinator::Impl {
   std::vector<std::optional<messages::StageState>> recover_states(const std::set<std::string>& lost) {
     std::vector<std::optional<messages::StageState>> states(spec.plan.stages.size());
     if (!ledger.committed()) return states;  // nothing committed: every stage starts from the seed
+    for (size_t s = 0; s < spec.plan.stages.size(); ++s) states[s] = recover_stage(s, lost, {});
+    return states;
+  }
+
+  // Stage s's state at the last committed round: from a live member not on
+  // `failed` (whose actors failed: not asked), else from the node of a
+  // member (it keeps its stages' committed states), else from the replica
+  // holder, else from the central copy. nullopt when all of them are gone.
+  std::optional<messages::StageState> recover_stage(size_t s, const std::set<std::string>& lost,
+                                                    const std::set<std::string>& failed) {
     const uint64_t at = *ledger.committed();
-    const auto holders = replica_holders();
-    for (size_t s = 0; s < spec.plan.stages.size(); ++s) {
-      const planner::Stage& stage = spec.plan.stages[s];
-      for (const Member& m : members) {
-        if (m.stage != s || lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
-        try {
-          states[s] = state_from(m, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
-          if (states[s]->round != at) {
-            spdlog::warn("stage {} on device '{}' holds round {} as committed, not round {}", s, m.device,
-                         states[s]->round, at);
-            states[s].reset();
-          }
-        } catch (const JobError& e) {
-          spdlog::warn("{}", e.what());
+    const planner::Stage& stage = spec.plan.stages[s];
+    std::optional<messages::StageState> state;
+    for (const Member& m : members) {
+      if (m.stage != s || lost.count(m.device) || failed.count(m.device) || dead_actors.count(m.actor.address()))
+        continue;
+      try {
+        state = state_from(m, at, "stage " + std::to_string(s) + " on device '" + m.device + "'");
+        if (state->round != at) {
+          spdlog::warn("stage {} on device '{}' holds round {} as committed, not round {}", s, m.device, state->round,
+                       at);
+          state.reset();
         }
-        if (states[s]) break;
+      } catch (const JobError& e) {
+        spdlog::warn("{}", e.what());
       }
-      // The node of a member whose actor failed keeps its committed state.
-      for (const Member& m : members) {
-        if (states[s] || m.stage != s || lost.count(m.device)) continue;
-        messages::ReplicaRequest request{spec.job_id, static_cast<uint32_t>(stage.begin),
-                                         static_cast<uint32_t>(stage.end), at};
-        try {
-          auto reply = ask(connect(m.device).actor, request, spec.connect_timeout,
-                           "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'",
-                           m.device);
-          if (auto* state = std::get_if<messages::StageState>(&reply)) {
-            states[s] = std::move(*state);
-          } else if (auto* error = std::get_if<messages::Error>(&reply)) {
-            spdlog::warn("committed state of stage {} kept by device '{}': {}", s, m.device, error->message);
-          }
-        } catch (const JobError& e) {
-          spdlog::warn("{}", e.what());
-        }
-      }
-      if (!states[s]) {
-        auto holder = holders.find(static_cast<uint32_t>(s));
-        if (holder != holders.end() && !lost.count(holder->second)) {
-          messages::ReplicaRequest request{spec.job_id, static_cast<uint32_t>(stage.begin),
-                                           static_cast<uint32_t>(stage.end), at};
-          try {
-            auto reply = ask(connect(holder->second).actor, request, spec.deploy_timeout,
-                             "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'",
-                             holder->second);
-            if (auto* state = std::get_if<messages::StageState>(&reply)) states[s] = std::move(*state);
-          } catch (const JobError& e) {
-            spdlog::warn("{}", e.what());
-          }
-        }
-      }
-      if (!states[s]) {
-        auto copy = central.find({static_cast<uint32_t>(stage.begin), static_cast<uint32_t>(stage.end)});
-        if (copy != central.end() && copy->second.round == at) states[s] = copy->second;
-      }
+      if (state) return state;
     }
+    const messages::ReplicaRequest request{spec.job_id, static_cast<uint32_t>(stage.begin),
+                                           static_cast<uint32_t>(stage.end), at};
+    auto kept_by = [&](const std::string& device, std::chrono::milliseconds timeout, const std::string& what) {
+      try {
+        auto reply = ask(connect(device).actor, request, timeout, what, device);
+        if (auto* kept = std::get_if<messages::StageState>(&reply)) {
+          state = std::move(*kept);
+        } else if (auto* error = std::get_if<messages::Error>(&reply)) {
+          spdlog::warn("{}: {}", what, error->message);
+        }
+      } catch (const JobError& e) {
+        spdlog::warn("{}", e.what());
+      }
+    };
+    // The node of a member whose actor failed keeps its committed state.
+    for (const Member& m : members) {
+      if (state) return state;
+      if (m.stage != s || lost.count(m.device)) continue;
+      kept_by(m.device, spec.connect_timeout,
+              "committed state of stage " + std::to_string(s) + " kept by device '" + m.device + "'");
+    }
+    const auto holders = replica_holders();
+    auto holder = holders.find(static_cast<uint32_t>(s));
+    if (!state && holder != holders.end() && !lost.count(holder->second)) {
+      kept_by(holder->second, spec.deploy_timeout,
+              "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'");
+    }
+    if (!state) {
+      auto copy = central.find({static_cast<uint32_t>(stage.begin), static_cast<uint32_t>(stage.end)});
+      if (copy != central.end() && copy->second.round == at) state = copy->second;
+    }
+    return state;
+  }
+
+  // After an abort: the stage actors on `failed` devices are spawned anew
+  // on the same devices and load their stages' committed states; every
+  // other member stays as it is (rolled back by the abort).
+  std::vector<messages::StageState> restart_in_place(const std::set<std::string>& failed,
+                                                     const std::set<std::string>& lost) {
+    std::vector<messages::StageState> states(spec.plan.stages.size());
+    for (const Member& m : members) {
+      if (!failed.count(m.device) || !states[m.stage].weights.empty() || !ledger.committed()) continue;
+      auto state = recover_stage(m.stage, lost, failed);
+      if (!state) {
+        throw JobError("stage " + std::to_string(m.stage) + " (" + range_text(spec.plan.stages[m.stage]) +
+                       "): no member, node, replica or central copy holds its committed state");
+      }
+      states[m.stage] = std::move(*state);
+    }
+    redeploy(spec.plan, states, lost, /*respawn=*/false, failed);
     return states;
   }
 
   // Leaves no actor behind when it fails: the members of both plans are
   // stopped (the supervisor keeps the states it recovered and tries again).
+  // `fresh`: devices whose members are spawned anew in any case.
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                const std::set<std::string>& lost, bool respawn) {
+                const std::set<std::string>& lost, bool respawn, const std::set<std::string>& fresh = {}) {
     std::vector<Member> old = std::move(members);
     members.clear();
     try {
-      redeploy_from(old, plan, states, lost, respawn);
+      redeploy_from(old, plan, states, lost, respawn, fresh);
     } catch (...) {
       stop(old);
       stop(members);
@@ -809,7 +833,7 @@ struct Coordinator::Impl {
   }
 
   void redeploy_from(std::vector<Member>& old, const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                     const std::set<std::string>& lost, bool respawn) {
+                     const std::set<std::string>& lost, bool respawn, const std::set<std::string>& fresh) {
     spec.plan = plan;
     connect_mesh();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
@@ -819,7 +843,8 @@ struct Coordinator::Impl {
         const std::string& id = stage.devices[m].id;
         if (lost.count(id)) throw JobError("the new plan uses device '" + id + "', which is lost");
         Member now{static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, caf::actor(), stage.begin, stage.end};
-        if (!has_state && !respawn) {
+        const bool reuse = !respawn && !fresh.count(id);
+        if (!has_state && reuse) {
           // Same device, same layers: the member keeps its committed weights.
           for (Member& o : old) {
             if (o.actor && !dead_actors.count(o.actor.address()) && o.device == id && o.begin == stage.begin &&
@@ -834,7 +859,7 @@ struct Coordinator::Impl {
                            ") has no state to start from: no member keeps it and none was recovered");
           }
         }
-        if (!now.actor && !respawn && has_state) {
+        if (!now.actor && reuse && has_state) {
           // Another old member on this device: it takes the new layers and
           // their state (cheaper than a new actor: its data stay loaded).
           for (Member& o : old) {
@@ -950,6 +975,11 @@ void Coordinator::abort(const std::set<std::string>& lost_devices) { impl_->abor
 std::vector<std::optional<messages::StageState>> Coordinator::recover_states(
     const std::set<std::string>& lost_devices) {
   return impl_->recover_states(lost_devices);
+}
+
+std::vector<messages::StageState> Coordinator::restart_in_place(const std::set<std::string>& failed_devices,
+                                                                const std::set<std::string>& lost_devices) {
+  return impl_->restart_in_place(failed_devices, lost_devices);
 }
 
 void Coordinator::rewind_to(std::optional<uint64_t> round) { impl_->ledger.restart_after(round); }

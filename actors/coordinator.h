@@ -168,6 +168,17 @@ class Coordinator {
   // lands is recovered from it; the chaos campaign lost one that way).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                 const std::set<std::string>& lost_devices, bool respawn = false);
+  // After an abort, restarts the stage actors of `failed_devices` (which
+  // failed on their own: their nodes live on) in place: each is spawned
+  // anew on its device and loads its stage's committed state (from another
+  // member of its group, else the state its node keeps, else the replica or
+  // the central copy); every other member keeps its actor and its rolled-back
+  // state. Returns the states loaded, by stage (empty for the stages that
+  // stayed, and for all before the first commit: the restarted ones start
+  // from the seed). Throws JobError (then, as after a failed redeploy, no
+  // stage actor is left running).
+  std::vector<messages::StageState> restart_in_place(const std::set<std::string>& failed_devices,
+                                                     const std::set<std::string>& lost_devices);
   // Rolls the job back to committed round `round` (older than the last
   // committed one, e.g. a checkpoint's; nullopt: before round 0) so that
   // redeploy continues from there.

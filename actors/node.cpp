@@ -253,6 +253,7 @@ int run_node(const NodeOptions& options) {
   using Action = NodeContext::FaultAction;
   for (const auto& [fault_at, action] : {std::pair{options.crash_at, Action::kill}, std::pair{options.freeze_at, Action::freeze},
                                           std::pair{options.hang_at, Action::hang},
+                                          std::pair{options.fail_at, Action::fail},
                                           std::pair{options.anonymous_at, Action::anonymous}}) {
     if (fault_at.empty()) continue;
     const auto colon = fault_at.find(':');

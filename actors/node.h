@@ -21,6 +21,7 @@ struct NodeOptions {
   std::string crash_at;          // "EVENT:ROUND" (fault injection: SIGKILL), empty: never
   std::string freeze_at;         // "EVENT:ROUND" (fault injection: SIGSTOP), empty: never
   std::string hang_at;           // "EVENT:ROUND" (fault injection: the thread blocks for good), empty: never
+  std::string fail_at;           // "EVENT:ROUND" (fault injection: the stage throws, once), empty: never
   std::string anonymous_at;      // "gradient:ROUND" (fault injection: one gradient sent without a sender)
   // Heartbeats to the pipeline peers (actors/peer_watch.h): one every
   // interval; a peer silent for the deadline is reported unreachable.

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 namespace asteroid::actors {
 
@@ -26,10 +28,14 @@ void NodeContext::crash_point(const char* event, uint64_t round, bool or_later) 
   const uint64_t at = static_cast<uint64_t>(crash_round);
   if (fault_action == FaultAction::anonymous || crash_round < 0 || crash_event != event) return;
   if (at != round && !(or_later && round > at)) return;
-  static const char* const verbs[] = {"crashing", "freezing", "hanging"};
+  if (fault_action == FaultAction::fail && failure_thrown.exchange(true)) return;
+  static const char* const verbs[] = {"crashing", "freezing", "hanging", "", "failing"};
   spdlog::warn("node {}: {} at {} of round {} as asked", node_id, verbs[static_cast<int>(fault_action)], event, round);
   if (fault_action == FaultAction::hang) {
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  if (fault_action == FaultAction::fail) {
+    throw std::runtime_error(std::string("injected failure at ") + event + " of round " + std::to_string(round));
   }
   std::raise(fault_action == FaultAction::freeze ? SIGSTOP : SIGKILL);
 }

@@ -60,12 +60,15 @@ struct NodeContext {
   // the node answers heartbeats. `--anonymous-at gradient:ROUND`: the first
   // gradient of ROUND a stage here sends goes without a sender (what a
   // receiver sees when its node has no route to this one), once.
-  enum class FaultAction { kill, freeze, hang, anonymous };
+  // `--fail-at`: the stage reaching EVENT:ROUND throws, once (a stage that
+  // fails on its own while its node lives on).
+  enum class FaultAction { kill, freeze, hang, anonymous, fail };
   std::string crash_event;
   int64_t crash_round = -1;
   FaultAction fault_action = FaultAction::kill;
   uint64_t peers_asked = 0;
   std::atomic<bool> anonymous_sent{false};
+  mutable std::atomic<bool> failure_thrown{false};
   void crash_point(const char* event, uint64_t round, bool or_later = false) const;
   bool sends_anonymously(const char* event, uint64_t round);
 

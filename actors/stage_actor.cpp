@@ -209,6 +209,7 @@ class StageMember {
     next_ranges_ = member_ranges(samples_of(a_.next_group));
     states_.forget_uncommitted();
     deferred_.clear();
+    failed_ = false;
     started_through_ = static_cast<int64_t>(a_.first_round) - 1;
     begin_round(a_.first_round);
     spdlog::debug("stage {}.{} deployed on {}: layers [{}, {}) from round {}", a_.stage, a_.member, node_->node_id,
@@ -248,6 +249,16 @@ class StageMember {
                std::string("received a ") + messages::kind_name(*decoded.message) +
                    " whose sender CAF cannot name (no route to the peer that sent it)");
       }
+    } else if (failed_ && carries_data(*decoded.message)) {
+      ++stale_;  // this member failed: it computes nothing more until it is replaced
+    } else if (carries_data(*decoded.message) && deployment_of(*decoded.message) != a_.deployment) {
+      // Data a peer sent under an earlier deployment (for a round a
+      // recovery aborted) reaching a member kept in place: it would mix
+      // with the replay's. Expected after every restart in place.
+      ++stale_;
+      spdlog::debug("stage {}.{} on {}: dropped a {} of deployment {} (this is {}; {} so far)", a_.stage, a_.member,
+                    node_->node_id, messages::kind_name(*decoded.message), deployment_of(*decoded.message),
+                    a_.deployment, stale_);
     } else if (!is_request && !from_this_deployment(self_->current_sender())) {
       // A stage of an earlier plan (a node that was frozen and thawed), or
       // anyone else: its data must not mix with this round's.
@@ -259,7 +270,7 @@ class StageMember {
       try {
         reply = std::visit([this](auto& m) { return on(m); }, *decoded.message);
       } catch (const std::exception& e) {
-        report_failure(e.what());
+        fail(e.what());
         reply = error(messages::ErrorCode::internal, e.what());
       }
     }
@@ -469,7 +480,7 @@ class StageMember {
   // drained (receive with a zero timeout), so a backward that arrived while
   // a forward ran goes first.
   void pump() {
-    while (model_ && rule_) {
+    while (model_ && rule_ && !failed_) {
       auto op = rule_->next();
       if (!op) return;
       try {
@@ -479,7 +490,7 @@ class StageMember {
           run_backward(op->microbatch);
         }
       } catch (const std::exception& e) {
-        report_failure(e.what());
+        fail(e.what());
         return;
       }
       drain_mailbox();
@@ -534,6 +545,7 @@ class StageMember {
       out.samples = {slice.samples.begin, slice.samples.end};
       out.from_stage = a_.stage;
       out.from_member = a_.member;
+      out.deployment = a_.deployment;
       const int64_t from = slice.samples.begin - my_range_.begin;
       out.tensor = messages::to_blob(output.narrow(0, from, slice.samples.size()), a_.codec_to_next, a_.codec_block);
       out.labels = messages::to_blob(labels.narrow(0, from, slice.samples.size()));
@@ -577,6 +589,7 @@ class StageMember {
         out.samples = {slice.samples.begin, slice.samples.end};
         out.from_stage = a_.stage;
         out.from_member = a_.member;
+        out.deployment = a_.deployment;
         out.tensor = messages::to_blob(grad_input.narrow(0, slice.samples.begin - my_range_.begin, slice.samples.size()),
                                        a_.codec_from_prev, a_.codec_block);
         send(prev_[slice.member], out, mb);
@@ -649,6 +662,7 @@ class StageMember {
     out.step = ring.step;
     out.chunk = ring_.chunk_sent_at(ring.step);
     out.from_member = a_.member;
+    out.deployment = a_.deployment;
     if (ring.step > n - 1) {
       out.tensor = ring.gathered;
     } else {
@@ -775,6 +789,14 @@ class StageMember {
   }
 
   void report_failure(const std::string& what) { report(messages::ErrorCode::internal, what); }
+  // Its compute failed: the member reports it once and computes nothing
+  // more (its data is dropped; it still answers requests, so the abort can
+  // count on it), until the job supervisor replaces it (a restart in place).
+  void fail(const std::string& what) {
+    if (failed_) return;
+    failed_ = true;
+    report_failure(what);
+  }
 
   // Tells the coordinator: `internal` fails the stage (restarted in place
   // from the committed state), `disconnected` loses its device.
@@ -790,6 +812,19 @@ class StageMember {
     return std::holds_alternative<Activation>(m) || std::holds_alternative<Gradient>(m) ||
            std::holds_alternative<messages::ReduceChunk>(m);
   }
+  // The deployment a data message was sent under (carries_data(m) holds).
+  static uint64_t deployment_of(const Message& m) {
+    return std::visit(
+        [](const auto& data) -> uint64_t {
+          if constexpr (std::is_same_v<std::decay_t<decltype(data)>, Activation> ||
+                        std::is_same_v<std::decay_t<decltype(data)>, Gradient> ||
+                        std::is_same_v<std::decay_t<decltype(data)>, messages::ReduceChunk>) {
+            return data.deployment;
+          }
+          return 0;
+        },
+        m);
+  }
 
   caf::blocking_actor* self_;
   std::shared_ptr<NodeContext> node_;
@@ -800,6 +835,8 @@ class StageMember {
   std::shared_ptr<const compute::Dataset> data_;
   std::vector<caf::actor> prev_, group_, next_;
   uint64_t dropped_ = 0;  // messages from actors outside this deployment
+  uint64_t stale_ = 0;    // data of an earlier deployment, or taken after a failure
+  bool failed_ = false;   // see fail()
   bool reported_unattributed_ = false;  // data without a sender was reported (once per deployment)
   caf::actor coordinator_;
   Range my_range_;

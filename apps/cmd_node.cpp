@@ -50,6 +50,13 @@ void add_node_command(CLI::App& app) {
                   ->check(fault_point)
                   ->excludes(crash)
                   ->excludes(freeze);
+  auto* fail = cmd->add_option("--fail-at", options->fail_at,
+                               "Fault injection: the stage reaching EVENT:ROUND throws, once (a stage that fails on "
+                               "its own while the node lives on), as --crash-at")
+                  ->check(fault_point)
+                  ->excludes(crash)
+                  ->excludes(freeze)
+                  ->excludes(hang);
   cmd->add_option("--anonymous-at", options->anonymous_at,
                   "Fault injection: the first gradient of round ROUND (gradient:ROUND) a stage here sends goes "
                   "without a sender, as when the receiver's node has no route to this one")
@@ -59,7 +66,8 @@ void add_node_command(CLI::App& app) {
       })
       ->excludes(crash)
       ->excludes(freeze)
-      ->excludes(hang);
+      ->excludes(hang)
+      ->excludes(fail);
   cmd->callback([options] { std::exit(actors::run_node(*options)); });
 }
 

@@ -55,6 +55,7 @@ struct Activation {
   fromMember @4 :UInt32;
   tensor @5 :Tensor;
   labels @6 :Tensor;    # int64 [samples]
+  deployment @7 :UInt64;  # the sender's StageAssignment.deployment
 }
 
 # Backward: the gradient of a slice of activations, sent upstream to the
@@ -66,6 +67,7 @@ struct Gradient {
   fromStage @3 :UInt32;
   fromMember @4 :UInt32;
   tensor @5 :Tensor;
+  deployment @6 :UInt64;  # the sender's StageAssignment.deployment
 }
 
 # One step of a group's ring all-reduce of the flattened gradients: chunk
@@ -78,6 +80,7 @@ struct ReduceChunk {
   fromMember @3 :UInt32;
   tensor @4 :Tensor;
   bucket @5 :UInt32;  # the all-reduce bucket (actors/all_reduce.h) this chunk belongs to
+  deployment @6 :UInt64;  # the sender's StageAssignment.deployment
 }
 
 struct OptimizerSpec {
@@ -139,6 +142,12 @@ struct StageAssignment {
   codecFromPrev @23 :WireCodec;
   codecAllReduce @24 :WireCodec;
   codecBlock @25 :UInt32 = 64;       # kDefaultBlock
+  # Which deployment of the job this is (it grows with every deployment,
+  # redeployment and restart in place). A member stamps its activations,
+  # gradients and all-reduce chunks with it and drops those stamped with
+  # another: a member kept across a recovery never takes the data its peers
+  # sent for the rounds the recovery aborted.
+  deployment @26 :UInt64;
 }
 
 enum WireCodec {

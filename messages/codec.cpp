@@ -61,6 +61,7 @@ void put_slice(Builder o, const Slice& m) {
   o.setFromStage(m.from_stage);
   o.setFromMember(m.from_member);
   put_tensor(o.initTensor(), m.tensor);
+  o.setDeployment(m.deployment);
 }
 
 wire::WireCodec to_wire(wire_codec::Codec c) { return static_cast<wire::WireCodec>(c); }
@@ -92,6 +93,7 @@ struct Encoder {
     o.setChunk(m.chunk);
     o.setFromMember(m.from_member);
     put_tensor(o.initTensor(), m.tensor);
+    o.setDeployment(m.deployment);
   }
   void operator()(const StageAssignment& m) {
     auto o = env.initAssignment();
@@ -128,6 +130,7 @@ struct Encoder {
     o.setCodecFromPrev(to_wire(m.codec_from_prev));
     o.setCodecAllReduce(to_wire(m.codec_all_reduce));
     o.setCodecBlock(m.codec_block);
+    o.setDeployment(m.deployment);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
   void operator()(const RoundControl& m) {
@@ -486,6 +489,7 @@ class Reader {
     m.from_stage = in.getFromStage();
     m.from_member = in.getFromMember();
     m.tensor = tensor(in.getTensor(), (kind + ".tensor").c_str());
+    m.deployment = in.getDeployment();
   }
 
   Message envelope(wire::Envelope::Reader env) const {
@@ -514,6 +518,7 @@ class Reader {
         m.chunk = in.getChunk();
         m.from_member = in.getFromMember();
         m.tensor = tensor(in.getTensor(), "reduceChunk.tensor");
+        m.deployment = in.getDeployment();
         return m;
       }
       case wire::Envelope::ASSIGNMENT: {
@@ -553,6 +558,7 @@ class Reader {
         m.codec_from_prev = codec(in.getCodecFromPrev(), "assignment.codecFromPrev");
         m.codec_all_reduce = codec(in.getCodecAllReduce(), "assignment.codecAllReduce");
         m.codec_block = codec_block(in.getCodecBlock(), "assignment.codecBlock");
+        m.deployment = in.getDeployment();
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");

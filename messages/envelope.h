@@ -63,6 +63,7 @@ struct Activation {
   uint32_t from_stage = 0, from_member = 0;
   TensorBlob tensor;
   TensorBlob labels;
+  uint64_t deployment = 0;  // the sender's StageAssignment::deployment
 };
 
 struct Gradient {
@@ -71,6 +72,7 @@ struct Gradient {
   SampleRange samples;
   uint32_t from_stage = 0, from_member = 0;
   TensorBlob tensor;
+  uint64_t deployment = 0;
 };
 
 struct ReduceChunk {
@@ -78,6 +80,7 @@ struct ReduceChunk {
   uint32_t step = 0, chunk = 0, from_member = 0;
   TensorBlob tensor;
   uint32_t bucket = 0;  // the all-reduce bucket (actors/all_reduce.h)
+  uint64_t deployment = 0;
 };
 
 using asteroid::OptimizerKind;
@@ -118,6 +121,7 @@ struct StageAssignment {
   wire_codec::Codec codec_from_prev = wire_codec::Codec::fp32;
   wire_codec::Codec codec_all_reduce = wire_codec::Codec::fp32;
   uint32_t codec_block = wire_codec::kDefaultBlock;
+  uint64_t deployment = 0;  // stamps this member's data (asteroid.capnp)
 };
 
 enum class ControlKind : uint8_t { start, done, commit, abort, replicated, replicate };

@@ -149,8 +149,15 @@ struct JobSupervisor::Impl {
   // attempt one FailureRecord), at most kMaxAttemptsPerFailure attempts.
   void recover(std::set<std::string> lost_now, const std::string& kind, const std::string& why,
                const std::string& failed_device = "");
-  // One attempt: abort, collect the states, re-plan, redeploy. Fills `record`.
-  void recover_once(std::set<std::string> lost_now, FailureRecord& record, PhaseClock& phase);
+  // One attempt: abort, collect the states, re-plan, redeploy; or, when
+  // only stage actors on `failed` failed (no device is lost), restart them
+  // in place. Fills `record`.
+  void recover_once(std::set<std::string> lost_now, const std::string& failed, FailureRecord& record,
+                    PhaseClock& phase);
+  // Adds what `states` (by stage of `plan`; empty: stays in place) move to
+  // the record's layers_moved and bytes_moved.
+  static void count_moved(const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                          FailureRecord& record);
   // Every stage's state at the last committed round (none before the first
   // commit): the cached ones, else collected from the survivors. Throws
   // RecoveryImpossible naming a stage whose state is gone.

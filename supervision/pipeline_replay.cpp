@@ -150,7 +150,7 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     PhaseClock phase;
     std::string interruption;
     try {
-      recover_once(lost_now, record, phase);
+      recover_once(lost_now, failed, record, phase);
       recovered_cache.reset();
       return;
     } catch (const RecoveryImpossible&) {
@@ -206,7 +206,18 @@ std::vector<messages::StageState> JobSupervisor::Impl::committed_states() {
   return recovered;
 }
 
-void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, FailureRecord& record, PhaseClock& phase) {
+void JobSupervisor::Impl::count_moved(const planner::Plan& plan, const std::vector<messages::StageState>& states,
+                                      FailureRecord& record) {
+  for (size_t s = 0; s < states.size(); ++s) {
+    if (states[s].weights.empty()) continue;
+    record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
+    record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
+                          static_cast<double>(plan.stages[s].devices.size());
+  }
+}
+
+void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std::string& failed,
+                                       FailureRecord& record, PhaseClock& phase) {
   // Abort the rounds in flight; a device that does not confirm is lost too.
   for (size_t attempt = 0;; ++attempt) {
     lost.insert(lost_now.begin(), lost_now.end());
@@ -230,15 +241,33 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, FailureRe
                                                               : "; continue with --resume " + options.checkpoint_path));
   }
   const planner::Plan old = coordinator.plan();
-  const std::vector<messages::StageState> recovered = committed_states();
-  record.states_ms = phase.lap_ms();
-  planner::Plan plan = old;
   std::vector<std::string> lost_in_plan;
   for (const auto& stage : old.stages) {
     for (const auto& d : stage.devices) {
       if (lost.count(d.id)) lost_in_plan.push_back(d.id);
     }
   }
+  if (lost_in_plan.empty() && !failed.empty()) {
+    // Only stage actors failed, on a node that lives on: restart them where
+    // they were, from their committed states; the other members stay (the
+    // abort rolled them back) with their loaded models and data.
+    record.replan = "in-place";
+    const auto loaded = coordinator.restart_in_place({failed}, lost);
+    record.redeploy_ms = phase.lap_ms();  // the restarted stages' states are fetched on the way
+    count_moved(old, loaded, record);
+    record.resumed_from = coordinator.next_round();
+    record.plan_summary = summary_of(old);
+    record.planned_round_ms = old.predicted_round_ms;
+    failures.push_back(record);
+    emit("replan",
+         "restarted the stage actors on " + failed + " in place: " + record.plan_summary + "; replaying round " +
+             std::to_string(coordinator.next_round()),
+         true);
+    return;
+  }
+  const std::vector<messages::StageState> recovered = committed_states();
+  record.states_ms = phase.lap_ms();
+  planner::Plan plan = old;
   std::string explanation;
   if (!lost_in_plan.empty()) {
     // Devices the plan left idle (reachable, not lost) may step in for the
@@ -258,12 +287,7 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, FailureRe
   }
   record.plan_ms = phase.lap_ms();
   const auto states = states_for(plan, recovered);
-  for (size_t s = 0; s < states.size(); ++s) {
-    if (states[s].weights.empty()) continue;
-    record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
-    record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
-                          static_cast<double>(plan.stages[s].devices.size());
-  }
+  count_moved(plan, states, record);
   coordinator.redeploy(plan, states, lost, /*respawn=*/true);
   record.redeploy_ms = phase.lap_ms();
   record.resumed_from = coordinator.next_round();

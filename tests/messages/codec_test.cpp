@@ -99,9 +99,9 @@ StageState sample_state() {
 
 // One message of every kind, every field set to a non-default value.
 std::vector<Message> one_of_each_kind() {
-  Activation a{7, 3, {4, 9}, 1, 2, floats({5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5})};
-  Gradient g{7, 3, {4, 9}, 2, 0, floats({5, 6}, -1.0f)};
-  ReduceChunk r{8, 1, 2, 1, floats({33}, 2.0f), 3};
+  Activation a{7, 3, {4, 9}, 1, 2, floats({5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5}), 5};
+  Gradient g{7, 3, {4, 9}, 2, 0, floats({5, 6}, -1.0f), 6};
+  ReduceChunk r{8, 1, 2, 1, floats({33}, 2.0f), 3, 7};
   StageAssignment s;
   s.job_id = "job-1";
   s.model = "fmnist-cnn";
@@ -129,6 +129,7 @@ std::vector<Message> one_of_each_kind() {
   s.codec_from_prev = wire_codec::Codec::bf16;
   s.codec_all_reduce = wire_codec::Codec::int4;
   s.codec_block = 32;
+  s.deployment = 9;
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456, {"tx2-1"}};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}, 123456789, 3};
@@ -209,6 +210,7 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_EQ(a.samples, (SampleRange{4, 9}));
   EXPECT_EQ(a.from_stage, 1u);
   EXPECT_EQ(a.from_member, 2u);
+  EXPECT_EQ(a.deployment, 5u);
   EXPECT_EQ(a.tensor.shape, (std::vector<int64_t>{5, 2, 3}));
   ASSERT_EQ(a.tensor.bytes, 30 * sizeof(float));
   float f29;
@@ -221,6 +223,11 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_EQ(r.bucket, 3u);
   EXPECT_EQ(r.step, 1u);
   EXPECT_EQ(r.chunk, 2u);
+  EXPECT_EQ(r.deployment, 7u);
+  const auto g_bytes = encode(messages[1]);
+  auto g_decoded = decode_copy(g_bytes.data(), g_bytes.size());
+  ASSERT_TRUE(g_decoded.ok()) << g_decoded.error;
+  EXPECT_EQ(std::get<Gradient>(*g_decoded.message).deployment, 6u);
   ASSERT_EQ(a.labels.dtype, DType::int64);
   int64_t label4;
   std::memcpy(&label4, a.labels.data + 4 * sizeof(int64_t), sizeof(int64_t));
@@ -242,6 +249,7 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_EQ(s.codec_from_prev, wire_codec::Codec::bf16);
   EXPECT_EQ(s.codec_all_reduce, wire_codec::Codec::int4);
   EXPECT_EQ(s.codec_block, 32u);
+  EXPECT_EQ(s.deployment, 9u);
 }
 
 TEST(Codec, DefaultAssignmentCodecsRoundTrip) {

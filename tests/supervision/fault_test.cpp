@@ -22,6 +22,7 @@
 #include "compute/evaluate.h"
 #include "compute/profiler.h"
 #include "planner/cost_model.h"
+#include "planner/json_io.h"
 #include "messages/tensor_codec.h"
 #include "supervision/checkpoint.h"
 #include "supervision/job_supervisor.h"
@@ -332,6 +333,39 @@ TEST(PipelineReplay, DataWhoseSenderCannotBeNamedCostsTheReceivingDevice) {
   EXPECT_EQ(run.failures[0].kind, "device-lost");
   EXPECT_EQ(run.failures[0].devices, std::vector<std::string>{"d0"});
   EXPECT_FALSE(uses(run.final_plan, "d0"));
+}
+
+TEST(PipelineReplay, AStageThatFailsOnItsOwnIsRestartedInPlace) {
+  // d2's stage throws in the all-reduce of round 5 while its node lives
+  // on: only that actor is spawned anew on d2, from its group's committed
+  // state; d0, d1 and d3 keep their actors (rolled back by the abort) and
+  // drop what they were sent for the aborted rounds. Every round once, the
+  // same losses, the same plan.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--fail-at", "allreduce:5"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  const FailureRecord& f = run.failures[0];
+  EXPECT_EQ(f.kind, "stage-failed");
+  EXPECT_EQ(f.round, 5u);
+  EXPECT_EQ(f.devices, std::vector<std::string>{"d2"});
+  EXPECT_EQ(f.replan, "in-place");
+  EXPECT_EQ(f.layers_moved, 2) << "only the failed stage's layers are loaded again";
+  EXPECT_EQ(planner::plan_to_json(run.final_plan)["stages"], planner::plan_to_json(three_stage_plan())["stages"]);
+}
+
+TEST(PipelineReplay, AFailedStageAloneOnItsDeviceRestartsFromTheStateItsNodeKeeps) {
+  // d3 runs the last stage alone; its actor throws in the forward of round
+  // 3. No other member holds the stage: its node's copy of the committed
+  // state (or the replica) restarts it, and training goes on unchanged.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--fail-at", "forward:3"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.failures.size(), 1u);
+  EXPECT_EQ(run.failures[0].kind, "stage-failed");
+  EXPECT_EQ(run.failures[0].replan, "in-place");
+  EXPECT_EQ(run.failures[0].layers_moved, 2);
+  EXPECT_TRUE(uses(run.final_plan, "d3"));
 }
 
 TEST(PipelineReplay, ADeviceLostWhileACheckpointFetchesStatesIsRecovered) {
