@@ -15,8 +15,14 @@ using back_atom = caf::atom_constant<caf::atom("back")>;
 // device cannot reach now (sent when it changes; actors/partitions.h).
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 // (status_atom) -> std::string: the running job's status as JSON
-// (Coordinator::status), answered while rounds run.
+// (Coordinator::status, JobSupervisor::status), answered while rounds run.
 using status_atom = caf::atom_constant<caf::atom("status")>;
+// (stop_atom): the job actor (supervision/job_actor.h) is asked to end the
+// job at the next round boundary.
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+// (update_atom, std::string): the job's driver tells the job actor its
+// newest status.
+using update_atom = caf::atom_constant<caf::atom("update")>;
 // (ask_reply_atom, uint64_t ticket, WireMessage | caf::error): the answer of
 // a request made through actors::ask (actors/ask.h) to its asker.
 using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;

@@ -32,6 +32,7 @@
 #include "apps/testbed/emulated_cluster.h"
 #include "planner/json_io.h"
 #include "planner/replan.h"
+#include "supervision/job_actor.h"
 #include "supervision/checkpoint.h"
 #include "supervision/node_states.h"
 #include "supervision/stage_states.h"
@@ -318,72 +319,83 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision.checkpoint_every = options.checkpoint_every;
   supervision.checkpoint_path = options.checkpoint_path;
   if (resumed) leave_out_unreachable(spec, states, supervision, o, metrics);
-  supervision::JobSupervisor job(system, spec, supervision);
-  job.on_event([&](const supervision::SupervisionEvent& e) {
-    nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
-    if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
-    if (!e.devices.empty()) line["devices"] = e.devices;
-    if (e.from_round >= 0) line["from_round"] = e.from_round;
-    for (const auto& [key, value] : e.numbers) {
-      const bool whole = std::floor(value) == value && std::fabs(value) < 9007199254740992.0;
-      line[key] = whole ? nlohmann::json(static_cast<int64_t>(value)) : nlohmann::json(value);
-    }
-    metrics.write_line(line.dump());
-    if (options.on_event) options.on_event(e, job);
-  });
-  job.start(first_round, states);
-
   compute::ProgressLine progress(total - static_cast<int64_t>(first_round), o.progress);
   DistributedResult result;
   result.first_round = first_round;
-  const auto t0 = std::chrono::steady_clock::now();
-  auto record = [&](const actors::RoundReport& report) {
-    if (!std::isfinite(report.loss)) {
-      throw std::runtime_error("training diverged: loss is " + std::to_string(report.loss) + " in round " +
-                               std::to_string(report.round) + " (try a smaller --lr)");
-    }
-    result.committed.push_back(report);
-    result.samples += o.batch;
-    result.final_loss = report.loss;
-    metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms,
-                   {{"t_s", seconds_since(t0)}, {"unix_s", unix_seconds()}}});
-    progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
-  };
-  job.on_commit(record);
-  std::set<uint64_t> announced;
-  while (static_cast<int64_t>(job.committed_rounds()) < total) {
-    if (static_cast<int64_t>(job.next_round()) < total) {
-      if (announced.insert(job.next_round()).second) {
-        const auto due = options.plan_switches.find(job.next_round());
-        if (due != options.plan_switches.end()) job.switch_plan(due->second);
-        if (options.before_round) options.before_round(job.next_round(), job);
+  // The job runs under its job actor (supervision/job_actor.h), which
+  // answers status requests while this driver runs rounds and recoveries.
+  supervision::run_job(system, [&](supervision::JobDriver& driver) {
+    supervision::JobSupervisor job(system, spec, supervision);
+    job.on_event([&](const supervision::SupervisionEvent& e) {
+      nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
+      if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
+      if (!e.devices.empty()) line["devices"] = e.devices;
+      if (e.from_round >= 0) line["from_round"] = e.from_round;
+      for (const auto& [key, value] : e.numbers) {
+        const bool whole = std::floor(value) == value && std::fabs(value) < 9007199254740992.0;
+        line[key] = whole ? nlohmann::json(static_cast<int64_t>(value)) : nlohmann::json(value);
       }
-      job.run_round();
-    } else {
-      job.flush();
-    }
-  }
-  result.rounds = static_cast<int64_t>(result.committed.size());
-  result.train_seconds = seconds_since(t0);
-  result.samples_per_s = result.train_seconds > 0 ? static_cast<double>(result.samples) / result.train_seconds : 0;
-  progress.finish();
+      metrics.write_line(line.dump());
+      if (options.on_event) options.on_event(e, job);
+    });
+    job.on_status([&](const std::string& status) { driver.publish(status); });
+    job.start(first_round, states);
 
-  std::vector<at::Tensor> parts;
-  for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
-  const at::Tensor weights = at::cat(parts);
-  if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);
-  // The trained states are here: the nodes need not keep them any more.
-  result.node_kept_bytes = job.coordinator().release_job();
-  const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
-  result.test_accuracy = eval.accuracy;
-  result.test_loss = eval.mean_loss;
-  result.test_samples = eval.samples;
-  result.failures = job.failures();
-  result.stragglers = job.stragglers();
-  result.trace = job.coordinator().trace();
-  result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
-  result.final_plan = job.plan();
-  result.dropped_messages = job.coordinator().dropped_messages();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto record = [&](const actors::RoundReport& report) {
+      if (!std::isfinite(report.loss)) {
+        throw std::runtime_error("training diverged: loss is " + std::to_string(report.loss) + " in round " +
+                                 std::to_string(report.round) + " (try a smaller --lr)");
+      }
+      result.committed.push_back(report);
+      result.samples += o.batch;
+      result.final_loss = report.loss;
+      metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms,
+                     {{"t_s", seconds_since(t0)}, {"unix_s", unix_seconds()}}});
+      progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
+    };
+    job.on_commit(record);
+    std::set<uint64_t> announced;
+    while (static_cast<int64_t>(job.committed_rounds()) < total) {
+      if (driver.stop_requested()) {
+        throw supervision::JobStopped("stopped by request after round " + std::to_string(job.committed_rounds()) +
+                                      (options.checkpoint_every > 0 ? "; continue with --resume " +
+                                                                          options.checkpoint_path
+                                                                    : std::string()));
+      }
+      if (static_cast<int64_t>(job.next_round()) < total) {
+        if (announced.insert(job.next_round()).second) {
+          const auto due = options.plan_switches.find(job.next_round());
+          if (due != options.plan_switches.end()) job.switch_plan(due->second);
+          if (options.before_round) options.before_round(job.next_round(), job);
+        }
+        job.run_round();
+      } else {
+        job.flush();
+      }
+    }
+    result.rounds = static_cast<int64_t>(result.committed.size());
+    result.train_seconds = seconds_since(t0);
+    result.samples_per_s = result.train_seconds > 0 ? static_cast<double>(result.samples) / result.train_seconds : 0;
+    progress.finish();
+
+    std::vector<at::Tensor> parts;
+    for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
+    const at::Tensor weights = at::cat(parts);
+    if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);
+    // The trained states are here: the nodes need not keep them any more.
+    result.node_kept_bytes = job.coordinator().release_job();
+    const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
+    result.test_accuracy = eval.accuracy;
+    result.test_loss = eval.mean_loss;
+    result.test_samples = eval.samples;
+    result.failures = job.failures();
+    result.stragglers = job.stragglers();
+    result.trace = job.coordinator().trace();
+    result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
+    result.final_plan = job.plan();
+    result.dropped_messages = job.coordinator().dropped_messages();
+  }, options.on_job_started);
 
   // Trace rows are named after the plan in force at the end; after a
   // re-plan, earlier rounds' rows keep their (stage, member) numbers.

@@ -15,6 +15,7 @@
 #include "actors/coordinator.h"
 #include "compute/single_trainer.h"
 #include "planner/types.h"
+#include "supervision/job_actor.h"
 #include "supervision/job_supervisor.h"
 
 namespace asteroid::apps {
@@ -45,11 +46,16 @@ struct DistributedOptions {
   // Plans to switch to at round boundaries (JobSupervisor::switch_plan), by
   // the first round each trains: to repeat the plan sequence of another run.
   std::map<uint64_t, planner::Plan> plan_switches;
-  // Called before a round starts for the first time (fault schedules).
+  // Called before a round starts for the first time (fault schedules), on
+  // the job's driver thread (job_actor.h), as are all the callbacks here.
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
-  // Called for every supervision event, after its metrics line, on the
-  // training thread (a failure's comes as its recovery starts).
+  // Called for every supervision event, after its metrics line (a
+  // failure's comes as its recovery starts).
   std::function<void(const supervision::SupervisionEvent&, supervision::JobSupervisor&)> on_event;
+  // Called with the job actor before the job deploys: it answers status
+  // requests (JobSupervisor::status) at any time and ends the job at a
+  // round boundary on a stop request (JobStopped).
+  std::function<void(const supervision::job_actor&)> on_job_started;
   // Extra summary fields (strings), e.g. the emulation mechanisms.
   std::map<std::string, std::string> summary_strings;
   std::map<std::string, double> summary_numbers;

@@ -44,8 +44,18 @@ actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOption
   return spec;
 }
 
+std::string JobSupervisor::Impl::status() const {
+  nlohmann::json out = nlohmann::json::parse(coordinator.status());
+  out["phase"] = phase;
+  if (!step.empty()) out["step"] = step;
+  if (phase == "recovering") out["recovery"] = {{"round", recovering_round}, {"cause", recovering_from}};
+  out["failures"] = failures.size();
+  return out.dump();
+}
+
 void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages::StageState>& states) {
   started = std::chrono::steady_clock::now();
+  enter("deploying");
   planner = actors::spawn_planner(system, coordinator.spec().cluster, options.planner_on,
                                   coordinator.spec().connect_timeout);
   coordinator.deploy(first_round, states);
@@ -72,6 +82,7 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
   }
   setup.nodes = coordinator.node_actors();
   monitor = spawn_heartbeat_monitor(system, setup);
+  enter("training");
 }
 
 std::vector<actors::RoundReport> JobSupervisor::Impl::run_round() {
@@ -98,6 +109,7 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
     for (const auto& report : reports) commit_listener(report);
   }
   watch_speed(reports);
+  publish();
   // A checkpoint is due after every `checkpoint_every` rounds. When rounds
   // commit together (the pipelined commit), it is taken at the last of
   // them: the stages hold only their last committed state.
@@ -106,8 +118,10 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
     for (const auto& report : reports) due |= (report.round + 1) % options.checkpoint_every == 0;
     if (due) {
       checkpoint_owed = true;  // until written: a device lost while its state is fetched defers it
+      enter("checkpointing");
       write_checkpoint_at(*coordinator.last_committed());
       checkpoint_owed = false;
+      enter("training");
     }
   }
 }
@@ -201,6 +215,12 @@ uint64_t JobSupervisor::next_round() const { return impl_->coordinator.next_roun
 void JobSupervisor::on_event(std::function<void(const SupervisionEvent&)> listener) {
   impl_->listener = std::move(listener);
 }
+
+void JobSupervisor::on_status(std::function<void(const std::string&)> listener) {
+  impl_->status_listener = std::move(listener);
+}
+
+std::string JobSupervisor::status() const { return impl_->status(); }
 
 void JobSupervisor::on_commit(std::function<void(const actors::RoundReport&)> listener) {
   impl_->commit_listener = std::move(listener);

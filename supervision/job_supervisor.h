@@ -153,6 +153,17 @@ class JobSupervisor {
   uint64_t next_round() const;
 
   void on_event(std::function<void(const SupervisionEvent&)> listener);
+  // The job's status as JSON: Coordinator::status() plus "phase"
+  // (deploying | training | checkpointing | recovering | admitting |
+  // finishing), "step" while recovering (aborting | collecting states |
+  // re-planning | redeploying | restarting in place | reading the
+  // checkpoint), "recovery" while recovering ({"round": the round replayed,
+  // "cause": the failure}) and "failures" (how many recoveries ended).
+  std::string status() const;
+  // Called with status() at every change of phase or step and after every
+  // commit, on the thread that drives the supervisor (job_actor.h publishes
+  // it to the job actor, which answers status requests at any time).
+  void on_status(std::function<void(const std::string&)> listener);
   // Called for every committed round, in order, before a checkpoint of that
   // round is written (so a log written here never lags a checkpoint).
   void on_commit(std::function<void(const actors::RoundReport&)> listener);

@@ -59,6 +59,10 @@ struct JobSupervisor::Impl {
   std::vector<FailureRecord> failures;
   std::function<void(const SupervisionEvent&)> listener;
   std::function<void(const actors::RoundReport&)> commit_listener;
+  std::function<void(const std::string&)> status_listener;
+  std::string phase = "deploying", step;  // JobSupervisor::status()
+  uint64_t recovering_round = 0;          // while recovering: the round replayed
+  std::string recovering_from;            // ... and the failure that started it
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   int recoveries = 0;
   std::vector<actors::RoundReport> salvaged;  // committed in a step that then failed
@@ -88,6 +92,18 @@ struct JobSupervisor::Impl {
     if (listener)
       listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices),
                 with_plan ? static_cast<int64_t>(coordinator.next_round()) : -1, std::move(numbers)});
+  }
+
+  // The job's status (JobSupervisor::status) and telling the status
+  // listener: at every change of phase or step, and after commits.
+  std::string status() const;
+  void publish() const {
+    if (status_listener) status_listener(status());
+  }
+  void enter(std::string new_phase, std::string new_step = "") {
+    phase = std::move(new_phase);
+    step = std::move(new_step);
+    publish();
   }
 
   void start(uint64_t first_round, const std::vector<messages::StageState>& states);

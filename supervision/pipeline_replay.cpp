@@ -144,6 +144,9 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     record.detected_s = now_s();
     record.devices.assign(lost_now.begin(), lost_now.end());
     if (!failed.empty()) record.devices.push_back(failed);
+    recovering_round = record.round;
+    recovering_from = cause;
+    enter("recovering", "aborting");
     emit("failure", (attempt == 1 ? "failure in round " : "failure while recovering round ") +
                         std::to_string(record.round) + ": " + cause,
          false, record.devices);
@@ -152,6 +155,7 @@ void JobSupervisor::Impl::recover(std::set<std::string> lost_now, const std::str
     try {
       recover_once(lost_now, failed, record, phase);
       recovered_cache.reset();
+      enter("training");
       return;
     } catch (const RecoveryImpossible&) {
       throw;
@@ -252,6 +256,7 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
     // they were, from their committed states; the other members stay (the
     // abort rolled them back) with their loaded models and data.
     record.replan = "in-place";
+    enter("recovering", "restarting in place");
     const auto loaded = coordinator.restart_in_place({failed}, lost);
     record.redeploy_ms = phase.lap_ms();  // the restarted stages' states are fetched on the way
     count_moved(old, loaded, record);
@@ -265,8 +270,10 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
          true);
     return;
   }
+  enter("recovering", "collecting states");
   const std::vector<messages::StageState> recovered = committed_states();
   record.states_ms = phase.lap_ms();
+  enter("recovering", "re-planning");
   planner::Plan plan = old;
   std::string explanation;
   if (!lost_in_plan.empty()) {
@@ -288,6 +295,7 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
   record.plan_ms = phase.lap_ms();
   const auto states = states_for(plan, recovered);
   count_moved(plan, states, record);
+  enter("recovering", "redeploying");
   coordinator.redeploy(plan, states, lost, /*respawn=*/true);
   record.redeploy_ms = phase.lap_ms();
   record.resumed_from = coordinator.next_round();
@@ -302,6 +310,7 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
 }
 
 std::vector<messages::StageState> JobSupervisor::Impl::final_states() {
+  enter("finishing");
   try {
     return coordinator.fetch_states();
   } catch (const DeviceLost& e) {
@@ -332,8 +341,10 @@ void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
       if (lost.count(d.id)) lost_in_plan.push_back(d.id);
     }
   }
+  enter("recovering", "re-planning");
   const planner::Plan plan = ask_planner(lost_in_plan, {}, nullptr);
   record.plan_ms = phase.lap_ms();
+  enter("recovering", "reading the checkpoint");
   std::vector<messages::StageState> states(plan.stages.size());
   std::optional<uint64_t> from;
   if (!options.checkpoint_path.empty() && std::ifstream(options.checkpoint_path).good()) {
@@ -348,6 +359,7 @@ void JobSupervisor::Impl::restart(FailureRecord record, PhaseClock& phase) {
   }
   coordinator.rewind_to(from);
   record.states_ms = phase.lap_ms();
+  enter("recovering", "redeploying");
   coordinator.redeploy(plan, states, lost, /*respawn=*/true);
   record.redeploy_ms = phase.lap_ms();
   record.replan = "restart";
@@ -388,6 +400,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     }
   }
   if (added.empty()) return reports;
+  enter("admitting");
   try {
     reports = coordinator.flush();  // a clean boundary: nothing uncommitted
     after_commits(reports);
@@ -420,6 +433,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     // states collected for the admission.
     if (!coordinator.deployed()) recover({}, "device-lost", e.what());
   }
+  enter("training");
   return reports;
 }
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -197,6 +199,13 @@ TEST(ChaosVerdict, PassesOnlyWhenEveryRoundCommitsOnceInOrderWithTheSameLoss) {
   EXPECT_TRUE(judge_chaos(rounds({{0, 2.0}, {1, 1.50001}, {2, 1.2}}), reference, 3, 5e-5).passed);
 }
 
+// The last `bytes` of a file (empty when it does not exist).
+std::string tail_of(const std::string& path, size_t bytes) {
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.size() > bytes ? text.substr(text.size() - bytes) : text;
+}
+
 // The campaign of the suite: 8 faults on env C, judged from its files: on
 // the same plans, recovery changes no bit of the losses or the weights.
 TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
@@ -204,7 +213,8 @@ TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
   const std::string out = tmp.file("chaos");
   const auto r = test::run({test::kAsteroid, "chaos", "--faults", "8", "--seed", "7", "--out", out},
                            testbed::Millis(1500000));
-  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  ASSERT_EQ(r.status, 0) << r.out << r.err << "\nchaos.log ends:\n" << tail_of(out + "/chaos.log", 4000)
+                         << "\nreference.log ends:\n" << tail_of(out + "/reference.log", 4000);
   const auto reference = read_committed_rounds(out + "/reference/metrics.jsonl");
   const auto chaos = read_committed_rounds(out + "/chaos/metrics.jsonl");
   const auto report = test::read_json(out + "/report.json");

@@ -7,8 +7,10 @@
 // test subset is within two points of the fault-free run.
 #include <ATen/ATen.h>
 #include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <cstdio>
@@ -25,6 +27,7 @@
 #include "planner/json_io.h"
 #include "messages/tensor_codec.h"
 #include "supervision/checkpoint.h"
+#include "supervision/job_actor.h"
 #include "supervision/job_supervisor.h"
 #include "tests/support/local_nodes.h"
 #include "tests/support/temp_dir.h"
@@ -57,6 +60,7 @@ struct Outcome {
   std::vector<actors::RoundReport> committed;
   std::vector<FailureRecord> failures;
   std::vector<SupervisionEvent> events;
+  std::vector<std::string> statuses_at_failure;  // the job actor's answers, asked as each failure's recovery starts
   planner::Plan final_plan;
   double accuracy = 0;
 };
@@ -92,27 +96,41 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
     options.checkpoint_every = 3;
     options.checkpoint_path = checkpoint;
   }
-  JobSupervisor job(system, spec, options);
   Outcome out;
-  job.on_event([&](const SupervisionEvent& e) { out.events.push_back(e); });
-  job.start();
-  std::set<uint64_t> announced;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-  while (job.committed_rounds() < rounds) {
-    if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("training did not finish in time");
-    if (job.next_round() < rounds) {
-      if (before_round && announced.insert(job.next_round()).second) before_round(job.next_round());
-      for (const auto& r : job.run_round()) out.committed.push_back(r);
-    } else {
-      for (const auto& r : job.flush()) out.committed.push_back(r);
+  // Under its job actor, as asteroid train runs it. At every failure the
+  // driver itself asks the job actor for the status: blocked in that
+  // request, it cannot answer; the job actor does.
+  run_job(system, [&](JobDriver& driver) {
+    JobSupervisor job(system, spec, options);
+    job.on_event([&](const SupervisionEvent& e) {
+      out.events.push_back(e);
+      if (e.kind == "failure") {
+        caf::scoped_actor self{system};
+        self->request(driver.job(), std::chrono::seconds(10), actors::status_atom::value)
+            .receive([&](const std::string& status) { out.statuses_at_failure.push_back(status); },
+                     [&](caf::error& e) { out.statuses_at_failure.push_back("error: " + system.render(e)); });
+      }
+    });
+    job.on_status([&](const std::string& status) { driver.publish(status); });
+    job.start();
+    std::set<uint64_t> announced;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    while (job.committed_rounds() < rounds) {
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("training did not finish in time");
+      if (job.next_round() < rounds) {
+        if (before_round && announced.insert(job.next_round()).second) before_round(job.next_round());
+        for (const auto& r : job.run_round()) out.committed.push_back(r);
+      } else {
+        for (const auto& r : job.flush()) out.committed.push_back(r);
+      }
     }
-  }
-  std::vector<at::Tensor> parts;
-  for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
-  out.failures = job.failures();
-  out.final_plan = job.plan();
-  const auto test = compute::open_dataset(kModel, compute::Split::test);
-  out.accuracy = compute::evaluate_weights(kModel, at::cat(parts), *test, 500, kEvalSamples).accuracy;
+    std::vector<at::Tensor> parts;
+    for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
+    out.failures = job.failures();
+    out.final_plan = job.plan();
+    const auto test = compute::open_dataset(kModel, compute::Split::test);
+    out.accuracy = compute::evaluate_weights(kModel, at::cat(parts), *test, 500, kEvalSamples).accuracy;
+  });
   return out;
 }
 
@@ -160,6 +178,24 @@ TEST(PipelineReplay, KilledGroupMember) {
   EXPECT_EQ(run.failures[0].replan, "lightweight");
   EXPECT_FALSE(uses(run.final_plan, "d2"));
   EXPECT_TRUE(uses(run.final_plan, "d1")) << "the surviving member keeps its stage";
+}
+
+TEST(PipelineReplay, TheJobAnswersStatusRequestsWhileItRecovers) {
+  // d2 dies in round 4: as the recovery starts, the job actor answers for
+  // the job (its driver is busy recovering): recovering round 4 from the
+  // abort on, because of d2, on the plan in force.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--crash-at", "backward:4"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_EQ(run.statuses_at_failure.size(), 1u);
+  const auto status = nlohmann::json::parse(run.statuses_at_failure[0]);
+  EXPECT_EQ(status["phase"], "recovering") << status;
+  EXPECT_EQ(status["step"], "aborting") << status;
+  EXPECT_EQ(status["recovery"]["round"], 4) << status;
+  EXPECT_NE(status["recovery"]["cause"].get<std::string>().find("d2"), std::string::npos) << status;
+  EXPECT_EQ(status["plan"]["stages"].size(), 3u) << status;
+  EXPECT_LE(status["next_round"].get<uint64_t>(), 5u) << status;
+  EXPECT_EQ(status["devices"]["d4"], "idle") << status;
 }
 
 TEST(PipelineReplay, KilledOnlyDeviceOfAStage) {
