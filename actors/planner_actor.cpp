@@ -64,29 +64,27 @@ messages::PlanResult plan_for(const messages::PlanRequest& request) {
     if (!request.rank.empty() && request.running_plan_json.empty()) {
       return ranked_plan(request, planner::ProfileTables(cluster, profile), config);
     }
+    // A plan or a re-plan: its plan, or why none fits.
+    auto adopt = [&](const auto& outcome) {
+      if (!outcome.feasible) {
+        result.reason = outcome.why;
+        return false;
+      }
+      plan = outcome.plan;
+      evaluation = outcome.evaluation;
+      planning_ms = outcome.planning_ms;
+      return true;
+    };
     if (request.running_plan_json.empty()) {
       const planner::ProfileTables tables(cluster, profile);
-      auto planned = planner::make_plan(tables, config, planner::parse_strategy(request.strategy));
-      if (!planned.feasible) {
-        result.reason = planned.why;
-        return result;
-      }
-      plan = planned.plan;
-      evaluation = planned.evaluation;
-      planning_ms = planned.planning_ms;
+      if (!adopt(planner::make_plan(tables, config, planner::parse_strategy(request.strategy)))) return result;
     } else {
       const auto running = planner::plan_from_json(nlohmann::json::parse(request.running_plan_json), "running plan");
-      auto replanned = request.heavy ? planner::replan_heavy(running, cluster, profile, config, request.lost_devices,
-                                                             request.added_devices)
-                                     : planner::replan_lightweight(running, cluster, profile, config,
-                                                                   request.lost_devices, request.added_devices);
-      if (!replanned.feasible) {
-        result.reason = replanned.why;
+      if (!adopt(request.heavy ? planner::replan_heavy(running, cluster, profile, config, request.lost_devices,
+                                                       request.added_devices)
+                               : planner::replan_lightweight(running, cluster, profile, config, request.lost_devices,
+                                                             request.added_devices)))
         return result;
-      }
-      plan = replanned.plan;
-      evaluation = replanned.evaluation;
-      planning_ms = replanned.planning_ms;
     }
     result.plan_json = planner::plan_to_json(plan).dump();
     result.explanation = planner::explain_plan(plan, evaluation, planning_ms);

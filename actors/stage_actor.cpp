@@ -167,7 +167,7 @@ class StageMember {
       feedback_.clear();
       try {
         model = std::make_unique<compute::StageModel>(a.model, static_cast<int>(a.layer_begin),
-                                                      static_cast<int>(a.layer_end), a.seed, to_config(a.optimizer));
+                                                      static_cast<int>(a.layer_end), a.seed, a.optimizer);
         if (!a.initial_state.weights.empty()) load_state(*model, a.initial_state);
         if (a.stage == 0 && !data_) data_ = node_->training_data(a.model);
         if (a.stage != 0) node_->prefetch_training_data(a.model);
@@ -518,6 +518,21 @@ class StageMember {
     return {batch.inputs, batch.labels};
   }
 
+  // An activation or gradient slice of micro-batch `mb` from this member,
+  // without its tensors.
+  template <typename Data>
+  Data outgoing(int mb, const Slice& slice) const {
+    Data out;
+    out.round = round_;
+    out.microbatch = static_cast<uint32_t>(mb);
+    out.samples = {slice.samples.begin, slice.samples.end};
+    out.from_stage = a_.stage;
+    out.from_member = a_.member;
+    out.deployment = a_.deployment;
+    return out;
+  }
+
+
   void run_forward(int mb) {
     node_->crash_point("forward", round_);
     at::Tensor input, labels;
@@ -539,13 +554,7 @@ class StageMember {
       return;
     }
     for (const Slice& slice : route(my_range_, next_ranges_)) {
-      Activation out;
-      out.round = round_;
-      out.microbatch = static_cast<uint32_t>(mb);
-      out.samples = {slice.samples.begin, slice.samples.end};
-      out.from_stage = a_.stage;
-      out.from_member = a_.member;
-      out.deployment = a_.deployment;
+      auto out = outgoing<Activation>(mb, slice);
       const int64_t from = slice.samples.begin - my_range_.begin;
       out.tensor = messages::to_blob(output.narrow(0, from, slice.samples.size()), a_.codec_to_next, a_.codec_block);
       out.labels = messages::to_blob(labels.narrow(0, from, slice.samples.size()));
@@ -583,13 +592,7 @@ class StageMember {
     record(TraceKind::backward, mb, start, end, 0);
     if (a_.stage > 0) {
       for (const Slice& slice : route(my_range_, prev_ranges_)) {
-        Gradient out;
-        out.round = round_;
-        out.microbatch = static_cast<uint32_t>(mb);
-        out.samples = {slice.samples.begin, slice.samples.end};
-        out.from_stage = a_.stage;
-        out.from_member = a_.member;
-        out.deployment = a_.deployment;
+        auto out = outgoing<Gradient>(mb, slice);
         out.tensor = messages::to_blob(grad_input.narrow(0, slice.samples.begin - my_range_.begin, slice.samples.size()),
                                        a_.codec_from_prev, a_.codec_block);
         send(prev_[slice.member], out, mb);

@@ -250,7 +250,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
       o.seed = job.at("seed").get<uint64_t>();
       options.plan = planner::plan_from_json(job.at("plan"), options.resume_checkpoint + " (plan)");
       o.batch = options.plan.batch;
-      o.optimizer = actors::to_config(actors::optimizer_from_json(job.at("optimizer")));
+      o.optimizer = actors::optimizer_from_json(job.at("optimizer"));
       options.job_id = job.value("job_id", options.job_id);
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error("checkpoint " + options.resume_checkpoint + ": incomplete job description: " + e.what());
@@ -300,7 +300,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   spec.model = o.model;
   spec.seed = o.seed;
   spec.data_seed = o.seed;
-  spec.optimizer = actors::to_spec(o.optimizer);
+  spec.optimizer = o.optimizer;
   spec.trace = !options.trace_path.empty() || options.print_grid;
   spec.job_id = options.job_id;
   spec.replicate_every = options.replicate_every;

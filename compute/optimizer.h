@@ -16,13 +16,7 @@ namespace asteroid::compute {
 
 using asteroid::OptimizerKind;
 
-struct OptimizerConfig {
-  OptimizerKind kind = OptimizerKind::momentum;
-  double lr = 0.05;
-  double momentum = 0.9;  // momentum only
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adam only
-  double weight_decay = 0;
-};
+using OptimizerConfig = asteroid::OptimizerSettings;
 
 // The default hyper-parameters of a kind (lr 0.05 for SGD/momentum, 1e-3 for Adam).
 OptimizerConfig default_optimizer_config(OptimizerKind kind);

@@ -85,10 +85,7 @@ struct ReduceChunk {
 
 using asteroid::OptimizerKind;
 
-struct OptimizerSpec {
-  OptimizerKind kind = OptimizerKind::momentum;
-  double lr = 0.05, momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
-};
+using OptimizerSpec = asteroid::OptimizerSettings;  // messages/optimizer_kind.h
 
 struct GroupMember {
   std::string device_id;

@@ -28,6 +28,18 @@ inline bool over(double lower_bound, double incumbent) {
   return lower_bound > incumbent + kTol * std::fabs(incumbent);
 }
 
+// Makes room for `n` in a Pareto front (indices into `pool`): false when an
+// entry is no worse than `n` in every key (`n` does not belong); else drops
+// the entries `n` is no worse than and returns true.
+template <typename Pool, typename T, typename NoWorse>
+bool make_room(std::vector<int>& front, const Pool& pool, const T& n, NoWorse no_worse) {
+  for (int id : front) {
+    if (no_worse(pool[id], n)) return false;
+  }
+  front.erase(std::remove_if(front.begin(), front.end(), [&](int id) { return no_worse(n, pool[id]); }), front.end());
+  return true;
+}
+
 // Per-sample rates of every device and layer for one micro-batch size.
 struct Rates {
   std::vector<std::vector<double>> both, fwd, bwd;  // [device][layer]
@@ -529,16 +541,10 @@ class SuffixSearch {
           insert_lossy(lfronts_[cell], n, cell_floor(cell, n.begin, n.h, rep));
           return;
         }
-        for (int id : front) {
-          const Entry& e = arena_[id];
-          if (e.v <= n.v && e.a <= n.a && e.stages <= n.stages) return;
-        }
-        front.erase(std::remove_if(front.begin(), front.end(),
-                                   [&](int id) {
-                                     const Entry& e = arena_[id];
-                                     return n.v <= e.v && n.a <= e.a && n.stages <= e.stages;
-                                   }),
-                    front.end());
+        if (!make_room(front, arena_, n, [](const Entry& x, const Entry& y) {
+              return x.v <= y.v && x.a <= y.a && x.stages <= y.stages;
+            }))
+          return;
         push(front, front.end(), n);
         return;
     }
@@ -1618,16 +1624,9 @@ void choose_codecs(Plan& plan, const ProfileTables& t, WirePolicy policy, const 
   std::vector<Node> nodes;
   std::vector<int> front, grown;
   auto add = [&](const Node& n) {
-    for (int id : grown) {
-      const Node& e = nodes[id];
-      if (e.v <= n.v && e.a <= n.a && e.loss <= n.loss) return;
-    }
-    grown.erase(std::remove_if(grown.begin(), grown.end(),
-                               [&](int id) {
-                                 const Node& e = nodes[id];
-                                 return n.v <= e.v && n.a <= e.a && n.loss <= e.loss;
-                               }),
-                grown.end());
+    if (!make_room(grown, nodes, n,
+                   [](const Node& x, const Node& y) { return x.v <= y.v && x.a <= y.a && x.loss <= y.loss; }))
+      return;
     nodes.push_back(n);
     grown.push_back(static_cast<int>(nodes.size()) - 1);
   };

@@ -55,7 +55,7 @@ void sink_actor(caf::blocking_actor* self) {
           bytes = 0;
         }
         if (waiting && expected > 0 && received == expected) {
-          messages::Heartbeat ack{"sink", bytes, 0};
+          messages::Heartbeat ack{"sink", bytes, 0, {}};
           self->send(caf::actor_cast<caf::actor>(waiting), messages::to_wire(ack));
           waiting = nullptr;
           expected = 0;
@@ -157,7 +157,7 @@ int client(const char* self_path, bool quick) {
     std::vector<double> rtt;
     for (int i = 0; i < pings + 100; ++i) {
       const auto t0 = Clock::now();
-      self->request(*sink, std::chrono::seconds(10), messages::to_wire(messages::Heartbeat{"bench", uint64_t(i), 0}))
+      self->request(*sink, std::chrono::seconds(10), messages::to_wire(messages::Heartbeat{"bench", uint64_t(i), 0, {}}))
           .receive([&](WireMessage&) {}, [&](caf::error&) {});
       if (i >= 100) rtt.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }

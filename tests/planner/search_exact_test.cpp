@@ -92,7 +92,9 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
     EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
         << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
     EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
-    if (c.max_stages > 0) EXPECT_LE(want.stages, c.max_stages);
+    if (c.max_stages > 0) {
+      EXPECT_LE(want.stages, c.max_stages);
+    }
     EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
     int used = 0;
     for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
