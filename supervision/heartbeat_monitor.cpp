@@ -20,9 +20,7 @@ using actors::lost_atom;
 using actors::peers_atom;
 using actors::tick_atom;
 using Clock = std::chrono::steady_clock;
-// (datagram_atom, node id, sequence, arrival as Clock ticks, unreachable
-// peers): a heartbeat reply, from the pinger's thread.
-using datagram_atom = caf::atom_constant<caf::atom("hbreply")>;
+using datagram_atom = actors::heartbeat_reply_atom;
 
 // A heartbeat datagram awaiting its reply.
 struct Pending {
@@ -51,15 +49,16 @@ struct MonitorState {
   static inline const char* name = "heartbeat-monitor";
 };
 
-using Self = caf::stateful_actor<MonitorState>;
+using Self = heartbeat_monitor_actor::stateful_pointer<MonitorState>;
 
-void report_dead(Self* self) {
+// The listener is dynamically typed: a typed actor tells it with anon_send.
+void report_dead(Self self) {
   for (const auto& device : self->state.tracker.newly_dead(Clock::now())) {
-    self->send(self->state.listener, lost_atom::value, device);
+    caf::anon_send(self->state.listener, lost_atom::value, device);
   }
 }
 
-void reconnect(Self* self, const std::string& device) {
+void reconnect(Self self, const std::string& device) {
   auto address = self->state.addresses.find(device);
   if (address == self->state.addresses.end() || self->state.connecting.count(device)) return;
   self->state.connecting.insert(device);
@@ -78,10 +77,10 @@ void reconnect(Self* self, const std::string& device) {
           [=](caf::error&) { self->state.connecting.erase(device); });
 }
 
-void heard(Self* self, const std::string& device, Clock::time_point sent, Clock::time_point at) {
+void heard(Self self, const std::string& device, Clock::time_point sent, Clock::time_point at) {
   if (self->state.probation.erase(device)) {
     self->state.tracker.watch(device, at);
-    self->send(self->state.listener, back_atom::value, device);
+    caf::anon_send(self->state.listener, back_atom::value, device);
   }
   self->state.tracker.heard(device, at);
   if (self->state.on_round_trip)
@@ -91,7 +90,7 @@ void heard(Self* self, const std::string& device, Clock::time_point sent, Clock:
 // Opens the datagram transport: resolves every device's node once and
 // starts the pinger, whose thread hands replies to this actor. Without a
 // socket the monitor falls back to actor heartbeats.
-void open_datagrams(Self* self, const MonitorSetup& setup) {
+void open_datagrams(Self self, const MonitorSetup& setup) {
   auto& s = self->state;
   for (const auto* devices : {&setup.endpoints, &setup.addresses}) {
     for (const auto& [id, device] : *devices) {
@@ -107,7 +106,7 @@ void open_datagrams(Self* self, const MonitorSetup& setup) {
   try {
     s.pinger = std::make_unique<actors::HeartbeatPinger>(
         [me](const messages::Heartbeat& reply, Clock::time_point received) {
-          if (auto monitor = caf::actor_cast<caf::actor>(me)) {
+          if (auto monitor = caf::actor_cast<heartbeat_monitor_actor>(me)) {
             caf::anon_send(monitor, datagram_atom::value, reply.node_id, reply.sequence,
                            static_cast<int64_t>(received.time_since_epoch().count()), reply.unreachable);
           }
@@ -118,7 +117,7 @@ void open_datagrams(Self* self, const MonitorSetup& setup) {
   }
 }
 
-void send_heartbeat(Self* self, const std::string& device) {
+void send_heartbeat(Self self, const std::string& device) {
   auto& s = self->state;
   const uint64_t sequence = ++s.sequence;
   const auto sent = Clock::now();
@@ -139,7 +138,7 @@ void send_heartbeat(Self* self, const std::string& device) {
             [](caf::error&) {});  // silence is judged by the deadline
 }
 
-caf::behavior monitor(Self* self, MonitorSetup setup) {
+heartbeat_monitor_actor::behavior_type monitor(Self self, MonitorSetup setup) {
   self->state.tracker = HealthTracker(setup.options);
   self->state.listener = setup.listener;
   self->state.nodes = setup.nodes;
@@ -196,7 +195,7 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
         auto& last = self->state.unreachable[pending.device];
         if (unreachable != last) {
           last = unreachable;
-          self->send(self->state.listener, peers_atom::value, pending.device, std::move(unreachable));
+          caf::anon_send(self->state.listener, peers_atom::value, pending.device, std::move(unreachable));
         }
       },
   };
@@ -204,7 +203,7 @@ caf::behavior monitor(Self* self, MonitorSetup setup) {
 
 }  // namespace
 
-caf::actor spawn_heartbeat_monitor(caf::actor_system& system, const MonitorSetup& setup) {
+heartbeat_monitor_actor spawn_heartbeat_monitor(caf::actor_system& system, const MonitorSetup& setup) {
   return system.spawn(monitor, setup);
 }
 

@@ -14,12 +14,16 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <chrono>
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
+#include "actors/atoms.h"
 #include "planner/types.h"
 #include "supervision/health.h"
 
@@ -41,7 +45,15 @@ struct MonitorSetup {
   std::function<void(const std::string& device, std::chrono::microseconds round_trip)> on_round_trip;
 };
 
+// The monitor's interface: its own tick, and the replies its datagram
+// pinger hands it (everything else it hears is CAF's: down notifications,
+// answers to its requests).
+using heartbeat_monitor_actor =
+    caf::typed_actor<caf::reacts_to<actors::tick_atom>,
+                     caf::reacts_to<actors::heartbeat_reply_atom, std::string, uint64_t, int64_t,
+                                    std::vector<std::string>>>;
+
 // Spawns the monitor. Stop it with anon_send_exit when the job ends.
-caf::actor spawn_heartbeat_monitor(caf::actor_system& system, const MonitorSetup& setup);
+heartbeat_monitor_actor spawn_heartbeat_monitor(caf::actor_system& system, const MonitorSetup& setup);
 
 }  // namespace asteroid::supervision

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "planner/json_io.h"
+#include "supervision/heartbeat_monitor.h"
 #include "supervision/job_supervisor.h"
 #include "supervision/stage_states.h"
 
@@ -53,7 +54,8 @@ struct JobSupervisor::Impl {
   actors::Coordinator coordinator;
   SupervisionOptions options;
   StateLayout layout;
-  caf::actor monitor, planner;
+  heartbeat_monitor_actor monitor;
+  caf::actor planner;
   std::set<std::string> lost;     // devices lost and not back
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
   std::vector<FailureRecord> failures;

@@ -125,7 +125,7 @@ PathResult measure(const planner::Device& device, HeartbeatTransport transport) 
     std::lock_guard<std::mutex> lock(mutex);
     round_trips.emplace_back(SteadyClock::now(), rtt.count() / 1e3);
   };
-  caf::actor monitor = supervision::spawn_heartbeat_monitor(system, setup);
+  auto monitor = supervision::spawn_heartbeat_monitor(system, setup);
   auto events = [&](std::chrono::milliseconds wait) {
     self->receive([&](actors::lost_atom, const std::string&) { ++r.lost; },
                   [&](actors::back_atom, const std::string&) {}, caf::after(wait) >> [] {});

@@ -171,9 +171,9 @@ TEST_P(MonitorOnTransport, ALiveNodeStaysAliveAFrozenOneIsLostAndComesBack) {
   setup.addresses = setup.endpoints = {{"n0", device}};
   setup.reconnect_every = 100ms;
   setup.on_round_trip = [&](const std::string&, std::chrono::microseconds) { ++round_trips; };
-  caf::actor monitor = spawn_heartbeat_monitor(system, setup);
+  auto monitor = spawn_heartbeat_monitor(system, setup);
   struct Stop {
-    caf::actor monitor;
+    heartbeat_monitor_actor monitor;
     testbed::Subprocess& node;
     ~Stop() {
       node.signal(SIGCONT);
