@@ -68,6 +68,7 @@ struct Coordinator::Impl {
   std::map<std::string, uint64_t> peak_memory;
   std::map<uint64_t, std::map<std::string, double>> compute_ms;  // by round, device (Metrics.compute_us)
   uint64_t deployments = 0;  // deploy and redeploy calls
+  std::set<uint32_t> resume_from_kept;  // stages a restart in place starts from their node's copy
   uint64_t dropped = 0;  // messages not taken (see drop)
   bool release_due = false;  // a plan was deployed and has not committed a round yet
   std::map<std::string, uint64_t> kept_bytes;  // by device, as its node last reported
@@ -157,6 +158,7 @@ struct Coordinator::Impl {
     messages::StageAssignment a;
     a.job_id = spec.job_id;
     a.deployment = deployments;
+    a.resume_from_kept = !state && resume_from_kept.count(static_cast<uint32_t>(stage));
     a.model = spec.model;
     a.stage = static_cast<uint32_t>(stage);
     a.stage_count = static_cast<uint32_t>(stages.size());
@@ -803,8 +805,15 @@ struct Coordinator::Impl {
   std::vector<messages::StageState> restart_in_place(const std::set<std::string>& failed,
                                                      const std::set<std::string>& lost) {
     std::vector<messages::StageState> states(spec.plan.stages.size());
+    std::set<uint32_t> from_node;  // stages restarted from their node's own copy
     for (const Member& m : members) {
-      if (!failed.count(m.device) || !states[m.stage].weights.empty() || !ledger.committed()) continue;
+      if (!failed.count(m.device) || !states[m.stage].weights.empty() || from_node.count(m.stage) ||
+          !ledger.committed())
+        continue;
+      if (!has_live_member(m.stage, failed, lost) && keeps_committed(m.device, m.stage)) {
+        from_node.insert(m.stage);  // nothing travels: the node loads what it keeps
+        continue;
+      }
       auto state = recover_stage(m.stage, lost, failed);
       if (!state) {
         throw JobError("stage " + std::to_string(m.stage) + " (" + range_text(spec.plan.stages[m.stage]) +
@@ -812,8 +821,40 @@ struct Coordinator::Impl {
       }
       states[m.stage] = std::move(*state);
     }
-    redeploy(spec.plan, states, lost, /*respawn=*/false, failed);
+    resume_from_kept = from_node;
+    try {
+      redeploy(spec.plan, states, lost, /*respawn=*/false, failed);
+    } catch (...) {
+      resume_from_kept.clear();
+      throw;
+    }
+    resume_from_kept.clear();
     return states;
+  }
+
+  bool has_live_member(uint32_t stage, const std::set<std::string>& failed, const std::set<std::string>& lost) const {
+    return std::any_of(members.begin(), members.end(), [&](const Member& m) {
+      return m.stage == stage && !failed.count(m.device) && !lost.count(m.device) &&
+             !dead_actors.count(m.actor.address());
+    });
+  }
+
+  // Whether `device`'s node keeps the committed state of `stage` at the last
+  // committed round (it does unless it restarted or released it).
+  bool keeps_committed(const std::string& device, uint32_t stage) {
+    const planner::Stage& s = spec.plan.stages[stage];
+    try {
+      auto reply = ask(connect(device).actor, messages::KeptRequest{spec.job_id}, spec.connect_timeout,
+                       "what device '" + device + "' keeps", device);
+      if (auto* list = std::get_if<messages::KeptList>(&reply)) {
+        const messages::KeptEntry wanted{static_cast<uint32_t>(s.begin), static_cast<uint32_t>(s.end),
+                                         *ledger.committed(), true};
+        return std::find(list->entries.begin(), list->entries.end(), wanted) != list->entries.end();
+      }
+    } catch (const JobError& e) {
+      spdlog::warn("{}", e.what());
+    }
+    return false;
   }
 
   // Leaves no actor behind when it fails: the members of both plans are

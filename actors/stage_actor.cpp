@@ -145,6 +145,17 @@ class StageMember {
     }
     StageAssignment a = std::move(*assignment);
     node_->crash_point("assign", a.first_round, /*or_later=*/true);
+    if (a.resume_from_kept) {
+      // A restart in place: the node kept this stage's committed state.
+      auto kept = node_->kept(a.job_id, a.layer_begin, a.layer_end, a.first_round - 1);
+      if (!kept) {
+        return error(messages::ErrorCode::invalid_request,
+                     "node " + node_->node_id + " keeps no committed state of layers [" +
+                         std::to_string(a.layer_begin) + ", " + std::to_string(a.layer_end) + ") at round " +
+                         std::to_string(a.first_round - 1));
+      }
+      a.initial_state = std::move(*kept);
+    }
     if (prev.size() != a.prev_group.size() || group.size() != a.group.size() || next.size() != a.next_group.size() ||
         holder.size() > 1 || !coordinator) {
       return error(messages::ErrorCode::invalid_request, "actor handles do not match the assignment's groups");

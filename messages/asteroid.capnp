@@ -148,6 +148,10 @@ struct StageAssignment {
   # another: a member kept across a recovery never takes the data its peers
   # sent for the rounds the recovery aborted.
   deployment @26 :UInt64;
+  # Restart in place: start from the committed state this member's node
+  # keeps of the job's layers [layerBegin, layerEnd) at round firstRound - 1
+  # (initialState stays empty: the state does not travel).
+  resumeFromKept @27 :Bool;
 }
 
 enum WireCodec {

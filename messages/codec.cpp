@@ -131,6 +131,7 @@ struct Encoder {
     o.setCodecAllReduce(to_wire(m.codec_all_reduce));
     o.setCodecBlock(m.codec_block);
     o.setDeployment(m.deployment);
+    o.setResumeFromKept(m.resume_from_kept);
   }
   void operator()(const StageState& m) { put_state(env.initStageState(), m); }
   void operator()(const RoundControl& m) {
@@ -559,6 +560,10 @@ class Reader {
         m.codec_all_reduce = codec(in.getCodecAllReduce(), "assignment.codecAllReduce");
         m.codec_block = codec_block(in.getCodecBlock(), "assignment.codecBlock");
         m.deployment = in.getDeployment();
+        m.resume_from_kept = in.getResumeFromKept();
+        if (m.resume_from_kept && (m.first_round == 0 || !m.initial_state.weights.empty())) {
+          throw Invalid("assignment.resumeFromKept: needs firstRound > 0 and no initialState");
+        }
         if (m.stage >= m.stage_count) throw Invalid("assignment.stage: not below stageCount");
         if (m.layer_end <= m.layer_begin) throw Invalid("assignment.layerEnd: empty layer range");
         if (m.member >= m.group.size()) throw Invalid("assignment.member: not an index into group");

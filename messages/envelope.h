@@ -119,6 +119,7 @@ struct StageAssignment {
   wire_codec::Codec codec_all_reduce = wire_codec::Codec::fp32;
   uint32_t codec_block = wire_codec::kDefaultBlock;
   uint64_t deployment = 0;  // stamps this member's data (asteroid.capnp)
+  bool resume_from_kept = false;  // load the node's kept committed state of round first_round - 1
 };
 
 enum class ControlKind : uint8_t { start, done, commit, abort, replicated, replicate };

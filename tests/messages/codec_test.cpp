@@ -250,6 +250,26 @@ TEST(Codec, DecodedFieldsEqualTheOriginal) {
   EXPECT_EQ(s.codec_all_reduce, wire_codec::Codec::int4);
   EXPECT_EQ(s.codec_block, 32u);
   EXPECT_EQ(s.deployment, 9u);
+  EXPECT_FALSE(s.resume_from_kept);
+}
+
+TEST(Codec, AnAssignmentResumesFromTheKeptStateOnlyAfterRoundZeroAndWithoutAState) {
+  StageAssignment s = std::get<StageAssignment>(one_of_each_kind()[3]);
+  s.resume_from_kept = true;
+  s.initial_state = {};
+  const auto ok = encode(s);
+  auto decoded = decode_copy(ok.data(), ok.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  EXPECT_TRUE(std::get<StageAssignment>(*decoded.message).resume_from_kept);
+  s.first_round = 0;
+  const auto at_zero = encode(s);
+  auto refused = decode_copy(at_zero.data(), at_zero.size());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error.find("assignment.resumeFromKept"), std::string::npos) << refused.error;
+  s.first_round = 12;
+  s.initial_state = sample_state();
+  const auto both = encode(s);
+  EXPECT_FALSE(decode_copy(both.data(), both.size()).ok());
 }
 
 TEST(Codec, DefaultAssignmentCodecsRoundTrip) {

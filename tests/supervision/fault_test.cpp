@@ -392,15 +392,17 @@ TEST(PipelineReplay, AStageThatFailsOnItsOwnIsRestartedInPlace) {
 
 TEST(PipelineReplay, AFailedStageAloneOnItsDeviceRestartsFromTheStateItsNodeKeeps) {
   // d3 runs the last stage alone; its actor throws in the forward of round
-  // 3. No other member holds the stage: its node's copy of the committed
-  // state (or the replica) restarts it, and training goes on unchanged.
+  // 3. No other member holds the stage: the new actor loads the committed
+  // state d3's node keeps (no state travels), and training goes on
+  // unchanged.
   LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d3", {"--fail-at", "forward:3"}}});
   const Outcome run = train(nodes);
   expect_continuity(run);
   ASSERT_EQ(run.failures.size(), 1u);
   EXPECT_EQ(run.failures[0].kind, "stage-failed");
   EXPECT_EQ(run.failures[0].replan, "in-place");
-  EXPECT_EQ(run.failures[0].layers_moved, 2);
+  EXPECT_EQ(run.failures[0].layers_moved, 0);
+  EXPECT_EQ(run.failures[0].bytes_moved, 0);
   EXPECT_TRUE(uses(run.final_plan, "d3"));
 }
 
