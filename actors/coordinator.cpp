@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -69,6 +70,8 @@ struct Coordinator::Impl {
   std::map<uint64_t, std::map<std::string, double>> compute_ms;  // by round, device (Metrics.compute_us)
   uint64_t deployments = 0;  // deploy and redeploy calls
   std::set<uint32_t> resume_from_kept;  // stages a restart in place starts from their node's copy
+  std::function<void(const RoundReport&)> commit_listener;  // see Coordinator::on_commit
+  std::vector<RoundReport> committed_reports;               // committed, not yet returned
   uint64_t dropped = 0;  // messages not taken (see drop)
   bool release_due = false;  // a plan was deployed and has not committed a round yet
   std::map<std::string, uint64_t> kept_bytes;  // by device, as its node last reported
@@ -577,6 +580,12 @@ struct Coordinator::Impl {
     for (const auto& [stage, holder] : replica_holders()) holders.insert(stage);
     const RoundLedger::Actions actions = ledger.advance(holders, now, Clock::now());
     if (actions.commit) {
+      // Logged before any member learns of the commit: a member never keeps
+      // a committed state of a round the job's log does not have.
+      for (auto& report : ledger.take_committed()) {
+        if (commit_listener) commit_listener(report);
+        committed_reports.push_back(std::move(report));
+      }
       messages::RoundControl commit;
       commit.kind = messages::ControlKind::commit;
       commit.round = *actions.commit;
@@ -632,7 +641,7 @@ struct Coordinator::Impl {
     // for it (the members keep every stepped state until it commits).
     receive_until([&] { return !ledger.lagging(); }, deadline,
                   "replication of round " + std::to_string(ledger.nothing_stepped() ? 0 : ledger.oldest_stepped()));
-    return ledger.take_committed();
+    return std::exchange(committed_reports, {});
   }
 
   std::vector<RoundReport> flush() {
@@ -649,7 +658,7 @@ struct Coordinator::Impl {
                       "replication of round " + std::to_string(ledger.newest_stepped()));
       }
     }
-    return ledger.take_committed();
+    return std::exchange(committed_reports, {});
   }
 
   // ------------------------------------------------------------- states
@@ -1004,7 +1013,11 @@ void Coordinator::deploy(uint64_t first_round, const std::vector<messages::Stage
 
 std::vector<RoundReport> Coordinator::run_round() { return impl_->run_round(); }
 std::vector<RoundReport> Coordinator::flush() { return impl_->flush(); }
-std::vector<RoundReport> Coordinator::take_committed() { return impl_->ledger.take_committed(); }
+std::vector<RoundReport> Coordinator::take_committed() { return std::exchange(impl_->committed_reports, {}); }
+
+void Coordinator::on_commit(std::function<void(const RoundReport&)> listener) {
+  impl_->commit_listener = std::move(listener);
+}
 uint64_t Coordinator::next_round() const { return impl_->ledger.next_round(); }
 std::optional<uint64_t> Coordinator::last_committed() const { return impl_->ledger.committed(); }
 

@@ -29,6 +29,7 @@
 #include <caf/fwd.hpp>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -134,6 +135,11 @@ class Coordinator {
   std::vector<RoundReport> flush();
   // Rounds committed and not yet returned (after a throw).
   std::vector<RoundReport> take_committed();
+  // Called for every round as it commits, in order, before any member is
+  // told: a member never keeps a committed state of a round the listener
+  // (the job's metrics log) has not seen. It may throw (e.g. a diverged
+  // loss): the throw leaves run_round or flush.
+  void on_commit(std::function<void(const RoundReport&)> listener);
 
   uint64_t next_round() const;
   // The last committed round, if any round was committed.

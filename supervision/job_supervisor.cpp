@@ -105,9 +105,6 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
   for (auto& failure : failures) {
     if (failure.recovered_s < 0) failure.recovered_s = now_s();
   }
-  if (commit_listener) {
-    for (const auto& report : reports) commit_listener(report);
-  }
   watch_speed(reports);
   publish();
   // A checkpoint is due after every `checkpoint_every` rounds. When rounds
@@ -223,7 +220,7 @@ void JobSupervisor::on_status(std::function<void(const std::string&)> listener) 
 std::string JobSupervisor::status() const { return impl_->status(); }
 
 void JobSupervisor::on_commit(std::function<void(const actors::RoundReport&)> listener) {
-  impl_->commit_listener = std::move(listener);
+  impl_->coordinator.on_commit(std::move(listener));
 }
 
 const std::vector<FailureRecord>& JobSupervisor::failures() const { return impl_->failures; }

@@ -164,8 +164,10 @@ class JobSupervisor {
   // commit, on the thread that drives the supervisor (job_actor.h publishes
   // it to the job actor, which answers status requests at any time).
   void on_status(std::function<void(const std::string&)> listener);
-  // Called for every committed round, in order, before a checkpoint of that
-  // round is written (so a log written here never lags a checkpoint).
+  // Called for every committed round, in order, as it commits: before the
+  // stages are told (Coordinator::on_commit) and before a checkpoint of it
+  // is written, so a log written here lags neither the nodes' committed
+  // states nor a checkpoint.
   void on_commit(std::function<void(const actors::RoundReport&)> listener);
   const std::vector<FailureRecord>& failures() const;
   // Every straggler verdict so far (became one, or is one no more).

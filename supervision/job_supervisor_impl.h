@@ -60,7 +60,6 @@ struct JobSupervisor::Impl {
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
   std::vector<FailureRecord> failures;
   std::function<void(const SupervisionEvent&)> listener;
-  std::function<void(const actors::RoundReport&)> commit_listener;
   std::function<void(const std::string&)> status_listener;
   std::string phase = "deploying", step;  // JobSupervisor::status()
   uint64_t recovering_round = 0;          // while recovering: the round replayed
@@ -155,11 +154,19 @@ struct JobSupervisor::Impl {
   // lost nor awaited (unreachable since the start).
   std::vector<std::string> idle_devices(const planner::Plan& plan) const;
 
+  // Which stages of `plan` need a state to start from when the job moves
+  // from `old` to it after an abort: all, unless the old members are still
+  // deployed; none for a stage with the layers of an old stage, members
+  // that were all in it, and the same replica holder (its members stay in
+  // place, rolled back to the last committed round).
+  std::vector<bool> stages_needing_state(const planner::Plan& old, const planner::Plan& plan) const;
+
   // The state each stage of `plan` starts from, cut and glued by layer from
   // the recovered states of the old stages (none before the first commit:
-  // every stage from the seed). Every redeploy spawns fresh stage actors,
-  // so that nothing an actor of the previous deployment still sends (a
-  // round in flight, a frozen node thawed) is taken by the new one.
+  // every stage from the seed). A member that loads a state is a fresh
+  // stage actor unless its device already ran one; data carries its
+  // deployment, so nothing an actor of the previous deployment still sends
+  // (a round in flight, a frozen node thawed) is taken by a member kept.
   std::vector<messages::StageState> states_for(const planner::Plan& plan,
                                                const std::vector<messages::StageState>& recovered);
 

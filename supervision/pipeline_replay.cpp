@@ -5,9 +5,11 @@
 // a redeploy, the replay), or restarts from the last checkpoint (restart),
 // or stops; a device that comes back joins at a round boundary
 // (admit_returned).
+#include <algorithm>
 #include <fstream>
 
 #include "actors/planner_actor.h"
+#include "planner/cost_model.h"
 #include "supervision/checkpoint.h"
 #include "supervision/job_supervisor_impl.h"
 
@@ -61,7 +63,6 @@ std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
 void JobSupervisor::Impl::committed_before_failure() {
   salvaged = coordinator.take_committed();
   for (const auto& report : salvaged) {
-    if (commit_listener) commit_listener(report);
     if (options.checkpoint_every > 0) checkpoint_owed |= (report.round + 1) % options.checkpoint_every == 0;
   }
   watch_speed(salvaged);
@@ -121,6 +122,29 @@ std::vector<std::string> JobSupervisor::Impl::idle_devices(const planner::Plan& 
     if (!used) idle.push_back(device.id);
   }
   return idle;
+}
+
+std::vector<bool> JobSupervisor::Impl::stages_needing_state(const planner::Plan& old, const planner::Plan& plan) const {
+  std::vector<bool> needed(plan.stages.size(), true);
+  if (!coordinator.deployed()) return needed;  // a failed redeploy left no member to keep
+  const bool replicating = coordinator.spec().replicate_every > 0;
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const planner::Stage& stage = plan.stages[s];
+    for (size_t o = 0; o < old.stages.size(); ++o) {
+      const planner::Stage& before = old.stages[o];
+      if (before.begin != stage.begin || before.end != stage.end) continue;
+      bool all_kept = true;
+      for (const auto& d : stage.devices) {
+        all_kept = all_kept && std::any_of(before.devices.begin(), before.devices.end(),
+                                           [&](const planner::StageDevice& b) { return b.id == d.id; });
+      }
+      // A new replica holder gets the stage's state with its assignment.
+      const bool same_holder = !replicating || planner::replica_holder(plan, static_cast<int>(s)) ==
+                                                   planner::replica_holder(old, static_cast<int>(o));
+      needed[s] = !(all_kept && same_holder);
+    }
+  }
+  return needed;
 }
 
 std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan,
@@ -270,9 +294,6 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
          true);
     return;
   }
-  enter("recovering", "collecting states");
-  const std::vector<messages::StageState> recovered = committed_states();
-  record.states_ms = phase.lap_ms();
   enter("recovering", "re-planning");
   planner::Plan plan = old;
   std::string explanation;
@@ -293,10 +314,22 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
     record.replan = "in-place";
   }
   record.plan_ms = phase.lap_ms();
-  const auto states = states_for(plan, recovered);
+  // The survivors whose stage keeps its layers stay where they are, rolled
+  // back by the abort; only the stages that change get a state (and fresh
+  // actors where a device takes layers it did not hold).
+  std::vector<messages::StageState> states(plan.stages.size());
+  const std::vector<bool> needed = stages_needing_state(old, plan);
+  if (std::find(needed.begin(), needed.end(), true) != needed.end()) {
+    enter("recovering", "collecting states");
+    auto assembled = states_for(plan, committed_states());
+    for (size_t s = 0; s < states.size(); ++s) {
+      if (needed[s]) states[s] = std::move(assembled[s]);
+    }
+  }
+  record.states_ms = phase.lap_ms();
   count_moved(plan, states, record);
   enter("recovering", "redeploying");
-  coordinator.redeploy(plan, states, lost, /*respawn=*/true);
+  coordinator.redeploy(plan, states, lost, /*respawn=*/false);
   record.redeploy_ms = phase.lap_ms();
   record.resumed_from = coordinator.next_round();
   record.plan_summary = summary_of(plan);

@@ -330,7 +330,8 @@ TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
     size_t rounds = 0;
     for (const auto& line : json_lines(run + "/metrics.jsonl")) rounds += line.contains("round");
     if (rounds >= 3) break;
-    ASSERT_TRUE(job.running()) << job.read_all(Clock::now() + Millis(2000));
+    ASSERT_TRUE(job.running()) << job.read_all(Clock::now() + Millis(2000))
+                               << job.read_all_stderr(Clock::now() + Millis(2000));
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "training never started";
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a file the job writes
   }

@@ -170,12 +170,17 @@ TEST(PipelineReplay, FaultFreeRunTrains) {
 }
 
 TEST(PipelineReplay, KilledGroupMember) {
+  // The lightweight re-plan keeps every stage's layers: d0 and d3 stay as
+  // they are, rolled back by the abort; only stage 1, now d1 alone, gets its
+  // state again (to seed its new replica holder, d3). Before survivors
+  // stayed, all 6 layers went through the coordinator to fresh actors.
   LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {}, {{"d2", {"--crash-at", "backward:4"}}});
   const Outcome run = train(nodes);
   expect_continuity(run);
   ASSERT_EQ(run.failures.size(), 1u);
   EXPECT_EQ(run.failures[0].round, 4u);
   EXPECT_EQ(run.failures[0].replan, "lightweight");
+  EXPECT_EQ(run.failures[0].layers_moved, 2);
   EXPECT_FALSE(uses(run.final_plan, "d2"));
   EXPECT_TRUE(uses(run.final_plan, "d1")) << "the surviving member keeps its stage";
 }
