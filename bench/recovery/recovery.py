@@ -161,7 +161,11 @@ def main():
     started = time.time()
 
     print("fault-free hpp run on env C", flush=True)
-    fresh = train(args, os.path.join(args.out, "fresh"), env + ["--strategy", "hpp"], args.timeout)
+    # The cost model's optimum, without the probe: a plan on several devices
+    # with a single-device stage and a group (ranked and probed, the job may
+    # train the best device alone, which leaves nothing to kill here).
+    fresh = train(args, os.path.join(args.out, "fresh"),
+                  env + ["--strategy", "hpp", "--rank", "model", "--probe-rounds", "0"], args.timeout)
     plan = json.load(open(os.path.join(fresh, "plan.json")))
     profile = os.path.join(fresh, "profile.json")
     batch = plan["batch"]
