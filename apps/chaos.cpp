@@ -369,6 +369,7 @@ ChaosReport run_chaos(const ChaosOptions& o) {
   uint64_t redone = 0;
   for (const auto& f : failures) {
     slowest_ms = std::max(slowest_ms, f.value("recovery_ms", 0.0));
+    if (f.value("replan", std::string()) == "interrupted") continue;  // the attempt that completed counts
     const uint64_t round = f.value("round", uint64_t{0}), from = f.value("resumed_from", round);
     if (round > from) redone += round - from;
   }

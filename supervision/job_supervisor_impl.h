@@ -160,6 +160,11 @@ struct JobSupervisor::Impl {
   // that were all in it, and the same replica holder (its members stay in
   // place, rolled back to the last committed round).
   std::vector<bool> stages_needing_state(const planner::Plan& old, const planner::Plan& plan) const;
+  // What the stages of `plan` load when the job moves to it from `old` at
+  // the last committed round: for the stages that need one, their state
+  // cut from every stage's committed state (committed_states(), collected
+  // only then); an empty state for the others, whose members stay.
+  std::vector<messages::StageState> states_to_load(const planner::Plan& old, const planner::Plan& plan);
 
   // The state each stage of `plan` starts from, cut and glued by layer from
   // the recovered states of the old stages (none before the first commit:

@@ -147,6 +147,18 @@ std::vector<bool> JobSupervisor::Impl::stages_needing_state(const planner::Plan&
   return needed;
 }
 
+std::vector<messages::StageState> JobSupervisor::Impl::states_to_load(const planner::Plan& old,
+                                                                      const planner::Plan& plan) {
+  std::vector<messages::StageState> states(plan.stages.size());
+  const std::vector<bool> needed = stages_needing_state(old, plan);
+  if (std::find(needed.begin(), needed.end(), true) == needed.end()) return states;
+  auto assembled = states_for(plan, committed_states());
+  for (size_t s = 0; s < states.size(); ++s) {
+    if (needed[s]) states[s] = std::move(assembled[s]);
+  }
+  return states;
+}
+
 std::vector<messages::StageState> JobSupervisor::Impl::states_for(const planner::Plan& plan,
                                                                   const std::vector<messages::StageState>& recovered) {
   std::vector<messages::StageState> states(plan.stages.size());
@@ -314,18 +326,8 @@ void JobSupervisor::Impl::recover_once(std::set<std::string> lost_now, const std
     record.replan = "in-place";
   }
   record.plan_ms = phase.lap_ms();
-  // The survivors whose stage keeps its layers stay where they are, rolled
-  // back by the abort; only the stages that change get a state (and fresh
-  // actors where a device takes layers it did not hold).
-  std::vector<messages::StageState> states(plan.stages.size());
-  const std::vector<bool> needed = stages_needing_state(old, plan);
-  if (std::find(needed.begin(), needed.end(), true) != needed.end()) {
-    enter("recovering", "collecting states");
-    auto assembled = states_for(plan, committed_states());
-    for (size_t s = 0; s < states.size(); ++s) {
-      if (needed[s]) states[s] = std::move(assembled[s]);
-    }
-  }
+  enter("recovering", "collecting states");
+  const auto states = states_to_load(old, plan);
   record.states_ms = phase.lap_ms();
   count_moved(plan, states, record);
   enter("recovering", "redeploying");
@@ -438,13 +440,12 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     reports = coordinator.flush();  // a clean boundary: nothing uncommitted
     after_commits(reports);
     std::string explanation;
+    const planner::Plan old = coordinator.plan();
     const planner::Plan plan = ask_planner({}, added, &explanation);
-    std::vector<messages::StageState> recovered;
-    if (coordinator.last_committed()) {
-      recovered = coordinator.fetch_states();
-      recovered_cache = RecoveredStates{*coordinator.last_committed(), recovered};
-    }
-    coordinator.redeploy(plan, states_for(plan, recovered), {}, /*respawn=*/true);
+    // The members that stay must hold nothing of a round started ahead:
+    // they roll back to the last committed round, as in a recovery.
+    coordinator.abort(lost);
+    coordinator.redeploy(plan, states_to_load(old, plan), {}, /*respawn=*/false);
     recovered_cache.reset();
     for (const auto& device : added) {
       lost.erase(device);
