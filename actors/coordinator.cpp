@@ -61,6 +61,7 @@ struct Coordinator::Impl {
   RoundLedger ledger;                 // rounds, commits, replicas (round_ledger.h)
   std::map<std::pair<uint32_t, uint32_t>, messages::StageState> central;  // by layer range
   std::set<std::string> lost_between;  // reported lost while no round ran
+  std::vector<StageFailed> failed_between;  // members of this deployment that reported failing then
   std::set<std::string> returned;      // reported back
   std::set<std::string> reported_lost;  // lost by the monitor's last word on them
   PartitionJudge partitions;            // cut links between devices the monitor still hears
@@ -561,11 +562,24 @@ struct Coordinator::Impl {
           lost_between.insert(e.device);  // judged again when the next round starts
         }
       }
-      if (message) on_envelope(*message, sender);
+      if (message) {
+        try {
+          on_envelope(*message, sender);
+        } catch (const DeviceLost& e) {
+          lost_between.insert(e.device);
+        } catch (const StageFailed& e) {
+          failed_between.push_back(e);  // thrown when the next round starts
+        }
+      }
       return got;
     }
     if (!lost.empty() && in_use(lost)) throw DeviceLost(lost, "device '" + lost + "' stopped answering heartbeats");
     throw_lost_in_use();
+    if (!failed_between.empty()) {
+      const StageFailed failed = failed_between.front();
+      failed_between.clear();
+      throw failed;
+    }
     if (down) on_down(*down);
     if (message) on_envelope(*message, sender);
     return got;
@@ -925,6 +939,7 @@ struct Coordinator::Impl {
       }
     }
     stop(old);
+    failed_between.clear();  // the members that reported them were replaced or kept rolled back
     ledger.restart_after(ledger.committed());
     compute_ms.clear();  // a replayed round's reports of the old plan must not add up with the new
     ++deployments;
