@@ -103,6 +103,7 @@ inline Instance random_instance(uint32_t seed, const InstanceSpec& spec) {
   return in;
 }
 
+// The best plan an exhaustive search has met so far.
 struct Enumerated {
   bool found = false;
   double round = 0;
@@ -111,6 +112,16 @@ struct Enumerated {
   int devices = 0;
   Plan plan;
   long long plans = 0;  // feasible plans seen
+
+  // Makes `with` (its T_round, stages, peak memory fraction, devices) the best so far.
+  void take(double with_round, int with_stages, double with_peak, int with_devices, const Plan& with) {
+    found = true;
+    round = with_round;
+    stages = with_stages;
+    peak = with_peak;
+    devices = with_devices;
+    plan = with;
+  }
 };
 
 // Every composition of n into p positive parts.
@@ -128,19 +139,16 @@ inline void compositions(int n, int p, std::vector<int>& cur, std::vector<std::v
   }
 }
 
-// Exhaustive search of COST_MODEL.md's space for one M: every k, every P,
-// every device segmentation and every layer partition, allocated by
-// Algorithm 1 and timed by evaluate(). Same tie-breaks as the planner
-// (T_round, stages, peak memory, fewer devices). max_stages > 0: only plans
-// of at most that many stages.
-inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbatches,
-                                 OptimizerKind optimizer, int max_stages = 0) {
-  Enumerated best;
+// Every structure of COST_MODEL.md's space for one M: every k (the k
+// fastest devices), every P (at most max_stages when > 0), every device
+// segmentation and every layer partition, samples allocated by Algorithm 1;
+// calls visit(k, P, plan) for each whose every stage allocation is feasible.
+template <typename Visit>
+void enumerate_structures(const ProfileTables& t, int batch, int microbatches, OptimizerKind optimizer,
+                          int max_stages, uint32_t codec_block, Visit visit) {
   const int b = batch / microbatches;
   const int l = t.layer_count();
   const int k_opt = optimizer_state_factor(optimizer);
-  EvalOptions eo;
-  eo.optimizer = optimizer;
   for (int k = 1; k <= t.device_count(); ++k) {
     std::vector<int> dev = t.fastest(k);
     for (int p = 1; p <= std::min(k, l) && (max_stages <= 0 || p <= max_stages); ++p) {
@@ -155,12 +163,12 @@ inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbat
           plan.batch = batch;
           plan.microbatches = microbatches;
           plan.microbatch_size = b;
+          plan.codec_block = codec_block;
           int d0 = 0, l0 = 0;
           bool ok = true;
           for (int s = 0; s < p && ok; ++s) {
             std::vector<int> group(dev.begin() + d0, dev.begin() + d0 + gs[s]);
-            StageAllocation a = allocate_samples(t, group, l0, l0 + ls[s], b,
-                                                 std::min(microbatches, p - s), k_opt);
+            StageAllocation a = allocate_samples(t, group, l0, l0 + ls[s], b, std::min(microbatches, p - s), k_opt);
             if (!a.feasible) {
               ok = false;
               break;
@@ -173,26 +181,32 @@ inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbat
             d0 += gs[s];
             l0 += ls[s];
           }
-          if (!ok) continue;
-          Evaluation ev = evaluate(plan, t, eo);
-          if (!ev.feasible) continue;
-          ++best.plans;
-          bool take = !best.found ||
-                      better_plan(ev.round_ms, p, ev.peak_memory_fraction, best.round, best.stages, best.peak);
-          if (!take && !better_plan(best.round, best.stages, best.peak, ev.round_ms, p, ev.peak_memory_fraction))
-            take = k < best.devices;
-          if (take) {
-            best.found = true;
-            best.round = ev.round_ms;
-            best.stages = p;
-            best.peak = ev.peak_memory_fraction;
-            best.devices = k;
-            best.plan = plan;
-          }
+          if (ok) visit(k, p, plan);
         }
       }
     }
   }
+}
+
+// Exhaustive search of COST_MODEL.md's space for one M: every structure
+// (enumerate_structures) timed by evaluate(). Same tie-breaks as the planner
+// (T_round, stages, peak memory, fewer devices). max_stages > 0: only plans
+// of at most that many stages.
+inline Enumerated enumerate_best(const ProfileTables& t, int batch, int microbatches,
+                                 OptimizerKind optimizer, int max_stages = 0) {
+  Enumerated best;
+  EvalOptions eo;
+  eo.optimizer = optimizer;
+  auto consider = [&](int k, int p, const Plan& plan) {
+    const Evaluation ev = evaluate(plan, t, eo);
+    if (!ev.feasible) return;
+    ++best.plans;
+    const double peak = ev.peak_memory_fraction;
+    bool take = !best.found || better_plan(ev.round_ms, p, peak, best.round, best.stages, best.peak);
+    if (!take && !better_plan(best.round, best.stages, best.peak, ev.round_ms, p, peak)) take = k < best.devices;
+    if (take) best.take(ev.round_ms, p, peak, k, plan);
+  };
+  enumerate_structures(t, batch, microbatches, optimizer, max_stages, wire_codec::kDefaultBlock, consider);
   return best;
 }
 
@@ -216,15 +230,10 @@ inline void add_codec_speeds(Instance& in, uint32_t seed, double missing) {
   }
 }
 
-struct EnumeratedWire {
-  bool found = false;
-  double round = 0;
-  int stages = 0;
-  double peak = 0;
-  int devices = 0;
+// The best structure with its codecs; `plans` counts the feasible
+// (structure, codec assignment) pairs seen.
+struct EnumeratedWire : Enumerated {
   int64_t lossiness = 0;
-  Plan plan;
-  long long plans = 0;  // feasible (structure, codec assignment) pairs seen
   // The best plan puts on some boundary a codec whose own Ef + Eb is not
   // the smallest usable while that faster codec would make T_round worse
   // (the model's reason the search must branch on boundary codecs).
@@ -350,67 +359,24 @@ inline std::pair<double, int64_t> best_codecs_for(const ProfileTables& t, const 
 inline EnumeratedWire enumerate_best_wire(const ProfileTables& t, int batch, int microbatches, OptimizerKind optimizer,
                                           WirePolicy policy, uint32_t block) {
   EnumeratedWire best;
-  const int b = batch / microbatches;
-  const int l = t.layer_count();
-  const int k_opt = optimizer_state_factor(optimizer);
   EvalOptions eo;
   eo.optimizer = optimizer;
-  for (int k = 1; k <= t.device_count(); ++k) {
-    std::vector<int> dev = t.fastest(k);
-    for (int p = 1; p <= std::min(k, l); ++p) {
-      std::vector<std::vector<int>> groups, parts;
-      std::vector<int> cur;
-      compositions(k, p, cur, groups);
-      compositions(l, p, cur, parts);
-      for (const auto& gs : groups) {
-        for (const auto& ls : parts) {
-          Plan plan;
-          plan.strategy = "hpp";
-          plan.batch = batch;
-          plan.microbatches = microbatches;
-          plan.microbatch_size = b;
-          plan.codec_block = block;
-          int d0 = 0, l0 = 0;
-          bool ok = true;
-          for (int s = 0; s < p && ok; ++s) {
-            std::vector<int> group(dev.begin() + d0, dev.begin() + d0 + gs[s]);
-            StageAllocation a = allocate_samples(t, group, l0, l0 + ls[s], b, std::min(microbatches, p - s), k_opt);
-            if (!a.feasible) {
-              ok = false;
-              break;
-            }
-            Stage st;
-            st.begin = l0;
-            st.end = l0 + ls[s];
-            for (size_t x = 0; x < group.size(); ++x) st.devices.push_back({t.id(group[x]), a.samples[x]});
-            plan.stages.push_back(st);
-            d0 += gs[s];
-            l0 += ls[s];
-          }
-          if (!ok) continue;
-          const Evaluation base = evaluate(plan, t, eo);
-          if (!base.feasible) continue;
-          const double peak = base.peak_memory_fraction;
-          enumerate_codecs(t, plan, policy, eo, [&](double round, int64_t lossiness, const Plan& with,
-                                                     auto&& faster_codec_worse) {
-            ++best.plans;
-            bool take = !best.found || better_plan(round, p, peak, best.round, best.stages, best.peak);
-            const bool not_worse = best.found && !better_plan(best.round, best.stages, best.peak, round, p, peak);
-            if (!take && not_worse) take = k < best.devices || (k == best.devices && lossiness < best.lossiness);
-            if (!take) return;
-            best.found = true;
-            best.round = round;
-            best.stages = p;
-            best.peak = peak;
-            best.devices = k;
-            best.lossiness = lossiness;
-            best.plan = with;
-            best.slower_boundary_codec = faster_codec_worse();
-          });
-        }
-      }
-    }
-  }
+  enumerate_structures(t, batch, microbatches, optimizer, 0, block, [&](int k, int p, const Plan& plan) {
+    const Evaluation base = evaluate(plan, t, eo);
+    if (!base.feasible) return;
+    const double peak = base.peak_memory_fraction;
+    enumerate_codecs(t, plan, policy, eo, [&](double round, int64_t lossiness, const Plan& with,
+                                               auto&& faster_codec_worse) {
+      ++best.plans;
+      bool take = !best.found || better_plan(round, p, peak, best.round, best.stages, best.peak);
+      const bool not_worse = best.found && !better_plan(best.round, best.stages, best.peak, round, p, peak);
+      if (!take && not_worse) take = k < best.devices || (k == best.devices && lossiness < best.lossiness);
+      if (!take) return;
+      best.take(round, p, peak, k, with);
+      best.lossiness = lossiness;
+      best.slower_boundary_codec = faster_codec_worse();
+    });
+  });
   return best;
 }
 
