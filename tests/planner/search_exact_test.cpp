@@ -25,47 +25,73 @@ struct Case {
   int microbatch_size;
   OptimizerKind optimizer;
   int max_stages = 0;  // TrainingConfig::max_stages
+
+  // M micro-batches of microbatch_size samples, the optimizer and the stage limit.
+  TrainingConfig config() const {
+    TrainingConfig cfg;
+    cfg.batch = microbatches * microbatch_size;
+    cfg.microbatches = microbatches;
+    cfg.optimizer = optimizer;
+    cfg.max_stages = max_stages;
+    return cfg;
+  }
 };
 
-std::vector<Case> exactness_cases() {
+// The bounds of the sizes drawn for a case.
+struct Sizes {
+  int min_devices, max_devices, min_layers, max_layers, max_microbatches, max_microbatch_size;
+};
+
+// `count` cases of seeds first_seed, first_seed + 1, ...: case n's sizes
+// drawn from one generator seeded with rng_seed (in this order: devices,
+// layers, micro-batches, micro-batch size), its optimizer cycling with n;
+// then adjust(case, n) sets the rest.
+template <typename Adjust>
+std::vector<Case> drawn_cases(uint32_t rng_seed, int count, uint32_t first_seed, const Sizes& sizes, Adjust adjust) {
   std::vector<Case> cases;
-  std::mt19937 rng(20240815);
+  std::mt19937 rng(rng_seed);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  for (int n = 0; n < 240; ++n) {
+  for (int n = 0; n < count; ++n) {
     Case c;
-    c.seed = 1000 + n;
-    c.spec.devices = pick(1, 6);
-    c.spec.layers = pick(1, 8);
-    c.spec.tight_memory = n % 2 == 1;
-    c.spec.mixed_links = (n / 2) % 2 == 1;
-    c.spec.monotone = n % 7 != 3;
-    c.microbatches = pick(1, 8);
-    c.microbatch_size = pick(1, 8);
+    c.seed = first_seed + n;
+    c.spec.devices = pick(sizes.min_devices, sizes.max_devices);
+    c.spec.layers = pick(sizes.min_layers, sizes.max_layers);
+    c.microbatches = pick(1, sizes.max_microbatches);
+    c.microbatch_size = pick(1, sizes.max_microbatch_size);
     c.optimizer = static_cast<OptimizerKind>(n % 3);
+    adjust(c, n);
     cases.push_back(c);
   }
   return cases;
 }
 
+std::vector<Case> exactness_cases() {
+  return drawn_cases(20240815, 240, 1000, {1, 6, 1, 8, 8, 8}, [](Case& c, int n) {
+    c.spec.tight_memory = n % 2 == 1;
+    c.spec.mixed_links = (n / 2) % 2 == 1;
+    c.spec.monotone = n % 7 != 3;
+  });
+}
+
 // Identical devices on uniform links: many plans tie in T_round exactly, so
 // the tie-breaks (stages, peak memory, devices) decide.
 std::vector<Case> tie_cases() {
-  std::vector<Case> cases;
-  std::mt19937 rng(77);
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  for (int n = 0; n < 100; ++n) {
-    Case c;
-    c.seed = 5000 + n;
-    c.spec.devices = pick(2, 6);
-    c.spec.layers = pick(2, 8);
+  return drawn_cases(77, 100, 5000, {2, 6, 2, 8, 6, 8}, [](Case& c, int n) {
     c.spec.tight_memory = n % 2 == 1;
     c.spec.identical = true;
-    c.microbatches = pick(1, 6);
-    c.microbatch_size = pick(1, 8);
-    c.optimizer = static_cast<OptimizerKind>(n % 3);
-    cases.push_back(c);
-  }
-  return cases;
+  });
+}
+
+// The search's plan ties the enumeration's best in T_round, stages, peak
+// memory fraction and devices used.
+void expect_same_optimum(const PlanResult& got, const Enumerated& want) {
+  EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
+      << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
+  EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
+  EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
+  int used = 0;
+  for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
+  EXPECT_EQ(used, want.devices);
 }
 
 void compare_with_enumeration(const std::vector<Case>& cases) {
@@ -73,11 +99,7 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
   for (const Case& c : cases) {
     testing::Instance in = testing::random_instance(c.seed, c.spec);
     ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.batch = c.microbatches * c.microbatch_size;
-    cfg.microbatches = c.microbatches;
-    cfg.optimizer = c.optimizer;
-    cfg.max_stages = c.max_stages;
+    const TrainingConfig cfg = c.config();
     Enumerated want = testing::enumerate_best(t, cfg.batch, cfg.microbatches, c.optimizer, c.max_stages);
     PlanResult got = plan_hpp(t, cfg);
     SCOPED_TRACE("seed " + std::to_string(c.seed) + " devices " + std::to_string(c.spec.devices) +
@@ -89,16 +111,10 @@ void compare_with_enumeration(const std::vector<Case>& cases) {
     ASSERT_EQ(got.feasible, want.found) << got.why;
     if (!want.found) continue;
     ++feasible;
-    EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
-        << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
-    EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
+    expect_same_optimum(got, want);
     if (c.max_stages > 0) {
       EXPECT_LE(want.stages, c.max_stages);
     }
-    EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
-    int used = 0;
-    for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
-    EXPECT_EQ(used, want.devices);
     EXPECT_EQ(got.plan.predicted_round_ms, got.evaluation.round_ms);
     if (want.stages > 1) ++multi_stage;
     if (want.devices < c.spec.devices) ++partial_sets;
@@ -140,25 +156,20 @@ struct WireCase {
 // structure is enumerated) with random codec speeds, some devices lacking
 // some codecs, under every policy; a fifth with identical devices.
 std::vector<WireCase> wire_cases() {
-  std::vector<WireCase> cases;
-  std::mt19937 rng(20261203);
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const WirePolicy policies[] = {WirePolicy::auto_, WirePolicy::int8, WirePolicy::fp16, WirePolicy::int4,
-                                 WirePolicy::exact};
-  for (int n = 0; n < 300; ++n) {
-    WireCase w;
-    Case& c = w.base;
-    c.seed = 9000 + n;
-    c.spec.devices = pick(1, 6);
-    c.spec.layers = pick(1, 7);
+  const int count = 300;
+  const std::vector<Case> bases = drawn_cases(20261203, count, 9000, {1, 6, 1, 7, 6, 8}, [](Case& c, int n) {
     c.spec.tight_memory = n % 2 == 1;
     c.spec.mixed_links = (n / 2) % 2 == 1;
     c.spec.monotone = n % 7 != 3;
     c.spec.identical = n % 5 == 2;
     if (c.spec.identical) c.spec.devices = std::max(2, c.spec.devices);
-    c.microbatches = pick(1, 6);
-    c.microbatch_size = pick(1, 8);
-    c.optimizer = static_cast<OptimizerKind>(n % 3);
+  });
+  const WirePolicy policies[] = {WirePolicy::auto_, WirePolicy::int8, WirePolicy::fp16, WirePolicy::int4,
+                                 WirePolicy::exact};
+  std::vector<WireCase> cases;
+  for (int n = 0; n < count; ++n) {
+    WireCase w;
+    w.base = bases[n];
     w.wire = policies[n % 5];
     w.missing = n % 3 == 0 ? 0.0 : 0.3;
     w.block = n % 4 == 3 ? 8 : wire_codec::kDefaultBlock;
@@ -175,10 +186,7 @@ TEST(SearchExact, MatchesExhaustiveEnumerationOfEveryCodec) {
     testing::Instance in = testing::random_instance(c.seed, c.spec);
     testing::add_codec_speeds(in, c.seed, w.missing);
     ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.batch = c.microbatches * c.microbatch_size;
-    cfg.microbatches = c.microbatches;
-    cfg.optimizer = c.optimizer;
+    TrainingConfig cfg = c.config();
     cfg.wire = w.wire;
     cfg.codec_block = w.block;
     testing::EnumeratedWire want =
@@ -192,13 +200,7 @@ TEST(SearchExact, MatchesExhaustiveEnumerationOfEveryCodec) {
     ASSERT_EQ(got.feasible, want.found) << got.why;
     if (!want.found) continue;
     ++feasible;
-    EXPECT_TRUE(same_round(got.evaluation.round_ms, want.round))
-        << "search " << got.evaluation.round_ms << " vs enumeration " << want.round;
-    EXPECT_EQ(static_cast<int>(got.plan.stages.size()), want.stages);
-    EXPECT_NEAR(got.evaluation.peak_memory_fraction, want.peak, 1e-12);
-    int used = 0;
-    for (const Stage& s : got.plan.stages) used += static_cast<int>(s.devices.size());
-    EXPECT_EQ(used, want.devices);
+    expect_same_optimum(got, want);
     // The codec tie-break is exact for the plan's stages: no assignment of
     // them reaches its T_round with a smaller lossiness. (Another
     // structure equal in T_round, stages, peak and devices may have a less
@@ -258,10 +260,7 @@ TEST(SearchExact, ExactWireIsTheCostModelsPlan) {
     testing::Instance with_speeds = plain;
     testing::add_codec_speeds(with_speeds, c.seed, 0.0);
     ProfileTables tp(plain.cluster, plain.profile), ts(with_speeds.cluster, with_speeds.profile);
-    TrainingConfig cfg;
-    cfg.batch = c.microbatches * c.microbatch_size;
-    cfg.microbatches = c.microbatches;
-    cfg.optimizer = c.optimizer;
+    const TrainingConfig cfg = c.config();
     for (Strategy strategy : {Strategy::hpp, Strategy::dp, Strategy::pp}) {
       TrainingConfig exact = cfg, auto_wire = cfg;
       auto_wire.wire = WirePolicy::auto_;
