@@ -1,5 +1,5 @@
-// Random planning instances (fixed seeds) and the exhaustive enumerator of
-// COST_MODEL.md's search space that the exactness tests compare the search
+// Random planning instances (fixed seeds), their tables and training
+// configs, and the exhaustive enumerator of COST_MODEL.md's search space that the exactness tests compare the search
 // against. The enumerator shares only the definitions (allocation, evaluator)
 // with the search, never its dynamic program.
 #pragma once
@@ -101,6 +101,20 @@ inline Instance random_instance(uint32_t seed, const InstanceSpec& spec) {
           in.cluster.links.push_back({"d" + std::to_string(a), "d" + std::to_string(b), std::round(uni(5, 1000))});
   }
   return in;
+}
+
+// The tables of random_instance(seed, spec).
+inline ProfileTables random_tables(uint32_t seed, const InstanceSpec& spec) {
+  const Instance in = random_instance(seed, spec);
+  return ProfileTables(in.cluster, in.profile);
+}
+
+// M micro-batches of microbatch_size samples each (the batch is their product).
+inline TrainingConfig microbatched(int microbatches, int microbatch_size) {
+  TrainingConfig cfg;
+  cfg.microbatches = microbatches;
+  cfg.batch = microbatches * microbatch_size;
+  return cfg;
 }
 
 // The best plan an exhaustive search has met so far.

@@ -186,9 +186,7 @@ TEST(Replan, LightweightIsFeasibleWheneverHeavyIsAndKeepsSurvivorsLayers) {
     spec.mixed_links = seed % 2 == 0;
     testing::Instance in = testing::random_instance(seed, spec);
     ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 4;
-    cfg.batch = cfg.microbatches * (2 + seed % 6);
+    const TrainingConfig cfg = testing::microbatched(1 + seed % 4, 2 + seed % 6);
     PlanResult planned = plan_hpp(t, cfg);
     if (!planned.feasible) continue;
     for (const Stage& st : planned.plan.stages)

@@ -28,9 +28,7 @@ struct Case {
 
   // M micro-batches of microbatch_size samples, the optimizer and the stage limit.
   TrainingConfig config() const {
-    TrainingConfig cfg;
-    cfg.batch = microbatches * microbatch_size;
-    cfg.microbatches = microbatches;
+    TrainingConfig cfg = testing::microbatched(microbatches, microbatch_size);
     cfg.optimizer = optimizer;
     cfg.max_stages = max_stages;
     return cfg;
@@ -97,8 +95,7 @@ void expect_same_optimum(const PlanResult& got, const Enumerated& want) {
 void compare_with_enumeration(const std::vector<Case>& cases) {
   int compared = 0, feasible = 0, multi_stage = 0, partial_sets = 0;
   for (const Case& c : cases) {
-    testing::Instance in = testing::random_instance(c.seed, c.spec);
-    ProfileTables t(in.cluster, in.profile);
+    const ProfileTables t = testing::random_tables(c.seed, c.spec);
     const TrainingConfig cfg = c.config();
     Enumerated want = testing::enumerate_best(t, cfg.batch, cfg.microbatches, c.optimizer, c.max_stages);
     PlanResult got = plan_hpp(t, cfg);

@@ -20,8 +20,7 @@ TEST(Allocation, ReachesTheBruteForceMinMaxUnderMemoryLimits) {
     spec.devices = 1 + seed % 4;
     spec.layers = 3;
     spec.tight_memory = seed % 2 == 0;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
+    const ProfileTables t = testing::random_tables(seed, spec);
     const int b = spec.devices + static_cast<int>(seed % 7);
     const int k = 1 + seed % 3;
     const int begin = seed % 2, end = 3;
@@ -65,14 +64,8 @@ TEST(Allocation, ReachesTheBruteForceMinMaxUnderMemoryLimits) {
 }
 
 TEST(Baselines, DataParallelSplitsEquallyRemainderFirst) {
-  InstanceSpec spec;
-  spec.devices = 3;
-  spec.layers = 4;
-  testing::Instance in = testing::random_instance(5, spec);
-  ProfileTables t(in.cluster, in.profile);
-  TrainingConfig cfg;
-  cfg.batch = 16;
-  cfg.microbatches = 2;  // B = 8 = 3 + 3 + 2
+  const ProfileTables t = testing::random_tables(5, {/*devices=*/3, /*layers=*/4});
+  TrainingConfig cfg = testing::microbatched(2, 8);  // B = 8 = 3 + 3 + 2
   PlanResult r = plan_dp(t, cfg);
   ASSERT_TRUE(r.feasible) << r.why;
   ASSERT_EQ(r.plan.stages.size(), 1u);
@@ -92,11 +85,8 @@ TEST(Baselines, PipelineMatchesEnumerationAndHppIsNeverWorse) {
     spec.devices = 1 + seed % 4;
     spec.layers = spec.devices + static_cast<int>(seed % 4);
     spec.mixed_links = seed % 2 == 1;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 5;
-    cfg.batch = cfg.microbatches * (1 + seed % 6);
+    const ProfileTables t = testing::random_tables(seed, spec);
+    const TrainingConfig cfg = testing::microbatched(1 + seed % 5, 1 + seed % 6);
     PlanResult pp = plan_pp(t, cfg);
     // Enumerate the pp space: every layer partition into N stages, devices
     // in sorted order, one per stage.
@@ -135,11 +125,8 @@ TEST(Search, NeverSlowerThanTheBestSingleDeviceAndListsIdleDevices) {
     spec.devices = 2 + seed % 5;
     spec.layers = 3 + seed % 5;
     spec.mixed_links = true;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 4;
-    cfg.batch = cfg.microbatches * 4;
+    const ProfileTables t = testing::random_tables(seed, spec);
+    const TrainingConfig cfg = testing::microbatched(1 + seed % 4, 4);
     PlanResult r = plan_hpp(t, cfg);
     ASSERT_TRUE(r.feasible);
     for (int d = 0; d < t.device_count(); ++d) {
@@ -162,8 +149,7 @@ TEST(Search, MicroBatchSearchTakesTheBestDivisor) {
     spec.devices = 2 + seed % 4;
     spec.layers = 3 + seed % 5;
     spec.tight_memory = seed % 3 == 0;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
+    const ProfileTables t = testing::random_tables(seed, spec);
     TrainingConfig cfg;
     cfg.batch = 12;
     cfg.search_microbatches = true;
@@ -190,8 +176,7 @@ TEST(Search, MicroBatchSearchTakesTheBestDivisor) {
 }
 
 TEST(Search, RejectsBadConfigs) {
-  testing::Instance in = testing::random_instance(1, {});
-  ProfileTables t(in.cluster, in.profile);
+  const ProfileTables t = testing::random_tables(1, {});
   TrainingConfig cfg;
   cfg.batch = 10;
   cfg.microbatches = 4;
@@ -203,14 +188,8 @@ TEST(Search, RejectsBadConfigs) {
 }
 
 TEST(Report, ExplainNamesStagesStepsAndRound) {
-  testing::InstanceSpec spec;
-  spec.devices = 4;
-  spec.layers = 6;
-  testing::Instance in = testing::random_instance(11, spec);
-  ProfileTables t(in.cluster, in.profile);
-  TrainingConfig cfg;
-  cfg.batch = 16;
-  cfg.microbatches = 4;
+  const ProfileTables t = testing::random_tables(11, {/*devices=*/4, /*layers=*/6});
+  const TrainingConfig cfg = testing::microbatched(4, 4);
   PlanResult r = plan_hpp(t, cfg);
   ASSERT_TRUE(r.feasible);
   std::string text = explain_plan(r.plan, r.evaluation, r.planning_ms);

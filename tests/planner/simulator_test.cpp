@@ -180,11 +180,8 @@ int for_each_planned_instance(Check check) {
     spec.devices = 1 + seed % 6;
     spec.layers = 2 + seed % 7;
     spec.mixed_links = seed % 2;
-    testing::Instance in = testing::random_instance(seed, spec);
-    ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 5;
-    cfg.batch = cfg.microbatches * (1 + seed % 8);
+    const ProfileTables t = testing::random_tables(seed, spec);
+    const TrainingConfig cfg = testing::microbatched(1 + seed % 5, 1 + seed % 8);
     PlanResult r = plan_hpp(t, cfg);
     if (!r.feasible) continue;
     ++planned;

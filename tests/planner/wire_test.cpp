@@ -167,9 +167,7 @@ TEST(Wire, CompressedAllReduceChargesEncodedBytesAndTheSlowestMember) {
   // codec with the smallest Ta among the usable ones (bf16 is not: z lacks
   // it): fp32 T = 10 + 128, fp16 T = 10 + 86.
   ProfileTables t(g.c, g.p);
-  TrainingConfig cfg;
-  cfg.batch = 6;
-  cfg.microbatches = 1;
+  TrainingConfig cfg = testing::microbatched(1, 6);
   PlanResult exact = plan_dp(t, cfg);
   EXPECT_EQ(exact.plan.stages[0].allreduce, Codec::fp32);
   EXPECT_NEAR(exact.evaluation.round_ms, 138, 1e-9);
@@ -245,9 +243,7 @@ TEST(Wire, SearchKeepsSuffixesWhoseFirstGroupDecodesFaster) {
   p.devices["d1"].codecs[Codec::int4] = {10, 10};
   p.devices["d2"].codecs[Codec::int4] = {1000, 1000};
   ProfileTables t(c, p);
-  TrainingConfig cfg;
-  cfg.batch = 2;
-  cfg.microbatches = 1;
+  TrainingConfig cfg = testing::microbatched(1, 2);
   cfg.wire = WirePolicy::int4;
   PlanResult r = plan_hpp(t, cfg);
   ASSERT_TRUE(r.feasible) << r.why;
@@ -278,9 +274,7 @@ TEST(Wire, TiesPreferTheMoreExactCodec) {
     for (Codec x : {Codec::fp16, Codec::bf16, Codec::int8, Codec::int4}) p.devices[id].codecs[x] = {1e6, 1e6};
   }
   ProfileTables t(c, p);
-  TrainingConfig cfg;
-  cfg.batch = 8;
-  cfg.microbatches = 4;
+  TrainingConfig cfg = testing::microbatched(4, 2);
   cfg.wire = WirePolicy::auto_;
   PlanResult r = plan_hpp(t, cfg);
   ASSERT_TRUE(r.feasible);
@@ -337,9 +331,7 @@ TEST(Wire, LightweightReplanKeepsEveryCodecUsable) {
     testing::Instance in = testing::random_instance(seed, spec);
     testing::add_codec_speeds(in, seed, 0.35);
     ProfileTables t(in.cluster, in.profile);
-    TrainingConfig cfg;
-    cfg.microbatches = 1 + seed % 3;
-    cfg.batch = cfg.microbatches * (3 + seed % 5);
+    TrainingConfig cfg = testing::microbatched(1 + seed % 3, 3 + seed % 5);
     cfg.wire = WirePolicy::auto_;
     PlanResult planned = plan_hpp(t, cfg);
     if (!planned.feasible) continue;
