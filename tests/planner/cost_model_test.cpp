@@ -19,14 +19,21 @@ DeviceProfile flat(std::vector<int> batch, std::vector<std::vector<double>> fwd,
   return p;
 }
 
-TEST(CostModel, InterpolatesAsTheCostModelSays) {
-  // d0 profiled at b = 2 and 8. Layers [0, 2) sum to fwd 3 at b=2, 8 at b=8.
+// One device d0 of 1 MB, profiled at b = 2 and 8, and two layers: [0, 2)
+// sum to fwd 3 at b=2, 8 at b=8 (bwd 6 and 10).
+struct OneDevice {
   Cluster c;
-  c.devices = {dev("d0", 1)};
   Profile p;
-  p.layers = {{"l0", 1000, 100, 10}, {"l1", 3000, 200, 20}};
-  p.devices["d0"] = flat({2, 8}, {{1.0, 3.0}, {2.0, 5.0}}, {{2.0, 6.0}, {4.0, 10.0}});
-  ProfileTables t(c, p);
+  OneDevice() {
+    c.devices = {dev("d0", 1)};
+    p.layers = {{"l0", 1000, 100, 10}, {"l1", 3000, 200, 20}};
+    p.devices["d0"] = flat({2, 8}, {{1.0, 3.0}, {2.0, 5.0}}, {{2.0, 6.0}, {4.0, 10.0}});
+  }
+};
+
+TEST(CostModel, InterpolatesAsTheCostModelSays) {
+  OneDevice x;
+  ProfileTables t(x.c, x.p);
   EXPECT_DOUBLE_EQ(t.fwd_ms(0, 0, 2, 2), 3.0);
   EXPECT_DOUBLE_EQ(t.fwd_ms(0, 0, 2, 8), 8.0);
   EXPECT_NEAR(t.fwd_ms(0, 0, 2, 4), 3.0 + 5.0 * 2 / 6, 1e-12);  // between: linear
@@ -36,21 +43,17 @@ TEST(CostModel, InterpolatesAsTheCostModelSays) {
 }
 
 TEST(CostModel, OneStageOneDevice) {
-  // Same profile; plan: one stage [0, 2) on d0 with y = 4, M = 3, batch 12.
+  // OneDevice; plan: one stage [0, 2) on d0 with y = 4, M = 3, batch 12.
   // fwd(4) = 3 + 5 * 2/6 = 4.6667, bwd(4) = 6 + 10 * 2/6 = 9.3333, E = 14.
   // One step: T = M E + Ta = 3 * 14 + 0 = 42; throughput 12 / 42 per ms.
   // Memory (SGD): W (2 + 0) + K y stash = 4000 * 2 + min(3, 1) * 4 * 30 = 8120 B.
-  Cluster c;
-  c.devices = {dev("d0", 1)};
-  Profile p;
-  p.layers = {{"l0", 1000, 100, 10}, {"l1", 3000, 200, 20}};
-  p.devices["d0"] = flat({2, 8}, {{1.0, 3.0}, {2.0, 5.0}}, {{2.0, 6.0}, {4.0, 10.0}});
+  OneDevice x;
   Plan plan;
   plan.batch = 12;
   plan.microbatches = 3;
   plan.microbatch_size = 4;
   plan.stages = {{0, 2, {{"d0", 4}}}};
-  Evaluation ev = evaluate(plan, c, p);
+  Evaluation ev = evaluate(plan, x.c, x.p);
   ASSERT_EQ(ev.steps.size(), 1u);
   EXPECT_NEAR(ev.steps[0].ef_ms, 14.0 / 3, 1e-12);
   EXPECT_NEAR(ev.steps[0].eb_ms, 28.0 / 3, 1e-12);
@@ -63,7 +66,7 @@ TEST(CostModel, OneStageOneDevice) {
   // Adam: 4000 * (2 + 2) + 120 = 16120 B.
   EvalOptions adam;
   adam.optimizer = OptimizerKind::adam;
-  EXPECT_DOUBLE_EQ(evaluate(plan, c, p, adam).memory[0].used_bytes(), 16120);
+  EXPECT_DOUBLE_EQ(evaluate(plan, x.c, x.p, adam).memory[0].used_bytes(), 16120);
 }
 
 // Two stages of one device each, profiles linear in the batch (one
