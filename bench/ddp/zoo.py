@@ -299,29 +299,33 @@ def _layers(name):
     raise ValueError(f"unknown model '{name}'; known: {', '.join(SPECS)}")
 
 
+def _normal_weight_zero_bias(m, std, gen):
+    m.weight.normal_(0.0, std, generator=gen)
+    if m.bias is not None:
+        m.bias.zero_()
+
+
+def _uniform_fan_in(m, gen):
+    """Weight and bias uniform in +-1/sqrt(fan-in) (PyTorch's default)."""
+    bound = 1.0 / math.sqrt(m.weight[0].numel())
+    m.weight.uniform_(-bound, bound, generator=gen)
+    if m.bias is not None:
+        m.bias.uniform_(-bound, bound, generator=gen)
+
+
 def _initialise(layer, policy, gen):
     with torch.no_grad():
         for m in layer.modules():
             if isinstance(m, nn.Conv2d):
                 if policy == "residual":
-                    m.weight.normal_(0.0, math.sqrt(2.0 / m.weight[0].numel()), generator=gen)
-                    if m.bias is not None:
-                        m.bias.zero_()
+                    _normal_weight_zero_bias(m, math.sqrt(2.0 / m.weight[0].numel()), gen)
                 else:
-                    bound = 1.0 / math.sqrt(m.weight[0].numel())
-                    m.weight.uniform_(-bound, bound, generator=gen)
-                    if m.bias is not None:
-                        m.bias.uniform_(-bound, bound, generator=gen)
+                    _uniform_fan_in(m, gen)
             elif isinstance(m, nn.Linear):
                 if policy == "bert":
-                    m.weight.normal_(0.0, 0.02, generator=gen)
-                    if m.bias is not None:
-                        m.bias.zero_()
+                    _normal_weight_zero_bias(m, 0.02, gen)
                 else:
-                    bound = 1.0 / math.sqrt(m.weight[0].numel())
-                    m.weight.uniform_(-bound, bound, generator=gen)
-                    if m.bias is not None:
-                        m.bias.uniform_(-bound, bound, generator=gen)
+                    _uniform_fan_in(m, gen)
             elif isinstance(m, nn.Embedding):
                 m.weight.normal_(0.0, 0.02 if policy == "bert" else 1.0, generator=gen)
             elif isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
