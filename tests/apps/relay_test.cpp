@@ -33,30 +33,51 @@ TEST(LinkShaper, SerialisesAtTheBandwidthPlusLatency) {
   EXPECT_THROW(LinkShaper(1, -1), std::invalid_argument);
 }
 
-int listen_any(uint16_t& port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// 127.0.0.1:port.
+sockaddr_in loopback(uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
+  a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+// A socket of `type` (SOCK_STREAM, SOCK_DGRAM) bound to a free loopback port, returned in `port`.
+int bound_any(int type, uint16_t& port) {
+  int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(0);
   ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::listen(fd, 8);
   socklen_t len = sizeof a;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   port = ntohs(a.sin_port);
   return fd;
 }
 
+int listen_any(uint16_t& port) {
+  int fd = bound_any(SOCK_STREAM, port);
+  ::listen(fd, 8);
+  return fd;
+}
+
+int udp_any(uint16_t& port) { return bound_any(SOCK_DGRAM, port); }
+
 int connect_to(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in a = loopback(port);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(fd);
     return -1;
   }
   return fd;
+}
+
+// The route of link "x" to target_port on this machine.
+RelayRoute route_to(uint16_t target_port, double bandwidth_mbps) {
+  RelayRoute r;
+  r.id = "x";
+  r.target_port = target_port;
+  r.bandwidth_mbps = bandwidth_mbps;
+  return r;
 }
 
 // A relay on its own io thread, stopped and joined on destruction.
@@ -91,11 +112,7 @@ TEST(ShapingRelay, ForwardsBytesUnchangedBothWays) {
     while ((n = ::read(c, buf.data(), buf.size())) > 0) ::send(c, buf.data(), static_cast<size_t>(n), MSG_NOSIGNAL);
     ::close(c);
   });
-  RelayRoute r;
-  r.id = "x";
-  r.target_port = node_port;
-  r.bandwidth_mbps = 1000;
-  RelayRunner relay(r);
+  RelayRunner relay(route_to(node_port, 1000));
   int fd = connect_to(relay.relay->port());
   ASSERT_GE(fd, 0);
   std::vector<char> sent(1 << 20), got;
@@ -169,10 +186,7 @@ double measure(uint16_t relay_port, int sink_fd, double seconds) {
 TEST(ShapingRelay, HundredMbitLinkMovesAHundredMbit) {
   uint16_t node_port = 0;
   int lfd = listen_any(node_port);
-  RelayRoute r;
-  r.id = "x";
-  r.target_port = node_port;
-  r.bandwidth_mbps = 100;
+  RelayRoute r = route_to(node_port, 100);
   r.latency_ms = 0.5;
   RelayRunner relay(r);
   double mbps = measure(relay.relay->port(), lfd, 2.0);
@@ -186,11 +200,7 @@ TEST(ShapingRelay, HundredMbitLinkMovesAHundredMbit) {
 TEST(ShapingRelay, CutStopsForwardingAndHealResumes) {
   uint16_t node_port = 0;
   int lfd = listen_any(node_port);
-  RelayRoute r;
-  r.id = "x";
-  r.target_port = node_port;
-  r.bandwidth_mbps = 100;
-  RelayRunner relay(r);
+  RelayRunner relay(route_to(node_port, 100));
   boost::asio::post(relay.io, [&] { relay.relay->set_cut(true); });
   int fd = connect_to(relay.relay->port());
   ASSERT_GE(fd, 0);
@@ -210,33 +220,16 @@ TEST(ShapingRelay, CutStopsForwardingAndHealResumes) {
   ::close(lfd);
 }
 
-int udp_any(uint16_t& port) {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  port = ntohs(a.sin_port);
-  return fd;
-}
-
 // Heartbeat datagrams (UDP at the relay's port number) reach the node's UDP
 // port and its reply comes back, with no link queue in between; a cut link
 // drops them.
 TEST(ShapingRelay, ForwardsDatagramsBothWaysUnlessCut) {
   uint16_t node_port = 0, client_port = 0;
   int node = udp_any(node_port), client = udp_any(client_port);
-  RelayRoute r;
-  r.id = "x";
-  r.target_port = node_port;  // the node's UDP port; no TCP needed here
-  r.bandwidth_mbps = 1;       // a slow link: a shaped datagram would take ms
-  RelayRunner relay(r);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(relay.relay->port());
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // The node's UDP port (no TCP needed here), on a slow link: a shaped
+  // datagram would take ms.
+  RelayRunner relay(route_to(node_port, 1));
+  sockaddr_in to = loopback(relay.relay->port());
   auto ping = [&](const std::string& text) {
     return ::sendto(client, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
            static_cast<ssize_t>(text.size());
