@@ -432,6 +432,18 @@ int ms_until(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
   return left < 0 ? 0 : static_cast<int>(std::min<long long>(left, 1000));
 }
+
+// Appends what fd gives to `all` until its end (then closes it and sets fd
+// to -1) or the deadline.
+void drain(int& fd, std::string& all, Clock::time_point deadline) {
+  while (fd >= 0 && Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, ms_until(deadline)) > 0 && !read_some(fd, all)) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+}
 }  // namespace
 
 std::optional<std::string> Subprocess::read_line(Clock::time_point deadline) {
@@ -460,25 +472,13 @@ std::optional<std::string> Subprocess::read_line(Clock::time_point deadline) {
 
 std::string Subprocess::read_all(Clock::time_point deadline) {
   std::string all = std::exchange(out_buf_, std::string());
-  while (out_fd_ >= 0 && Clock::now() < deadline) {
-    pollfd p{out_fd_, POLLIN, 0};
-    if (::poll(&p, 1, ms_until(deadline)) > 0 && !read_some(out_fd_, all)) {
-      ::close(out_fd_);
-      out_fd_ = -1;
-    }
-  }
+  drain(out_fd_, all, deadline);
   return all;
 }
 
 std::string Subprocess::read_all_stderr(Clock::time_point deadline) {
   std::string all;
-  while (err_fd_ >= 0 && Clock::now() < deadline) {
-    pollfd p{err_fd_, POLLIN, 0};
-    if (::poll(&p, 1, ms_until(deadline)) > 0 && !read_some(err_fd_, all)) {
-      ::close(err_fd_);
-      err_fd_ = -1;
-    }
-  }
+  drain(err_fd_, all, deadline);
   return all;
 }
 
