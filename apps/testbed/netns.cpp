@@ -306,29 +306,25 @@ void route(const std::string& verb, const End& from, const End& to) {
     throw std::runtime_error("'ip -n " + from.netns + " route " + verb + " blackhole " + to.address + "' failed: " + r.err);
 }
 
+// Cuts (cut) or heals the link a-b: blackhole routes both ways, or for b
+// "*" / "all" a's side of its veth down or up.
+void set_link(const NetworkPlan& p, const std::string& a, const std::string& b, bool cut) {
+  if (b == "*" || b == "all") {
+    ip({"-n", p.device(a).netns, "link", "set", device_side_if(), cut ? "down" : "up"});
+    return;
+  }
+  if (a == b) throw std::invalid_argument(std::string(cut ? "cut-link" : "heal-link") + ": both ends are '" + a + "'");
+  End ea = endpoint(p, a), eb = endpoint(p, b);
+  const std::string verb = cut ? "add" : "del";
+  route(verb, ea, eb);
+  route(verb, eb, ea);
+}
+
 }  // namespace
 
-void cut_link(const NetworkPlan& p, const std::string& a, const std::string& b) {
-  if (b == "*" || b == "all") {
-    ip({"-n", p.device(a).netns, "link", "set", device_side_if(), "down"});
-    return;
-  }
-  if (a == b) throw std::invalid_argument("cut-link: both ends are '" + a + "'");
-  End ea = endpoint(p, a), eb = endpoint(p, b);
-  route("add", ea, eb);
-  route("add", eb, ea);
-}
+void cut_link(const NetworkPlan& p, const std::string& a, const std::string& b) { set_link(p, a, b, true); }
 
-void heal_link(const NetworkPlan& p, const std::string& a, const std::string& b) {
-  if (b == "*" || b == "all") {
-    ip({"-n", p.device(a).netns, "link", "set", device_side_if(), "up"});
-    return;
-  }
-  if (a == b) throw std::invalid_argument("heal-link: both ends are '" + a + "'");
-  End ea = endpoint(p, a), eb = endpoint(p, b);
-  route("del", ea, eb);
-  route("del", eb, ea);
-}
+void heal_link(const NetworkPlan& p, const std::string& a, const std::string& b) { set_link(p, a, b, false); }
 
 void enter_netns(const std::string& name) {
   int fd = ::open(netns_path(name).c_str(), O_RDONLY | O_CLOEXEC);
