@@ -13,6 +13,7 @@
 #include "actors/ask.h"
 #include "actors/atoms.h"
 #include "actors/connect.h"
+#include "actors/model_shipping.h"
 #include "actors/partitions.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
@@ -144,6 +145,8 @@ struct Coordinator::Impl {
     } else {
       throw JobError(where + " answered hello with " + messages::kind_name(info));
     }
+    if (!ship_model(self, node.actor, node.info, spec.model, spec.deploy_timeout, failure))
+      throw JobError(where + " did not take model " + spec.model + ": " + failure);
     self->monitor(node.actor);
     spdlog::debug("connected to {} at {} (node {})", id, address_of(d), node.info.node_id);
     nodes[id] = std::move(node);

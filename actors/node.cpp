@@ -21,6 +21,7 @@
 #include <optional>
 
 #include "actors/heartbeat_datagram.h"
+#include "actors/model_shipping.h"
 #include "actors/node_context.h"
 #include "actors/system_config.h"
 #include "compute/model_zoo.h"
@@ -203,6 +204,15 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
                                        " at round " + std::to_string(m.round)};
           } else if constexpr (std::is_same_v<T, messages::KeptRequest>) {
             return messages::KeptList{node->kept_list(m.job_id)};
+          } else if constexpr (std::is_same_v<T, messages::ModelFile>) {
+            try {
+              take_model_file(m);
+              spdlog::info("node {}: received model {} ({} bytes)", node->node_id, m.name, m.bytes.size());
+              return node->info();
+            } catch (const std::exception& e) {
+              return messages::Error{messages::ErrorCode::invalid_request,
+                                     "node " + node->node_id + " cannot take model " + m.name + ": " + e.what()};
+            }
           } else if constexpr (std::is_same_v<T, messages::Release>) {
             const size_t dropped = node->release(m);
             if (dropped > 0) spdlog::info("node {}: released {} kept state(s) of job {}", node->node_id, dropped, m.job_id);

@@ -1,4 +1,4 @@
-// `asteroid profile`: per-layer profile of a zoo model on this machine,
+// `asteroid profile`: per-layer profile of a model (zoo or TorchScript) on this machine,
 // written as profile.json (../docs/FORMATS.md).
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -10,13 +10,14 @@
 #include "apps/commands.h"
 #include "compute/model_zoo.h"
 #include "compute/profiler.h"
+#include "compute/torchscript_model.h"
 #include "planner/json_io.h"
 
 namespace asteroid::apps {
 namespace {
 
 struct ProfileCli {
-  std::string model, out, device, batches = "1,2,4,8,16,32,64";
+  std::string model, data, test_data, out, device, batches = "1,2,4,8,16,32,64";
   compute::ProfileOptions options;
 };
 
@@ -27,7 +28,7 @@ std::string host_name() {
 }
 
 void run_profile(ProfileCli& cli) {
-  compute::find_model(cli.model);  // unknown model: the error lists the known ones
+  cli.model = compute::resolve_model(cli.model, cli.data, cli.test_data);  // unknown: the error lists the known ones
   cli.options.batches = compute::parse_batch_list(cli.batches);
   if (cli.device.empty()) cli.device = host_name();
   // Fail on an unwritable --out before spending time on measurements.
@@ -58,7 +59,9 @@ void run_profile(ProfileCli& cli) {
 void add_profile_command(CLI::App& app) {
   auto cli = std::make_shared<ProfileCli>();
   CLI::App* cmd = app.add_subcommand("profile", "per-layer profile of a model on this machine");
-  cmd->add_option("--model", cli->model, "zoo model")->required();
+  cmd->add_option("--model", cli->model, "zoo model, or a TorchScript file (docs/custom-models.md)")->required();
+  cmd->add_option("--data", cli->data, "a TorchScript model's data: a torch.save file (default Fashion-MNIST)");
+  cmd->add_option("--test-data", cli->test_data, "its test split in a file of its own");
   cmd->add_option("--out", cli->out, "profile.json to write")->required();
   cmd->add_option("--device", cli->device, "device id in the profile (default: the host name)");
   cmd->add_option("--batches", cli->batches, "comma-separated batch sizes")->capture_default_str();

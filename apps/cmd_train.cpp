@@ -14,6 +14,7 @@
 #include "apps/train_job.h"
 #include "compute/profiler.h"
 #include "compute/single_trainer.h"
+#include "compute/torchscript_model.h"
 
 namespace asteroid::apps {
 namespace {
@@ -54,6 +55,7 @@ void prepare(TrainCli& cli) {
 // The in-process single-device path: options in, summary printed.
 void run_single(TrainCli& cli) {
   prepare(cli);
+  cli.train().model = compute::resolve_model(cli.train().model, cli.job.data_file, cli.job.test_data_file);
   compute::TrainOptions o = cli.train();
   o.strategy = "single";
   const compute::TrainResult r = compute::run_single_training(o);
@@ -90,7 +92,9 @@ void add_train_command(CLI::App& app) {
       "for one epoch and leave a run folder in runs/ (docs/default-job.md); --strategy single alone trains in this "
       "process");
   cmd->add_option("--strategy", j.strategy, "hpp | dp | pp | single (the best device alone)")->capture_default_str();
-  cmd->add_option("--model", t.model, "zoo model")->capture_default_str();
+  cmd->add_option("--model", t.model, "zoo model, or a TorchScript file (docs/custom-models.md)")->capture_default_str();
+  cmd->add_option("--data", j.data_file, "a TorchScript model's data: a torch.save file (default Fashion-MNIST)");
+  cmd->add_option("--test-data", j.test_data_file, "its test split in a file of its own (default: one in ten of --data)");
   cmd->add_option("--epochs", t.epochs, "epochs over the training set")->capture_default_str();
   cmd->add_option("--batch", t.batch, "mini-batch size (samples per round)")->capture_default_str();
   cmd->add_option("--seed", t.seed, "initial weights and sample order")->capture_default_str();

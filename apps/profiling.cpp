@@ -11,6 +11,7 @@
 
 #include "actors/ask.h"
 #include "actors/connect.h"
+#include "actors/model_shipping.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
 
@@ -40,12 +41,19 @@ struct NodeLink {
 };
 
 // Connects to the node actor published at the device's host and port, within
-// the timeout (never CAF's unbounded remote_actor: CAF_NOTES.md section 2).
+// the timeout (never CAF's unbounded remote_actor: CAF_NOTES.md section 2),
+// and gives it `model` if it is a TorchScript model the node does not have.
 caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const planner::Device& d,
-                   std::chrono::milliseconds timeout) {
+                   const std::string& model, std::chrono::milliseconds timeout) {
   std::string failure;
   const auto node = actors::connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
-  if (!node) throw MeasureError("device '" + d.id + "' at " + address_of(d) + " is unreachable: " + failure);
+  const std::string where = "device '" + d.id + "' at " + address_of(d);
+  if (!node) throw MeasureError(where + " is unreachable: " + failure);
+  const auto hello = actors::ask(self, node->actor, messages::Hello{}, timeout, failure);
+  const auto* info = hello ? std::get_if<messages::NodeInfo>(&*hello) : nullptr;
+  if (!info) throw MeasureError(where + " did not say who it is: " + (hello ? "it answered " + std::string(messages::kind_name(*hello)) : failure));
+  if (!actors::ship_model(self, node->actor, *info, model, timeout + std::chrono::seconds(20), failure))
+    throw MeasureError(where + " did not take model " + model + ": " + failure);
   return node->actor;
 }
 
@@ -186,7 +194,7 @@ ClusterMeasurement measure_cluster(caf::actor_system& system, const planner::Clu
   for (const auto& d : cluster.devices) {
     if (d.host.empty() || d.port <= 0) throw MeasureError("device '" + d.id + "' has no host and port");
     try {
-      nodes.push_back({&d, connect(system, self, d, o.connect_timeout)});
+      nodes.push_back({&d, connect(system, self, d, o.model, o.connect_timeout)});
     } catch (const MeasureError& e) {
       unreachable.push_back(e.what());
     }

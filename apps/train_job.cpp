@@ -34,6 +34,7 @@
 #include "apps/testbed/process.h"
 #include "compute/dataset.h"
 #include "compute/model_zoo.h"
+#include "compute/torchscript_model.h"
 #include "compute/profiler.h"
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
@@ -439,7 +440,7 @@ void TrainJob::check_flags() {
       throw std::invalid_argument("--resume: no checkpoint at " + d.resume_checkpoint);
     if (d.checkpoint_path.empty()) d.checkpoint_path = d.resume_checkpoint;
   } else {
-    compute::find_model(t.model);
+    t.model = compute::resolve_model(t.model, o.data_file, o.test_data_file);
     if (t.batch <= 0) throw std::invalid_argument("--batch must be positive");
   }
 }

@@ -39,6 +39,9 @@ struct TrainJobOptions {
   // into the run folder); empty: in the run folder.
   DistributedOptions distributed;
   std::string strategy = "hpp";  // hpp | dp | pp | single
+  // A TorchScript model's data (distributed.train.model a .pt file): tensor
+  // files (compute/tensor_dataset.h); empty: Fashion-MNIST.
+  std::string data_file, test_data_file;
   std::string env;               // preset A-D (empty and no cluster_file: "C")
   double bandwidth_mbps = 0;     // preset link bandwidth (0: 1000)
   double cpu_budget = 0;         // cores of the whole preset (0: the testbed's default)

@@ -11,6 +11,7 @@
 
 #include "compute/model_zoo.h"
 #include "compute/seed_mix.h"
+#include "compute/tensor_dataset.h"
 
 namespace asteroid::compute {
 namespace {
@@ -229,7 +230,10 @@ class SyntheticTokens : public Dataset {
 }  // namespace
 
 std::unique_ptr<Dataset> open_dataset(const std::string& model, Split split, const std::string& data_dir) {
-  const ModelSpec& spec = find_model(model);
+  return open_dataset(find_model(model), split, data_dir);
+}
+
+std::unique_ptr<Dataset> open_dataset(const ModelSpec& spec, Split split, const std::string& data_dir) {
   const bool train = split == Split::train;
   if (spec.dataset == "fashion-mnist")
     return std::make_unique<FashionMnist>(data_dir.empty() ? kDefaultFmnistDir : data_dir, split);
@@ -237,10 +241,11 @@ std::unique_ptr<Dataset> open_dataset(const std::string& model, Split split, con
   if (spec.dataset == "synthetic-images")
     return std::make_unique<SyntheticImages>(0x1111, train ? 0x1112 : 0x2222, train ? 50000 : 10000,
                                              spec.sample_shape, spec.num_classes);
+  if (is_tensor_data_key(spec.dataset)) return open_tensor_data(spec.dataset, split);
   if (spec.dataset == "synthetic-tokens")
     return std::make_unique<SyntheticTokens>(train ? 0x3333 : 0x4444, train ? 50000 : 1000,
                                              spec.sample_shape[0], spec.vocab_size, spec.num_classes);
-  throw std::logic_error("model '" + model + "' names an unknown data set '" + spec.dataset + "'");
+  throw std::logic_error("model '" + spec.name + "' names an unknown data set '" + spec.dataset + "'");
 }
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

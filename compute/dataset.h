@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "compute/model_zoo.h"
+
 namespace asteroid::compute {
 
 enum class Split { train, test };
@@ -31,9 +33,12 @@ class Dataset {
 // The data set a zoo model trains on: Fashion-MNIST for fmnist-* models
 // (read from `data_dir`, default /usr/share/datasets/fashion-mnist; a missing
 // or truncated file is a std::runtime_error naming the file and the Debian
-// package), seeded synthetic data for the others.
+// package), seeded synthetic data for the others; a model registered with
+// a tensor data set (compute/tensor_dataset.h) opens that.
 std::unique_ptr<Dataset> open_dataset(const std::string& model, Split split,
                                       const std::string& data_dir = "");
+// The same for a spec's `dataset` (and the fields its synthetic sets read).
+std::unique_ptr<Dataset> open_dataset(const ModelSpec& spec, Split split, const std::string& data_dir = "");
 
 // A permutation of [0, n) that depends only on (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);

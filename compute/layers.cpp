@@ -8,6 +8,7 @@
 
 #include "compute/model_zoo.h"
 #include "compute/seed_mix.h"
+#include "compute/torchscript_model.h"
 
 namespace asteroid::compute {
 namespace {
@@ -439,6 +440,7 @@ void initialise(torch::nn::Module& layer, InitPolicy policy, at::Generator& gen)
 std::vector<NamedLayer> build_layers(const std::string& model, int begin, int end, uint64_t seed) {
   const ModelSpec& spec = find_model(model);
   check_layer_range(model, begin, end);
+  if (const ScriptedModel* scripted = find_scripted(model)) return build_scripted_layers(*scripted, begin, end);
   std::vector<Factory> f = factories(spec);
   if (static_cast<int>(f.size()) != spec.layer_count())
     throw std::logic_error("model '" + model + "': " + std::to_string(f.size()) +

@@ -26,7 +26,8 @@ struct NamedLayer {
   std::shared_ptr<Layer> module;
 };
 
-// Layers [begin, end) of `model`, initialised from `seed`.
+// Layers [begin, end) of `model`, initialised from `seed` (a TorchScript
+// model's start from its file's weights: compute/torchscript_model.h).
 // Throws std::invalid_argument for an unknown model or a bad range.
 std::vector<NamedLayer> build_layers(const std::string& model, int begin, int end, uint64_t seed);
 

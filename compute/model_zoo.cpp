@@ -1,5 +1,8 @@
 #include "compute/model_zoo.h"
 
+#include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 
 namespace asteroid::compute {
@@ -44,7 +47,33 @@ std::vector<ModelSpec> make_zoo() {
   return zoo;
 }
 
+std::mutex registry_mutex;
+std::map<std::string, std::unique_ptr<ModelSpec>>& registry() {
+  static std::map<std::string, std::unique_ptr<ModelSpec>> models;
+  return models;
+}
+
+const ModelSpec* registered(const std::string& name) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto found = registry().find(name);
+  return found == registry().end() ? nullptr : found->second.get();
+}
+
 }  // namespace
+
+void register_model(const ModelSpec& spec) {
+  if (spec.name.empty() || spec.layer_names.empty())
+    throw std::invalid_argument("a registered model needs a name and at least one layer");
+  for (const auto& m : model_zoo())
+    if (m.name == spec.name) throw std::invalid_argument("model '" + spec.name + "' is already in the zoo");
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto& slot = registry()[spec.name];
+  if (slot) {
+    *slot = spec;  // same name: same file, so the same layers
+  } else {
+    slot = std::make_unique<ModelSpec>(spec);
+  }
+}
 
 const std::vector<ModelSpec>& model_zoo() {
   static const std::vector<ModelSpec> zoo = make_zoo();
@@ -54,6 +83,8 @@ const std::vector<ModelSpec>& model_zoo() {
 std::vector<std::string> model_names() {
   std::vector<std::string> names;
   for (const auto& m : model_zoo()) names.push_back(m.name);
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  for (const auto& [name, spec] : registry()) names.push_back(name);
   return names;
 }
 
@@ -66,14 +97,15 @@ std::string known_models_text() {
 bool is_known_model(const std::string& name) {
   for (const auto& m : model_zoo())
     if (m.name == name) return true;
-  return false;
+  return registered(name) != nullptr;
 }
 
 const ModelSpec& find_model(const std::string& name) {
   for (const auto& m : model_zoo())
     if (m.name == name) return m;
+  if (const ModelSpec* loaded = registered(name)) return *loaded;
   throw std::invalid_argument("unknown model '" + name + "' (known models: " + known_models_text() +
-                              ")");
+                              "; or the path of a TorchScript file, see docs/custom-models.md)");
 }
 
 int layer_count(const std::string& name) { return find_model(name).layer_count(); }

@@ -26,10 +26,17 @@ struct ModelSpec {
   int layer_count() const { return static_cast<int>(layer_names.size()); }
 };
 
-// Every model, in a fixed order.
+// Every model compiled in, in a fixed order.
 const std::vector<ModelSpec>& model_zoo();
+
+// Models loaded at run time (TorchScript files, compute/torchscript_model.h)
+// join the zoo in this process: find_model, is_known_model and layer_count
+// find them by name. Registering a name again replaces its spec. Thread-safe;
+// a spec found stays valid for the life of the process.
+void register_model(const ModelSpec& spec);
+// The zoo's names, then those registered in this process (by name).
 std::vector<std::string> model_names();
-// "fmnist-cnn, fmnist-resnet, ..." for error messages.
+// "fmnist-cnn, fmnist-resnet, ..." for error messages (the compiled-in zoo).
 std::string known_models_text();
 bool is_known_model(const std::string& name);
 

@@ -335,6 +335,22 @@ struct Peer {
   port @2 :UInt16;
 }
 
+# To a node: a TorchScript model (docs/custom-models.md) that its nodeInfo
+# does not list, with the data fields of what it trains on. The node checks
+# that the bytes hash to sha256 and hold the chain layerNames lists, then
+# registers the model under `name` and answers with its nodeInfo (which
+# lists it from then on), or with an error naming what is wrong.
+struct ModelFile {
+  name @0 :Text;             # "<stem>@<first 12 hex digits of sha256>"
+  sha256 @1 :Text;
+  bytes @2 :Data;            # the file torch.jit.save wrote
+  layerNames @3 :List(Text); # the children, in chain order
+  tokens @4 :Bool;           # int64 token ids (else float32 samples)
+  sampleShape @5 :List(Int64);
+  numClasses @6 :Int64;
+  dataset @7 :Text;          # the data set's key (compute/tensor_dataset.h)
+}
+
 struct Envelope {
   union {
     activation @0 :Activation;
@@ -364,5 +380,6 @@ struct Envelope {
                                # keep? (a resume looks for newer ones than
                                # its checkpoint); answered with keptList
     keptList @21 :List(KeptEntry);
+    modelFile @22 :ModelFile;
   }
 }

@@ -245,6 +245,19 @@ struct Encoder {
     }
   }
   void operator()(const KeptRequest& m) { env.setKeptRequest(m.job_id); }
+  void operator()(const ModelFile& m) {
+    auto o = env.initModelFile();
+    o.setName(m.name);
+    o.setSha256(m.sha256);
+    auto bytes = o.initBytes(static_cast<unsigned>(m.bytes.size()));
+    if (!m.bytes.empty()) std::memcpy(bytes.begin(), m.bytes.data(), m.bytes.size());
+    put_list(o.initLayerNames(static_cast<unsigned>(m.layer_names.size())), m.layer_names);
+    o.setTokens(m.tokens);
+    auto shape = o.initSampleShape(static_cast<unsigned>(m.sample_shape.size()));
+    for (size_t i = 0; i < m.sample_shape.size(); ++i) shape.set(static_cast<unsigned>(i), m.sample_shape[i]);
+    o.setNumClasses(m.num_classes);
+    o.setDataset(m.dataset);
+  }
   void operator()(const KeptList& m) {
     auto list = env.initKeptList(static_cast<unsigned>(m.entries.size()));
     for (size_t i = 0; i < m.entries.size(); ++i) {
@@ -316,6 +329,9 @@ size_t payload_bytes(const Message& message) {
     size_t operator()(const Peers& m) const { return m.peers.size() * 64; }
     size_t operator()(const Release& m) const { return m.job_id.size() + m.keep.size() * 8; }
     size_t operator()(const KeptRequest& m) const { return m.job_id.size(); }
+    size_t operator()(const ModelFile& m) const {
+      return m.bytes.size() + m.layer_names.size() * 32 + m.sample_shape.size() * 8 + m.dataset.size() + 128;
+    }
     size_t operator()(const KeptList& m) const { return m.entries.size() * 24; }
     size_t operator()(const LinkProbe& m) const { return m.payload.size(); }
     size_t operator()(const StateRequest&) const { return 0; }
@@ -724,6 +740,26 @@ class Reader {
       }
       case wire::Envelope::STATE_REQUEST:
         return StateRequest{env.getStateRequest()};
+      case wire::Envelope::MODEL_FILE: {
+        auto in = env.getModelFile();
+        ModelFile m;
+        m.name = text(in.getName(), "modelFile.name");
+        m.sha256 = text(in.getSha256(), "modelFile.sha256");
+        auto bytes = in.getBytes();
+        m.bytes.assign(bytes.begin(), bytes.end());
+        m.layer_names = texts(in.getLayerNames(), "modelFile.layerNames");
+        m.tokens = in.getTokens();
+        auto shape = in.getSampleShape();
+        if (shape.size() > limits_.max_tensor_rank) throw Invalid("modelFile.sampleShape: more dimensions than allowed");
+        for (int64_t d : shape) {
+          if (d <= 0) throw Invalid("modelFile.sampleShape: a dimension of " + std::to_string(d));
+          m.sample_shape.push_back(d);
+        }
+        m.num_classes = in.getNumClasses();
+        if (m.num_classes <= 0) throw Invalid("modelFile.numClasses: " + std::to_string(m.num_classes));
+        m.dataset = text(in.getDataset(), "modelFile.dataset");
+        return m;
+      }
     }
     throw Invalid("envelope: unknown message kind " + std::to_string(static_cast<unsigned>(env.which())));
   }

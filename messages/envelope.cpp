@@ -112,7 +112,7 @@ int64_t now_us() {
 const char* kind_name(const Message& message) {
   static const char* const names[] = {"activation", "gradient",  "reduceChunk", "assignment", "stageState",
                                       "control",    "heartbeat", "nodeInfo",    "metrics",    "error",
-                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest", "peers", "release", "keptRequest", "keptList"};
+                                      "profileRequest", "profileResult", "hello", "stateRequest", "planRequest", "planResult", "linkProbe", "replicaRequest", "peers", "release", "keptRequest", "keptList", "modelFile"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<Message>);
   return names[message.index()];
 }

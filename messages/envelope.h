@@ -264,10 +264,21 @@ struct StateRequest {
   uint64_t round = 0;
 };
 
+// A TorchScript model for a node that does not have it (see the schema).
+struct ModelFile {
+  std::string name, sha256;
+  std::vector<char> bytes;
+  std::vector<std::string> layer_names;
+  bool tokens = false;
+  std::vector<int64_t> sample_shape;
+  int64_t num_classes = 0;
+  std::string dataset;
+};
+
 using Message = std::variant<Activation, Gradient, ReduceChunk, StageAssignment, StageState,
                              RoundControl, Heartbeat, NodeInfo, Metrics, Error, ProfileRequest,
                              ProfileResult, Hello, StateRequest, PlanRequest, PlanResult, LinkProbe, ReplicaRequest, Peers, Release,
-                             KeptRequest, KeptList>;
+                             KeptRequest, KeptList, ModelFile>;
 
 // The wall clock in microseconds since the epoch, as messages carry it
 // (Heartbeat.sent_us, NodeInfo.clock_us, TraceEvent times).

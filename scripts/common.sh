@@ -10,7 +10,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libcaf-dev libtorch-dev capnproto libcapnp-dev
   libboost-dev libboost-system-dev libspdlog-dev libgtest-dev
-  nlohmann-json3-dev libcli11-dev zlib1g-dev
+  nlohmann-json3-dev libcli11-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist iproute2 python3-torch python3-matplotlib
 )
 

@@ -14,7 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/ask.h"
 #include "actors/atoms.h"
+#include "actors/connect.h"
 #include "actors/coordinator.h"
 #include "planner/schedule.h"
 #include "actors/system_config.h"
@@ -22,7 +24,9 @@
 #include "compute/evaluate.h"
 #include "compute/model_zoo.h"
 #include "compute/stage_model.h"
+#include "compute/torchscript_model.h"
 #include "messages/tensor_codec.h"
+#include "tests/support/custom_model_files.h"
 #include "tests/support/local_nodes.h"
 
 namespace asteroid::actors {
@@ -139,6 +143,29 @@ TEST_F(Runtime, HybridPipelineWithAGroupEqualsSingleDevice) {
   const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 3, {{"d1", 5}, {"d2", 3}}}, {3, layers, {{"d3", 8}}}});
   const auto ref = train_single("fmnist-cnn", 5);
   expect_equivalent(ref, train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+TEST_F(Runtime, ATorchScriptChainTrainsOnNodesThatLackItAsOnOneDevice) {
+  // docs/custom-models.md's own export: a 10-child nn.Sequential and
+  // Fashion-MNIST samples saved with torch.save. Only this process reads the
+  // model file: each node receives it at its connection.
+  const auto& files = test_support::doc_model_files();
+  const std::string model =
+      compute::register_scripted_file(files.model, compute::describe_tensor_data(files.train, files.test)).spec.name;
+  const Plan plan = make_plan(4, {{0, 3, {{"d0", 8}}}, {3, 7, {{"d1", 5}, {"d2", 3}}}, {7, 10, {{"d3", 8}}}});
+  const auto ref = train_single(model, 5);
+  expect_equivalent(ref, train_distributed(nodes.cluster(), plan, model, 5));
+  AsteroidConfig config;
+  caf::actor_system system(config);
+  caf::scoped_actor self{system};
+  std::string failure;
+  const auto& d1 = nodes.cluster().devices[1];
+  const auto node = connect_node(system, self, d1.host, static_cast<uint16_t>(d1.port), std::chrono::seconds(5), failure);
+  ASSERT_TRUE(node) << failure;
+  const auto info = ask(self, node->actor, messages::Hello{}, std::chrono::seconds(5), failure);
+  ASSERT_TRUE(info) << failure;
+  const auto& models = std::get<messages::NodeInfo>(*info).models;
+  EXPECT_NE(std::find(models.begin(), models.end(), model), models.end()) << "node d1 lists the model it received";
 }
 
 TEST_F(Runtime, AnswersAStatusRequestWhileRoundsRun) {

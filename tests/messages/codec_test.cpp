@@ -98,6 +98,11 @@ StageState sample_state() {
 }
 
 // One message of every kind, every field set to a non-default value.
+ModelFile sample_model_file() {
+  return {"chain@0123456789ab", "0123456789ab" + std::string(52, 'f'), std::vector<char>(300, 'm'), {"0", "1", "fc"},
+          false, {1, 28, 28}, 10, "tensors:/data/train.pt|/data/test.pt"};
+}
+
 std::vector<Message> one_of_each_kind() {
   Activation a{7, 3, {4, 9}, 1, 2, floats({5, 2, 3}, 0.25f), longs({1, 2, 3, 4, 5}), 5};
   Gradient g{7, 3, {4, 9}, 2, 0, floats({5, 6}, -1.0f), 6};
@@ -147,7 +152,7 @@ std::vector<Message> one_of_each_kind() {
   Release release{"job-7", {{0, 3}, {3, 9}}};
   return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
           e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,
-          peers, release, KeptRequest{"job-7"}, KeptList{{{0, 3, 41, true}, {3, 6, 40, false}}}};
+          peers, release, KeptRequest{"job-7"}, KeptList{{{0, 3, 41, true}, {3, 6, 40, false}}}, sample_model_file()};
 }
 
 // Activations, gradients and all-reduce chunks of every lossy encoding.
@@ -744,6 +749,26 @@ TEST(Codec, AReleaseKeepsItsRangesAndAnEmptyRangeIsRejected) {
   ASSERT_TRUE(decoded.ok()) << decoded.error;
   EXPECT_TRUE(std::get<Release>(*decoded.message).keep.empty());
   EXPECT_MENTIONS(rejection(Release{"job-7", {{4, 4}}}), "release.keep: layer range [4, 4) is empty");
+}
+
+TEST(Codec, AModelFileKeepsItsFieldsAndABadShapeOrClassCountIsRejected) {
+  const ModelFile model = sample_model_file();
+  auto decoded = decode_copy(encode(model).data(), encode(model).size());
+  ASSERT_TRUE(decoded.ok()) << decoded.error;
+  const auto& m = std::get<ModelFile>(*decoded.message);
+  EXPECT_EQ(m.name, model.name);
+  EXPECT_EQ(m.sha256, model.sha256);
+  EXPECT_EQ(m.bytes, model.bytes);
+  EXPECT_EQ(m.layer_names, model.layer_names);
+  EXPECT_EQ(m.sample_shape, model.sample_shape);
+  EXPECT_EQ(m.num_classes, 10);
+  EXPECT_EQ(m.dataset, model.dataset);
+  ModelFile bad_shape = model;
+  bad_shape.sample_shape = {1, 0, 28};
+  EXPECT_MENTIONS(rejection(bad_shape), "modelFile.sampleShape: a dimension of 0");
+  ModelFile no_classes = model;
+  no_classes.num_classes = 0;
+  EXPECT_MENTIONS(rejection(no_classes), "modelFile.numClasses: 0");
 }
 
 }  // namespace
