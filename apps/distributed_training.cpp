@@ -26,6 +26,7 @@
 #include "compute/evaluate.h"
 #include "compute/model_zoo.h"
 #include "compute/profiler.h"
+#include "compute/torchscript_model.h"
 #include "compute/training_log.h"
 #include "compute/weights_io.h"
 #include "messages/tensor_codec.h"
@@ -247,6 +248,9 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     try {
       first_round = job.at("round").get<uint64_t>() + 1;
       o.model = job.at("model").get<std::string>();
+      if (!compute::is_known_model(o.model) && job.contains("model_file"))
+        compute::register_saved_model(o.model, job.at("model_file").get<std::string>(),
+                                      job.value("model_data", compute::fashion_mnist_shape().dataset));
       o.seed = job.at("seed").get<uint64_t>();
       options.plan = planner::plan_from_json(job.at("plan"), options.resume_checkpoint + " (plan)");
       o.batch = options.plan.batch;

@@ -439,6 +439,8 @@ void TrainJob::check_flags() {
     if (!fs::exists(d.resume_checkpoint) && !fs::exists(supervision::previous_checkpoint(d.resume_checkpoint)))
       throw std::invalid_argument("--resume: no checkpoint at " + d.resume_checkpoint);
     if (d.checkpoint_path.empty()) d.checkpoint_path = d.resume_checkpoint;
+    // What it trains, for the lines printed before the job reads it again.
+    t.model = supervision::read_checkpoint(d.resume_checkpoint).job.value("model", t.model);
   } else {
     t.model = compute::resolve_model(t.model, o.data_file, o.test_data_file);
     if (t.batch <= 0) throw std::invalid_argument("--batch must be positive");

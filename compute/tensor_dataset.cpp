@@ -155,6 +155,12 @@ DataShape describe_tensor_data(const std::string& train_path, const std::string&
   return shape;
 }
 
+DataShape describe_data(const std::string& dataset) {
+  if (dataset == fashion_mnist_shape().dataset) return fashion_mnist_shape();
+  const Key key = parse_key(dataset);
+  return describe_tensor_data(key.train, key.test);
+}
+
 std::unique_ptr<Dataset> open_tensor_data(const std::string& key, Split split) {
   return std::make_unique<TensorData>(load_split(parse_key(key), split));
 }

@@ -39,6 +39,10 @@ DataShape fashion_mnist_shape();
 // samples).
 DataShape describe_tensor_data(const std::string& train_path, const std::string& test_path = "");
 
+// The data a key names: Fashion-MNIST's for "fashion-mnist", else
+// describe_tensor_data of its files.
+DataShape describe_data(const std::string& dataset);
+
 // True for a key describe_tensor_data made.
 bool is_tensor_data_key(const std::string& dataset);
 

@@ -201,7 +201,15 @@ const ScriptedModel& register_scripted_file(const std::string& path, const DataS
   spec.num_classes = data.num_classes;
   spec.dataset = data.dataset;
   spec.layer_names = order;
+  model.path = path;
   return keep(std::move(model));
+}
+
+void register_saved_model(const std::string& name, const std::string& path, const std::string& dataset) {
+  const std::string registered = register_scripted_file(path, describe_data(dataset)).spec.name;
+  if (registered != name)
+    throw std::invalid_argument("model file '" + path + "' is model " + registered + " now, not " + name +
+                                " as when the checkpoint was written");
 }
 
 const ScriptedModel& register_scripted_bytes(const ModelSpec& spec, const std::string& sha256, std::string bytes) {

@@ -29,6 +29,7 @@ struct ScriptedModel {
   ModelSpec spec;      // name, layers (the children's names), data fields
   std::string sha256;  // of `bytes`, lower-case hex
   std::string bytes;   // the file
+  std::string path;    // where it was read (empty when received)
 };
 
 // Reads `path`, checks it is a chain, runs two samples of `data` through it
@@ -40,6 +41,11 @@ const ScriptedModel& register_scripted_file(const std::string& path, const DataS
 // What a node does with a model it receives: checks that `bytes` hash to
 // `sha256` and that they hold the chain `spec` lists, then registers `spec`.
 const ScriptedModel& register_scripted_bytes(const ModelSpec& spec, const std::string& sha256, std::string bytes);
+
+// A checkpoint's model again (a resumed job): registers the file at `path`
+// with the data `dataset` names (a key of compute/tensor_dataset.h) and
+// throws unless it is model `name` (the file changed since).
+void register_saved_model(const std::string& name, const std::string& path, const std::string& dataset);
 
 // The registered TorchScript model of that name, or nullptr.
 const ScriptedModel* find_scripted(const std::string& name);

@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
 #include "actors/optimizer_spec.h"
 #include "actors/planner_actor.h"
+#include "compute/torchscript_model.h"
 #include "messages/enum_names.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
@@ -173,6 +175,10 @@ void JobSupervisor::Impl::write_checkpoint_at(uint64_t round) {
                     {"job_id", spec.job_id},
                     {"optimizer", actors::to_json(spec.optimizer)},
                     {"plan", planner::plan_to_json(coordinator.plan())}};
+  if (const auto* scripted = compute::find_scripted(spec.model); scripted && !scripted->path.empty()) {
+    checkpoint.job["model_file"] = std::filesystem::absolute(scripted->path).string();
+    checkpoint.job["model_data"] = scripted->spec.dataset;
+  }
   checkpoint.states = coordinator.fetch_states();
   write_checkpoint(options.checkpoint_path, checkpoint);
   emit("checkpoint", "checkpoint of round " + std::to_string(round) + " written to " + options.checkpoint_path, false);
