@@ -357,6 +357,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
       metrics.write({static_cast<int64_t>(report.round), report.loss, o.batch, report.ms,
                      {{"t_s", seconds_since(t0)}, {"unix_s", unix_seconds()}}});
       progress.update(static_cast<int64_t>(result.committed.size()), report.loss, result.samples);
+      if (options.on_commit) options.on_commit(report);
     };
     job.on_commit(record);
     std::set<uint64_t> announced;

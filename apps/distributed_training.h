@@ -1,5 +1,6 @@
 // Distributed training of a plan on running nodes, as `asteroid train
-// --cluster c.json --plan p.json` does: deploy under the job supervisor,
+// --cluster c.json --plan p.json` does, and the entry point of Asteroid as a
+// library (docs/custom-models.md, "As a library"): deploy under the job supervisor,
 // run the rounds with a progress line (recovering from device failures on
 // the way), write the same metrics and summary files as single-device
 // training (plus the trace, the failures and the plans), evaluate test
@@ -49,6 +50,8 @@ struct DistributedOptions {
   // Called before a round starts for the first time (fault schedules), on
   // the job's driver thread (job_actor.h), as are all the callbacks here.
   std::function<void(uint64_t round, supervision::JobSupervisor&)> before_round;
+  // Called for every round as it commits, in order, after its metrics line.
+  std::function<void(const actors::RoundReport&)> on_commit;
   // Called for every supervision event, after its metrics line (a
   // failure's comes as its recovery starts).
   std::function<void(const supervision::SupervisionEvent&, supervision::JobSupervisor&)> on_event;
