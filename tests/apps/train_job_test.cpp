@@ -20,6 +20,7 @@
 #include "apps/testbed/emulated_cluster.h"
 #include "apps/testbed/process.h"
 #include "testbed_test_util.h"
+#include "tests/support/custom_model_files.h"
 
 namespace asteroid::testbed {
 namespace {
@@ -200,6 +201,46 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
   EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
   EXPECT_NE(r.out.find("measured throughput"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("dominant step"), std::string::npos) << "no plan table:\n" << r.out;
+}
+
+TEST(TrainJob, ATorchScriptModelIsProfiledPlannedAndTrainedAsOnOneDevice) {
+  // docs/custom-models.md's export: the nodes receive the model file from
+  // the job, profile it, and the planner's pipeline trains it with the
+  // exact wire as single-device training does.
+  const auto& files = test_support::doc_model_files();
+  TempDir tmp;
+  const std::string run = tmp.file("run");
+  RunGuard guard{run};
+  const std::vector<std::string> model = {"--model", files.model, "--data", files.train, "--test-data", files.test,
+                                          "--rounds", "20", "--test-samples", "200", "--progress", "plain"};
+  std::vector<std::string> distributed = {kAsteroid, "train", "--env", "D", "--strategy", "pp", "--wire", "exact",
+                                          "--profile-batches", "1,4,16,64", "--profile-repeats", "2",
+                                          "--probe-rounds", "0", "--baseline-rounds", "0", "--out", run};
+  distributed.insert(distributed.end(), model.begin(), model.end());
+  CommandResult r = test::run(distributed, Millis(240000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::vector<std::string> single = {kAsteroid, "train", "--strategy", "single", "--metrics", tmp.file("single.jsonl")};
+  single.insert(single.end(), model.begin(), model.end());
+  CommandResult s = test::run(single, Millis(120000));
+  ASSERT_EQ(s.status, 0) << s.out << s.err;
+
+  const auto summary = test::read_json(run + "/summary.json");
+  EXPECT_EQ(summary["model"].get<std::string>().rfind("model@", 0), 0u) << summary["model"];
+  const auto plan = test::read_json(run + "/plan.json");
+  EXPECT_GE(plan["stages"].size(), 2u) << "a pipeline over several nodes: " << plan.dump();
+  const auto profile = test::read_json(run + "/profile.json");
+  ASSERT_EQ(profile["layers"].size(), 10u);
+  EXPECT_EQ(profile["layers"][7]["name"], "7");
+  std::vector<double> on_nodes, alone;
+  for (const auto& line : json_lines(run + "/metrics.jsonl"))
+    if (line.contains("round")) on_nodes.push_back(line["loss"].get<double>());
+  for (const auto& line : json_lines(tmp.file("single.jsonl")))
+    if (line.contains("round")) alone.push_back(line["loss"].get<double>());
+  ASSERT_EQ(on_nodes.size(), 20u);
+  ASSERT_EQ(alone.size(), 20u);
+  for (size_t i = 0; i < alone.size(); ++i)
+    EXPECT_NEAR(on_nodes[i], alone[i], 1e-4 * std::abs(alone[i])) << "round " << i;
+  EXPECT_LT(alone.back(), alone.front());
 }
 
 TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
