@@ -153,8 +153,8 @@ TEST_F(Runtime, ATorchScriptChainTrainsOnNodesThatLackItAsOnOneDevice) {
   const std::string model =
       compute::register_scripted_file(files.model, compute::describe_tensor_data(files.train, files.test)).spec.name;
   const Plan plan = make_plan(4, {{0, 3, {{"d0", 8}}}, {3, 7, {{"d1", 5}, {"d2", 3}}}, {7, 10, {{"d3", 8}}}});
-  const auto ref = train_single(model, 5);
-  expect_equivalent(ref, train_distributed(nodes.cluster(), plan, model, 5));
+  const auto ref = train_single(model, 12);  // from the file's weights: a few rounds more than the zoo's need
+  expect_equivalent(ref, train_distributed(nodes.cluster(), plan, model, 12));
   AsteroidConfig config;
   caf::actor_system system(config);
   caf::scoped_actor self{system};
