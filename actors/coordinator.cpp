@@ -261,7 +261,7 @@ struct Coordinator::Impl {
     const auto holders = replica_holders();
     for (const Member& m : members) {
       const messages::StageState* state =
-          m.stage < states.size() && !states[m.stage].weights.empty() ? &states[m.stage] : nullptr;
+          m.stage < states.size() && states[m.stage].present() ? &states[m.stage] : nullptr;
       const auto a = assignment(m.stage, m.member, state);
       std::vector<caf::actor> holder;
       auto h = holders.find(m.stage);
@@ -833,7 +833,7 @@ struct Coordinator::Impl {
     std::vector<messages::StageState> states(spec.plan.stages.size());
     std::set<uint32_t> from_node;  // stages restarted from their node's own copy
     for (const Member& m : members) {
-      if (!failed.count(m.device) || !states[m.stage].weights.empty() || from_node.count(m.stage) ||
+      if (!failed.count(m.device) || states[m.stage].present() || from_node.count(m.stage) ||
           !ledger.committed())
         continue;
       if (!has_live_member(m.stage, failed, lost) && keeps_committed(m.device, m.stage)) {
@@ -905,7 +905,7 @@ struct Coordinator::Impl {
     connect_mesh();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
       const planner::Stage& stage = plan.stages[s];
-      const bool has_state = s < states.size() && !states[s].weights.empty();
+      const bool has_state = s < states.size() && states[s].present();
       for (size_t m = 0; m < stage.devices.size(); ++m) {
         const std::string& id = stage.devices[m].id;
         if (lost.count(id)) throw JobError("the new plan uses device '" + id + "', which is lost");

@@ -228,10 +228,16 @@ class StageMember {
     return messages::to_wire(node_->info());
   }
 
+  // An empty blob (a stage without parameters) is an empty tensor, not an
+  // undefined one.
+  static at::Tensor copy_of(const messages::TensorBlob& blob) {
+    const at::Tensor t = messages::to_tensor(blob);
+    return t.defined() ? t.clone() : at::empty({0}, at::kFloat);
+  }
+
   static void load_state(compute::StageModel& model, const messages::StageState& state) {
-    model.set_flat_weights(messages::to_tensor(state.weights).clone());
-    model.optimizer().load_state(messages::to_tensor(state.optimizer_state).clone(),
-                                 static_cast<int64_t>(state.optimizer_steps));
+    model.set_flat_weights(copy_of(state.weights));
+    model.optimizer().load_state(copy_of(state.optimizer_state), static_cast<int64_t>(state.optimizer_steps));
   }
 
   // ------------------------------------------------------------- messages

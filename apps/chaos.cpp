@@ -276,6 +276,8 @@ void run_training(const ChaosOptions& o, const std::string& bin, const std::stri
                                    "--plan",   (fs::path(o.out) / "plan.json").string(),
                                    "--profile", (fs::path(o.out) / "profile.json").string(),
                                    "--wire",   "exact",     "--no-baseline", "--no-plots",
+                                   // Plans change only with failures, which the reference replays.
+                                   "--adapt",  "off",
                                    "--out",    run,         "--weights-out", run + "/weights.bin"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.insert(argv.end(), o.train_args.begin(), o.train_args.end());

@@ -41,6 +41,8 @@ void add_inject_command(CLI::App& app) {
   device_action("freeze", "SIGSTOP the device's node (its sockets stay open)",
                 [](testbed::EmulatedCluster& h, const std::string& d) { h.inject_freeze(d); });
   device_action("thaw", "SIGCONT a frozen node", [](testbed::EmulatedCluster& h, const std::string& d) { h.inject_thaw(d); });
+  device_action("restore", "Give a slowed device its CPU share back (slow DEV 1)",
+                [](testbed::EmulatedCluster& h, const std::string& d) { h.inject_slow(d, 1); });
   device_action("restart", "Start a dead node again (same command, same emulation)",
                 [](testbed::EmulatedCluster& h, const std::string& d) { h.inject_restart(d); });
 

@@ -25,6 +25,7 @@ struct TrainCli {
   double lr = 0;  // 0: the optimizer's default
   std::string progress = "auto";
   std::string replan = "lightweight";
+  std::string adapt = "on";
   std::string profile_batches = "1,2,4,8,16,32,64";
   int heartbeat_interval_ms = 100, heartbeat_deadline_ms = 700;
   bool no_plots = false;
@@ -72,6 +73,7 @@ void run_job(TrainCli& cli) {
   TrainJobOptions& j = cli.job;
   DistributedOptions& d = j.distributed;
   d.recovery = supervision::recovery_from_name(cli.replan);
+  d.adapt.on = cli.adapt == "on";
   d.heartbeat.interval = std::chrono::milliseconds(cli.heartbeat_interval_ms);
   d.heartbeat.deadline = std::chrono::milliseconds(cli.heartbeat_deadline_ms);
   j.profile_batches = compute::parse_batch_list(cli.profile_batches);
@@ -235,6 +237,27 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000))
       ->group(faults);
+  auto* adapt = "Adaptive training (docs/runtime.md)";
+  cmd->add_option("--adapt", cli->adapt,
+                  "re-plan when a device's measured speed drifts from the plan's, and switch plans when the gain "
+                  "over the horizon pays for the move")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}))
+      ->group(adapt);
+  cmd->add_option("--adapt-threshold", d.adapt.rules.threshold,
+                  "relative drift of a device's learned speed from the plan's that counts (0.3: 30 %)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 100.0))
+      ->group(adapt);
+  cmd->add_option("--adapt-rounds", d.adapt.rules.rounds, "consecutive committed rounds of drift before a re-plan")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000))
+      ->group(adapt);
+  cmd->add_option("--adapt-horizon", d.adapt.horizon_rounds,
+                  "rounds within which a switch must save more time than moving the state costs")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000))
+      ->group(adapt);
   cmd->callback([cli] {
     const TrainJobOptions& job = cli->job;
     const bool on_nodes = !job.env.empty() || !job.cluster_file.empty() || !job.resume.empty() ||

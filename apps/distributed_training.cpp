@@ -315,6 +315,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision.recovery = options.recovery;
   supervision.heartbeat = options.heartbeat;
   supervision.straggler = options.straggler;
+  supervision.adapt = options.adapt;
   supervision.optimizer = o.optimizer.kind;
   supervision.wire = options.wire;
   supervision.planner_on = options.planner_on;
@@ -335,6 +336,8 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
       if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
       if (!e.devices.empty()) line["devices"] = e.devices;
       if (e.from_round >= 0) line["from_round"] = e.from_round;
+      if (!e.old_plan_json.empty()) line["old_plan"] = nlohmann::json::parse(e.old_plan_json);
+      if (!e.scales.empty()) line["scale"] = e.scales;
       for (const auto& [key, value] : e.numbers) {
         const bool whole = std::floor(value) == value && std::fabs(value) < 9007199254740992.0;
         line[key] = whole ? nlohmann::json(static_cast<int64_t>(value)) : nlohmann::json(value);
@@ -396,6 +399,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     result.test_samples = eval.samples;
     result.failures = job.failures();
     result.stragglers = job.stragglers();
+    result.device_scales = job.device_scales();
     result.trace = job.coordinator().trace();
     result.peak_memory_bytes = job.coordinator().peak_memory_bytes();
     result.final_plan = job.plan();
@@ -456,7 +460,8 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
               {"failures", failures.dump()},
               {"final_plan", planner::plan_to_json(result.final_plan).dump()},
               {"node_kept_bytes", nlohmann::json(result.node_kept_bytes).dump()},
-              {"stragglers", stragglers_json(result.stragglers).dump()}};
+              {"stragglers", stragglers_json(result.stragglers).dump()},
+              {"device_scale", nlohmann::json(result.device_scales).dump()}};
     compute::write_summary(o.summary_path, s);
   }
   return result;

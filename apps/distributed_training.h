@@ -39,6 +39,7 @@ struct DistributedOptions {
   std::string resume_checkpoint;  // continue the job saved there (plan, round, weights)
   supervision::HeartbeatOptions heartbeat;
   supervision::StragglerWatch::Rules straggler;  // --straggler-factor, --straggler-rounds
+  supervision::SupervisionOptions::Adapt adapt;   // --adapt and its rules (off unless turned on)
   std::string job_id = "job";
   std::string wire = "exact";  // the wire policy re-plans may use (the plan carries its codecs)
   // The device whose node runs the planner actor (every plan of the job,
@@ -73,6 +74,7 @@ struct DistributedResult : compute::TrainResult {
   std::vector<actors::RoundReport> committed;       // in order
   std::vector<supervision::FailureRecord> failures;
   std::vector<supervision::StragglerWatch::Verdict> stragglers;  // JobSupervisor::stragglers()
+  std::map<std::string, double> device_scales;  // JobSupervisor::device_scales(): the learned speeds
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory_bytes;
   planner::Plan final_plan;

@@ -15,7 +15,7 @@
 namespace asteroid::apps {
 namespace {
 
-const std::set<std::string> kActions = {"kill", "freeze", "thaw", "slow", "cut-link", "heal-link", "restart"};
+const std::set<std::string> kActions = {"kill", "freeze", "thaw", "slow", "restore", "cut-link", "heal-link", "restart"};
 
 std::string number_text(double v) {
   std::ostringstream s;
@@ -75,10 +75,10 @@ std::vector<Fault> faults_from_json(const std::string& text, const std::string& 
       f.on_recovery = true;
     }
     if (!e.contains("action") || !e["action"].is_string())
-      throw bad("\"action\" must be one of kill, freeze, thaw, slow, cut-link, heal-link, restart");
+      throw bad("\"action\" must be one of kill, freeze, thaw, slow, restore, cut-link, heal-link, restart");
     f.action = e["action"].get<std::string>();
     if (!kActions.count(f.action))
-      throw bad("\"action\" must be one of kill, freeze, thaw, slow, cut-link, heal-link, restart, got '" + f.action +
+      throw bad("\"action\" must be one of kill, freeze, thaw, slow, restore, cut-link, heal-link, restart, got '" + f.action +
                 "'");
     if (!e.contains("device") || !e["device"].is_string() || e["device"].get<std::string>().empty())
       throw bad("\"device\" must be a device id (a string)");
@@ -197,6 +197,7 @@ void FaultInjector::inject(testbed::EmulatedCluster& cluster, const Fault& f) {
     else if (f.action == "freeze") cluster.inject_freeze(f.device);
     else if (f.action == "thaw") cluster.inject_thaw(f.device);
     else if (f.action == "slow") cluster.inject_slow(f.device, f.factor);
+    else if (f.action == "restore") cluster.inject_slow(f.device, 1);
     else if (f.action == "cut-link") cluster.inject_cut_link(f.device, f.peer);
     else if (f.action == "heal-link") cluster.inject_heal_link(f.device, f.peer);
     else if (f.action == "restart") cluster.inject_restart(f.device);

@@ -12,7 +12,7 @@
 //   {"round": 70, "action": "cut-link", "device": "nano-0", "peer": "tx2-0"}
 // with exactly one of `round` (0-based global round, injected just before it
 // starts for the first time) and `after_s` (seconds after the first round
-// started). Actions: kill, freeze, thaw, slow (needs factor > 0), cut-link and
+// started). Actions: kill, freeze, thaw, slow (needs factor > 0), restore (slow 1), cut-link and
 // heal-link (need peer: a device id, "hub" or "*"), restart.
 //
 // Two forms for chaos campaigns (apps/chaos.h), with `round` only:
@@ -58,7 +58,7 @@ struct Fault {
   size_t index = 0;                // position in the file (for messages)
   std::optional<uint64_t> round;   // exactly one of round and after_s
   std::optional<double> after_s;
-  std::string action;              // kill | freeze | thaw | slow | cut-link | heal-link | restart
+  std::string action;              // kill | freeze | thaw | slow | restore | cut-link | heal-link | restart
   std::string device;
   std::string peer;                // cut-link / heal-link
   double factor = 1;               // slow

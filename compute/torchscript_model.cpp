@@ -220,7 +220,7 @@ const ScriptedModel& register_scripted_bytes(const ModelSpec& spec, const std::s
     throw std::invalid_argument("model " + origin + ": the name does not end in its hash's first 12 digits");
   const auto order = chain_of(load_module(bytes, origin), origin);
   if (order != spec.layer_names) throw std::invalid_argument("model " + origin + ": its chain is not the one named");
-  return keep({spec, sha256, std::move(bytes)});
+  return keep({spec, sha256, std::move(bytes), ""});
 }
 
 const ScriptedModel* find_scripted(const std::string& name) {

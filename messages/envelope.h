@@ -99,6 +99,9 @@ struct StageState {
   TensorBlob optimizer_state;
   uint64_t optimizer_steps = 0;
   std::string job_id;  // set on replicas
+  // A state of some layers (a default one stands for "none"); the layers
+  // may have no parameters (a ReLU, a pooling), and then no bytes.
+  bool present() const { return layer_end > layer_begin; }
 };
 
 struct StageAssignment {

@@ -56,10 +56,11 @@ def mark_events(ax, rounds, events):
     seen = set()
     for index, e in events:
         kind = e.get("event", "")
-        if kind not in ("failure", "replan", "rejoin"):
+        colors = {"failure": "tab:red", "replan": "tab:orange", "rejoin": "tab:green", "adapt": "tab:purple"}
+        if kind not in colors:
             continue
         x = rounds[min(index, len(rounds) - 1)]["round"] if rounds else 0
-        color = {"failure": "tab:red", "replan": "tab:orange", "rejoin": "tab:green"}[kind]
+        color = colors[kind]
         ax.axvline(x, color=color, linestyle=":", linewidth=1, label=None if kind in seen else kind)
         seen.add(kind)
 

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "messages/enum_names.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
+#include "planner/replan.h"
 #include "supervision/checkpoint.h"
 #include "supervision/heartbeat_monitor.h"
 #include "supervision/job_supervisor_impl.h"
@@ -44,6 +46,18 @@ planner::Profile uniform_profile(const std::vector<planner::LayerInfo>& layers, 
 actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOptions& options) {
   if (options.checkpoint_every > 0) spec.commit_every = options.checkpoint_every;
   return spec;
+}
+
+std::string summary_of(const planner::Plan& plan) {
+  std::string out;
+  for (const auto& stage : plan.stages) {
+    if (!out.empty()) out += " | ";
+    out += "[" + std::to_string(stage.begin) + "," + std::to_string(stage.end) + ") ";
+    for (size_t i = 0; i < stage.devices.size(); ++i) {
+      out += (i ? "+" : "") + stage.devices[i].id + ":" + std::to_string(stage.devices[i].samples);
+    }
+  }
+  return out;
 }
 
 std::string JobSupervisor::Impl::status() const {
@@ -89,6 +103,7 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
 
 std::vector<actors::RoundReport> JobSupervisor::Impl::run_round() {
   std::vector<actors::RoundReport> reports = admit_returned();
+  for (auto& report : adapt()) reports.push_back(std::move(report));
   for (;;) {
     if (auto committed = attempt([&] { return coordinator.run_round(); })) {
       reports.insert(reports.end(), committed->begin(), committed->end());
@@ -125,16 +140,16 @@ void JobSupervisor::Impl::after_commits(const std::vector<actors::RoundReport>& 
   }
 }
 
-std::map<std::string, double> JobSupervisor::Impl::predicted_compute_ms(const planner::Plan& plan) const {
+std::map<std::string, double> JobSupervisor::Impl::predicted_compute_ms(const planner::Plan& plan,
+                                                                      const planner::Profile& profile) const {
   std::map<std::string, double> predicted;
-  if (options.profile.model == kUniformProfile) return predicted;
   try {
-    const auto ev = planner::evaluate(plan, coordinator.spec().cluster, options.profile, {options.optimizer});
+    const auto ev = planner::evaluate(plan, coordinator.spec().cluster, profile, {options.optimizer});
     for (size_t i = 0; i < ev.memory.size() && i < ev.device_fwd_ms.size(); ++i) {
       predicted[ev.memory[i].id] += plan.microbatches * (ev.device_fwd_ms[i] + ev.device_bwd_ms[i]);
     }
   } catch (const std::invalid_argument& e) {
-    spdlog::debug("no compute prediction for the straggler watch: {}", e.what());
+    spdlog::debug("no compute prediction for plan {}: {}", summary_of(plan), e.what());
     predicted.clear();
   }
   return predicted;
@@ -142,11 +157,30 @@ std::map<std::string, double> JobSupervisor::Impl::predicted_compute_ms(const pl
 
 void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& reports) {
   if (!watch || watched_deployment != coordinator.deployments()) {
-    watch.emplace(options.straggler, predicted_compute_ms(coordinator.plan()));
+    // A placeholder profile predicts nothing the watch could compare: it learns.
+    watch.emplace(options.straggler, options.profile.model == kUniformProfile
+                                         ? std::map<std::string, double>{}
+                                         : predicted_compute_ms(coordinator.plan(), options.profile));
     watched_deployment = coordinator.deployments();
+    speed_expecting = false;
+  }
+  if (!speed_expecting) {
+    speed.expect(predicted_compute_ms(coordinator.plan(), SpeedModel::scaled(options.profile, speed.assumed())));
+    speed_expecting = true;
   }
   for (const auto& report : reports) {
-    for (const auto& v : watch->observe(report.round, coordinator.take_compute_ms(report.round))) {
+    const auto measured = coordinator.take_compute_ms(report.round);
+    for (const auto& device : speed.observe(report.round, measured))
+      if (std::find(drifted.begin(), drifted.end(), device) == drifted.end()) drifted.push_back(device);
+    if (options.adapt.speed_line_every > 0 && (report.round + 1) % options.adapt.speed_line_every == 0) {
+      SupervisionEvent line;
+      line.kind = "device_speed";
+      line.text = "learned device speeds at round " + std::to_string(report.round);
+      line.numbers = {{"at_round", static_cast<double>(report.round)}};
+      line.scales = speed.estimates();
+      emit(std::move(line));
+    }
+    for (const auto& v : watch->observe(report.round, measured)) {
       stragglers.push_back(v);
       char text[256];
       std::snprintf(text, sizeof text,
@@ -163,6 +197,80 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
             {"ratio_to_median", v.ratio_to_median}});
     }
   }
+}
+
+std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
+  if (!options.adapt.on || drifted.empty() || !coordinator.deployed()) return {};
+  const std::vector<std::string> devices = std::exchange(drifted, {});
+  const auto scales = speed.estimates();
+  const planner::Profile learned = SpeedModel::scaled(options.profile, scales);
+  std::string because;
+  for (const auto& d : devices) {
+    char part[96];
+    std::snprintf(part, sizeof part, "%s%s computes %.2fx the time the plan assumed", because.empty() ? "" : "; ",
+                  d.c_str(), scales.at(d) / speed.assumed().at(d));
+    because += part;
+  }
+  SupervisionEvent event;
+  event.kind = "adapt-kept";
+  event.devices = devices;
+  event.scales = scales;
+  event.numbers["at_round"] = static_cast<double>(coordinator.next_round());
+  std::vector<std::string> unusable(lost.begin(), lost.end());
+  unusable.insert(unusable.end(), awaited.begin(), awaited.end());
+  std::string reason;
+  const planner::Plan& current = coordinator.plan();
+  auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true);
+  std::vector<actors::RoundReport> reports;
+  try {
+    if (!candidate) throw std::invalid_argument(reason);
+    const auto& cluster = coordinator.spec().cluster;
+    const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
+    const double new_ms = planner::evaluate(*candidate, cluster, learned, {options.optimizer}).round_ms;
+    double bytes = 0, transfer_ms = 0;
+    for (const auto& move : planner::layer_moves(current, *candidate, planner::ProfileTables(cluster, learned),
+                                                 options.optimizer, unusable)) {
+      if (move.local) continue;
+      bytes += move.bytes;
+      if (cluster.index_of(move.source) >= 0)
+        transfer_ms += move.bytes * 8 / (cluster.bandwidth_mbps(move.source, move.device) * 1000);
+    }
+    const double migration_ms = switch_overhead_ms + transfer_ms;
+    const double gain_ms = (old_ms - new_ms) * static_cast<double>(options.adapt.horizon_rounds);
+    event.numbers.insert({{"old_round_ms", old_ms}, {"new_round_ms", new_ms}, {"gain_ms", gain_ms},
+                          {"migration_ms", migration_ms}, {"bytes_moved", bytes}});
+    char numbers[256];
+    std::snprintf(numbers, sizeof numbers,
+                  "%.1f -> %.1f ms per round under the learned speeds: %.0f ms saved over %llu rounds against "
+                  "%.0f ms to move %.1f MB",
+                  old_ms, new_ms, gain_ms, static_cast<unsigned long long>(options.adapt.horizon_rounds),
+                  migration_ms, bytes / 1e6);
+    if (switch_pays(old_ms, new_ms, migration_ms, options.adapt.horizon_rounds) &&
+        new_ms < old_ms * (1 - options.adapt.min_gain) && summary_of(*candidate) != summary_of(current)) {
+      event.kind = "adapt";
+      event.old_plan_json = planner::plan_to_json(current).dump();
+      const auto t0 = std::chrono::steady_clock::now();
+      auto moved = attempt([&] { return move_to(*candidate); });
+      if (moved) reports = std::move(*moved);
+      const double switch_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      event.numbers["switch_ms"] = switch_ms;
+      if (moved) switch_overhead_ms = std::max(0.0, switch_ms - transfer_ms);
+      event.plan_json = planner::plan_to_json(coordinator.plan()).dump();
+      event.from_round = static_cast<int64_t>(coordinator.next_round());
+      event.text = "adapt: " + because + "; switched to " + summary_of(coordinator.plan()) + " (" + numbers + ")";
+    } else {
+      event.text = "adapt: " + because + "; kept the plan (" + numbers + ")";
+    }
+  } catch (const std::invalid_argument& e) {
+    event.text = "adapt: " + because + "; kept the plan (no re-plan: " + e.what() + ")";
+  }
+  // The plan in force is the best known for these speeds: only a further
+  // drift asks again.
+  speed.assume_estimates();
+  speed_expecting = false;
+  spdlog::info("{}", event.text);
+  emit(std::move(event));
+  return reports;
 }
 
 void JobSupervisor::Impl::write_checkpoint_at(uint64_t round) {
@@ -224,6 +332,8 @@ void JobSupervisor::on_status(std::function<void(const std::string&)> listener) 
 }
 
 std::string JobSupervisor::status() const { return impl_->status(); }
+
+std::map<std::string, double> JobSupervisor::device_scales() const { return impl_->speed.estimates(); }
 
 void JobSupervisor::on_commit(std::function<void(const actors::RoundReport&)> listener) {
   impl_->coordinator.on_commit(std::move(listener));

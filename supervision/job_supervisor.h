@@ -41,6 +41,7 @@
 
 #include "actors/coordinator.h"
 #include "planner/types.h"
+#include "supervision/adaptation.h"
 #include "supervision/health.h"
 #include "supervision/straggler_watch.h"
 
@@ -79,6 +80,19 @@ struct SupervisionOptions {
   int max_recoveries = 16;          // in a row without a committed round; then the job gives up
   // When a live device counts as a straggler (straggler_watch.h).
   StragglerWatch::Rules straggler;
+  // Adaptive training (adaptation.h; docs/runtime.md, "Adaptive training"):
+  // when a device's measured speed drifts from what the plan assumed, re-plan
+  // with the learned speeds and switch when it pays within the horizon.
+  struct Adapt {
+    bool on = false;  // `asteroid train` turns it on (--adapt on|off)
+    SpeedModel::Rules rules;
+    uint64_t horizon_rounds = 200;     // a switch must pay for itself within this many rounds
+    double min_gain = 0.1;             // and its plan be this much faster (0.1: 10 %) under the learned speeds
+    // A switch's cost beside the bytes it moves (flush, abort, redeploy),
+    // until one was measured; then the last measured one.
+    double switch_overhead_ms = 1000;
+    uint64_t speed_line_every = 20;    // committed rounds between device_speed lines (0: none)
+  } adapt;
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
   std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)
 };
@@ -108,15 +122,23 @@ struct FailureRecord {
 // An event for the metrics file: a failure, a new plan, a rejoin, a
 // checkpoint, a device that became a straggler or is one no more.
 struct SupervisionEvent {
-  std::string kind;      // failure | replan | rejoin | checkpoint | straggler | straggler-end
+  std::string kind;      // failure | replan | rejoin | checkpoint | straggler | straggler-end |
+                         // device_speed | adapt | adapt-kept
   std::string text;      // one line for people
   std::string plan_json; // the plan in force afterwards (replan, rejoin)
   std::vector<std::string> devices;  // failure: the devices lost or failing, as far as known
   int64_t from_round = -1;           // replan, rejoin: the first round the new plan trains
   // straggler, straggler-end: "at_round" (that decided it; never "round",
   // which marks a round line of the metrics), "measured_ms", "predicted_ms"
-  // (compute per round) and "ratio_to_median".
+  // (compute per round) and "ratio_to_median". adapt, adapt-kept:
+  // "at_round", "old_round_ms" and "new_round_ms" (the cost model's, under
+  // the learned speeds), "gain_ms" (over the horizon), "migration_ms"
+  // (predicted), "bytes_moved", and for adapt "switch_ms" (measured).
   std::map<std::string, double> numbers;
+  // device_speed, adapt, adapt-kept: each device's learned scale (its
+  // compute time against the base profile's: 2 is twice as slow).
+  std::map<std::string, double> scales;
+  std::string old_plan_json;  // adapt: the plan switched from
 };
 
 class JobSupervisor {
@@ -172,6 +194,8 @@ class JobSupervisor {
   const std::vector<FailureRecord>& failures() const;
   // Every straggler verdict so far (became one, or is one no more).
   const std::vector<StragglerWatch::Verdict>& stragglers() const;
+  // Each device's learned scale now (adaptation.h), also with adapt off.
+  std::map<std::string, double> device_scales() const;
   actors::Coordinator& coordinator();
   const planner::Plan& plan() const;
 

@@ -35,6 +35,9 @@ class PhaseClock {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
+// "[0,3) nx-0:40+tx2-1:24 | [3,9) nano-0:64": a plan in one line.
+std::string summary_of(const planner::Plan& plan);
+
 // The job's spec with the rounds a checkpoint falls due after as commit points.
 actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOptions& options);
 
@@ -83,6 +86,10 @@ struct JobSupervisor::Impl {
   static constexpr std::chrono::milliseconds kAdmissionConnectTimeout{1000};
   std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
   uint64_t watched_deployment = 0;
+  SpeedModel speed{options.adapt.rules};  // learned scales, expecting the plan in force
+  bool speed_expecting = false;           // speed expects the deployment numbered watched_deployment
+  std::vector<std::string> drifted;       // devices whose speed drifted, not yet acted on
+  double switch_overhead_ms = options.adapt.switch_overhead_ms;  // learned from each switch
   std::vector<StragglerWatch::Verdict> stragglers;
 
   double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }
@@ -90,9 +97,19 @@ struct JobSupervisor::Impl {
   void emit(const std::string& kind, const std::string& text, bool with_plan, std::vector<std::string> devices = {},
             std::map<std::string, double> numbers = {}) {
     spdlog::info("{}", text);
-    if (listener)
-      listener({kind, text, with_plan ? planner::plan_to_json(coordinator.plan()).dump() : "", std::move(devices),
-                with_plan ? static_cast<int64_t>(coordinator.next_round()) : -1, std::move(numbers)});
+    SupervisionEvent event;
+    event.kind = kind;
+    event.text = text;
+    if (with_plan) {
+      event.plan_json = planner::plan_to_json(coordinator.plan()).dump();
+      event.from_round = static_cast<int64_t>(coordinator.next_round());
+    }
+    event.devices = std::move(devices);
+    event.numbers = std::move(numbers);
+    emit(std::move(event));
+  }
+  void emit(SupervisionEvent event) {
+    if (listener) listener(std::move(event));
   }
 
   // The job's status (JobSupervisor::status) and telling the status
@@ -132,9 +149,13 @@ struct JobSupervisor::Impl {
   // one, with the plan's predictions, after every deployment) and emits
   // its verdicts.
   void watch_speed(const std::vector<actors::RoundReport>& reports);
-  // Per device, the compute time per round the profile predicts for it
-  // under `plan`; empty for a placeholder profile (the watch learns it).
-  std::map<std::string, double> predicted_compute_ms(const planner::Plan& plan) const;
+  // Per device, the compute time per round `profile` predicts for it
+  // under `plan` (empty when the profile cannot evaluate the plan).
+  std::map<std::string, double> predicted_compute_ms(const planner::Plan& plan, const planner::Profile& profile) const;
+  // Adaptive training, at a round boundary: when a device drifted, re-plans
+  // with the learned speeds and switches when it pays (SupervisionOptions::
+  // Adapt); the event says which. Returns the rounds committed on the way.
+  std::vector<actors::RoundReport> adapt();
 
   void write_checkpoint_at(uint64_t round);
 
@@ -146,9 +167,20 @@ struct JobSupervisor::Impl {
   // The planner's re-plan, or nothing (with the reason) when no plan fits
   // (`no_plan` set) or the planner did not answer. ask_planner throws
   // RecoveryImpossible for the first and JobError for the second.
+  // `profile`: the speeds to plan with (default the job's, scaled by the
+  // learned speeds when adaptation is on); `heavy`: a full search (default:
+  // as the recovery policy says).
   std::optional<planner::Plan> try_ask_planner(const std::vector<std::string>& lost_now,
                                                const std::vector<std::string>& added, std::string* explanation,
-                                               std::string* reason = nullptr, bool* no_plan = nullptr);
+                                               std::string* reason = nullptr, bool* no_plan = nullptr,
+                                               const planner::Profile* profile = nullptr,
+                                               std::optional<bool> heavy = std::nullopt);
+  // Flushes, aborts what was started ahead and moves to `plan` from the
+  // last committed round: the members of stages it leaves unchanged stay,
+  // the others load their layers' states (state surgery). No event (an
+  // admission's plan may use devices still counted lost). Returns the
+  // rounds the flush committed.
+  std::vector<actors::RoundReport> move_to(const planner::Plan& plan);
 
   // Devices of the cluster that `plan` does not use and that are neither
   // lost nor awaited (unreachable since the start).

@@ -21,18 +21,6 @@ using actors::JobError;
 using actors::RoundStalled;
 using actors::StageFailed;
 
-std::string summary_of(const planner::Plan& plan) {
-  std::string out;
-  for (const auto& stage : plan.stages) {
-    if (!out.empty()) out += " | ";
-    out += "[" + std::to_string(stage.begin) + "," + std::to_string(stage.end) + ") ";
-    for (size_t i = 0; i < stage.devices.size(); ++i) {
-      out += (i ? "+" : "") + stage.devices[i].id + ":" + std::to_string(stage.devices[i].samples);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
@@ -81,10 +69,16 @@ planner::Plan JobSupervisor::Impl::ask_planner(const std::vector<std::string>& l
 
 std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vector<std::string>& lost_now,
                                              const std::vector<std::string>& added, std::string* explanation,
-                                             std::string* reason, bool* no_plan) {
+                                             std::string* reason, bool* no_plan, const planner::Profile* profile,
+                                             std::optional<bool> heavy) {
   messages::PlanRequest request;
   request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
-  request.profile_json = planner::profile_to_json(options.profile).dump();
+  // With adaptation on, every re-plan plans with the speeds the job learned.
+  request.profile_json =
+      planner::profile_to_json(profile                ? *profile
+                               : options.adapt.on     ? SpeedModel::scaled(options.profile, speed.assumed())
+                                                      : options.profile)
+          .dump();
   request.strategy = "hpp";
   request.batch = static_cast<uint32_t>(coordinator.plan().batch);
   request.microbatches = static_cast<uint32_t>(coordinator.plan().microbatches);
@@ -92,7 +86,7 @@ std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vec
   request.running_plan_json = planner::plan_to_json(coordinator.plan()).dump();
   request.lost_devices = lost_now;
   request.added_devices = added;
-  request.heavy = options.recovery != Recovery::lightweight;
+  request.heavy = heavy.value_or(options.recovery != Recovery::lightweight);
   request.wire = options.wire;
   request.codec_block = coordinator.plan().codec_block;
   std::optional<messages::PlanResult> result;
@@ -249,7 +243,7 @@ std::vector<messages::StageState> JobSupervisor::Impl::committed_states() {
 void JobSupervisor::Impl::count_moved(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                                       FailureRecord& record) {
   for (size_t s = 0; s < states.size(); ++s) {
-    if (states[s].weights.empty()) continue;
+    if (!states[s].present()) continue;
     record.layers_moved += plan.stages[s].end - plan.stages[s].begin;
     record.bytes_moved += static_cast<double>(states[s].weights.bytes + states[s].optimizer_state.bytes) *
                           static_cast<double>(plan.stages[s].devices.size());
@@ -440,13 +434,8 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     reports = coordinator.flush();  // a clean boundary: nothing uncommitted
     after_commits(reports);
     std::string explanation;
-    const planner::Plan old = coordinator.plan();
     const planner::Plan plan = ask_planner({}, added, &explanation);
-    // The members that stay must hold nothing of a round started ahead:
-    // they roll back to the last committed round, as in a recovery.
-    coordinator.abort(lost);
-    coordinator.redeploy(plan, states_to_load(old, plan), {}, /*respawn=*/false);
-    recovered_cache.reset();
+    move_to(plan);
     for (const auto& device : added) {
       lost.erase(device);
       awaited.erase(device);
@@ -472,22 +461,25 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
 }
 
 std::vector<actors::RoundReport> JobSupervisor::Impl::switch_plan(const planner::Plan& plan) {
-  std::vector<actors::RoundReport> committed;
   auto switched = attempt([&] {
-    auto reports = coordinator.flush();
-    std::vector<messages::StageState> recovered;
-    if (coordinator.last_committed()) {
-      recovered = coordinator.fetch_states();
-      recovered_cache = RecoveredStates{*coordinator.last_committed(), recovered};
-    }
-    coordinator.redeploy(plan, states_for(plan, recovered), lost, /*respawn=*/true);
-    recovered_cache.reset();
+    auto reports = move_to(plan);
     emit("replan", "switched to the given plan at round " + std::to_string(coordinator.next_round()) + ": " +
                        summary_of(plan),
          true);
     return reports;
   });
   return switched.value_or(std::vector<actors::RoundReport>{});
+}
+
+std::vector<actors::RoundReport> JobSupervisor::Impl::move_to(const planner::Plan& plan) {
+  auto reports = coordinator.flush();  // a clean boundary: nothing stepped is uncommitted
+  const planner::Plan old = coordinator.plan();
+  // The members that stay must hold nothing of a round started ahead: they
+  // roll back to the last committed round, as in a recovery.
+  coordinator.abort(lost);
+  coordinator.redeploy(plan, states_to_load(old, plan), {}, /*respawn=*/false);
+  recovered_cache.reset();
+  return reports;
 }
 
 }  // namespace asteroid::supervision

@@ -30,6 +30,7 @@ messages::StageState StateLayout::assemble(int begin, int end, const std::vector
   std::vector<float> optimizer;
   bool with_optimizer = false;
   const messages::StageState* first = nullptr;
+  const messages::StageState* without_optimizer = nullptr;  // a source with parameters but no optimizer state
   int covered_to = begin;
   while (covered_to < end) {
     const messages::StageState* source = nullptr;
@@ -37,10 +38,14 @@ messages::StageState StateLayout::assemble(int begin, int end, const std::vector
       if (static_cast<int>(s.layer_begin) <= covered_to && covered_to < static_cast<int>(s.layer_end)) source = &s;
     }
     if (!source) throw std::invalid_argument("no state covers layer " + std::to_string(covered_to));
-    if (!first) {
-      first = source;
-      with_optimizer = source->optimizer_state.bytes > 0;
-      if (with_optimizer) optimizer.resize(static_cast<size_t>(count * copies_));
+    if (!first) first = source;
+    const int64_t source_params = parameters(static_cast<int>(source->layer_begin), static_cast<int>(source->layer_end));
+    if (source_params > 0 && source->optimizer_state.bytes == 0) without_optimizer = source;
+    // A stage of layers without parameters has no optimizer state to say
+    // whether the others have one: the first source with parameters says.
+    if (!with_optimizer && source->optimizer_state.bytes > 0) {
+      with_optimizer = true;
+      optimizer.resize(static_cast<size_t>(count * copies_));
     }
     if (source->round != first->round || source->optimizer_steps != first->optimizer_steps) {
       throw std::invalid_argument("states of layers " + std::to_string(first->layer_begin) + " and " +
@@ -58,7 +63,7 @@ messages::StageState StateLayout::assemble(int begin, int end, const std::vector
     const int64_t to = offsets_[covered_to] - offsets_[begin];  // inside the result
     const int64_t n = offsets_[upto] - offsets_[covered_to];
     std::memcpy(weights.data() + to, source->weights.data + from * sizeof(float), n * sizeof(float));
-    if (with_optimizer) {
+    if (with_optimizer && source_count > 0) {
       if (source->optimizer_state.bytes != static_cast<size_t>(source_count * copies_) * sizeof(float)) {
         throw std::invalid_argument("the optimizer state of layers " + std::to_string(sb) + "-" + std::to_string(se) +
                                     " does not match its weights");
@@ -69,6 +74,10 @@ messages::StageState StateLayout::assemble(int begin, int end, const std::vector
       }
     }
     covered_to = upto;
+  }
+  if (with_optimizer && without_optimizer) {
+    throw std::invalid_argument("the optimizer state of layers " + std::to_string(without_optimizer->layer_begin) +
+                                "-" + std::to_string(without_optimizer->layer_end) + " does not match its weights");
   }
   messages::StageState out;
   out.round = first->round;

@@ -243,6 +243,70 @@ TEST(TrainJob, ATorchScriptModelIsProfiledPlannedAndTrainedAsOnOneDevice) {
   EXPECT_LT(alone.back(), alone.front());
 }
 
+TEST(TrainJob, ADeviceSlowedMidRunMakesTheJobSwitchPlansWithoutChangingItsLosses) {
+  // Adaptive training (docs/runtime.md): nx-0 computes 4x slower from round
+  // 15; the job learns it from the rounds' compute times and moves work
+  // away at a round boundary, every round committed once. The same job
+  // without the slow-down and without adaptation, trained on the same plans
+  // from the same rounds (--plan, --plan-switches), has the same losses:
+  // the switches change the plan, not the mathematics.
+  TempDir tmp;
+  const std::string adapted = tmp.file("adapted"), reference = tmp.file("reference");
+  RunGuard guard_adapted{adapted}, guard_reference{reference};
+  const std::string faults = tmp.file("faults.json");
+  std::ofstream(faults) << R"([{"round": 15, "action": "slow", "device": "nx-0", "factor": 4}])";
+  auto job = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {kAsteroid, "train", "--env", "C", "--model", "fmnist-resnet", "--wire", "exact",
+                                     "--rounds", "60", "--profile-batches", "1,4,16,64", "--profile-repeats", "2",
+                                     "--test-samples", "200", "--probe-rounds", "0", "--baseline-rounds", "0",
+                                     "--progress", "plain", "--out", out};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::run(argv, Millis(300000));
+  };
+  CommandResult r = job(adapted, {"--faults", faults});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+
+  std::vector<double> losses;
+  std::vector<uint64_t> rounds;
+  std::vector<nlohmann::json> switches;
+  for (const auto& line : json_lines(adapted + "/metrics.jsonl")) {
+    if (line.contains("round")) {
+      rounds.push_back(line["round"].get<uint64_t>());
+      losses.push_back(line["loss"].get<double>());
+    } else if (line.value("event", "") == "adapt") {
+      switches.push_back(line);
+    }
+  }
+  ASSERT_EQ(rounds.size(), 60u);
+  for (size_t i = 0; i < rounds.size(); ++i) EXPECT_EQ(rounds[i], i) << "every round once, in order";
+  const auto after_slow = std::find_if(switches.begin(), switches.end(), [](const nlohmann::json& s) {
+    const auto& devices = s["devices"];
+    return s["at_round"].get<double>() >= 15 && std::find(devices.begin(), devices.end(), "nx-0") != devices.end();
+  });
+  ASSERT_NE(after_slow, switches.end()) << "no switch for nx-0 after round 15:\n" << r.out << r.err;
+  EXPECT_LE((*after_slow)["at_round"].get<double>(), 40) << after_slow->dump();
+  EXPECT_GT((*after_slow)["scale"]["nx-0"].get<double>(), 2.0) << after_slow->dump();
+  EXPECT_TRUE(after_slow->contains("old_plan") && after_slow->contains("plan")) << after_slow->dump();
+  EXPECT_GT((*after_slow)["gain_ms"].get<double>(), (*after_slow)["migration_ms"].get<double>());
+  const auto summary = test::read_json(adapted + "/summary.json");
+  EXPECT_GT(summary["device_scale"]["nx-0"].get<double>(), 2.0) << summary.dump();
+
+  nlohmann::json replay = {{"switches", nlohmann::json::array()}};
+  for (const auto& s : switches) replay["switches"].push_back({{"round", s["from_round"]}, {"plan", s["plan"]}});
+  std::ofstream(tmp.file("switches.json")) << replay.dump();
+  CommandResult ref = job(reference, {"--adapt", "off", "--plan", adapted + "/plan.json", "--plan-switches",
+                                      tmp.file("switches.json")});
+  ASSERT_EQ(ref.status, 0) << ref.out << ref.err;
+  std::vector<double> reference_losses;
+  for (const auto& line : json_lines(reference + "/metrics.jsonl")) {
+    if (line.contains("round")) reference_losses.push_back(line["loss"].get<double>());
+    EXPECT_NE(line.value("event", ""), "adapt") << "--adapt off never adapts";
+  }
+  ASSERT_EQ(reference_losses.size(), 60u);
+  for (size_t i = 0; i < losses.size(); ++i)
+    EXPECT_NEAR(losses[i], reference_losses[i], 1e-4 * std::abs(reference_losses[i])) << "round " << i;
+}
+
 TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
   TempDir tmp;
   const std::string run = tmp.file("run");

@@ -80,6 +80,32 @@ TEST(TorchScriptModel, StartsFromTheFilesWeightsAndEachBuildHasItsOwnParameters)
   EXPECT_FALSE(torch::equal(a.flat_weights(), b.flat_weights()));
 }
 
+TEST(TorchScriptModel, EveryRangeOfChildrenIsAStageThatTrains) {
+  const std::string name = doc_model();
+  const auto data = open_dataset(name, Split::train);
+  const Batch batch = data->get({0, 1, 2, 3});
+  std::vector<at::Tensor> inputs = {batch.inputs};  // the input of each layer
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& layer : build_layers(name, 0, 10, 1)) inputs.push_back(layer.module->forward(inputs.back()));
+  }
+  for (int begin = 0; begin < 10; ++begin) {
+    for (int end = begin + 1; end <= 10; ++end) {
+      SCOPED_TRACE("layers [" + std::to_string(begin) + ", " + std::to_string(end) + ")");
+      StageModel stage(name, begin, end, 1, OptimizerConfig{});
+      const at::Tensor out = stage.forward(0, inputs[static_cast<size_t>(begin)]);
+      if (end == 10) {
+        stage.backward_loss(0, batch.labels, 4);
+      } else {
+        stage.backward(0, torch::ones_like(out));
+      }
+      stage.step();
+      EXPECT_EQ(stage.flat_weights().numel(), stage.parameter_count());
+      EXPECT_TRUE(stage.optimizer().state().defined());
+    }
+  }
+}
+
 TEST(TorchScriptModel, TrainsOnItsTensorData) {
   const std::string name = doc_model();
   StageModel model(name, 0, 10, 1, OptimizerConfig{});

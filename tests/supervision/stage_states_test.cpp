@@ -50,6 +50,21 @@ TEST(StateLayout, GluesNeighbouringStagesAndCutsThemAgain) {
   EXPECT_EQ(floats(middle.optimizer_state), (std::vector<float>{102, 103, 104}));
 }
 
+TEST(StateLayout, AStageOfLayersWithoutParametersGluesWithTheOptimizerStateOfItsNeighbour) {
+  // Layer 1 (a ReLU, a pooling) has no parameters, so its stage's optimizer
+  // state is empty; layers 1-2 glued must still carry layer 2's momentum
+  // (it was dropped when the first source decided, and the stage that
+  // loaded the state failed: a TorchScript chain cut after a ReLU).
+  const std::vector<int64_t> params = {2, 0, 4};
+  const StateLayout layout(params, 1);
+  const auto glued = layout.assemble(1, 3, {state(0, 1, params), state(1, 2, params), state(2, 3, params)});
+  EXPECT_EQ(floats(glued.weights), (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(floats(glued.optimizer_state), (std::vector<float>{102, 103, 104, 105}));
+  const auto only_empty = layout.assemble(1, 2, {state(1, 2, params)});
+  EXPECT_EQ(only_empty.weights.bytes, 0u);
+  EXPECT_EQ(only_empty.optimizer_state.bytes, 0u);
+}
+
 TEST(StateLayout, AdamKeepsItsTwoBuffersApart) {
   const std::vector<int64_t> params = {1, 2};
   const StateLayout layout(params, 2);

@@ -1,0 +1,100 @@
+#include "supervision/adaptation.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace asteroid::supervision {
+namespace {
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+}  // namespace
+
+SpeedModel::SpeedModel(Rules rules) : rules_(rules) {}
+
+void SpeedModel::expect(std::map<std::string, double> predicted_ms) {
+  devices_.clear();
+  for (const auto& [device, ms] : predicted_ms) {
+    if (!(ms > 0)) continue;
+    devices_[device].predicted_ms = ms;
+    assumed_.emplace(device, 1.0);
+  }
+  started_ = false;
+}
+
+std::vector<std::string> SpeedModel::observe(uint64_t round, const std::map<std::string, double>& measured_ms) {
+  std::vector<std::string> drifted;
+  if (!started_) {
+    started_ = true;
+    return drifted;
+  }
+  const bool calibrating = this->calibrating();
+  for (auto& [device, d] : devices_) {
+    auto measured = measured_ms.find(device);
+    if (measured == measured_ms.end() || !(measured->second > 0)) continue;
+    d.ratios.push_back(measured->second / d.predicted_ms);
+    if (static_cast<int>(d.ratios.size()) > rules_.window) d.ratios.pop_front();
+    if (calibrating) continue;
+    const double departure = estimate(device) / assumed_.at(device);
+    if (std::abs(departure - 1) > rules_.threshold) {
+      if (++d.streak == rules_.rounds) drifted.push_back(device);
+    } else {
+      d.streak = 0;
+    }
+  }
+  if (calibrating && ++calibrated_ == rules_.calibration) assume_estimates();
+  return drifted;
+}
+
+double SpeedModel::estimate(const std::string& device) const {
+  auto scale = assumed_.find(device);
+  const double assumed = scale == assumed_.end() ? 1.0 : scale->second;
+  auto d = devices_.find(device);
+  if (d == devices_.end() || d->second.ratios.empty()) return assumed;
+  return assumed * median({d->second.ratios.begin(), d->second.ratios.end()});
+}
+
+std::map<std::string, double> SpeedModel::estimates() const {
+  std::map<std::string, double> out = assumed_;
+  for (const auto& [device, d] : devices_) out[device] = estimate(device);
+  return out;
+}
+
+void SpeedModel::assume_estimates() {
+  for (auto& [device, d] : devices_) {
+    const double now = estimate(device);
+    d.predicted_ms *= now / assumed_.at(device);
+    assumed_[device] = now;
+    d.ratios.clear();
+    d.streak = 0;
+  }
+}
+
+planner::Profile SpeedModel::scaled(const planner::Profile& base, const std::map<std::string, double>& scales) {
+  planner::Profile out = base;
+  for (auto& [id, device] : out.devices) {
+    auto scale = scales.find(id);
+    if (scale == scales.end() || !(scale->second > 0)) continue;
+    const double s = scale->second;
+    for (auto* table : {&device.fwd_ms, &device.bwd_ms})
+      for (auto& layer : *table)
+        for (double& ms : layer) ms *= s;
+    for (auto& [kind, layers] : device.update_ms)
+      for (double& ms : layers) ms *= s;
+    for (auto& [codec, speed] : device.codecs) {
+      speed.encode_mb_s /= s;
+      speed.decode_mb_s /= s;
+    }
+  }
+  return out;
+}
+
+bool switch_pays(double current_round_ms, double new_round_ms, double migration_ms, uint64_t horizon_rounds) {
+  return (current_round_ms - new_round_ms) * static_cast<double>(horizon_rounds) > migration_ms;
+}
+
+}  // namespace asteroid::supervision

@@ -1,0 +1,88 @@
+// Adaptive training (docs/runtime.md, "Adaptive training"): the online
+// latency model, and the rule that decides whether a new plan is worth its
+// move. Pure; the job supervisor feeds the model every committed round's
+// compute times (what each device's members measured, Metrics.compute_us)
+// and acts on its verdicts.
+//
+// The model keeps, per device, a scale: how much slower (> 1) or faster
+// (< 1) than the job's base profile the device computes now. The running
+// plan was made under the scales the model assumed then; every committed
+// round, a device's measured time divided by what the plan predicts for it
+// under those scales is one ratio, and the scale times the median of the
+// device's last `window` ratios is its estimate. A device whose estimate
+// stays more than `threshold` away from its assumed scale (either way) for
+// `rounds` consecutive rounds has drifted. The supervisor then re-plans
+// with learned_profile() and switches when switch_pays(); either way it
+// calls assume_estimates() and expect()s the plan in force, so that the
+// next verdict needs a further drift. The first round after expect() is
+// not judged (start-up: caches, connections), and the first `calibration`
+// rounds of the job are only learned: a profile is never exact (this
+// machine's runtime computes 1.1-1.5x its profile's times), and acting on
+// that would re-plan every job in its first rounds; at their end the
+// estimates become the assumed scales.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "planner/types.h"
+
+namespace asteroid::supervision {
+
+class SpeedModel {
+ public:
+  struct Rules {
+    double threshold = 0.3;  // relative departure of the estimate from the assumed scale
+    int rounds = 5;          // consecutive rounds of departure before a verdict
+    int window = 5;          // ratios the estimate takes the median of
+    int calibration = 10;    // the job's first rounds, learned but never a verdict
+  };
+
+  SpeedModel() : SpeedModel(Rules()) {}
+  explicit SpeedModel(Rules rules);
+
+  // The plan in force: its predicted compute time per device for one round,
+  // under the assumed scales. Forgets the ratios measured before.
+  void expect(std::map<std::string, double> predicted_ms);
+  // One committed round's measured compute time per device. Returns the
+  // devices that drifted with this round (empty: none).
+  std::vector<std::string> observe(uint64_t round, const std::map<std::string, double>& measured_ms);
+
+  // Per device: the scale the plan in force assumes, and the estimate now
+  // (the assumed scale while nothing was measured).
+  const std::map<std::string, double>& assumed() const { return assumed_; }
+  double estimate(const std::string& device) const;
+  std::map<std::string, double> estimates() const;
+  // The estimates become the assumed scales (the predictions expected
+  // scale with them).
+  void assume_estimates();
+  bool calibrating() const { return calibrated_ < rules_.calibration; }
+
+  // `base` with every device's compute and update times multiplied by its
+  // `scales` entry (and its codec speeds divided by it); devices without
+  // an entry keep theirs.
+  static planner::Profile scaled(const planner::Profile& base, const std::map<std::string, double>& scales);
+
+  const Rules& rules() const { return rules_; }
+
+ private:
+  struct Device {
+    double predicted_ms = 0;
+    std::deque<double> ratios;  // newest last, at most window
+    int streak = 0;
+  };
+  Rules rules_;
+  std::map<std::string, double> assumed_;
+  std::map<std::string, Device> devices_;
+  bool started_ = false;  // the first round after expect() was seen
+  int calibrated_ = 0;    // rounds observed for the calibration
+};
+
+// A switch pays when the time it saves over `horizon_rounds` rounds exceeds
+// the time it costs: (current - new) * horizon > migration.
+bool switch_pays(double current_round_ms, double new_round_ms, double migration_ms, uint64_t horizon_rounds);
+
+}  // namespace asteroid::supervision
