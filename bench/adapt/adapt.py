@@ -21,29 +21,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from runs import lines, run  # noqa: E402
 
 MODEL = "fmnist-resnet"
 BATCH = 64
-
-
-def run(cmd, log, timeout):
-    print("  $", " ".join(cmd), flush=True)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"{cmd[1]} timed out after {timeout} s (log: {log})")
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed with {code}:\n{open(log).read()[-2000:]}")
-
-
-def lines(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def throughput(rounds, first, last):

@@ -22,37 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from runs import lines, run  # noqa: E402
+
 MODEL = "fmnist-cnn"
-
-
-def run(cmd, log, timeout, check=True):
-    print("  $", " ".join(cmd), flush=True)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"{cmd[1]} timed out after {timeout} s (log: {log})")
-    if code != 0 and check:
-        tail = open(log).read()[-2000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed with {code}:\n{tail}")
-
-
-def lines(path):
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    out.append(json.loads(line))
-    return out
 
 
 def rounds_of(run_dir):
