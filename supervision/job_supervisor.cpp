@@ -219,7 +219,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   std::vector<std::string> unusable(lost.begin(), lost.end());
   unusable.insert(unusable.end(), awaited.begin(), awaited.end());
   std::string reason;
-  const planner::Plan& current = coordinator.plan();
+  const planner::Plan current = coordinator.plan();
   auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true);
   std::vector<actors::RoundReport> reports;
   try {

@@ -1,5 +1,5 @@
 // The job supervisor's state and operations, shared by its two files:
-// job_supervisor.cpp (start, rounds, commits, checkpoints) and
+// job_supervisor.cpp (start, rounds, commits, checkpoints, adaptation) and
 // pipeline_replay.cpp (the transitions of pipeline replay: the state
 // machine of docs/runtime.md). Private to supervision/.
 #pragma once
