@@ -178,6 +178,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--profile-repeats", j.profile_repeats, "measured runs per layer and batch size")
       ->capture_default_str()
       ->group(planning);
+  cmd->add_option("--profile-points", j.profile_points,
+                  "batch sizes every device measures (the smallest, the largest, spread between); the learned "
+                  "latency predictor fills in the others (0: measure all)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64))
+      ->group(planning);
   cmd->add_option("--profile-timeout", j.profile_timeout_s, "seconds for every device to profile")
       ->capture_default_str()
       ->group(planning);

@@ -14,6 +14,7 @@
 #include "actors/model_shipping.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
+#include "planner/latency_predictor.h"
 
 namespace asteroid::apps {
 namespace {
@@ -64,7 +65,7 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
                  const MeasureOptions& o, ClusterMeasurement& out) {
   messages::ProfileRequest request;
   request.model = o.model;
-  for (int b : o.batches) request.batches.push_back(static_cast<uint32_t>(b));
+  for (int b : planner::spread_points(o.batches, o.points)) request.batches.push_back(static_cast<uint32_t>(b));
   request.repeats = static_cast<uint32_t>(o.repeats);
   std::map<caf::actor_addr, size_t> index;
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -140,6 +141,12 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
                          nodes[0].device->id + " " + std::to_string(p.layers.size()));
     }
     p.devices[nodes[i].device->id] = got.devices.begin()->second;
+  }
+  const auto measured = planner::spread_points(o.batches, o.points);
+  if (measured.size() < o.batches.size()) {
+    p = planner::LatencyPredictor(p).completed(p, o.batches);
+    for (int b : o.batches)
+      if (std::find(measured.begin(), measured.end(), b) == measured.end()) out.predicted_batches.push_back(b);
   }
   out.profile_wall_s = ms_since(t0) / 1000.0;
 }

@@ -35,6 +35,9 @@ struct MeasureOptions {
   std::string model;
   std::vector<int> batches = {1, 2, 4, 8, 16, 32, 64};  // profiled batch sizes
   int repeats = 5;                                     // per (layer, batch size); median kept
+  // Batch sizes measured (planner::spread_points of `batches`); the others
+  // are predicted (planner/latency_predictor.h). 0: all measured.
+  int points = 0;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds profile_timeout{600000};   // all devices together
   // Link probes: each device's link is timed with `probe_rounds` payloads of
@@ -54,6 +57,7 @@ struct LinkMeasurement {
 
 struct ClusterMeasurement {
   planner::Profile profile;                      // every device, by the cluster's ids
+  std::vector<int> predicted_batches;            // the batch sizes predicted, not measured
   std::map<std::string, double> profile_seconds; // per device, wall time of its profiling
   std::map<std::string, LinkMeasurement> links;  // per device
   double profile_wall_s = 0, links_wall_s = 0;

@@ -423,6 +423,9 @@ void TrainJob::check_flags() {
   if (o.strategy != "hpp" && o.strategy != "dp" && o.strategy != "pp" && o.strategy != "single")
     throw std::invalid_argument("--strategy must be hpp, dp, pp or single, got '" + o.strategy + "'");
   if (o.microbatches < 0) throw std::invalid_argument("--microbatches must be >= 0 (0: searched)");
+  if (o.profile_points == 1)
+    throw std::invalid_argument("--profile-points must be 0 (measure all) or at least 2: one batch size gives no "
+                                "per-sample cost to predict the others from");
   if (!(o.min_gain >= 0)) throw std::invalid_argument("--min-gain must be >= 0, got " + std::to_string(o.min_gain));
   if (o.probe_rounds < 0 || (o.probe_rounds > 0 && o.probe_rounds <= static_cast<int64_t>(kWarmupRounds)))
     throw std::invalid_argument("--probe-rounds must be 0 (no probe) or more than the " +
@@ -617,6 +620,7 @@ void TrainJob::profile_on_nodes() {
   mo.model = t.model;
   mo.batches = o.profile_batches;
   mo.repeats = o.profile_repeats;
+  mo.points = o.profile_points;
   mo.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(d.connect_timeout_s * 1000));
   mo.profile_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.profile_timeout_s * 1000));
   mo.cancel = &g_stop;
@@ -628,6 +632,12 @@ void TrainJob::profile_on_nodes() {
   }
   timings["profile"] = measured.profile_wall_s;
   timings["links"] = measured.links_wall_s;
+  if (!measured.predicted_batches.empty()) {
+    std::string sizes;
+    for (int b : measured.predicted_batches) sizes += (sizes.empty() ? "" : ",") + std::to_string(b);
+    say("  batch sizes %s predicted by the latency predictor (--profile-points %d; docs/planner.md)\n", sizes.c_str(),
+        o.profile_points);
+  }
   profile = measured.profile;
   links = measured.links;
   plan_cluster = with_measured_links(cluster, links);

@@ -70,6 +70,7 @@ struct TrainJobOptions {
   uint32_t codec_block = 64;     // values per int8/int4 scale
   std::vector<int> profile_batches = {1, 2, 4, 8, 16, 32, 64};
   int profile_repeats = 5;
+  int profile_points = 0;  // batch sizes measured, the others predicted (0: all measured)
   double profile_timeout_s = 600;
   bool plots = true;
   // The measured baseline: the best single device (by the profile) trains
