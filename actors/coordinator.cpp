@@ -77,6 +77,8 @@ struct Coordinator::Impl {
   uint64_t dropped = 0;  // messages not taken (see drop)
   bool release_due = false;  // a plan was deployed and has not committed a round yet
   std::map<std::string, uint64_t> kept_bytes;  // by device, as its node last reported
+  std::set<std::string> probing;                  // devices asked for a short profile, no answer yet
+  std::map<std::string, planner::Profile> probes;  // their answers, not yet taken
 
   // ------------------------------------------------------------- connecting
 
@@ -374,6 +376,23 @@ struct Coordinator::Impl {
       const std::string device = node_device(sender);
       if (device.empty()) return drop("a nodeInfo", sender, "not a node of this job");
       kept_bytes[device] = info->kept_bytes;
+      return;
+    }
+    if (auto* result = std::get_if<messages::ProfileResult>(&message)) {
+      // A node's answer to a probe (probe_speed).
+      const std::string device = node_device(sender);
+      if (device.empty() || !probing.erase(device)) return drop("a profileResult", sender, "no probe asked it");
+      try {
+        probes[device] = planner::profile_from_json(nlohmann::json::parse(result->json), "probe of " + device);
+      } catch (const std::exception& e) {
+        drop("a profileResult", sender, e.what());
+      }
+      return;
+    }
+    if (auto* error = std::get_if<messages::Error>(&message); error && probing.count(node_device(sender))) {
+      const std::string device = node_device(sender);
+      probing.erase(device);
+      spdlog::warn("coordinator: device '{}' could not be probed: {}", device, error->message);
       return;
     }
     const Member* from = member_by_address(sender);
@@ -1071,6 +1090,18 @@ std::map<std::string, caf::actor> Coordinator::node_actors() const {
 
 void Coordinator::reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within) {
   impl_->connect(device, /*again=*/true, within);
+}
+
+void Coordinator::probe_speed(const std::string& device, const messages::ProfileRequest& request) {
+  auto node = impl_->nodes.find(device);
+  if (node == impl_->nodes.end() || impl_->reported_lost.count(device) || !impl_->probing.insert(device).second) return;
+  impl_->self->send(node->second.actor, messages::to_wire(request));
+}
+
+std::map<std::string, planner::Profile> Coordinator::take_probes() {
+  while (impl_->receive_one(std::chrono::milliseconds(0), /*in_round=*/false)) {
+  }
+  return std::exchange(impl_->probes, {});
 }
 
 std::set<std::string> Coordinator::reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait) {

@@ -197,6 +197,14 @@ class Coordinator {
   // Connects (again) to a device, within `within` (default: the connect
   // timeout). Throws JobError.
   void reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within = {});
+  // Asks a connected device's node for a short profile, without waiting
+  // (adaptive training measures idle devices so; nothing happens for a
+  // device not connected, reported lost or still being probed); the
+  // answer comes with take_probes(), a failure is logged.
+  void probe_speed(const std::string& device, const messages::ProfileRequest& request);
+  // The probes answered since the last call, by device; handles what
+  // waits in the mailbox first.
+  std::map<std::string, planner::Profile> take_probes();
   // The devices the heartbeat monitor (or a lost connection) reports lost
   // now, after waiting at most `wait` for news of one not in `known`.
   std::set<std::string> reported_lost(const std::set<std::string>& known, std::chrono::milliseconds wait);

@@ -46,14 +46,31 @@ std::vector<std::string> SpeedModel::observe(uint64_t round, const std::map<std:
       d.streak = 0;
     }
   }
-  if (calibrating && ++calibrated_ == rules_.calibration) assume_estimates();
+  if (calibrating && ++calibrated_ == rules_.calibration) {
+    assume_estimates();
+    std::vector<double> scales;
+    for (const auto& [device, d] : devices_) scales.push_back(assumed_.at(device));
+    if (!scales.empty()) bias_ = median(scales);
+  }
   return drifted;
+}
+
+bool SpeedModel::observe_probe(const std::string& device, double profile_scale) {
+  if (!(profile_scale > 0) || devices_.count(device)) return false;  // a device in the plan is measured by rounds
+  const double now = profile_scale * bias_;
+  probed_[device] = now;
+  const double assumed = assumed_.emplace(device, 1.0).first->second;
+  return std::abs(now / assumed - 1) > rules_.threshold;
 }
 
 double SpeedModel::estimate(const std::string& device) const {
   auto scale = assumed_.find(device);
   const double assumed = scale == assumed_.end() ? 1.0 : scale->second;
   auto d = devices_.find(device);
+  if (d == devices_.end()) {
+    auto probed = probed_.find(device);
+    return probed == probed_.end() ? assumed : probed->second;
+  }
   if (d == devices_.end() || d->second.ratios.empty()) return assumed;
   return assumed * median({d->second.ratios.begin(), d->second.ratios.end()});
 }
@@ -61,10 +78,14 @@ double SpeedModel::estimate(const std::string& device) const {
 std::map<std::string, double> SpeedModel::estimates() const {
   std::map<std::string, double> out = assumed_;
   for (const auto& [device, d] : devices_) out[device] = estimate(device);
+  for (const auto& [device, scale] : probed_)
+    if (!devices_.count(device)) out[device] = scale;
   return out;
 }
 
 void SpeedModel::assume_estimates() {
+  for (const auto& [device, scale] : probed_) assumed_[device] = scale;
+  probed_.clear();
   for (auto& [device, d] : devices_) {
     const double now = estimate(device);
     d.predicted_ms *= now / assumed_.at(device);

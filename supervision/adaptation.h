@@ -51,6 +51,14 @@ class SpeedModel {
   // devices that drifted with this round (empty: none).
   std::vector<std::string> observe(uint64_t round, const std::map<std::string, double>& measured_ms);
 
+  // A device the plan leaves idle, measured by a short profile (its times
+  // against the base profile's, a median over layers): the estimate becomes
+  // that times the runtime's bias the calibration found (the median of the
+  // measured devices' scales then: profiles and training differ alike on
+  // every device). True when it drifted from the assumed scale (one probe
+  // suffices: it is already a median over layers and repeats).
+  bool observe_probe(const std::string& device, double profile_scale);
+
   // Per device: the scale the plan in force assumes, and the estimate now
   // (the assumed scale while nothing was measured).
   const std::map<std::string, double>& assumed() const { return assumed_; }
@@ -79,6 +87,8 @@ class SpeedModel {
   std::map<std::string, Device> devices_;
   bool started_ = false;  // the first round after expect() was seen
   int calibrated_ = 0;    // rounds observed for the calibration
+  double bias_ = 1;       // the runtime's time against the profile's, from the calibration
+  std::map<std::string, double> probed_;  // idle devices' estimates from probes
 };
 
 // A switch pays when the time it saves over `horizon_rounds` rounds exceeds

@@ -180,6 +180,7 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
       line.scales = speed.estimates();
       emit(std::move(line));
     }
+    if (options.adapt.on) probe_idle_devices(report.round);
     for (const auto& v : watch->observe(report.round, measured)) {
       stragglers.push_back(v);
       char text[256];
@@ -196,6 +197,41 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
             {"predicted_ms", v.predicted_ms},
             {"ratio_to_median", v.ratio_to_median}});
     }
+  }
+}
+
+void JobSupervisor::Impl::probe_idle_devices(uint64_t round) {
+  for (const auto& [device, probe] : coordinator.take_probes()) {
+    auto base = options.profile.devices.find(device);
+    const auto& measured = probe.devices.begin()->second;
+    if (base == options.profile.devices.end() || probe.devices.size() != 1 || measured.batch.empty()) continue;
+    const auto at = std::find(base->second.batch.begin(), base->second.batch.end(), measured.batch.front());
+    if (at == base->second.batch.end()) continue;
+    const size_t k = static_cast<size_t>(at - base->second.batch.begin());
+    std::vector<double> ratios;
+    for (size_t l = 0; l < measured.fwd_ms.size() && l < base->second.fwd_ms.size(); ++l) {
+      const double before = base->second.fwd_ms[l][k] + base->second.bwd_ms[l][k];
+      const double now = measured.fwd_ms[l].front() + measured.bwd_ms[l].front();
+      if (before > 0 && now > 0) ratios.push_back(now / before);
+    }
+    if (ratios.empty()) continue;
+    std::sort(ratios.begin(), ratios.end());
+    if (speed.observe_probe(device, ratios[ratios.size() / 2]) &&
+        std::find(drifted.begin(), drifted.end(), device) == drifted.end())
+      drifted.push_back(device);
+  }
+  // A placeholder profile has no times a short profile could be compared with.
+  if (options.adapt.probe_idle_every == 0 || speed.calibrating() || options.profile.model == kUniformProfile ||
+      (round + 1) % options.adapt.probe_idle_every != 0)
+    return;
+  for (const auto& device : idle_devices(coordinator.plan())) {
+    auto base = options.profile.devices.find(device);
+    if (base == options.profile.devices.end() || base->second.batch.empty()) continue;
+    messages::ProfileRequest request;
+    request.model = coordinator.spec().model;
+    request.batches = {static_cast<uint32_t>(base->second.batch.back())};
+    request.repeats = 1;
+    coordinator.probe_speed(device, request);
   }
 }
 

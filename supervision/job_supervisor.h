@@ -92,6 +92,10 @@ struct SupervisionOptions {
     // until one was measured; then the last measured one.
     double switch_overhead_ms = 1000;
     uint64_t speed_line_every = 20;    // committed rounds between device_speed lines (0: none)
+    // Committed rounds between short profiles of the devices the plan leaves
+    // idle (one batch size, one repeat, on their own nodes, answered beside
+    // the rounds): a device that got its speed back is used again (0: never).
+    uint64_t probe_idle_every = 25;
   } adapt;
   uint32_t checkpoint_every = 0;    // committed rounds between checkpoints (0: none)
   std::string checkpoint_path;      // where (REQUIRED when checkpoint_every > 0)

@@ -149,6 +149,10 @@ struct JobSupervisor::Impl {
   // one, with the plan's predictions, after every deployment) and emits
   // its verdicts.
   void watch_speed(const std::vector<actors::RoundReport>& reports);
+  // Adaptive training's view of the idle devices: asks them for a short
+  // profile every probe_idle_every rounds and feeds the answers to the
+  // speed model (a device whose speed changed counts as drifted).
+  void probe_idle_devices(uint64_t round);
   // Per device, the compute time per round `profile` predicts for it
   // under `plan` (empty when the profile cannot evaluate the plan).
   std::map<std::string, double> predicted_compute_ms(const planner::Plan& plan, const planner::Profile& profile) const;

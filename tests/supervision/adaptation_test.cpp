@@ -104,6 +104,22 @@ TEST(SpeedModel, TheJobsFirstRoundsCalibrateTheProfilesBiasWithoutAVerdict) {
   EXPECT_NEAR(model.estimate("a"), 4.2, 0.1);
 }
 
+TEST(SpeedModel, AnIdleDeviceProbedAtItsOldSpeedAgainDriftsBackWithTheRuntimesBias) {
+  SpeedModel model({0.3, 3, 3, 4});
+  Recording rec{{{"a", 100}, {"b", 100}}};  // c is idle
+  model.expect(rec.predicted);
+  for (uint64_t r = 0; r < 5; ++r) model.observe(r, rec.round({{"a", 1.2}, {"b", 1.2}}, 0));
+  ASSERT_FALSE(model.calibrating());
+  // c was left idle when it was 4x slow (the scale a switch assumed).
+  model.observe_probe("c", 4.0);
+  model.assume_estimates();
+  EXPECT_NEAR(model.assumed().at("c"), 4.8, 1e-9) << "the probe's 4x times the runtime's 1.2 bias";
+  EXPECT_FALSE(model.observe_probe("c", 4.2)) << "as slow as assumed";
+  EXPECT_TRUE(model.observe_probe("c", 1.0)) << "its speed back";
+  EXPECT_NEAR(model.estimate("c"), 1.2, 1e-9);
+  EXPECT_FALSE(model.observe_probe("a", 5.0)) << "a device in the plan is measured by its rounds";
+}
+
 TEST(SpeedModel, ScaledProfileMultipliesTimesAndDividesCodecSpeeds) {
   planner::Profile base;
   planner::DeviceProfile d;
