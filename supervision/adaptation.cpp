@@ -71,7 +71,7 @@ double SpeedModel::estimate(const std::string& device) const {
     auto probed = probed_.find(device);
     return probed == probed_.end() ? assumed : probed->second;
   }
-  if (d == devices_.end() || d->second.ratios.empty()) return assumed;
+  if (d->second.ratios.empty()) return assumed;
   return assumed * median({d->second.ratios.begin(), d->second.ratios.end()});
 }
 
