@@ -333,7 +333,8 @@ TEST(TrainJob, ADeviceThatGetsItsSpeedBackIsUsedAgain) {
         if (d["id"] == "nx-0") n += d["samples"].get<int>();
     return n;
   };
-  int slowed = -1, restored = -1;
+  bool noticed_slow = false;
+  int restored = -1;  // nx-0's samples in the plan of the last switch for nx-0 after its restore
   uint64_t next = 0;
   for (const auto& line : json_lines(run + "/metrics.jsonl")) {
     if (line.contains("round")) {
@@ -341,14 +342,19 @@ TEST(TrainJob, ADeviceThatGetsItsSpeedBackIsUsedAgain) {
       continue;
     }
     if (line.value("event", "") != "adapt") continue;
+    const auto& devices = line["devices"];
+    if (std::find(devices.begin(), devices.end(), "nx-0") == devices.end()) continue;
     const double at = line["at_round"].get<double>();
-    if (at >= 15 && at < 45 && slowed < 0) slowed = samples_of_nx(line["plan"]);
+    if (at >= 15 && at < 45) noticed_slow = true;
     if (at >= 45) restored = samples_of_nx(line["plan"]);
   }
   EXPECT_EQ(next, 110u);
-  ASSERT_GE(slowed, 0) << "no switch while nx-0 was slow:\n" << r.out;
-  ASSERT_GE(restored, 0) << "no switch after nx-0's restore:\n" << r.out;
-  EXPECT_GT(restored, slowed) << "nx-0 computes again after its restore";
+  EXPECT_TRUE(noticed_slow) << "no switch for nx-0 while it was slow:\n" << r.out;
+  // Its speed back (measured by its rounds or, idle, by a probe): a switch
+  // that gives it work. (How much depends on the other devices' noise and
+  // on the cgroup quota's burst: docs/runtime.md.)
+  EXPECT_GT(restored, 0) << "no switch giving nx-0 work after its restore:\n" << r.out;
+  EXPECT_GT(samples_of_nx(test::read_json(run + "/summary.json")["final_plan"]), 0);
 }
 
 TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
