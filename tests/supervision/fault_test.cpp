@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -354,8 +355,13 @@ TEST(PipelineReplay, AStageStuckWhileItsNodeLivesIsLostAtTheAbort) {
   const Outcome run = train(nodes, {}, "", Recovery::lightweight, three_stage_plan(), kRounds,
                             std::chrono::milliseconds(3000));
   expect_continuity(run);
-  ASSERT_GE(run.failures.size(), 1u);
-  const FailureRecord& f = run.failures[0];
+  // The short stall limit this test sets can also catch a round slowed by
+  // the machine's load: such a stall loses no device and replays in place.
+  // The one that matters is the first that loses a device.
+  const auto lost = std::find_if(run.failures.begin(), run.failures.end(),
+                                 [](const FailureRecord& r) { return !r.devices.empty(); });
+  ASSERT_NE(lost, run.failures.end()) << "no failure lost a device";
+  const FailureRecord& f = *lost;
   EXPECT_EQ(f.kind, "round-stalled");
   EXPECT_EQ(f.round, 5u);
   EXPECT_EQ(f.devices, std::vector<std::string>{"d2"}) << f.kind << " " << f.replan << " " << f.interrupted_by;
