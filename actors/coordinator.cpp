@@ -70,6 +70,17 @@ struct Coordinator::Impl {
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
   std::map<uint64_t, std::map<std::string, double>> compute_ms;  // by round, device (Metrics.compute_us)
+  // Per device, over the job: what its members reported (Metrics) and the
+  // committed rounds' time while it was in use (status(), the service's
+  // /metrics: waiting is the rest).
+  struct DeviceTally {
+    double compute_s = 0, send_s = 0, all_reduce_s = 0, in_rounds_s = 0;
+    uint64_t sent_bytes = 0;
+  };
+  std::map<std::string, DeviceTally> tally;
+  // The trace events of the latest rounds (status(): the last committed
+  // round's step x stage timeline, for a live view).
+  std::map<uint64_t, std::vector<messages::TraceEvent>> recent_ops;
   uint64_t deployments = 0;  // deploy and redeploy calls
   std::set<uint32_t> resume_from_kept;  // stages a restart in place starts from their node's copy
   std::function<void(const RoundReport&)> commit_listener;  // see Coordinator::on_commit
@@ -421,6 +432,20 @@ struct Coordinator::Impl {
               auto& peak = peak_memory[member->device];
               peak = std::max(peak, m.peak_memory_bytes);
               compute_ms[m.round][member->device] += m.compute_us / 1000.0;
+              auto& ops = recent_ops[m.round];
+              ops.insert(ops.end(), m.events.begin(), m.events.end());
+              while (recent_ops.size() > 4) recent_ops.erase(recent_ops.begin());
+              DeviceTally& t = tally[member->device];
+              t.compute_s += m.compute_us / 1e6;
+              for (const auto& e : m.events) {
+                const double s = (e.end_us - e.start_us) / 1e6;
+                if (e.kind == messages::TraceKind::send) {
+                  t.send_s += s;
+                  t.sent_bytes += e.bytes;
+                } else if (e.kind == messages::TraceKind::all_reduce) {
+                  t.all_reduce_s += s;
+                }
+              }
             }
           } else if constexpr (std::is_same_v<T, messages::StageState>) {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
@@ -439,6 +464,11 @@ struct Coordinator::Impl {
       if (m.actor.address() == address) return &m;
     }
     return nullptr;
+  }
+
+  size_t members_on(const std::string& device) const {
+    return static_cast<size_t>(std::count_if(members.begin(), members.end(),
+                                             [&](const Member& m) { return m.device == device; }));
   }
 
   bool in_use(const std::string& device) const {
@@ -490,6 +520,28 @@ struct Coordinator::Impl {
                       : in_use(d.id)                         ? "in use"
                                                              : "idle";
     s["devices"] = devices;
+    nlohmann::json times = nlohmann::json::object();
+    for (const auto& [id, t] : tally) {
+      times[id] = {{"compute_s", t.compute_s},   {"send_s", t.send_s},         {"all_reduce_s", t.all_reduce_s},
+                   {"in_rounds_s", t.in_rounds_s}, {"sent_bytes", t.sent_bytes}};
+    }
+    s["device_times"] = times;
+    if (ledger.committed()) {
+      // [stage, member, kind, micro-batch, start ms, end ms], from the round's first start
+      auto it = recent_ops.find(*ledger.committed());
+      if (it != recent_ops.end() && !it->second.empty()) {
+        int64_t t0 = it->second.front().start_us;
+        for (const auto& e : it->second) t0 = std::min(t0, e.start_us);
+        nlohmann::json ops = nlohmann::json::array();
+        for (const auto& e : it->second) {
+          if (e.kind == messages::TraceKind::receive) continue;  // instants
+          ops.push_back({e.stage, e.member, messages::to_string(e.kind), e.microbatch, (e.start_us - t0) / 1e3,
+                         (e.end_us - t0) / 1e3});
+        }
+        s["timeline"] = {{"round", it->first}, {"ops", ops}};
+      }
+    }
+    s["dropped_messages"] = dropped;
     return s.dump();
   }
 
@@ -619,6 +671,7 @@ struct Coordinator::Impl {
       // Logged before any member learns of the commit: a member never keeps
       // a committed state of a round the job's log does not have.
       for (auto& report : ledger.take_committed()) {
+        for (const Member& m : members) tally[m.device].in_rounds_s += report.ms / 1e3 / members_on(m.device);
         if (commit_listener) commit_listener(report);
         committed_reports.push_back(std::move(report));
       }

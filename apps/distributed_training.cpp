@@ -72,6 +72,35 @@ double unix_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// DistributedOptions::status_path: the newest status, replaced by rename
+// (a reader sees a whole file); not synced to disk, it is rewritten often
+// and only describes the live job.
+class StatusFile {
+ public:
+  explicit StatusFile(std::string path) : path_(std::move(path)) {}
+  void update(const std::string& status, bool now = false) {
+    if (path_.empty()) return;
+    const auto phase_at = status.find("\"phase\":\"");
+    std::string phase = phase_at == std::string::npos ? "" : status.substr(phase_at, 24);
+    const auto t = std::chrono::steady_clock::now();
+    if (!now && phase == phase_ && t - written_ < std::chrono::milliseconds(200)) return;
+    phase_ = std::move(phase);
+    written_ = t;
+    const std::string tmp = path_ + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << status << '\n';
+      if (!out) return;  // a full disk costs the watcher its view, not the job
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path_, ec);
+  }
+
+ private:
+  std::string path_, phase_;
+  std::chrono::steady_clock::time_point written_{};
+};
+
 nlohmann::json failures_json(const std::vector<supervision::FailureRecord>& failures) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& f : failures) {
@@ -332,7 +361,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   supervision::run_job(system, [&](supervision::JobDriver& driver) {
     supervision::JobSupervisor job(system, spec, supervision);
     job.on_event([&](const supervision::SupervisionEvent& e) {
-      nlohmann::json line = {{"event", e.kind}, {"text", e.text}};
+      nlohmann::json line = {{"event", e.kind}, {"text", e.text}, {"unix_s", unix_seconds()}};
       if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);
       if (!e.devices.empty()) line["devices"] = e.devices;
       if (e.from_round >= 0) line["from_round"] = e.from_round;
@@ -345,7 +374,11 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
       metrics.write_line(line.dump());
       if (options.on_event) options.on_event(e, job);
     });
-    job.on_status([&](const std::string& status) { driver.publish(status); });
+    StatusFile status_file(options.status_path);
+    job.on_status([&](const std::string& status) {
+      driver.publish(status);
+      status_file.update(status);
+    });
     job.start(first_round, states);
 
     const auto t0 = std::chrono::steady_clock::now();
@@ -365,7 +398,10 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     job.on_commit(record);
     std::set<uint64_t> announced;
     while (static_cast<int64_t>(job.committed_rounds()) < total) {
-      if (driver.stop_requested()) {
+      if (driver.stop_requested() || (options.should_stop && options.should_stop())) {
+        job.flush();
+        job.checkpoint_now();
+        status_file.update(job.status(), true);
         throw supervision::JobStopped("stopped by request after round " + std::to_string(job.committed_rounds()) +
                                       (options.checkpoint_every > 0 ? "; continue with --resume " +
                                                                           options.checkpoint_path
@@ -382,6 +418,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
         job.flush();
       }
     }
+    status_file.update(job.status(), true);
     result.rounds = static_cast<int64_t>(result.committed.size());
     result.train_seconds = seconds_since(t0);
     result.samples_per_s = result.train_seconds > 0 ? static_cast<double>(result.samples) / result.train_seconds : 0;

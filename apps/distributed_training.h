@@ -60,6 +60,15 @@ struct DistributedOptions {
   // requests (JobSupervisor::status) at any time and ends the job at a
   // round boundary on a stop request (JobStopped).
   std::function<void(const supervision::job_actor&)> on_job_started;
+  // Asked at every round boundary (on the driver thread): true ends the job
+  // as a stop request to its job actor does, with a checkpoint of the last
+  // committed round first (when checkpoint_path is set). For signals.
+  std::function<bool()> should_stop;
+  // Where the job's newest status (JobSupervisor::status) is kept as a
+  // file, replaced atomically at every change of phase and at most every
+  // 200 ms otherwise, for whoever watches the job from outside its process
+  // (`asteroid serve`); empty: none.
+  std::string status_path;
   // Extra summary fields (strings), e.g. the emulation mechanisms.
   std::map<std::string, std::string> summary_strings;
   std::map<std::string, double> summary_numbers;

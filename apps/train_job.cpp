@@ -602,6 +602,18 @@ void TrainJob::check_devices_answer() const {
 void TrainJob::profile_and_measure_links() {
   profile = given_profile;
   plan_cluster = cluster;
+  if (!profile && !o.resume.empty()) {
+    // The resumed run's own profile: re-plans and adaptation judge the
+    // devices against what they measured, not against a uniform guess.
+    const fs::path saved = fs::path(d.resume_checkpoint).parent_path() / "profile.json";
+    if (fs::exists(saved)) {
+      const auto loaded = planner::load_profile(saved.string());
+      if (loaded.model == t.model) {
+        profile = loaded;
+        say("  re-plans use the profile of the resumed run, %s\n", saved.string().c_str());
+      }
+    }
+  }
   if (!given_plan && o.resume.empty()) {
     profile_on_nodes();
   } else {
@@ -771,8 +783,11 @@ void TrainJob::train() {
   d.plan = plan;
   if (!o.plan_switches_file.empty()) d.plan_switches = load_plan_switches(o.plan_switches_file);
   FaultInjector* inj = injector.get();
+  // A stop signal ends training at the next round boundary with a
+  // checkpoint of the last committed round (--resume continues from it).
+  d.should_stop = [] { return g_stop.load(); };
+  d.status_path = (run / "status.json").string();
   d.before_round = [inj](uint64_t round, supervision::JobSupervisor& job) {
-    StopSignals::check("during training");
     if (inj) inj->before_round(round, job.plan());
   };
   d.on_event = [inj](const supervision::SupervisionEvent& e, supervision::JobSupervisor& job) {

@@ -66,6 +66,14 @@ std::string JobSupervisor::Impl::status() const {
   if (!step.empty()) out["step"] = step;
   if (phase == "recovering") out["recovery"] = {{"round", recovering_round}, {"cause", recovering_from}};
   out["failures"] = failures.size();
+  nlohmann::json heartbeats = nlohmann::json::object();
+  {
+    const std::lock_guard<std::mutex> lock(round_trips->mutex);
+    for (const auto& [device, d] : round_trips->devices)
+      heartbeats[device] = {{"last_ms", d.last_ms}, {"sum_ms", d.sum_ms}, {"count", d.count}};
+  }
+  out["heartbeat_round_trips"] = heartbeats;
+  out["device_scale"] = speed.estimates();
   return out.dump();
 }
 
@@ -97,6 +105,13 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
     setup.addresses[device.id] = device;
   }
   setup.nodes = coordinator.node_actors();
+  setup.on_round_trip = [trips = round_trips](const std::string& device, std::chrono::microseconds rtt) {
+    const std::lock_guard<std::mutex> lock(trips->mutex);
+    auto& d = trips->devices[device];
+    d.last_ms = rtt.count() / 1e3;
+    d.sum_ms += d.last_ms;
+    ++d.count;
+  };
   monitor = spawn_heartbeat_monitor(system, setup);
   enter("training");
 }
@@ -368,6 +383,16 @@ void JobSupervisor::on_status(std::function<void(const std::string&)> listener) 
 }
 
 std::string JobSupervisor::status() const { return impl_->status(); }
+
+void JobSupervisor::checkpoint_now() {
+  Impl& m = *impl_;
+  const auto last = m.coordinator.last_committed();
+  if (m.options.checkpoint_path.empty() || !last) return;
+  m.enter("checkpointing");
+  m.write_checkpoint_at(*last);
+  m.checkpoint_owed = false;
+  m.enter("training");
+}
 
 std::map<std::string, double> JobSupervisor::device_scales() const { return impl_->speed.estimates(); }
 

@@ -167,6 +167,10 @@ class JobSupervisor {
   // Commits the round still waiting for its replicas (after a failure the
   // round is lost instead and runs again with the next run_round()).
   std::vector<actors::RoundReport> flush();
+  // Writes a checkpoint of the last committed round now (after flush(), at
+  // a round boundary), whatever checkpoint_every says: for a job that stops
+  // on request. No-op without a checkpoint path or a committed round.
+  void checkpoint_now();
   // The last committed state of every stage, in stage order, for the end of
   // the job: from the stages' members, or, for a member lost since the last
   // commit, from its node, its replica holder or the central copy (the

@@ -9,6 +9,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -58,6 +61,17 @@ struct JobSupervisor::Impl {
   SupervisionOptions options;
   StateLayout layout;
   heartbeat_monitor_actor monitor;
+  // Heartbeat round trips by device, as the monitor measures them (on its
+  // own thread): for status().
+  struct RoundTrips {
+    struct Device {
+      double last_ms = 0, sum_ms = 0;
+      uint64_t count = 0;
+    };
+    std::mutex mutex;
+    std::map<std::string, Device> devices;
+  };
+  std::shared_ptr<RoundTrips> round_trips = std::make_shared<RoundTrips>();
   caf::actor planner;
   std::set<std::string> lost;     // devices lost and not back
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
