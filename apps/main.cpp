@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   asteroid::apps::add_cluster_command(app);
   asteroid::apps::add_inject_command(app);
   asteroid::apps::add_chaos_command(app);
+  asteroid::apps::add_serve_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
