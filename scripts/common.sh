@@ -12,6 +12,9 @@ PACKAGES=(
   libboost-dev libboost-system-dev libspdlog-dev libgtest-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist iproute2 python3-torch python3-matplotlib
+  # the service's tests: a real Prometheus server (and promtool), headless
+  # Chromium for the dashboard, curl for the README's commands
+  prometheus chromium curl
 )
 
 ensure_packages() {
