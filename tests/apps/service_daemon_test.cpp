@@ -190,6 +190,41 @@ TEST(Service, SubmitWatchCancelAndResubmit) {
   EXPECT_EQ(logged_rounds(done.value("run_dir", "")), first_rounds(40));
 }
 
+TEST(Service, JobsOnDisjointDevicesRunSideBySideAndOneOnAllWaits) {
+  LocalNodes nodes({"a", "b", "c"});
+  TempDir dir("asteroid-serve");
+  Daemon daemon(dir.file("state"), cluster_file(dir, nodes));
+  auto on = [](std::vector<std::string> devices, int64_t rounds) {
+    auto spec = small_job(rounds);
+    spec["devices"] = devices;
+    return spec;
+  };
+  const std::string alone = daemon.submit(on({"a"}, 150));
+  const std::string pair = daemon.submit(on({"b", "c"}, 150));
+  const std::string all = daemon.submit(small_job(30));
+  EXPECT_EQ(http_call(daemon.url(), "POST", "/jobs", on({"z"}, 10).dump()).status, 400) << "not a device of the cluster";
+  bool side_by_side = false, all_waited = true;
+  const bool ended = eventually(
+      [&] {
+        const auto a = daemon.job(alone).value("state", ""), p = daemon.job(pair).value("state", "");
+        const auto w = daemon.job(all).value("state", "");
+        side_by_side |= a == "running" && p == "running";
+        all_waited &= w == "queued" || (a != "running" && p != "running");
+        return w == "finished" || w == "failed";
+      },
+      std::chrono::seconds(400));
+  ASSERT_TRUE(ended) << daemon.log();
+  EXPECT_TRUE(side_by_side) << "the jobs on a and on b+c ran at the same time";
+  EXPECT_TRUE(all_waited) << "the job on every device started after both";
+  for (const auto& id : {alone, pair, all}) {
+    const auto job = daemon.job(id);
+    EXPECT_EQ(job.value("state", ""), "finished") << job.dump() << "\n" << tail_of(job.value("run_dir", "") + "/../output.log");
+  }
+  const auto plan = daemon.job(alone)["plan"].dump();
+  EXPECT_EQ(plan.find("\"b\""), std::string::npos) << plan;
+  EXPECT_EQ(daemon.job(pair)["plan"].dump().find("\"a\""), std::string::npos);
+}
+
 TEST(Service, KilledOutrightItResumesItsJobWithContiguousRounds) {
   LocalNodes nodes({"a", "b", "c"});
   TempDir dir("asteroid-serve");
