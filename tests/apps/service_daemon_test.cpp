@@ -254,6 +254,38 @@ TEST(Service, KilledOutrightItResumesItsJobWithContiguousRounds) {
   EXPECT_EQ(logged_rounds(done.value("run_dir", "")), first_rounds(500)) << "every round once, in order";
 }
 
+TEST(Service, StoppedBySigtermItCheckpointsItsJobWhichResumesAtTheNextStart) {
+  LocalNodes nodes({"a", "b"});
+  TempDir dir("asteroid-serve");
+  const std::string cluster = cluster_file(dir, nodes);
+  std::string id;
+  int64_t shown = 0;
+  {
+    Daemon daemon(dir.file("state"), cluster);
+    auto spec = small_job(400);
+    spec["checkpoint_every"] = 1000;  // only the stop writes one
+    id = daemon.submit(spec);
+    shown = daemon.wait_round(id, 60, std::chrono::seconds(240));
+    ASSERT_GE(shown, 60) << daemon.log();
+    daemon.process().signal(SIGTERM);
+    const auto status = daemon.process().wait_for(std::chrono::seconds(150));
+    ASSERT_TRUE(status.has_value()) << daemon.log();
+    EXPECT_EQ(*status, 0) << daemon.log();
+  }
+  std::ifstream record(dir.file("state/jobs/" + id + "/job.json"));
+  EXPECT_EQ(nlohmann::json::parse(record).value("state", ""), "queued") << "it resumes at the next start";
+  const std::string run = dir.file("state/jobs/" + id + "/run");
+  ASSERT_TRUE(fs::exists(run + "/checkpoint.bin")) << "the stop wrote a checkpoint";
+  const auto before = logged_rounds(run);
+  ASSERT_GE(static_cast<int64_t>(before.size()), shown + 1);
+
+  Daemon again(dir.file("state"), cluster);
+  const auto done = again.wait_final(id, std::chrono::seconds(300));
+  ASSERT_EQ(done.value("state", ""), "finished") << done.dump() << again.log();
+  EXPECT_EQ(done.value("starts", 0), 2);
+  EXPECT_EQ(logged_rounds(run), first_rounds(400));
+}
+
 TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
   LocalNodes nodes({"a", "b", "c", "d"});
   TempDir dir("asteroid-serve");
