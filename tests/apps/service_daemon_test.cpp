@@ -59,12 +59,15 @@ int free_port() {
 // One `asteroid serve` process on a state folder.
 class Daemon {
  public:
-  Daemon(const std::string& state_dir, const std::string& cluster_file) : log_(state_dir + ".log") {
+  // On running nodes (a cluster file), or with `where` = {"--env", PRESET}.
+  Daemon(const std::string& state_dir, const std::string& cluster_file)
+      : Daemon(state_dir, std::vector<std::string>{"--cluster", cluster_file}) {}
+  Daemon(const std::string& state_dir, const std::vector<std::string>& where) : log_(state_dir + ".log") {
     const std::string ready = state_dir + ".url";
     fs::remove(ready);
     testbed::SpawnOptions o;
-    o.argv = {ASTEROID_BIN, "serve", "--state-dir", state_dir, "--cluster", cluster_file,
-              "--listen", "127.0.0.1:0", "--ready-file", ready};
+    o.argv = {ASTEROID_BIN, "serve", "--state-dir", state_dir, "--listen", "127.0.0.1:0", "--ready-file", ready};
+    o.argv.insert(o.argv.end(), where.begin(), where.end());
     o.output_file = log_;
     process_ = testbed::Subprocess::spawn(o);
     const bool up = eventually([&] { return fs::exists(ready) || !process_.running(); }, std::chrono::seconds(60));
@@ -284,6 +287,45 @@ TEST(Service, StoppedBySigtermItCheckpointsItsJobWhichResumesAtTheNextStart) {
   ASSERT_EQ(done.value("state", ""), "finished") << done.dump() << again.log();
   EXPECT_EQ(done.value("starts", 0), 2);
   EXPECT_EQ(logged_rounds(run), first_rounds(400));
+}
+
+// --env: the service brings the preset up in its state folder, keeps it
+// when it is killed and started again, and brings it down on SIGTERM.
+TEST(Service, OnAnEmulatedPresetItKeepsTheClusterUntilItStops) {
+  TempDir dir("asteroid-serve");
+  const std::string state = dir.file("state");
+  auto node_pids = [&] {
+    std::vector<int> pids;
+    std::ifstream in(state + "/cluster/nodes.json");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_object() && j.contains("nodes"))
+      for (const auto& n : j["nodes"]) pids.push_back(n.value("pid", 0));
+    return pids;
+  };
+  std::vector<int> first_nodes;
+  {
+    Daemon daemon(state, std::vector<std::string>{"--env", "D"});
+    const auto cluster = daemon.get("/cluster");
+    EXPECT_TRUE(cluster.value("emulated", false));
+    EXPECT_EQ(cluster["devices"].size(), 4u);
+    const std::string id = daemon.submit(small_job(30));
+    const auto done = daemon.wait_final(id, std::chrono::seconds(300));
+    ASSERT_EQ(done.value("state", ""), "finished") << done.dump() << daemon.log();
+    first_nodes = node_pids();
+    ASSERT_EQ(first_nodes.size(), 4u);
+    daemon.process().signal(SIGKILL);
+    ASSERT_TRUE(daemon.process().wait_for(std::chrono::seconds(10)).has_value());
+  }
+  for (int pid : first_nodes) EXPECT_TRUE(testbed::process_ref(pid).alive()) << "node " << pid << " outlives a killed service";
+  Daemon again(state, std::vector<std::string>{"--env", "D"});
+  EXPECT_EQ(node_pids(), first_nodes) << "the running cluster is kept, not brought up again";
+  EXPECT_EQ(again.get("/jobs")["jobs"][0].value("state", ""), "finished");
+  again.process().signal(SIGTERM);
+  ASSERT_TRUE(again.process().wait_for(std::chrono::seconds(60)).has_value()) << again.log();
+  for (int pid : first_nodes) {
+    const auto ref = testbed::process_ref(pid);
+    EXPECT_TRUE(ref.pid == 0 || !ref.alive()) << "node " << pid << " still runs after the service stopped";
+  }
 }
 
 TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
