@@ -128,6 +128,9 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str()
       ->group(cluster);
   cmd->add_option("--cluster", j.cluster_file, "cluster.json of running nodes (no up/down)")->group(cluster);
+  cmd->add_flag("--skip-unreachable", j.skip_unreachable,
+                "with --cluster: leave devices that do not answer at the start out of the job instead of failing")
+      ->group(cluster);
   cmd->add_option("--out", j.out, "the run folder (default: runs/<time>-<name>, with runs/latest)")->group(cluster);
   cmd->add_flag("--no-plots", cli->no_plots, "no PNG plots in the run folder")->group(cluster);
   cmd->add_option("--baseline-rounds", j.baseline_rounds,

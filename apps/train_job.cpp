@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -24,6 +25,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 
 #include "actors/planner_actor.h"
@@ -329,7 +331,7 @@ struct TrainJob {
   void bring_cluster_up();
   void bring_up_emulated_cluster();
   void use_running_cluster();
-  void check_devices_answer() const;
+  void check_devices_answer();
   // 2. Profile on every device, measure the links.
   void profile_and_measure_links();
   void profile_on_nodes();
@@ -563,7 +565,7 @@ void TrainJob::use_running_cluster() {
 
 // Every device the job needs (the given plan's, or all) has an address and
 // accepts a connection.
-void TrainJob::check_devices_answer() const {
+void TrainJob::check_devices_answer() {
   planner::Cluster check = cluster;
   if (given_plan) {
     check.devices.clear();
@@ -581,11 +583,23 @@ void TrainJob::check_devices_answer() const {
     throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
   }
   const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
-  if (!unreachable.empty() && !o.resume.empty() && unreachable.size() < check.devices.size()) {
-    // A resumed job goes on with the devices that are up (and re-plans).
+  const bool go_on = !o.resume.empty() || (o.skip_unreachable && !given_plan);
+  if (!unreachable.empty() && go_on && unreachable.size() < check.devices.size()) {
+    // A resumed job goes on with the devices that are up (and re-plans);
+    // with --skip-unreachable a new job is planned without the others.
     std::string ids;
     for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id;
-    say("  not answering: %s; resuming on the others\n", ids.c_str());
+    say("  not answering: %s; %s on the others\n", ids.c_str(), o.resume.empty() ? "training" : "resuming");
+    if (o.resume.empty()) {
+      const std::set<std::string> gone(unreachable.begin(), unreachable.end());
+      auto& devices = cluster.devices;
+      devices.erase(std::remove_if(devices.begin(), devices.end(), [&](const auto& dv) { return gone.count(dv.id) > 0; }),
+                    devices.end());
+      auto& links = cluster.links;
+      links.erase(std::remove_if(links.begin(), links.end(),
+                                 [&](const auto& l) { return gone.count(l.a) > 0 || gone.count(l.b) > 0; }),
+                  links.end());
+    }
   } else if (!unreachable.empty()) {
     std::string ids;
     for (const auto& id : unreachable) {

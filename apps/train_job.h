@@ -48,6 +48,10 @@ struct TrainJobOptions {
   std::string cpu_mode = "auto"; // testbed CPU emulation: auto | cgroup | throttle | none
   std::string net_mode = "auto"; // testbed link emulation: auto | netns | relay | none
   std::string cluster_file;      // a running cluster (no up/down)
+  // With cluster_file: devices that do not answer at the start are left
+  // out of this job (profiled, planned and trained on the others) instead
+  // of failing it; not with a given plan. `asteroid serve` sets it.
+  bool skip_unreachable = false;
   std::string plan_file;         // train this plan (no profiling, no planning)
   std::string profile_file;      // with plan_file: for predictions and re-planning
   std::string resume;            // a checkpoint (or a run folder) to continue

@@ -194,7 +194,7 @@ class Service {
     const fs::path run = dir / "run";
     fs::create_directories(run);
     std::vector<std::string> argv = {program_, "train", "--cluster", cluster_file_for(job), "--out", run.string(),
-                                     "--job-id", job.id, "--progress", "plain"};
+                                     "--job-id", job.id, "--progress", "plain", "--skip-unreachable"};
     const auto has = [&](const std::string& flag) {
       return std::find(job.request.train_args.begin(), job.request.train_args.end(), flag) !=
              job.request.train_args.end();

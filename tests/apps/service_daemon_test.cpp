@@ -348,6 +348,12 @@ TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
   EXPECT_EQ(done["plan"].dump().find("\"" + victim + "\""), std::string::npos) << done["plan"].dump();
   const std::string metrics = http_call(daemon.url(), "GET", "/metrics").body;
   EXPECT_NE(metrics.find("asteroid_failures_total{job=\"" + id + "\"} "), std::string::npos);
+
+  // The device stays down: the next job runs on the others.
+  const std::string next = daemon.submit(small_job(20));
+  const auto after = daemon.wait_final(next, std::chrono::seconds(240));
+  ASSERT_EQ(after.value("state", ""), "finished") << after.dump() << daemon.log();
+  EXPECT_EQ(after["plan"].dump().find("\"" + victim + "\""), std::string::npos) << after["plan"].dump();
 }
 
 // A real Prometheus server (Debian's prometheus) scrapes the service with
