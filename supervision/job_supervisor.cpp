@@ -267,10 +267,18 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   event.devices = devices;
   event.scales = scales;
   event.numbers["at_round"] = static_cast<double>(coordinator.next_round());
-  std::vector<std::string> unusable(lost.begin(), lost.end());
-  unusable.insert(unusable.end(), awaited.begin(), awaited.end());
-  std::string reason;
   const planner::Plan current = coordinator.plan();
+  // Lost and awaited devices the running plan still names (in a stage or
+  // idle); one a recovery already dropped from it is out of the search
+  // anyway, and the planner refuses to be told of it.
+  std::set<std::string> named(current.idle_devices.begin(), current.idle_devices.end());
+  for (const auto& stage : current.stages)
+    for (const auto& d : stage.devices) named.insert(d.id);
+  std::vector<std::string> unusable;
+  for (const auto* group : {&lost, &awaited})
+    for (const auto& d : *group)
+      if (named.count(d)) unusable.push_back(d);
+  std::string reason;
   auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true);
   std::vector<actors::RoundReport> reports;
   try {

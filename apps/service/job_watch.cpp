@@ -85,6 +85,7 @@ void JobWatch::take(const nlohmann::json& line) {
       ++it->second;
     }
     if (e.kind == "failure" && !failure_at_) failure_at_ = e.unix_s;
+    if (e.kind == "device_speed") return;  // counted, not kept: the status has the speeds
     events_.push_back(std::move(e));
     if (events_.size() > kRecentEvents) events_.pop_front();
     return;

@@ -44,6 +44,7 @@ class JobWatch {
   // (or since the oldest round kept); 0 before two rounds.
   double samples_per_s() const;
   const std::deque<RoundPoint>& recent() const { return recent_; }
+  // The latest events, without the periodic device_speed lines (counted).
   const std::deque<JobEvent>& events() const { return events_; }
   uint64_t count(const std::string& event_kind) const;
   // Seconds from each failure to the first round committed after it.
