@@ -5,13 +5,15 @@
 
 #include <set>
 
+#include "actors/transport.h"
+
 namespace asteroid::actors {
 
 std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self, const std::string& host,
                                        uint16_t port, std::chrono::milliseconds timeout, std::string& failure) {
   NodeHandle node;
   failure.clear();
-  self->request(system.middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
+  self->request(connection_manager(system), timeout, caf::connect_atom::value, host, port)
       .receive(
           [&](const caf::node_id& id, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             node.id = id;

@@ -15,6 +15,7 @@
 #include "actors/connect.h"
 #include "actors/model_shipping.h"
 #include "actors/partitions.h"
+#include "actors/transport.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
 #include "planner/json_io.h"
@@ -258,14 +259,13 @@ struct Coordinator::Impl {
     // Spawning creates an empty actor (the stage's model is built at its
     // assignment): the connection deadline bounds it, so a node frozen
     // right after the mesh connected costs 5 s here, not the deploy's 60.
-    auto spawned = system.middleman().remote_spawn<caf::actor>(node.id, "stage", caf::make_message(),
-                                                               spec.connect_timeout);
-    if (!spawned) {
+    const Spawned spawned = remote_spawn_actor(system, node.id, "stage", spec.connect_timeout);
+    if (!spawned.actor) {
       throw JobError("device '" + id + "' at " + address_of(*node.device) +
-                     " could not spawn a stage actor: " + system.render(spawned.error()));
+                     " could not spawn a stage actor: " + spawned.error);
     }
-    self->monitor(*spawned);
-    return *spawned;
+    self->monitor(spawned.actor);
+    return spawned.actor;
   }
 
   // Sends every member its assignment (members[i] gets states[stage] when

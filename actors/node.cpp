@@ -24,6 +24,7 @@
 #include "actors/model_shipping.h"
 #include "actors/node_context.h"
 #include "actors/system_config.h"
+#include "actors/transport.h"
 #include "compute/model_zoo.h"
 #include "compute/profiler.h"
 #include "planner/json_io.h"
@@ -148,12 +149,12 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
 // not an error: traffic to it then takes CAF's own route; the reply lists
 // such peers for the coordinator's log.
 messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& node, const messages::Peers& peers) {
-  using Handle = decltype(self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5),
+  using Handle = decltype(self->request(connection_manager(self->home_system()), std::chrono::seconds(5),
                                         caf::connect_atom::value, std::string(), uint16_t{0}));
   std::vector<std::pair<const messages::Peer*, Handle>> pending;
   for (const auto& peer : peers.peers) {
     if (peer.device_id == node.node_id) continue;
-    pending.emplace_back(&peer, self->request(self->home_system().middleman().actor_handle(), std::chrono::seconds(5),
+    pending.emplace_back(&peer, self->request(connection_manager(self->home_system()), std::chrono::seconds(5),
                                               caf::connect_atom::value, peer.host, peer.port));
   }
   std::string failed;
@@ -294,20 +295,20 @@ int run_node(const NodeOptions& options) {
   std::unique_ptr<HeartbeatResponder> heartbeats;
   uint16_t port = 0;
   for (int attempt = 1; !heartbeats; ++attempt) {
-    auto published = system.middleman().publish(actor, options.port, options.host.c_str(), true);
-    if (!published) {
+    const Published published = publish_actor(system, actor, options.port, options.host);
+    if (!published.error.empty()) {
       spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port,
-                    system.render(published.error()));
+                    published.error);
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
       return 1;
     }
-    port = *published;
+    port = published.port;
     try {
       heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable);
     } catch (const std::exception& e) {
       if (options.port == 0 && attempt < 8) {
         spdlog::info("asteroid node {}: {}; trying another port", options.id, e.what());
-        system.middleman().unpublish(actor, port);
+        unpublish_actor(system, actor, port);
         continue;
       }
       spdlog::error("asteroid node {}: {}", options.id, e.what());

@@ -13,7 +13,7 @@ namespace asteroid::actors {
 
 struct NodeOptions {
   std::string id = "node";
-  std::string host = "0.0.0.0";  // address to listen on
+  std::string host = "127.0.0.1";  // address to listen on (beyond the loopback: TLS or --insecure)
   uint16_t port = 0;             // TCP (CAF) and UDP (heartbeats); 0: any free port (printed)
   double memory_mb = 0;          // budget; 0: unlimited
   double cpu_share = 0;          // in-process throttle; 0: none

@@ -9,6 +9,7 @@
 
 #include "actors/ask.h"
 #include "actors/connect.h"
+#include "actors/transport.h"
 #include "messages/transport.h"
 #include "planner/baselines.h"
 #include "planner/json_io.h"
@@ -129,9 +130,9 @@ caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& clus
   std::string failure;
   const auto node = connect_node(system, self, d->host, static_cast<uint16_t>(d->port), timeout, failure);
   if (!node) throw std::runtime_error(where + " is unreachable: " + failure);
-  auto spawned = system.middleman().remote_spawn<caf::actor>(node->id, "planner", caf::make_message(), timeout);
-  if (!spawned) throw std::runtime_error(where + " could not spawn a planner actor: " + system.render(spawned.error()));
-  return *spawned;
+  const Spawned spawned = remote_spawn_actor(system, node->id, "planner", timeout);
+  if (!spawned.actor) throw std::runtime_error(where + " could not spawn a planner actor: " + spawned.error);
+  return spawned.actor;
 }
 
 messages::PlanResult request_plan(caf::actor_system& system, const caf::actor& planner,

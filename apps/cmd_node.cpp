@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "actors/node.h"
+#include "actors/transport.h"
 #include "apps/commands.h"
 
 namespace asteroid::apps {
@@ -68,7 +69,13 @@ void add_node_command(CLI::App& app) {
       ->excludes(freeze)
       ->excludes(hang)
       ->excludes(fail);
-  cmd->callback([options] { std::exit(actors::run_node(*options)); });
+  auto insecure = std::make_shared<bool>(false);
+  cmd->add_flag("--insecure", *insecure,
+                "listen beyond the loopback (connections are neither encrypted nor authenticated; warns)");
+  cmd->callback([options, insecure] {
+    actors::check_plain_listening("node " + options->id, options->host, *insecure);
+    std::exit(actors::run_node(*options));
+  });
 }
 
 }  // namespace asteroid::apps

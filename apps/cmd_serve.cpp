@@ -76,6 +76,7 @@ void add_serve_command(CLI::App& app) {
       ->required();
   cmd->add_option("--listen", o->listen, "HOST:PORT of the API and dashboard (port 0: any free port)")
       ->capture_default_str();
+  cmd->add_flag("--insecure", o->insecure, "let --listen be beyond the loopback (the API has no TLS or token yet; warns)");
   cmd->add_option("--cluster", o->cluster_file, "cluster.json of running nodes");
   cmd->add_option("--env", o->env, "or an emulated preset (A-D) the service brings up in STATE_DIR/cluster and keeps");
   cmd->add_option("--bandwidth", o->bandwidth_mbps, "--env: link bandwidth in Mbit/s (default 1000)")

@@ -18,6 +18,7 @@ void add_node_command(CLI::App& app);      // one device's node process
 void add_cluster_command(CLI::App& app);   // emulated cluster: up, down, exec
 void add_inject_command(CLI::App& app);    // fault injection on an emulated cluster
 void add_chaos_command(CLI::App& app);     // a seeded chaos campaign
+void add_certs_command(CLI::App& app);     // certificates for mutual TLS
 void add_serve_command(CLI::App& app);     // the training service and its clients (submit, jobs, cancel)
 
 }  // namespace asteroid::apps

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   asteroid::apps::add_inject_command(app);
   asteroid::apps::add_chaos_command(app);
   asteroid::apps::add_serve_command(app);
+  asteroid::apps::add_certs_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

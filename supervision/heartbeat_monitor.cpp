@@ -10,6 +10,7 @@
 
 #include "actors/atoms.h"
 #include "actors/heartbeat_datagram.h"
+#include "actors/transport.h"
 #include "messages/transport.h"
 
 namespace asteroid::supervision {
@@ -63,7 +64,7 @@ void reconnect(Self self, const std::string& device) {
   if (address == self->state.addresses.end() || self->state.connecting.count(device)) return;
   self->state.connecting.insert(device);
   const auto timeout = std::max(self->state.reconnect_every, std::chrono::milliseconds(2000));
-  self->request(self->home_system().middleman().actor_handle(), timeout, caf::connect_atom::value,
+  self->request(actors::connection_manager(self->home_system()), timeout, caf::connect_atom::value,
                 address->second.host, static_cast<uint16_t>(address->second.port))
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {

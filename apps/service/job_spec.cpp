@@ -72,7 +72,8 @@ const std::vector<Field>& fields() {
 const std::set<std::string>& owned_by_service() {
   static const std::set<std::string> owned = {"cluster", "env",   "out",        "resume", "job_id",
                                               "metrics", "summary", "checkpoint", "trace",  "weights_out",
-                                              "progress", "data_dir", "threads",  "bandwidth", "cpu_budget"};
+                                              "progress", "data_dir", "threads",  "bandwidth", "cpu_budget",
+                                              "skip_unreachable"};
   return owned;
 }
 

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <cstdio>
 
+#include "actors/transport.h"
 #include "apps/service/dashboard.h"
 #include "apps/service/http.h"
 #include "apps/service/job_queue.h"
@@ -72,14 +73,16 @@ class Service {
  public:
   explicit Service(const ServiceOptions& o) : o_(o), queue_(o.state_dir), signals_(io_, SIGINT, SIGTERM), tick_(io_) {
     for (const auto& s : queue_.skipped) spdlog::warn("serve: skipped a job record that does not load: {}", s);
-    program_ = o.program.empty() ? fs::read_symlink("/proc/self/exe").string() : o.program;
-    prepare_cluster();
-    requeue_interrupted();
+    // The address first: nothing is brought up for a service that may not listen.
     const auto colon = o.listen.rfind(':');
     if (colon == std::string::npos) throw std::invalid_argument("--listen must be HOST:PORT, got '" + o.listen + "'");
     const std::string host = o.listen.substr(0, colon);
+    actors::check_plain_listening("the service's API", host, o.insecure);
     const int port = std::stoi(o.listen.substr(colon + 1));
     if (port < 0 || port > 65535) throw std::invalid_argument("--listen port out of range: " + o.listen);
+    program_ = o.program.empty() ? fs::read_symlink("/proc/self/exe").string() : o.program;
+    prepare_cluster();
+    requeue_interrupted();
     HttpServer::Limits limits;
     limits.max_body = o.max_body;
     limits.max_connections = o.max_connections;

@@ -259,6 +259,9 @@ std::vector<std::string> node_argv(const std::vector<std::string>& node_cmd, con
                                n.listen_host, std::string("--id"), n.id, std::string("--memory-mb"),
                                format_double(n.memory_mb)})
     argv.push_back(a);
+  // Emulated devices listen inside the test bed (loopback or the cluster's
+  // own namespaces) and do not run TLS yet (docs/security.md).
+  if (n.listen_host.rfind("127.", 0) != 0) argv.push_back("--insecure");
   if (cpu_mechanism == "throttle" && n.base_share > 0) {
     argv.push_back("--cpu-share");
     argv.push_back(format_double(n.base_share));
