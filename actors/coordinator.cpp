@@ -76,7 +76,7 @@ struct Coordinator::Impl {
   // /metrics: waiting is the rest).
   struct DeviceTally {
     double compute_s = 0, send_s = 0, all_reduce_s = 0, in_rounds_s = 0;
-    uint64_t sent_bytes = 0;
+    std::map<wire_codec::Codec, uint64_t> sent_bytes;  // by the codec of what was sent
   };
   std::map<std::string, DeviceTally> tally;
   // The trace events of the latest rounds (status(): the last committed
@@ -441,7 +441,7 @@ struct Coordinator::Impl {
                 const double s = (e.end_us - e.start_us) / 1e6;
                 if (e.kind == messages::TraceKind::send) {
                   t.send_s += s;
-                  t.sent_bytes += e.bytes;
+                  t.sent_bytes[e.codec] += e.bytes;
                 } else if (e.kind == messages::TraceKind::all_reduce) {
                   t.all_reduce_s += s;
                 }
@@ -522,8 +522,10 @@ struct Coordinator::Impl {
     s["devices"] = devices;
     nlohmann::json times = nlohmann::json::object();
     for (const auto& [id, t] : tally) {
-      times[id] = {{"compute_s", t.compute_s},   {"send_s", t.send_s},         {"all_reduce_s", t.all_reduce_s},
-                   {"in_rounds_s", t.in_rounds_s}, {"sent_bytes", t.sent_bytes}};
+      nlohmann::json sent = nlohmann::json::object();
+      for (const auto& [codec, bytes] : t.sent_bytes) sent[wire_codec::codec_name(codec)] = bytes;
+      times[id] = {{"compute_s", t.compute_s},     {"send_s", t.send_s}, {"all_reduce_s", t.all_reduce_s},
+                   {"in_rounds_s", t.in_rounds_s}, {"sent_bytes", sent}};
     }
     s["device_times"] = times;
     if (ledger.committed()) {

@@ -787,10 +787,21 @@ class StageMember {
     } else {
       self_->send(to, std::move(wire));
     }
-    record(TraceKind::send, mb, start, now_us(), bytes);
+    wire_codec::Codec codec = wire_codec::Codec::fp32;
+    std::visit(
+        [&](const auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, Activation> || std::is_same_v<T, Gradient> ||
+                        std::is_same_v<T, messages::ReduceChunk>) {
+            if (const auto c = messages::codec_of(m.tensor.dtype)) codec = *c;
+          }
+        },
+        message);
+    record(TraceKind::send, mb, start, now_us(), bytes, codec);
   }
 
-  void record(TraceKind kind, int mb, int64_t start, int64_t end, uint64_t bytes) {
+  void record(TraceKind kind, int mb, int64_t start, int64_t end, uint64_t bytes,
+              wire_codec::Codec codec = wire_codec::Codec::fp32) {
     if (!a_.trace) return;
     TraceEvent e;
     e.kind = kind;
@@ -801,6 +812,7 @@ class StageMember {
     e.start_us = start;
     e.end_us = end;
     e.bytes = bytes;
+    e.codec = codec;
     events_.push_back(e);
   }
 

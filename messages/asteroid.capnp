@@ -225,6 +225,7 @@ struct TraceEvent {
   startUs @5 :Int64;
   endUs @6 :Int64;
   bytes @7 :UInt64;
+  codec @8 :UInt8;              # send: the wire codec of its tensor (0 fp32, 1 fp16, 2 bf16, 3 int8, 4 int4)
 
   enum Kind {
     forward @0;

@@ -181,6 +181,7 @@ struct Encoder {
       b.setStartUs(e.start_us);
       b.setEndUs(e.end_us);
       b.setBytes(e.bytes);
+      b.setCodec(static_cast<uint8_t>(e.codec));
     }
   }
   void operator()(const Error& m) {
@@ -650,6 +651,7 @@ class Reader {
           t.start_us = e.getStartUs();
           t.end_us = e.getEndUs();
           t.bytes = e.getBytes();
+          t.codec = enumeration(static_cast<uint16_t>(e.getCodec()), wire_codec::Codec::int4, "metrics.events.codec");
           m.events.push_back(t);
         }
         return m;

@@ -163,6 +163,7 @@ struct TraceEvent {
   uint32_t microbatch = 0;
   int64_t start_us = 0, end_us = 0;
   uint64_t bytes = 0;
+  wire_codec::Codec codec = wire_codec::Codec::fp32;  // send: how its tensor was encoded
 };
 
 struct Metrics {

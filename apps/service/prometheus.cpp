@@ -128,12 +128,17 @@ std::string prometheus_text(const std::map<std::string, Job>& all, const std::ve
                                              num(v, "all_reduce_s")));
             });
           });
-  per_job("asteroid_device_sent_bytes_total", "counter", "Bytes a device's stage members put on the wire.",
+  per_job("asteroid_device_sent_bytes_total", "counter",
+          "Bytes a device's stage members put on the wire, by the codec of the tensors sent.",
           [](Family& f, const WatchedJob& w, const Labels& l) {
             for_devices(w, "device_times", [&](const std::string& device, const nlohmann::json& v) {
-              Labels dl = l;
-              dl.emplace_back("device", device);
-              f.sample(dl, num(v, "sent_bytes"));
+              if (!v.contains("sent_bytes") || !v["sent_bytes"].is_object()) return;
+              for (const auto& [codec, bytes] : v["sent_bytes"].items()) {
+                Labels dl = l;
+                dl.emplace_back("device", device);
+                dl.emplace_back("codec", codec);
+                f.sample(dl, bytes.is_number() ? bytes.get<double>() : 0);
+              }
             });
           });
   per_job("asteroid_stage_link_codec_info", "gauge",

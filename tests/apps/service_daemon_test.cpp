@@ -348,6 +348,8 @@ TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
   EXPECT_EQ(done["plan"].dump().find("\"" + victim + "\""), std::string::npos) << done["plan"].dump();
   const std::string metrics = http_call(daemon.url(), "GET", "/metrics").body;
   EXPECT_NE(metrics.find("asteroid_failures_total{job=\"" + id + "\"} "), std::string::npos);
+  const std::regex sent("asteroid_device_sent_bytes_total\\{job=\"" + id + "\",device=\"[a-d]\",codec=\"(fp32|int8)\"\\} [1-9]");
+  EXPECT_TRUE(std::regex_search(metrics, sent)) << "a pipeline's activations, by codec:\n" << metrics;
 
   // The device stays down: the next job runs on the others.
   const std::string next = daemon.submit(small_job(20));

@@ -182,7 +182,7 @@ TEST(Prometheus, TheExpositionIsValidTextFormat) {
   std::ofstream(dir.file("status.json")) << nlohmann::json{
       {"phase", "training"},
       {"devices", {{"a", "in use"}, {"b \"quoted\"", "lost"}}},
-      {"device_times", {{"a", {{"compute_s", 1.5}, {"send_s", 0.5}, {"all_reduce_s", 0.0}, {"in_rounds_s", 3.0}, {"sent_bytes", 1000}}}}},
+      {"device_times", {{"a", {{"compute_s", 1.5}, {"send_s", 0.5}, {"all_reduce_s", 0.0}, {"in_rounds_s", 3.0}, {"sent_bytes", {{"int8", 1000}, {"fp32", 24}}}}}}},
       {"heartbeat_round_trips", {{"a", {{"sum_ms", 12.0}, {"count", 4}, {"last_ms", 3.0}}}}},
       {"device_scale", {{"a", 1.25}}},
       {"plan", {{"stages", {{{"layers", {0, 2}}, {"to_next_codec", "int8"}}, {{"layers", {2, 6}}}}}}},
@@ -202,6 +202,8 @@ TEST(Prometheus, TheExpositionIsValidTextFormat) {
   EXPECT_NE(text.find("asteroid_rounds_committed_total{job=\"" + job.id + "\"} 3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("asteroid_device_wait_seconds_total{job=\"" + job.id + "\",device=\"a\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("asteroid_device_up{job=\"" + job.id + "\",device=\"b \\\"quoted\\\"\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("asteroid_device_sent_bytes_total{job=\"" + job.id + "\",device=\"a\",codec=\"int8\"} 1000\n"),
+            std::string::npos);
   EXPECT_NE(text.find("asteroid_recovery_seconds_bucket{job=\"" + job.id + "\",le=\"2\"} 1\n"), std::string::npos)
       << "1.8 s from the failure to round 2";
   EXPECT_NE(text.find("asteroid_recovery_seconds_bucket{job=\"" + job.id + "\",le=\"1\"} 0\n"), std::string::npos);

@@ -138,7 +138,9 @@ std::vector<Message> one_of_each_kind() {
   RoundControl c{ControlKind::done, 12, 3.5, 16, 11, 2, 1};
   Heartbeat h{"nano-0", 99, 1700000000123456, {"tx2-1"}};
   NodeInfo n{"nx-0", 4242, 8ull << 30, 0.75, 1700000000000001, {"fmnist-cnn", "bert-small"}, 123456789, 3};
-  Metrics m{2, 1, 12, {{TraceKind::backward, 2, 1, 12, 3, 100, 250, 4096}, {TraceKind::send, 2, 1, 12, 3, 250, 260, 8}},
+  Metrics m{2, 1, 12,
+            {{TraceKind::backward, 2, 1, 12, 3, 100, 250, 4096},
+             {TraceKind::send, 2, 1, 12, 3, 250, 260, 8, wire_codec::Codec::int8}},
             123456789, 98765};
   Error e{ErrorCode::out_of_memory, "stage needs 5 GiB, node has 4 GiB"};
   ProfileRequest pr{"fmnist-resnet", {1, 2, 4, 64}, 5};
@@ -505,6 +507,13 @@ TEST(Codec, OverlongListIsRejectedByItsLength) {
   auto decoded = decode_copy(bytes.data(), bytes.size(), limits);
   ASSERT_FALSE(decoded.ok());
   EXPECT_NE(decoded.error.find("metrics.events"), std::string::npos) << decoded.error;
+}
+
+TEST(Codec, ATraceEventWithAnUnknownCodecIsRejected) {
+  auto bytes = handmade([](wire::Envelope::Builder env) { env.initMetrics().initEvents(1)[0].setCodec(9); });
+  auto decoded = decode_copy(bytes.data(), bytes.size(), DecodeLimits{});
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_NE(decoded.error.find("metrics.events.codec"), std::string::npos) << decoded.error;
 }
 
 // A tensor written by hand: `data_bytes` zero bytes, then `scales` when
