@@ -358,16 +358,30 @@ TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
   EXPECT_EQ(after["plan"].dump().find("\"" + victim + "\""), std::string::npos) << after["plan"].dump();
 }
 
+// A service on two nodes with a job far longer than any test (one epoch),
+// which the test watches and then cancels.
+struct ServedJob {
+  LocalNodes nodes{{"a", "b"}};
+  TempDir dir{"asteroid-serve"};
+  Daemon daemon{dir.file("state"), cluster_file(dir, nodes)};
+  std::string id = daemon.submit(small_job(100000));
+
+  bool under_way() const { return daemon.wait_round(id, 3, std::chrono::seconds(240)) >= 3; }
+  void cancel() const {
+    EXPECT_EQ(http_call(daemon.url(), "DELETE", "/jobs/" + id).status, 202);
+    EXPECT_EQ(daemon.wait_final(id, std::chrono::seconds(120)).value("state", ""), "cancelled");
+  }
+};
+
 // A real Prometheus server (Debian's prometheus) scrapes the service with
 // its own configuration; its query API then has a positive round counter.
 TEST(Service, APrometheusServerScrapesIt) {
   const std::string prometheus = testbed::find_executable("prometheus");
   if (prometheus.empty()) GTEST_SKIP() << "prometheus not installed (apt-get install prometheus; scripts/test.sh does)";
-  LocalNodes nodes({"a", "b"});
-  TempDir dir("asteroid-serve");
-  Daemon daemon(dir.file("state"), cluster_file(dir, nodes));
-  const std::string id = daemon.submit(small_job(100000));
-  ASSERT_GE(daemon.wait_round(id, 3, std::chrono::seconds(240)), 3) << daemon.log();
+  const ServedJob served;
+  ASSERT_TRUE(served.under_way()) << served.daemon.log();
+  const Daemon& daemon = served.daemon;
+  const TempDir& dir = served.dir;
 
   const std::string target = daemon.url().substr(std::string("http://").size());
   std::ofstream(dir.file("prometheus.yml")) << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -397,8 +411,7 @@ TEST(Service, APrometheusServerScrapesIt) {
   EXPECT_TRUE(scraped) << tail_of(dir.file("prometheus.log"));
   EXPECT_GT(rounds, 0);
   server.stop();
-  EXPECT_EQ(http_call(daemon.url(), "DELETE", "/jobs/" + id).status, 202);
-  EXPECT_EQ(daemon.wait_final(id, std::chrono::seconds(120)).value("state", ""), "cancelled");
+  served.cancel();
 }
 
 // The dashboard in headless Chromium (Debian's chromium): the round it
@@ -407,11 +420,11 @@ TEST(Service, APrometheusServerScrapesIt) {
 TEST(Service, TheDashboardShowsTheRoundAdvancing) {
   const std::string chromium = testbed::find_executable("chromium");
   if (chromium.empty()) GTEST_SKIP() << "chromium not installed (apt-get install chromium; scripts/test.sh does)";
-  LocalNodes nodes({"a", "b"});
-  TempDir dir("asteroid-serve");
-  Daemon daemon(dir.file("state"), cluster_file(dir, nodes));
-  const std::string id = daemon.submit(small_job(100000));
-  ASSERT_GE(daemon.wait_round(id, 3, std::chrono::seconds(240)), 3) << daemon.log();
+  const ServedJob served;
+  ASSERT_TRUE(served.under_way()) << served.daemon.log();
+  const Daemon& daemon = served.daemon;
+  const TempDir& dir = served.dir;
+  const std::string& id = served.id;
 
   auto browse = [&](const std::vector<std::string>& what) {
     std::vector<std::string> argv = {chromium,         "--headless",        "--no-sandbox",
@@ -445,8 +458,7 @@ TEST(Service, TheDashboardShowsTheRoundAdvancing) {
   const auto shot = browse({"--screenshot=" + out.string()});
   EXPECT_TRUE(fs::exists(out) && fs::file_size(out) > 10000) << shot.out << shot.err;
   std::printf("dashboard screenshot: %s\n", out.c_str());
-  EXPECT_EQ(http_call(daemon.url(), "DELETE", "/jobs/" + id).status, 202);
-  EXPECT_EQ(daemon.wait_final(id, std::chrono::seconds(120)).value("state", ""), "cancelled");
+  served.cancel();
 }
 
 }  // namespace
