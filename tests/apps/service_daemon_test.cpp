@@ -121,11 +121,15 @@ class Daemon {
   testbed::Subprocess process_;
 };
 
-// A small job that starts quickly: fmnist-cnn, short profile, no probe.
+// A small job that starts quickly: fmnist-cnn, short profile, no probe. A
+// heartbeat deadline of 2 s: several coordinators and nodes share the
+// machine's two cores with other tests, and a job whose plan is one device
+// cannot survive a false verdict on it.
 nlohmann::json small_job(int64_t rounds) {
-  return {{"model", "fmnist-cnn"},   {"rounds", rounds},        {"probe_rounds", 0},
-          {"profile_batches", "8,32"}, {"profile_repeats", 1},    {"adapt", "off"},
-          {"no_plots", true},          {"checkpoint_every", 50}, {"test_samples", 500}};
+  return {{"model", "fmnist-cnn"},      {"rounds", rounds},        {"probe_rounds", 0},
+          {"profile_batches", "8,32"},  {"profile_repeats", 1},    {"adapt", "off"},
+          {"no_plots", true},           {"checkpoint_every", 50}, {"test_samples", 500},
+          {"heartbeat_deadline", 2000}};
 }
 
 std::string cluster_file(const TempDir& dir, const LocalNodes& nodes) {
