@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -38,6 +40,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kTick = std::chrono::milliseconds(250);
+constexpr auto kNodeCheckEvery = std::chrono::seconds(5);
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -236,6 +239,7 @@ class Service {
   }
 
   void tick() {
+    if (Clock::now() - nodes_checked_ >= kNodeCheckEvery) check_nodes();
     for (auto it = running_.begin(); it != running_.end();) {
       Running& r = it->second;
       r.watch.refresh();
@@ -267,6 +271,45 @@ class Service {
     tick_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) tick();
     });
+  }
+
+  // Whether each device's node is up, whatever job uses it: an emulated
+  // cluster's by its processes (their addresses are inside its own
+  // namespaces), running nodes by a TCP connection within 1 s, made on the
+  // io_context like everything else here (nothing waits for it).
+  void check_nodes() {
+    nodes_checked_ = Clock::now();
+    if (!emulated_dir_.empty()) {
+      try {
+        for (const auto& n : testbed::EmulatedCluster::attach(emulated_dir_).status().nodes)
+          node_state_[n.id] = n.state == "running" ? "up" : n.state == "frozen" ? "frozen" : "down";
+      } catch (const std::exception& e) {
+        spdlog::warn("serve: cannot read the emulated cluster's state: {}", e.what());
+      }
+      return;
+    }
+    for (const auto& d : cluster_.devices) {
+      if (d.host.empty() || d.port <= 0) continue;
+      auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+      boost::system::error_code ec;
+      const auto address = asio::ip::make_address(d.host, ec);
+      if (ec) {
+        node_state_[d.id] = "down";  // a host name: not resolved here (the jobs do)
+        continue;
+      }
+      const std::string id = d.id;
+      socket->async_connect({address, static_cast<uint16_t>(d.port)},
+                            [this, id, socket, timer](const boost::system::error_code& error) {
+                              timer->cancel();
+                              node_state_[id] = error ? "down" : "up";
+                              boost::system::error_code ignored;
+                              socket->close(ignored);
+                            });
+      timer->async_wait([socket](const boost::system::error_code& error) {
+        if (!error) socket->cancel();  // no answer in time: the connect ends as down
+      });
+    }
   }
 
   void ended(const std::string& id, Running& r) {
@@ -493,8 +536,15 @@ class Service {
     // Health and speed as the running jobs see them.
     nlohmann::json devices = nlohmann::json::array();
     for (const auto& d : cluster_.devices) {
-      nlohmann::json dev = {{"id", d.id}, {"host", d.host}, {"port", d.port}, {"memory_mb", d.memory_mb},
-                            {"health", "unknown"}, {"speed_scale", nullptr}, {"job", nullptr}};
+      const auto state = node_state_.find(d.id);
+      nlohmann::json dev = {{"id", d.id},
+                            {"host", d.host},
+                            {"port", d.port},
+                            {"memory_mb", d.memory_mb},
+                            {"node", state == node_state_.end() ? "unknown" : state->second},
+                            {"health", "unknown"},
+                            {"speed_scale", nullptr},
+                            {"job", nullptr}};
       for (const auto& [id, r] : running_) {
         const auto& s = r.watch.status();
         if (!s.is_object()) continue;
@@ -528,6 +578,8 @@ class Service {
   std::vector<std::string> device_ids_;
   std::map<std::string, Running> running_;
   std::deque<std::pair<std::string, JobWatch>> finished_;
+  std::map<std::string, std::string> node_state_;  // device -> up | down | frozen (check_nodes)
+  Clock::time_point nodes_checked_{};
   bool stopping_ = false;
 };
 

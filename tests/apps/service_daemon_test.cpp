@@ -163,6 +163,15 @@ TEST(Service, SubmitWatchCancelAndResubmit) {
 
   EXPECT_NE(http_call(daemon.url(), "GET", "/").body.find("<title>Asteroid"), std::string::npos);
   EXPECT_EQ(daemon.get("/cluster")["devices"].size(), 3u);
+  EXPECT_TRUE(eventually(
+      [&] {
+        const auto cluster = daemon.get("/cluster");
+        for (const auto& d : cluster["devices"])
+          if (d.value("node", "") != "up") return false;
+        return true;
+      },
+      std::chrono::seconds(30)))
+      << daemon.get("/cluster").dump();
   const auto bad = http_call(daemon.url(), "POST", "/jobs", R"({"model": "fmnist-cnn", "batch": "big"})");
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(nlohmann::json::parse(bad.body).value("field", ""), "batch") << bad.body;
@@ -312,6 +321,8 @@ TEST(Service, OnAnEmulatedPresetItKeepsTheClusterUntilItStops) {
     const auto cluster = daemon.get("/cluster");
     EXPECT_TRUE(cluster.value("emulated", false));
     EXPECT_EQ(cluster["devices"].size(), 4u);
+    EXPECT_TRUE(eventually([&] { return daemon.get("/cluster")["devices"][0].value("node", "") == "up"; },
+                           std::chrono::seconds(30)));
     const std::string id = daemon.submit(small_job(30));
     const auto done = daemon.wait_final(id, std::chrono::seconds(300));
     ASSERT_EQ(done.value("state", ""), "finished") << done.dump() << daemon.log();
@@ -345,6 +356,14 @@ TEST(Service, ADeviceKilledUnderAServedJobIsRecovered) {
   ASSERT_GE(plan["stages"].size(), 2u) << plan.dump();
   const std::string victim = plan["stages"][1]["devices"][0]["id"].get<std::string>();
   nodes.process(victim).signal(SIGKILL);
+  const auto node_of = [&](const std::string& device) {
+    const auto cluster = daemon.get("/cluster");
+    for (const auto& d : cluster["devices"])
+      if (d.value("id", "") == device) return d.value("node", "");
+    return std::string();
+  };
+  EXPECT_TRUE(eventually([&] { return node_of(victim) == "down"; }, std::chrono::seconds(30)))
+      << "the service sees " << victim << " down: " << daemon.get("/cluster").dump();
   const auto done = daemon.wait_final(id, std::chrono::seconds(300));
   ASSERT_EQ(done.value("state", ""), "finished") << done.dump() << daemon.log();
   EXPECT_GE(done.value("failures", 0), 1);
