@@ -225,6 +225,20 @@ TEST(ChaosCampaign, EightFaultsLoseNoRoundAndChangeNoLoss) {
     EXPECT_EQ(chaos[i].round, i);
     EXPECT_NEAR(chaos[i].loss, reference[i].loss, 1e-4 * std::abs(reference[i].loss)) << "round " << i;
   }
+  if (HasFailure()) {
+    // What to look at: the plans and the rounds they started from, in both runs.
+    for (const char* run : {"/chaos/metrics.jsonl", "/reference/metrics.jsonl"}) {
+      std::ifstream in(out + run);
+      std::string line, events;
+      while (std::getline(in, line)) {
+        const auto j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_object() || !j.contains("event") || j.value("event", "") == "device_speed") continue;
+        events += j.value("event", "") + " from_round=" + (j.contains("from_round") ? j["from_round"].dump() : "-") +
+                  ": " + j.value("text", "") + "\n";
+      }
+      ADD_FAILURE() << run << " events:\n" << events;
+    }
+  }
   // The faults happened and were recovered from.
   int injected = 0;
   for (const auto& f : report["injected"]) injected += f.value("ok", false);
