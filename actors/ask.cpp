@@ -6,6 +6,7 @@
 #include <map>
 
 #include "actors/atoms.h"
+#include "actors/transport.h"
 #include "messages/transport.h"
 
 namespace asteroid::actors {
@@ -92,7 +93,7 @@ std::vector<AskAnswer> ask_each(caf::scoped_actor& self, const std::vector<caf::
 std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, const messages::Message& request,
                                      std::chrono::milliseconds timeout, std::string& failure,
                                      const LossHandler& on_lost) {
-  return ask(self, to, caf::make_message(messages::to_wire(request)), timeout, failure, on_lost);
+  return ask(self, to, caf::make_message(wire_for(self->home_system(), to, request)), timeout, failure, on_lost);
 }
 
 std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, caf::message request,
@@ -106,8 +107,9 @@ std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& 
 std::vector<AskAnswer> ask_all(caf::scoped_actor& self, const std::vector<caf::actor>& to,
                                const messages::Message& request, std::chrono::milliseconds timeout,
                                const LossHandler& on_lost) {
-  const caf::message message = caf::make_message(messages::to_wire(request));
-  return ask_each(self, to, std::vector<caf::message>(to.size(), message), timeout, on_lost);
+  std::vector<caf::message> messages;
+  for (const auto& target : to) messages.push_back(caf::make_message(wire_for(self->home_system(), target, request)));
+  return ask_each(self, to, std::move(messages), timeout, on_lost);
 }
 
 }  // namespace asteroid::actors

@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 
+#include "planner/types.h"
+
 namespace asteroid::actors {
 
 struct NodeHandle {
@@ -20,9 +22,12 @@ struct NodeHandle {
   caf::actor actor;
 };
 
-// The node published at host:port, or nullopt with `failure` saying why
-// (CAF's error, a timeout, or nothing published there).
-std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self, const std::string& host,
-                                       uint16_t port, std::chrono::milliseconds timeout, std::string& failure);
+// The node of `device` (published at its host and port; with TLS through
+// a route that checks the device's certificate, actors/transport.h), or
+// nullopt with `failure` saying why (CAF's error, a TLS refusal, a timeout,
+// or nothing published there).
+std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self,
+                                       const planner::Device& device, std::chrono::milliseconds timeout,
+                                       std::string& failure);
 
 }  // namespace asteroid::actors

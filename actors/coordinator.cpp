@@ -148,7 +148,7 @@ struct Coordinator::Impl {
     Node node;
     node.device = &d;
     std::string failure;
-    const auto reached = connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
+    const auto reached = connect_node(system, self, d, timeout, failure);
     const std::string where = "device '" + id + "' at " + address_of(d);
     if (!reached) throw JobError(where + " is unreachable: " + failure);
     node.id = reached->id;
@@ -1048,7 +1048,7 @@ struct Coordinator::Impl {
   void release_superseded() {
     release_due = false;
     for (const auto& [id, node] : nodes)
-      self->send(node.actor, messages::to_wire(messages::Release{spec.job_id, ranges_kept_by(id)}));
+      self->send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, ranges_kept_by(id)}));
   }
 
   // All nodes at once, answers within the connect timeout; nodes known to
@@ -1058,7 +1058,7 @@ struct Coordinator::Impl {
     size_t asked = 0;
     for (const auto& [id, node] : nodes) {
       if (dead_actors.count(node.actor.address()) || reported_lost.count(id)) continue;
-      self->send(node.actor, messages::to_wire(messages::Release{spec.job_id, {}}));
+      self->send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, {}}));
       ++asked;
     }
     const auto deadline = Clock::now() + spec.connect_timeout;
@@ -1150,7 +1150,7 @@ void Coordinator::reconnect(const std::string& device, std::optional<std::chrono
 void Coordinator::probe_speed(const std::string& device, const messages::ProfileRequest& request) {
   auto node = impl_->nodes.find(device);
   if (node == impl_->nodes.end() || impl_->reported_lost.count(device) || !impl_->probing.insert(device).second) return;
-  impl_->self->send(node->second.actor, messages::to_wire(request));
+  impl_->self->send(node->second.actor, wire_for(impl_->system, node->second.actor, request));
 }
 
 std::map<std::string, planner::Profile> Coordinator::take_probes() {

@@ -149,24 +149,51 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
 // not an error: traffic to it then takes CAF's own route; the reply lists
 // such peers for the coordinator's log.
 messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& node, const messages::Peers& peers) {
-  using Handle = decltype(self->request(connection_manager(self->home_system()), std::chrono::seconds(5),
-                                        caf::connect_atom::value, std::string(), uint16_t{0}));
-  std::vector<std::pair<const messages::Peer*, Handle>> pending;
-  for (const auto& peer : peers.peers) {
-    if (peer.device_id == node.node_id) continue;
-    pending.emplace_back(&peer, self->request(connection_manager(self->home_system()), std::chrono::seconds(5),
-                                              caf::connect_atom::value, peer.host, peer.port));
-  }
+  auto& system = self->home_system();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  std::vector<const messages::Peer*> todo;
+  for (const auto& peer : peers.peers)
+    if (peer.device_id != node.node_id) todo.push_back(&peer);
   std::string failed;
-  for (auto& [peer, handle] : pending) {
-    handle.receive([](const caf::node_id&, caf::strong_actor_ptr&, const std::set<std::string>&) {},
-                   [&, peer = peer](caf::error& e) {
-                     failed += (failed.empty() ? "" : ", ") + peer->device_id + " at " + peer->host + ":" +
-                               std::to_string(peer->port) + " (" + self->home_system().render(e) + ")";
-                   });
+  for (int attempt = 1; !todo.empty(); ++attempt) {
+    std::vector<Endpoint> endpoints;
+    for (const auto* peer : todo) endpoints.push_back(caf_endpoint(system, peer->host, peer->port, peer->device_id));
+    for (const auto& endpoint : endpoints) wait_ready(endpoint, deadline);
+    const auto left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 deadline - std::chrono::steady_clock::now()));
+    using Handle = decltype(self->request(connection_manager(system), left, caf::connect_atom::value, std::string(),
+                                          uint16_t{0}));
+    std::vector<Handle> pending;
+    for (const auto& to : endpoints)
+      pending.push_back(self->request(connection_manager(system), left, caf::connect_atom::value, to.host, to.port));
+    std::vector<const messages::Peer*> again;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      const auto* peer = todo[i];
+      pending[i].receive(
+          [](const caf::node_id&, caf::strong_actor_ptr&, const std::set<std::string>&) {},
+          [&](caf::error& e) {
+            if (retry_connect(e) && attempt < 3 && std::chrono::steady_clock::now() < deadline) {
+              again.push_back(peer);
+              return;
+            }
+            failed += (failed.empty() ? "" : ", ") + peer->device_id + " at " + peer->host + ":" +
+                      std::to_string(peer->port) + " (" +
+                      connect_failure(system, peer->host, peer->port, system.render(e)) + ")";
+          });
+    }
+    todo = std::move(again);
   }
   if (!failed.empty()) spdlog::warn("node {}: no direct connection yet to {}", node.node_id, failed);
   return messages::Peers{};
+}
+
+// What only an authenticated coordinator may ask of a node (with TLS).
+bool is_control(const messages::Message& message) {
+  return std::holds_alternative<messages::ProfileRequest>(message) ||
+         std::holds_alternative<messages::Peers>(message) ||
+         std::holds_alternative<messages::ReplicaRequest>(message) ||
+         std::holds_alternative<messages::KeptRequest>(message) ||
+         std::holds_alternative<messages::ModelFile>(message) || std::holds_alternative<messages::Release>(message);
 }
 
 // The published actor of a node: answers hello, heartbeats, link probes and
@@ -175,7 +202,12 @@ messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& no
 // reach it only from a monitor on the actor transport; the default ones are
 // datagrams, answered by the node's HeartbeatResponder (run_node).
 void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
-  auto answer = [&](messages::Message&& message) -> messages::Message {
+  auto answer = [&](messages::Message&& message, const std::string& authorization) -> messages::Message {
+    if (is_control(message) && !node->authorized(authorization, std::string("take a ") + messages::kind_name(message))) {
+      return messages::Error{messages::ErrorCode::invalid_request,
+                             "node " + node->node_id + " takes " + messages::kind_name(message) +
+                                 " messages only from an authenticated coordinator"};
+    }
     return std::visit(
         [&](auto& m) -> messages::Message {
           using T = std::decay_t<decltype(m)>;
@@ -232,7 +264,7 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
         auto sender = caf::actor_cast<caf::actor>(self->current_sender());
         auto decoded = messages::from_wire(std::move(wire));
         messages::Message reply =
-            decoded.ok() ? answer(std::move(*decoded.message))
+            decoded.ok() ? answer(std::move(*decoded.message), decoded.authorization)
                          : messages::Error{messages::ErrorCode::invalid_message, decoded.error};
         if (is_request) {
           self->make_response_promise<messages::WireMessage>().deliver(messages::to_wire(reply));
@@ -241,6 +273,12 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
         }
       },
       [&](caf::exit_msg& exit) {
+        // Only run_node stops the node, on its signal; an exit message from
+        // anywhere else is a control message nobody may send.
+        if (!node->stopping) {
+          node->refuse("stop (" + self->home_system().render(exit.reason) + ")");
+          return;
+        }
         self->fail_state(exit.reason);
         running = false;
       });
@@ -279,14 +317,42 @@ int run_node(const NodeOptions& options) {
     spdlog::error("asteroid node {}: {}", options.id, e.what());
     return 1;
   }
-  AsteroidConfig config(SystemOptions{}, node);
+  SystemOptions system_options;
+  if (!options.tls_dir.empty()) {
+    try {
+      system_options.tls = std::make_shared<TlsTransport>(TlsIdentity{options.tls_dir, options.id, options.allow});
+    } catch (const std::exception& e) {
+      spdlog::error("asteroid node {}: {}", options.id, e.what());
+      return 1;
+    }
+    node->control_token = system_options.tls->control_token();
+  }
+  TlsTransport* tls = system_options.tls.get();
+  AsteroidConfig config(system_options, node);
   caf::actor_system system(config);
   auto actor = system.spawn(node_actor, node);
-  // TCP (CAF) and UDP (heartbeats, heartbeat_datagram.h) on the same port
-  // number, the UDP side up before the node says it listens, so a monitor
-  // never misses the first heartbeat. With port 0 the TCP port is any free
-  // one, and its number may be taken on UDP (by another process's
-  // heartbeat socket): then another port is tried.
+  auto stop = [&] {
+    node->stopping = true;
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  };
+  // With TLS, CAF listens on the loopback and the public port is the TLS
+  // gateway's (actors/tls.h).
+  uint16_t caf_port = 0;
+  if (tls) {
+    const Published published = publish_actor(system, actor, 0, "127.0.0.1");
+    if (!published.error.empty()) {
+      spdlog::error("asteroid node {}: cannot listen on the loopback: {}", options.id, published.error);
+      stop();
+      return 1;
+    }
+    caf_port = published.port;
+  }
+  // The public port (CAF's or the gateway's) and UDP (heartbeats,
+  // heartbeat_datagram.h) on the same port number, the UDP side up before
+  // the node says it listens, so a monitor never misses the first
+  // heartbeat. With port 0 the TCP port is any free one, and its number may
+  // be taken on UDP (by another process's heartbeat socket): then another
+  // port is tried.
   std::weak_ptr<PeerWatch> watch = node->peer_watch;
   auto unreachable = [watch] {
     auto w = watch.lock();
@@ -295,34 +361,48 @@ int run_node(const NodeOptions& options) {
   std::unique_ptr<HeartbeatResponder> heartbeats;
   uint16_t port = 0;
   for (int attempt = 1; !heartbeats; ++attempt) {
-    const Published published = publish_actor(system, actor, options.port, options.host);
-    if (!published.error.empty()) {
-      spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port,
-                    published.error);
-      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    std::string error;
+    if (tls) {
+      try {
+        port = tls->serve(options.host, options.port, caf_port);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    } else {
+      const Published published = publish_actor(system, actor, options.port, options.host);
+      port = published.port;
+      error = published.error;
+    }
+    if (!error.empty()) {
+      spdlog::error("asteroid node {}: cannot listen on {}:{}: {}", options.id, options.host, options.port, error);
+      stop();
       return 1;
     }
-    port = published.port;
     try {
       heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable);
     } catch (const std::exception& e) {
       if (options.port == 0 && attempt < 8) {
         spdlog::info("asteroid node {}: {}; trying another port", options.id, e.what());
-        unpublish_actor(system, actor, port);
+        if (tls) {
+          tls->stop_serving(port);
+        } else {
+          unpublish_actor(system, actor, port);
+        }
         continue;
       }
       spdlog::error("asteroid node {}: {}", options.id, e.what());
-      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      stop();
       return 1;
     }
   }
-  std::printf("asteroid node %s listening on %s:%u\n", options.id.c_str(), options.host.c_str(), port);
+  std::printf("asteroid node %s listening on %s:%u%s\n", options.id.c_str(), options.host.c_str(), port,
+              tls ? " (mutual TLS)" : "");
   std::fflush(stdout);
 
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("node {}: signal {}, shutting down", options.id, signal);
-  caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  stop();
   node->stop_stages();
   return 0;
 }

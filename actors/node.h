@@ -1,19 +1,31 @@
 // A node: the process that runs on one device. It publishes a node actor
 // (answers hello with its NodeInfo, profiles models on request) and hosts
-// the stage actors coordinators remote-spawn on it, and answers heartbeat
+// the stage actors coordinators remote-spawn on it; with TLS only an
+// authenticated coordinator may spawn there or send it control messages
+// (profile, peers, replica and kept-state requests, models, releases), and
+// it stops only on its own signal, never on a message. It answers heartbeat
 // datagrams on UDP at its port number (actors/heartbeat_datagram.h), with the
 // pipeline peers it cannot reach (actors/peer_watch.h). It keeps
 // running between jobs and shuts down cleanly on SIGTERM or SIGINT.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
+
+#include "actors/tls.h"
 
 namespace asteroid::actors {
 
 struct NodeOptions {
   std::string id = "node";
   std::string host = "127.0.0.1";  // address to listen on (beyond the loopback: TLS or --insecure)
+  // Mutual TLS (actors/tls.h): DIR/ca.pem, DIR/<id>.pem, DIR/<id>.key;
+  // empty: plain TCP. `allow`: who may connect (nullopt: everyone the
+  // authority certified).
+  std::string tls_dir;
+  std::optional<std::vector<AllowEntry>> allow;
   uint16_t port = 0;             // TCP (CAF) and UDP (heartbeats); 0: any free port (printed)
   double memory_mb = 0;          // budget; 0: unlimited
   double cpu_share = 0;          // in-process throttle; 0: none

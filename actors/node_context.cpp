@@ -1,6 +1,7 @@
 #include "actors/node_context.h"
 
 #include <caf/send.hpp>
+#include <openssl/crypto.h>
 
 #include "compute/model_zoo.h"
 #include <spdlog/spdlog.h>
@@ -150,7 +151,27 @@ messages::NodeInfo NodeContext::info() const {
   std::lock_guard<std::mutex> lock(mutex_);
   info.kept_bytes = kept_.bytes();
   info.kept_states = kept_.count();
+  info.refused_control = refused_control_;
   return info;
+}
+
+bool NodeContext::authorized(const std::string& authorization, const std::string& what) {
+  if (control_token.empty()) return true;
+  if (authorization.size() == control_token.size() &&
+      CRYPTO_memcmp(authorization.data(), control_token.data(), control_token.size()) == 0) {
+    return true;
+  }
+  refuse(what);
+  return false;
+}
+
+void NodeContext::refuse(const std::string& what) {
+  const uint64_t refused = ++refused_control_;
+  // Logged, but not once per message of a flood.
+  if (refused <= 10 || (refused & (refused - 1)) == 0) {
+    spdlog::warn("node {}: refused to {} for a peer that is not an authenticated coordinator ({} refused so far)",
+                 node_id, what, refused);
+  }
 }
 
 }  // namespace asteroid::actors

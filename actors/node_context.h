@@ -107,11 +107,24 @@ struct NodeContext {
   // Who this node is and what it keeps now (the answer to hello).
   messages::NodeInfo info() const;
 
+  // Control (docs/security.md): with TLS the token a coordinator shows,
+  // given to it by the node's gateway (actors/tls.h); empty: no check.
+  std::string control_token;
+  // Whether `authorization` (an envelope's or a spawn's) is the control
+  // token; false counts and logs the refusal of `what`.
+  bool authorized(const std::string& authorization, const std::string& what);
+  // Counts and logs a refused control message or spawn.
+  void refuse(const std::string& what);
+  uint64_t refused_control() const { return refused_control_; }
+  // Set by the node's own shutdown: the node actor then takes its exit.
+  std::atomic<bool> stopping{false};
+
  private:
   mutable std::mutex mutex_;
   uint64_t reserved_bytes_ = 0;
   std::vector<caf::actor_addr> stages_;
   KeptStates kept_;
+  std::atomic<uint64_t> refused_control_{0};
   using DataFuture = std::shared_future<std::shared_ptr<const compute::Dataset>>;
   DataFuture open_data(const std::string& model);
   std::mutex data_mutex_;  // guards data_, apart from the rest

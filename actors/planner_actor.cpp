@@ -128,7 +128,7 @@ caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& clus
   const std::string where = "the planner's device '" + device + "' at " + d->host + ":" + std::to_string(d->port);
   caf::scoped_actor self{system};
   std::string failure;
-  const auto node = connect_node(system, self, d->host, static_cast<uint16_t>(d->port), timeout, failure);
+  const auto node = connect_node(system, self, *d, timeout, failure);
   if (!node) throw std::runtime_error(where + " is unreachable: " + failure);
   const Spawned spawned = remote_spawn_actor(system, node->id, "planner", timeout);
   if (!spawned.actor) throw std::runtime_error(where + " could not spawn a planner actor: " + spawned.error);

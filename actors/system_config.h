@@ -9,9 +9,12 @@
 #include <chrono>
 #include <memory>
 
+#include "planner/types.h"
+
 namespace asteroid::actors {
 
 struct NodeContext;
+class TlsTransport;
 
 struct SystemOptions {
   std::chrono::milliseconds heartbeat_interval{200};
@@ -21,7 +24,15 @@ struct SystemOptions {
   // link: one 37 MB all-reduce chunk at 100 Mbit/s takes 3 s.
   std::chrono::milliseconds connection_timeout{60000};
   int scheduler_threads = 4;
+  // Mutual TLS on every connection (actors/tls.h); nullptr: plain TCP.
+  std::shared_ptr<TlsTransport> tls;
 };
+
+// A coordinator's options for reaching `cluster`: mutual TLS when the
+// cluster has a tls_dir (the "coordinator" certificate there, tls_allow as
+// the allow-list), else plain. Throws std::runtime_error naming a missing
+// file or a bad allow-list entry.
+SystemOptions coordinator_options(const planner::Cluster& cluster);
 
 class AsteroidConfig : public caf::actor_system_config {
  public:
@@ -29,7 +40,13 @@ class AsteroidConfig : public caf::actor_system_config {
   explicit AsteroidConfig(const SystemOptions& options = {});
   // A node's configuration: also hosts stage actors ("stage") that draw on
   // the node's memory budget and CPU emulation.
+  // Only an authorized coordinator may spawn there (NodeContext::authorized).
   AsteroidConfig(const SystemOptions& options, std::shared_ptr<NodeContext> node);
+
+  const std::shared_ptr<TlsTransport>& tls() const { return tls_; }
+
+ private:
+  std::shared_ptr<TlsTransport> tls_;
 };
 
 }  // namespace asteroid::actors

@@ -1,21 +1,29 @@
 // Where a process's CAF connections go through, in one place: the
-// connection manager every connect and remote spawn asks, publishing and
-// unpublishing a node, and the rule for listening beyond the loopback.
+// connection manager every connect and remote spawn asks, where CAF
+// connects to reach a device, the authorization a coordinator shows a node,
+// publishing and unpublishing a node, and the rule for listening beyond the
+// loopback.
 //
-// Connections are plain TCP: the runtime does not encrypt or authenticate
-// yet (docs/security.md: CAF 0.17.6's OpenSSL module was tried and found
-// unreliable here). So a node and the service listen on 127.0.0.1 unless
-// told otherwise, and listening beyond the loopback needs --insecure.
+// Connections are plain TCP unless the process's actor system runs mutual
+// TLS (SystemOptions::tls, actors/tls.h): then CAF reaches every device
+// through a TLS route and shows each node the control token its gateway
+// gave. Without TLS a node and the service listen on 127.0.0.1 unless told
+// otherwise, and listening beyond the loopback needs --insecure.
 #pragma once
 
 #include <caf/fwd.hpp>
 #include <caf/io/middleman_actor.hpp>
 
+#include "messages/transport.h"
+
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <string>
 
 namespace asteroid::actors {
+
+class TlsTransport;
 
 // 127.0.0.0/8, ::1 or localhost.
 bool is_loopback(const std::string& host);
@@ -28,6 +36,36 @@ void check_plain_listening(const std::string& what, const std::string& host, boo
 // The actor that connects to other processes and spawns on them.
 caf::io::middleman_actor connection_manager(caf::actor_system& system);
 
+// The TLS transport of `system` (SystemOptions::tls), or nullptr.
+TlsTransport* tls_of(caf::actor_system& system);
+
+// Where CAF connects to reach device `device_id` at host:port: there, or
+// with TLS the loopback route to it (actors/tls.h), whose connection made
+// ahead is `ready` (CAF's connect should wait for it: wait_ready).
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  std::shared_future<void> ready;  // invalid without TLS
+};
+Endpoint caf_endpoint(caf::actor_system& system, const std::string& host, uint16_t port, const std::string& device_id);
+void wait_ready(const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline);
+// Whether a failed connect is worth another try: CAF 0.17.6 drops a
+// connection it opened when the peer's first message is later than its
+// next heartbeat tick (connection_timeout at once), which a slow peer can be.
+bool retry_connect(const caf::error& error);
+// After a connection to host:port reached CAF node `node`: with TLS,
+// remembers the control token its gateway gave this process.
+void remember_node(caf::actor_system& system, const caf::node_id& node, const std::string& host, uint16_t port);
+// What envelopes and spawns to actors on `node` carry as authorization:
+// its control token (TLS, this process a coordinator), else empty.
+std::string authorization_for(caf::actor_system& system, const caf::node_id& node);
+// `message` as sent to `to`: with authorization_for(to's node).
+messages::WireMessage wire_for(caf::actor_system& system, const caf::actor& to, const messages::Message& message);
+// Why a connect to host:port failed: CAF's error, and with TLS the refusal
+// behind it.
+std::string connect_failure(caf::actor_system& system, const std::string& host, uint16_t port,
+                            const std::string& caf_error);
+
 // Publishes `handle` on host:port (port 0: any): the port, or CAF's error.
 struct Published {
   uint16_t port = 0;
@@ -36,8 +74,8 @@ struct Published {
 Published publish_actor(caf::actor_system& system, const caf::actor& handle, uint16_t port, const std::string& host);
 void unpublish_actor(caf::actor_system& system, const caf::actor& handle, uint16_t port);
 
-// Spawns an actor type registered on a connected node: the actor, or
-// CAF's error.
+// Spawns an actor type registered on a connected node, showing it
+// authorization_for(node): the actor, or CAF's error.
 struct Spawned {
   caf::actor actor;
   std::string error;

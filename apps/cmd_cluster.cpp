@@ -46,6 +46,7 @@ struct UpCli {
   std::string cpu = "auto", net = "auto";
   std::string node_command;
   bool no_memory_limit = false;
+  bool no_tls = false;
   double ready_timeout_s = 60;
   int base_port = 7100;
 };
@@ -69,6 +70,7 @@ void run_up(const UpCli& c) {
   o.cpu = testbed::parse_cpu_mode(c.cpu);
   o.net = testbed::parse_net_mode(c.net);
   o.memory_limits = !c.no_memory_limit;
+  o.tls = !c.no_tls;
   o.latency_ms = c.latency_ms;
   o.base_port = c.base_port;
   o.ready_timeout = testbed::Millis(static_cast<long long>(c.ready_timeout_s * 1000));
@@ -125,6 +127,8 @@ void add_cluster_command(CLI::App& app) {
                 "Node program (words split on spaces; default: this asteroid binary's `node`, or "
                 "$ASTEROID_NODE_COMMAND); the launcher appends --port --host --id --memory-mb [--cpu-share]");
   u->add_flag("--no-memory-limit", up->no_memory_limit, "No cgroup memory limit per node");
+  u->add_flag("--no-tls", up->no_tls,
+              "plain TCP between the nodes (default: mutual TLS with the cluster's own certificates in DIR/tls)");
   u->add_option("--ready-timeout", up->ready_timeout_s, "Seconds for all nodes to accept connections")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

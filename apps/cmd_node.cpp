@@ -70,10 +70,28 @@ void add_node_command(CLI::App& app) {
       ->excludes(hang)
       ->excludes(fail);
   auto insecure = std::make_shared<bool>(false);
-  cmd->add_flag("--insecure", *insecure,
-                "listen beyond the loopback (connections are neither encrypted nor authenticated; warns)");
-  cmd->callback([options, insecure] {
-    actors::check_plain_listening("node " + options->id, options->host, *insecure);
+  auto allow = std::make_shared<std::string>();
+  cmd->add_option("--tls-dir", options->tls_dir,
+                  "mutual TLS with the cluster's certificates in DIR (ca.pem, ID.pem, ID.key: asteroid certs; "
+                  "docs/security.md)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--allow", *allow,
+                  "with --tls-dir: who may connect, ID[=SHA256],... (the coordinator's id is \"coordinator\"); "
+                  "default: everyone the cluster's authority certified")
+      ->needs("--tls-dir");
+  auto* plain = cmd->add_flag("--insecure", *insecure,
+                              "listen beyond the loopback without TLS (connections are neither encrypted nor "
+                              "authenticated; warns)");
+  plain->excludes("--tls-dir");
+  cmd->callback([options, insecure, allow] {
+    if (options->tls_dir.empty()) actors::check_plain_listening("node " + options->id, options->host, *insecure);
+    if (!allow->empty()) {
+      try {
+        options->allow = actors::parse_allow_list(*allow);
+      } catch (const std::invalid_argument& e) {
+        throw CLI::ValidationError("--allow", e.what());
+      }
+    }
     std::exit(actors::run_node(*options));
   });
 }

@@ -29,6 +29,7 @@ struct TrainCli {
   std::string profile_batches = "1,2,4,8,16,32,64";
   int heartbeat_interval_ms = 100, heartbeat_deadline_ms = 700;
   bool no_plots = false;
+  bool no_tls = false;
 
   TrainCli() {
     job.distributed.train.model = "fmnist-resnet";
@@ -78,6 +79,7 @@ void run_job(TrainCli& cli) {
   d.heartbeat.deadline = std::chrono::milliseconds(cli.heartbeat_deadline_ms);
   j.profile_batches = compute::parse_batch_list(cli.profile_batches);
   j.plots = !cli.no_plots;
+  j.tls = !cli.no_tls;
   run_train_job(j);
 }
 
@@ -128,6 +130,16 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str()
       ->group(cluster);
   cmd->add_option("--cluster", j.cluster_file, "cluster.json of running nodes (no up/down)")->group(cluster);
+  cmd->add_flag("--no-tls", cli->no_tls,
+                "with --env: plain TCP between the preset's nodes (default: mutual TLS, docs/security.md)")
+      ->excludes("--cluster")
+      ->group(cluster);
+  cmd->add_option("--tls-dir", j.tls_dir,
+                  "with --cluster: mutual TLS with the certificates in DIR (ca.pem, coordinator.pem/.key), "
+                  "instead of the cluster's tls.dir (docs/security.md)")
+      ->check(CLI::ExistingDirectory)
+      ->needs("--cluster")
+      ->group(cluster);
   cmd->add_flag("--skip-unreachable", j.skip_unreachable,
                 "with --cluster: leave devices that do not answer at the start out of the job instead of failing")
       ->group(cluster);

@@ -295,7 +295,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   at::set_num_threads(o.threads);
 
   const bool resumed = !options.resume_checkpoint.empty();
-  actors::AsteroidConfig config;
+  actors::AsteroidConfig config(actors::coordinator_options(options.cluster));
   caf::actor_system system(config);
   std::string resumed_from_nodes;
   if (resumed) {

@@ -12,6 +12,7 @@
 #include "actors/ask.h"
 #include "actors/connect.h"
 #include "actors/model_shipping.h"
+#include "actors/transport.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
 #include "planner/latency_predictor.h"
@@ -47,7 +48,7 @@ struct NodeLink {
 caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const planner::Device& d,
                    const std::string& model, std::chrono::milliseconds timeout) {
   std::string failure;
-  const auto node = actors::connect_node(system, self, d.host, static_cast<uint16_t>(d.port), timeout, failure);
+  const auto node = actors::connect_node(system, self, d, timeout, failure);
   const std::string where = "device '" + d.id + "' at " + address_of(d);
   if (!node) throw MeasureError(where + " is unreachable: " + failure);
   const auto hello = actors::ask(self, node->actor, messages::Hello{}, timeout, failure);
@@ -73,7 +74,7 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
     self->monitor(nodes[i].actor);
   }
   const auto t0 = Clock::now();
-  for (const auto& n : nodes) self->send(n.actor, messages::to_wire(request));
+  for (const auto& n : nodes) self->send(n.actor, actors::wire_for(system, n.actor, request));
   const auto deadline = t0 + o.profile_timeout;
   std::map<size_t, planner::Profile> done;
   std::map<size_t, std::string> failed;

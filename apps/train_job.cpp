@@ -465,6 +465,7 @@ void TrainJob::describe_cluster() {
     spec = testbed::preset_spec(o.env, o.bandwidth_mbps > 0 ? o.bandwidth_mbps : 1000, o.cpu_budget);
     testbed::parse_cpu_mode(o.cpu_mode);
     testbed::parse_net_mode(o.net_mode);
+    if (!o.tls_dir.empty()) throw std::invalid_argument("--tls-dir is for a running cluster (--cluster); --env makes its own");
     cluster = spec.cluster;
     cluster_name = "env " + o.env;
   } else {
@@ -472,6 +473,7 @@ void TrainJob::describe_cluster() {
       throw std::invalid_argument("--bandwidth and --cpu-budget shape a cluster this job brings up (--env), not a "
                                   "running one (--cluster)");
     cluster = planner::load_cluster(o.cluster_file);
+    if (!o.tls_dir.empty()) cluster.tls_dir = o.tls_dir;
     cluster_name = o.cluster_file;
   }
 }
@@ -532,6 +534,7 @@ void TrainJob::bring_up_emulated_cluster() {
   launch.die_with_parent = true;
   launch.cpu = testbed::parse_cpu_mode(o.cpu_mode);
   launch.net = testbed::parse_net_mode(o.net_mode);
+  launch.tls = o.tls;
   launch.cancel = &g_stop;
   launch.log = [](const std::string& m) { say("  %s\n", m.c_str()); };
   const auto t0 = Clock::now();
@@ -652,7 +655,7 @@ void TrainJob::profile_on_nodes() {
   mo.cancel = &g_stop;
   mo.log = [](const std::string& m) { say("%s\n", m.c_str()); };
   {
-    actors::AsteroidConfig caf_config;
+    actors::AsteroidConfig caf_config(actors::coordinator_options(cluster));
     caf::actor_system system(caf_config);
     measured = measure_cluster(system, cluster, mo);
   }
@@ -703,7 +706,7 @@ void TrainJob::search_plan() {
   request.min_gain = o.min_gain;
   messages::PlanResult answer;
   {
-    actors::AsteroidConfig caf_config;
+    actors::AsteroidConfig caf_config(actors::coordinator_options(plan_cluster));
     caf::actor_system system(caf_config);
     const caf::actor planner = actors::spawn_planner(system, plan_cluster, d.planner_on, std::chrono::seconds(10));
     answer = actors::request_plan(system, planner, request, std::chrono::minutes(10));

@@ -48,6 +48,8 @@ struct TrainJobOptions {
   std::string cpu_mode = "auto"; // testbed CPU emulation: auto | cgroup | throttle | none
   std::string net_mode = "auto"; // testbed link emulation: auto | netns | relay | none
   std::string cluster_file;      // a running cluster (no up/down)
+  std::string tls_dir;           // with cluster_file: its certificates (overrides its tls.dir)
+  bool tls = true;               // the preset (env) runs mutual TLS (--no-tls: plain)
   // With cluster_file: devices that do not answer at the start are left
   // out of this job (profiled, planned and trained on the others) instead
   // of failing it; not with a given plan. `asteroid serve` sets it.

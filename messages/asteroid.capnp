@@ -214,6 +214,8 @@ struct NodeInfo {
   models @5 :List(Text);        # models this node can build
   keptBytes @6 :UInt64;         # replicas and committed states it keeps for jobs
   keptStates @7 :UInt32;        # ... how many (one per job, layer range and round)
+  refusedControl @8 :UInt64;    # control messages and spawns refused: not from an
+                                # authenticated coordinator (docs/security.md)
 }
 
 struct TraceEvent {
@@ -383,4 +385,6 @@ struct Envelope {
     keptList @21 :List(KeptEntry);
     modelFile @22 :ModelFile;
   }
+  authorization @23 :Data;     # a coordinator's control capability for the node
+                               # it talks to (actors/tls.h); empty otherwise
 }

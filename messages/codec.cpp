@@ -161,6 +161,7 @@ struct Encoder {
     put_list(o.initModels(static_cast<unsigned>(m.models.size())), m.models);
     o.setKeptBytes(m.kept_bytes);
     o.setKeptStates(m.kept_states);
+    o.setRefusedControl(m.refused_control);
   }
   void operator()(const Metrics& m) {
     auto o = env.initMetrics();
@@ -628,6 +629,7 @@ class Reader {
         m.models = texts(in.getModels(), "nodeInfo.models");
         m.kept_bytes = in.getKeptBytes();
         m.kept_states = in.getKeptStates();
+        m.refused_control = in.getRefusedControl();
         return m;
       }
       case wire::Envelope::METRICS: {
@@ -773,7 +775,7 @@ class Reader {
 
 }  // namespace
 
-std::vector<char> encode(const Message& message) {
+std::vector<char> encode(const Message& message, const std::string& authorization) {
   // Build the message straight into the output buffer: its first segment
   // sits after the 8-byte segment table, sized for the payload plus the
   // structure around it, so tensor bytes are copied exactly once. Should the
@@ -783,7 +785,11 @@ std::vector<char> encode(const Message& message) {
   std::vector<char> bytes((words + 1) * sizeof(capnp::word));  // zeroed, as Cap'n Proto requires
   kj::ArrayPtr<capnp::word> first(reinterpret_cast<capnp::word*>(bytes.data() + sizeof(capnp::word)), words);
   FirstSegmentBuilder builder(first);
-  std::visit(Encoder{builder.initRoot<wire::Envelope>()}, message);
+  auto root = builder.initRoot<wire::Envelope>();
+  std::visit(Encoder{root}, message);
+  if (!authorization.empty()) {
+    root.setAuthorization(kj::arrayPtr(reinterpret_cast<const kj::byte*>(authorization.data()), authorization.size()));
+  }
   auto segments = builder.getSegmentsForOutput();
   if (segments.size() == 1 && segments[0].begin() == first.begin()) {
     const uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};  // one segment, its size
@@ -832,7 +838,15 @@ Decoded decode(std::shared_ptr<const std::vector<char>> bytes, const DecodeLimit
       return result;
     }
     Reader decoder(bytes, limits);
-    result.message = decoder.envelope(reader.getRoot<wire::Envelope>());
+    const auto root = reader.getRoot<wire::Envelope>();
+    const auto authorization = root.getAuthorization();
+    if (authorization.size() > kMaxAuthorizationBytes) {
+      result.error = "invalid authorization of " + std::to_string(authorization.size()) + " bytes (at most " +
+                     std::to_string(kMaxAuthorizationBytes) + ")";
+      return result;
+    }
+    result.message = decoder.envelope(root);
+    result.authorization.assign(reinterpret_cast<const char*>(authorization.begin()), authorization.size());
   } catch (const Invalid& e) {
     result.error = std::string("invalid ") + e.what();
   } catch (const kj::Exception& e) {

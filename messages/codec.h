@@ -28,14 +28,20 @@ struct DecodeLimits {
   size_t max_text_bytes = 1 << 24;             // profile JSON may be large
 };
 
+// An envelope's authorization (a coordinator's control capability,
+// actors/tls.h) is at most this long.
+constexpr size_t kMaxAuthorizationBytes = 64;
+
 struct Decoded {
   std::optional<Message> message;
+  std::string authorization;  // the envelope's, empty when it has none
   std::string error;  // set when message is empty
   bool ok() const { return message.has_value(); }
 };
 
-// Serialises `message` as one Cap'n Proto envelope (flat array, 8-byte words).
-std::vector<char> encode(const Message& message);
+// Serialises `message` as one Cap'n Proto envelope (flat array, 8-byte
+// words), with `authorization` (at most kMaxAuthorizationBytes) if given.
+std::vector<char> encode(const Message& message, const std::string& authorization = {});
 
 // Decodes bytes produced by encode(). Tensor blobs of the result share
 // `bytes`, which stays alive as long as any of them does.

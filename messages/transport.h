@@ -25,7 +25,9 @@ typename Inspector::result_type inspect(Inspector& f, WireMessage& x) {
 
 void add_wire_types(caf::actor_system_config& config);
 
-inline WireMessage to_wire(const Message& message) { return WireMessage{encode(message)}; }
+inline WireMessage to_wire(const Message& message, const std::string& authorization = {}) {
+  return WireMessage{encode(message, authorization)};
+}
 
 // Decodes a received WireMessage, taking over its bytes (no copy).
 Decoded from_wire(WireMessage&& wire, const DecodeLimits& limits = {});

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <optional>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -205,6 +206,17 @@ Cluster cluster_from_json(const json& j, const std::string& source) {
       c.links.push_back(std::move(link));
     }
   }
+  if (root.has("tls")) {
+    Field tls = root.at("tls");
+    tls.expect(tls.value().is_object(), "an object");
+    c.tls_dir = tls.at("dir").string();
+    if (c.tls_dir.empty()) tls.at("dir").fail("expected the folder of the cluster's certificates");
+    if (tls.has("allow")) {
+      Field allow = tls.at("allow");
+      const size_t m = allow.array_size(false, "allow");
+      for (size_t i = 0; i < m; ++i) c.tls_allow.push_back(allow.at(i).string());
+    }
+  }
   return c;
 }
 
@@ -225,7 +237,12 @@ json cluster_to_json(const Cluster& c) {
   json links = json::array();
   for (const Link& l : c.links)
     links.push_back({{"a", l.a}, {"b", l.b}, {"bandwidth_mbps", l.bandwidth_mbps}});
-  return {{"devices", devs}, {"default_bandwidth_mbps", c.default_bandwidth_mbps}, {"links", links}};
+  json out = {{"devices", devs}, {"default_bandwidth_mbps", c.default_bandwidth_mbps}, {"links", links}};
+  if (!c.tls_dir.empty()) {
+    out["tls"] = {{"dir", c.tls_dir}};
+    if (!c.tls_allow.empty()) out["tls"]["allow"] = c.tls_allow;
+  }
+  return out;
 }
 
 // ---- profile ------------------------------------------------------------------
@@ -500,7 +517,12 @@ void write_json_file(const json& j, const std::string& path) {
   compute::write_file_atomically(path, j.dump(2) + "\n", "JSON file");
 }
 
-Cluster load_cluster(const std::string& path) { return cluster_from_json(read_json_file(path), path); }
+Cluster load_cluster(const std::string& path) {
+  Cluster c = cluster_from_json(read_json_file(path), path);
+  // tls.dir is relative to the file.
+  if (!c.tls_dir.empty()) c.tls_dir = (std::filesystem::path(path).parent_path() / c.tls_dir).lexically_normal().string();
+  return c;
+}
 Profile load_profile(const std::string& path) { return profile_from_json(read_json_file(path), path); }
 Plan load_plan(const std::string& path) { return plan_from_json(read_json_file(path), path); }
 Plan load_plan(const std::string& path, const Cluster& cluster, const Profile& profile) {

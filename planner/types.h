@@ -40,6 +40,12 @@ struct Cluster {
   std::vector<Device> devices;
   double default_bandwidth_mbps = 1000;
   std::vector<Link> links;  // per-pair overrides, symmetric
+  // Mutual TLS (docs/security.md): the folder of the cluster's certificates
+  // (cluster.json's tls.dir, relative to the file; empty: plain TCP) and
+  // who may join, "ID[=SHA256]" entries (tls.allow; empty: the devices'
+  // ids, any certificate the authority issued them).
+  std::string tls_dir;
+  std::vector<std::string> tls_allow;
 
   // REQUIRES: a and b are ids of devices. Bandwidth between two distinct
   // devices in Mbit/s (the override if any, else the default).

@@ -64,11 +64,15 @@ void reconnect(Self self, const std::string& device) {
   if (address == self->state.addresses.end() || self->state.connecting.count(device)) return;
   self->state.connecting.insert(device);
   const auto timeout = std::max(self->state.reconnect_every, std::chrono::milliseconds(2000));
-  self->request(actors::connection_manager(self->home_system()), timeout, caf::connect_atom::value,
-                address->second.host, static_cast<uint16_t>(address->second.port))
+  const planner::Device& d = address->second;
+  // An event-based actor does not wait for the TLS route's connection made
+  // ahead (Endpoint::ready): a first attempt may fail, the next finds it.
+  const auto to = actors::caf_endpoint(self->home_system(), d.host, static_cast<uint16_t>(d.port), d.id);
+  self->request(actors::connection_manager(self->home_system()), timeout, caf::connect_atom::value, to.host, to.port)
       .then(
-          [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+          [=](const caf::node_id& id, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             self->state.connecting.erase(device);
+            actors::remember_node(self->home_system(), id, d.host, static_cast<uint16_t>(d.port));
             auto node = caf::actor_cast<caf::actor>(std::move(ptr));
             if (!node) return;
             self->state.nodes[device] = node;

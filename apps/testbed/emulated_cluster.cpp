@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "apps/security/certificates.h"
 #include "apps/testbed/cgroups.h"
 #include "apps/testbed/cluster_nodes.h"
 #include "apps/testbed/cluster_state.h"
@@ -253,15 +254,20 @@ void assign_local_ports(ClusterState& s) {
 
 // The node command followed by the flags of n's device.
 std::vector<std::string> node_argv(const std::vector<std::string>& node_cmd, const NodeRecord& n,
-                                   const std::string& cpu_mechanism) {
+                                   const std::string& cpu_mechanism, const std::string& tls_dir) {
   std::vector<std::string> argv = node_cmd;
   for (const std::string& a : {std::string("--port"), std::to_string(n.listen_port), std::string("--host"),
                                n.listen_host, std::string("--id"), n.id, std::string("--memory-mb"),
                                format_double(n.memory_mb)})
     argv.push_back(a);
-  // Emulated devices listen inside the test bed (loopback or the cluster's
-  // own namespaces) and do not run TLS yet (docs/security.md).
-  if (n.listen_host.rfind("127.", 0) != 0) argv.push_back("--insecure");
+  // Every certificate of the cluster's own authority may connect: the test
+  // bed issues them, and a device that joins later needs no new lists.
+  if (!tls_dir.empty()) {
+    argv.push_back("--tls-dir");
+    argv.push_back(tls_dir);
+  } else if (n.listen_host.rfind("127.", 0) != 0) {
+    argv.push_back("--insecure");  // inside the test bed's own namespaces
+  }
   if (cpu_mechanism == "throttle" && n.base_share > 0) {
     argv.push_back("--cpu-share");
     argv.push_back(format_double(n.base_share));
@@ -270,10 +276,10 @@ std::vector<std::string> node_argv(const std::vector<std::string>& node_cmd, con
 }
 
 // Starts every node; children[i] is node i.
-void start_nodes(ClusterState& s, const std::vector<std::string>& node_cmd, bool die_with_parent,
-                 std::vector<Subprocess>& children) {
+void start_nodes(ClusterState& s, const std::vector<std::string>& node_cmd, const std::string& tls_dir,
+                 bool die_with_parent, std::vector<Subprocess>& children) {
   for (auto& n : s.nodes) {
-    n.argv = node_argv(node_cmd, n, s.mech.cpu);
+    n.argv = node_argv(node_cmd, n, s.mech.cpu, tls_dir);
     n.env = device_env(s, n);
     children.push_back(spawn_node(n, die_with_parent, "", [&] { persist(s); }));
   }
@@ -348,9 +354,21 @@ void wait_until_ready(const ClusterState& s, std::vector<Subprocess>& children, 
                            (waiting.empty() ? "" : "; first log:" + log_tail(s.nodes[0].log)));
 }
 
+// The cluster's certificates, in DIR/tls (cluster.json's tls.dir).
+const char* const kTlsFolder = "tls";
+
+// A new authority (and the coordinator's certificate) and one certificate
+// per device; the authority of an earlier cluster in the same folder goes.
+void make_certificates(const std::string& tls_dir, const std::vector<planner::Device>& devices) {
+  fs::remove_all(tls_dir);
+  apps::security::init_authority(tls_dir);
+  for (const auto& d : devices) apps::security::issue_certificate(tls_dir, d.id);
+}
+
 // cluster.json: the spec's cluster with the address of every device's node.
-void write_cluster_file(const planner::Cluster& spec_cluster, const ClusterState& s) {
+void write_cluster_file(const planner::Cluster& spec_cluster, const ClusterState& s, bool tls) {
   planner::Cluster out = spec_cluster;
+  if (tls) out.tls_dir = kTlsFolder;
   for (size_t i = 0; i < out.devices.size(); ++i) {
     out.devices[i].host = s.nodes[i].host;
     out.devices[i].port = s.nodes[i].port;
@@ -412,11 +430,17 @@ EmulatedCluster EmulatedCluster::up(const ClusterSpec& spec, const LaunchOptions
   persist(s);
   check_cancel();
 
-  start_nodes(s, node_cmd, o.die_with_parent, handle.children_);
+  std::string tls_dir;
+  if (o.tls) {
+    tls_dir = (fs::path(dir) / kTlsFolder).string();
+    make_certificates(tls_dir, spec.cluster.devices);
+    say("TLS: authority and " + std::to_string(spec.cluster.devices.size()) + " device certificates in " + tls_dir);
+  }
+  start_nodes(s, node_cmd, tls_dir, o.die_with_parent, handle.children_);
   if (s.mech.net == "relay") start_relay(s, exe, o.die_with_parent, handle.children_);
   wait_until_ready(s, handle.children_, o.ready_timeout, check_cancel);
 
-  write_cluster_file(spec.cluster, s);
+  write_cluster_file(spec.cluster, s, o.tls);
   s.state = "up";
   persist(s);
   say("cluster up: " + std::to_string(s.nodes.size()) + " nodes ready in " + dir);

@@ -81,6 +81,10 @@ struct LaunchOptions {
   Millis ready_timeout{30000};  // all nodes must accept connections within this
   Millis stop_grace{5000};      // SIGTERM to SIGKILL
   bool die_with_parent = true;  // nodes get SIGKILL if the launching thread dies
+  // Mutual TLS (docs/security.md): the cluster gets its own authority and a
+  // certificate per device in DIR/tls, its nodes run with --tls-dir, and
+  // cluster.json names the folder. False: plain TCP (--no-tls).
+  bool tls = true;
   std::function<void(const std::string&)> log;  // progress lines (may be empty)
   const std::atomic<bool>* cancel = nullptr;    // set => up() aborts and cleans up
 };

@@ -139,7 +139,7 @@ TEST(PlannerActor, RunsOnTheNodeOfTheDeviceNamed) {
   caf::scoped_actor self{system};
   std::string failure;
   const planner::Device& d1 = nodes.cluster().devices[1];
-  const auto node = connect_node(system, self, d1.host, static_cast<uint16_t>(d1.port), std::chrono::seconds(5), failure);
+  const auto node = connect_node(system, self, d1, std::chrono::seconds(5), failure);
   ASSERT_TRUE(node) << failure;
   EXPECT_EQ(planner.node(), node->id);
   EXPECT_NE(planner.node(), system.node());
