@@ -326,6 +326,7 @@ int run_node(const NodeOptions& options) {
       return 1;
     }
     node->control_token = system_options.tls->control_token();
+    node->tls = system_options.tls;
   }
   TlsTransport* tls = system_options.tls.get();
   AsteroidConfig config(system_options, node);

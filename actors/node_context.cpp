@@ -3,6 +3,7 @@
 #include <caf/send.hpp>
 #include <openssl/crypto.h>
 
+#include "actors/tls.h"
 #include "compute/model_zoo.h"
 #include <spdlog/spdlog.h>
 
@@ -152,6 +153,7 @@ messages::NodeInfo NodeContext::info() const {
   info.kept_bytes = kept_.bytes();
   info.kept_states = kept_.count();
   info.refused_control = refused_control_;
+  if (tls) info.refused_connections = tls->counters().refused;
   return info;
 }
 

@@ -23,6 +23,8 @@
 
 namespace asteroid::actors {
 
+class TlsTransport;
+
 struct NodeContext {
   // cpu_share > 0 throttles in-process (also $ASTEROID_CPU_SHARE and the
   // slow-down control file, see compute/cpu_throttle.h).
@@ -110,6 +112,7 @@ struct NodeContext {
   // Control (docs/security.md): with TLS the token a coordinator shows,
   // given to it by the node's gateway (actors/tls.h); empty: no check.
   std::string control_token;
+  std::shared_ptr<TlsTransport> tls;  // null: plain TCP
   // Whether `authorization` (an envelope's or a spawn's) is the control
   // token; false counts and logs the refusal of `what`.
   bool authorized(const std::string& authorization, const std::string& what);

@@ -358,9 +358,11 @@ class TlsTransport::Impl {
       s->peer_id = x509_common_name(cert);
       if (!expected_id.empty() && s->peer_id != expected_id) {
         s->refusal = "it is \"" + s->peer_id + "\", not \"" + expected_id + "\" as expected there";
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);  // the peer sees "certificate unknown"
         return false;
       }
       s->refusal = allow_list_refusal(identity_.allow, s->peer_id, x509_sha256(cert));
+      if (!s->refusal.empty()) X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
       return s->refusal.empty();
     });
   }
@@ -375,10 +377,16 @@ class TlsTransport::Impl {
   }
 
   // `what`: "a connection from" (gateway) or "the connection to" (route).
+  // A TLS alert from the peer means the peer refused this process.
   void refuse(const std::shared_ptr<Session>& session, const std::string& what, const error_code& ec) {
     ++refused_;
     const std::string reason = session->refusal.empty() ? describe(ec) : session->refusal;
-    spdlog::warn("{} (TLS): refused {} {}: {}", identity_.id, what, session->peer, reason);
+    if (session->refusal.empty() && reason.find("alert") != std::string::npos) {
+      spdlog::warn("{} (TLS): the peer at {} ended the handshake ({}): it does not accept this certificate", identity_.id,
+                   session->peer, reason);
+    } else {
+      spdlog::warn("{} (TLS): refused {} {}: {}", identity_.id, what, session->peer, reason);
+    }
     session->close();
   }
 

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "apps/commands.h"
+#include "apps/service/api_token.h"
 #include "apps/service/http.h"
 #include "apps/service/service.h"
 
@@ -23,18 +24,31 @@ std::string default_server() {
   return s && *s ? s : "http://127.0.0.1:8080";
 }
 
+std::string default_token_file() {
+  const char* s = std::getenv("ASTEROID_TOKEN_FILE");
+  return s && *s ? s : "";
+}
+
+// Where a client sends its requests, and with which bearer token.
+struct Server {
+  std::string url;
+  std::string token_file;
+};
+
 // The answer's JSON, or an error naming the server's complaint.
-nlohmann::json call(const std::string& server, const std::string& method, const std::string& target,
+nlohmann::json call(const Server& server, const std::string& method, const std::string& target,
                     const std::string& body = "") {
-  const auto r = service::http_call(server, method, target, body);
+  const std::string token = server.token_file.empty() ? "" : service::read_token_file(server.token_file);
+  const auto r = service::http_call(server.url, method, target, body, std::chrono::seconds(10), token);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(r.body);
   } catch (const nlohmann::json::exception&) {
-    throw std::runtime_error(server + target + ": answered " + std::to_string(r.status) + " with a body that is not JSON");
+    throw std::runtime_error(server.url + target + ": answered " + std::to_string(r.status) +
+                             " with a body that is not JSON");
   }
   if (r.status >= 400) {
-    throw std::runtime_error(server + target + ": " + std::to_string(r.status) + " " + j.value("error", r.body));
+    throw std::runtime_error(server.url + target + ": " + std::to_string(r.status) + " " + j.value("error", r.body));
   }
   return j;
 }
@@ -76,7 +90,10 @@ void add_serve_command(CLI::App& app) {
       ->required();
   cmd->add_option("--listen", o->listen, "HOST:PORT of the API and dashboard (port 0: any free port)")
       ->capture_default_str();
-  cmd->add_flag("--insecure", o->insecure, "let --listen be beyond the loopback (the API has no TLS or token yet; warns)");
+  cmd->add_flag("--insecure", o->insecure,
+                "let --listen be beyond the loopback without the bearer token (default there: the token in "
+                "STATE_DIR/api-token; warns)");
+  cmd->add_flag("--require-token", o->require_token, "want the bearer token on the loopback too");
   cmd->add_option("--cluster", o->cluster_file, "cluster.json of running nodes");
   cmd->add_option("--env", o->env, "or an emulated preset (A-D) the service brings up in STATE_DIR/cluster and keeps");
   cmd->add_option("--bandwidth", o->bandwidth_mbps, "--env: link bandwidth in Mbit/s (default 1000)")
@@ -93,13 +110,16 @@ void add_serve_command(CLI::App& app) {
   });
 
   struct ClientCli {
-    std::string server = default_server(), spec_file, spec_json, id;
+    Server server{default_server(), default_token_file()};
+    std::string spec_file, spec_json, id;
     std::vector<std::string> sets;
     bool json = false;
   };
   auto c = std::make_shared<ClientCli>();
   const auto server_option = [&](CLI::App* sub) {
-    sub->add_option("--server", c->server, "the service's URL ($ASTEROID_SERVER)")->capture_default_str();
+    sub->add_option("--server", c->server.url, "the service's URL ($ASTEROID_SERVER)")->capture_default_str();
+    sub->add_option("--token-file", c->server.token_file,
+                    "the service's bearer token (its STATE_DIR/api-token; $ASTEROID_TOKEN_FILE)");
   };
 
   CLI::App* submit = app.add_subcommand("submit", "submit a job to a running `asteroid serve`; prints its id");

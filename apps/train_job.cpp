@@ -30,6 +30,8 @@
 
 #include "actors/planner_actor.h"
 #include "actors/system_config.h"
+#include "actors/tls.h"
+#include "actors/system_config.h"
 #include "apps/fault_schedule.h"
 #include "apps/profiling.h"
 #include "apps/testbed/emulated_cluster.h"
@@ -585,14 +587,33 @@ void TrainJob::check_devices_answer() {
     for (const auto& id : no_address) ids += (ids.empty() ? "" : ", ") + id;
     throw std::invalid_argument(o.cluster_file + ": device(s) " + ids + " have no host and port to reach");
   }
-  const auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
+  auto unreachable = testbed::unreachable_devices(check, testbed::Millis(3000));
+  // With TLS, a device that accepts connections may still refuse (or be
+  // refused by) the coordinator's certificate check: say why.
+  std::map<std::string, std::string> why;
+  for (const auto& id : unreachable) why[id] = "nothing accepts connections there within 3 s";
+  if (!check.tls_dir.empty()) {
+    const auto tls = actors::coordinator_options(check).tls;
+    std::vector<std::pair<std::string, actors::TlsTransport::Route>> routes;
+    for (const auto& dv : check.devices)
+      if (!why.count(dv.id)) routes.emplace_back(dv.id, tls->route(dv.host, static_cast<uint16_t>(dv.port), dv.id));
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    for (const auto& [id, route] : routes) {
+      route.ready.wait_until(deadline);
+      const auto& dv = check.devices[static_cast<size_t>(check.index_of(id))];
+      const std::string refusal = tls->last_failure(dv.host, static_cast<uint16_t>(dv.port));
+      if (refusal.empty()) continue;
+      unreachable.push_back(id);
+      why[id] = "TLS: " + refusal;
+    }
+  }
   const bool go_on = !o.resume.empty() || (o.skip_unreachable && !given_plan);
   if (!unreachable.empty() && go_on && unreachable.size() < check.devices.size()) {
     // A resumed job goes on with the devices that are up (and re-plans);
     // with --skip-unreachable a new job is planned without the others.
     std::string ids;
-    for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id;
-    say("  not answering: %s; %s on the others\n", ids.c_str(), o.resume.empty() ? "training" : "resuming");
+    for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id + " (" + why[id] + ")";
+    say("  not usable: %s; %s on the others\n", ids.c_str(), o.resume.empty() ? "training" : "resuming");
     if (o.resume.empty()) {
       const std::set<std::string> gone(unreachable.begin(), unreachable.end());
       auto& devices = cluster.devices;
@@ -607,11 +628,11 @@ void TrainJob::check_devices_answer() {
     std::string ids;
     for (const auto& id : unreachable) {
       const auto& dv = cluster.devices[static_cast<size_t>(cluster.index_of(id))];
-      ids += (ids.empty() ? "" : ", ") + id + " (" + dv.host + ":" + std::to_string(dv.port) + ")";
+      ids += (ids.empty() ? "" : "; ") + id + " at " + dv.host + ":" + std::to_string(dv.port) + ": " + why[id];
     }
-    throw std::runtime_error("cannot reach device(s) of " + o.cluster_file + ": " + ids +
-                             " (nothing accepts connections there within 3 s: is the cluster up? `asteroid "
-                             "cluster up`, `asteroid cluster status`)");
+    throw std::runtime_error("cannot use device(s) of " + o.cluster_file + ": " + ids +
+                             " (is the cluster up? `asteroid cluster up`, `asteroid cluster status`; "
+                             "--skip-unreachable trains on the others)");
   }
 }
 

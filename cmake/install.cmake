@@ -6,7 +6,7 @@ include(CMakePackageConfigHelpers)
 
 set(ASTEROID_LIBRARIES
   asteroid_wire_codec asteroid_messages asteroid_tensor_codec asteroid_compute_lite asteroid_compute
-  asteroid_planner asteroid_actors asteroid_supervision asteroid_testbed asteroid_job)
+  asteroid_planner asteroid_actors asteroid_supervision asteroid_security asteroid_testbed asteroid_job)
 
 # Everything a program that composes and runs a job needs.
 add_library(asteroid_library INTERFACE)

@@ -216,6 +216,7 @@ struct NodeInfo {
   keptStates @7 :UInt32;        # ... how many (one per job, layer range and round)
   refusedControl @8 :UInt64;    # control messages and spawns refused: not from an
                                 # authenticated coordinator (docs/security.md)
+  refusedConnections @9 :UInt64;  # TLS handshakes its gateway refused
 }
 
 struct TraceEvent {

@@ -162,6 +162,7 @@ struct Encoder {
     o.setKeptBytes(m.kept_bytes);
     o.setKeptStates(m.kept_states);
     o.setRefusedControl(m.refused_control);
+    o.setRefusedConnections(m.refused_connections);
   }
   void operator()(const Metrics& m) {
     auto o = env.initMetrics();
@@ -630,6 +631,7 @@ class Reader {
         m.kept_bytes = in.getKeptBytes();
         m.kept_states = in.getKeptStates();
         m.refused_control = in.getRefusedControl();
+        m.refused_connections = in.getRefusedConnections();
         return m;
       }
       case wire::Envelope::METRICS: {

@@ -151,7 +151,8 @@ struct NodeInfo {
   std::vector<std::string> models;
   uint64_t kept_bytes = 0;   // replicas and committed states kept for jobs
   uint32_t kept_states = 0;
-  uint64_t refused_control = 0;  // control messages and spawns refused (docs/security.md)
+  uint64_t refused_control = 0;      // control messages and spawns refused (docs/security.md)
+  uint64_t refused_connections = 0;  // TLS handshakes refused
 };
 
 enum class TraceKind : uint8_t { forward, backward, send, receive, all_reduce, optimizer_step, idle };

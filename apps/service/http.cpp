@@ -65,7 +65,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::header_limit) return respond(json_error(431, "request headers over 8 KiB"), 11, false);
     if (ec) return respond(json_error(400, "malformed HTTP request: " + ec.message()), 11, false);
     const auto& req = parser_->get();
-    HttpRequest request{std::string(req.method_string()), std::string(req.target()), req.body()};
+    HttpRequest request{std::string(req.method_string()), std::string(req.target()), req.body(),
+                        std::string(req[http::field::authorization])};
     HttpResponse response;
     try {
       response = shared_->handler(request);
@@ -156,7 +157,7 @@ void HttpServer::stop() {
 }
 
 HttpResult http_call(const std::string& server, const std::string& method, const std::string& target,
-                     const std::string& body, std::chrono::milliseconds timeout) {
+                     const std::string& body, std::chrono::milliseconds timeout, const std::string& token) {
   std::string hostport = server;
   if (hostport.rfind("http://", 0) == 0) hostport = hostport.substr(7);
   while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
@@ -170,6 +171,7 @@ HttpResult http_call(const std::string& server, const std::string& method, const
   http::request<http::string_body> req(http::string_to_verb(method), target, 11);
   req.set(http::field::host, host);
   req.set(http::field::user_agent, "asteroid");
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
   if (!body.empty()) req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();

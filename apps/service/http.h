@@ -23,6 +23,7 @@ struct HttpRequest {
   std::string method;  // GET, POST, DELETE, ...
   std::string target;  // path and query
   std::string body;
+  std::string authorization;  // the Authorization header, empty if none
 };
 
 struct HttpResponse {
@@ -64,7 +65,9 @@ struct HttpResult {
 // One request to `server` ("http://HOST:PORT" or "HOST:PORT"). Throws
 // std::runtime_error naming the server when it cannot connect, or no
 // answer comes within `timeout`.
+// `token`: sent as "Authorization: Bearer TOKEN" when not empty.
 HttpResult http_call(const std::string& server, const std::string& method, const std::string& target,
-                     const std::string& body = "", std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                     const std::string& body = "", std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                     const std::string& token = "");
 
 }  // namespace asteroid::apps::service

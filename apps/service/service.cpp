@@ -21,6 +21,7 @@
 #include <cstdio>
 
 #include "actors/transport.h"
+#include "apps/service/api_token.h"
 #include "apps/service/dashboard.h"
 #include "apps/service/http.h"
 #include "apps/service/job_queue.h"
@@ -80,7 +81,14 @@ class Service {
     const auto colon = o.listen.rfind(':');
     if (colon == std::string::npos) throw std::invalid_argument("--listen must be HOST:PORT, got '" + o.listen + "'");
     const std::string host = o.listen.substr(0, colon);
-    actors::check_plain_listening("the service's API", host, o.insecure);
+    if (!actors::is_loopback(host) && o.insecure) {
+      actors::check_plain_listening("the service's API", host, true);  // warns
+    } else if (!actors::is_loopback(host) || o.require_token) {
+      token_ = api_token(o.state_dir);
+      spdlog::info("serve: the API on {} takes requests with the bearer token in {} only (plain HTTP: "
+                   "docs/security.md)",
+                   host, (fs::path(o.state_dir) / kTokenFile).string());
+    }
     const int port = std::stoi(o.listen.substr(colon + 1));
     if (port < 0 || port > 65535) throw std::invalid_argument("--listen port out of range: " + o.listen);
     program_ = o.program.empty() ? fs::read_symlink("/proc/self/exe").string() : o.program;
@@ -374,6 +382,10 @@ class Service {
       if (!get) return json_error(405, "use GET");
       return {200, "text/html; charset=utf-8", dashboard_html()};
     }
+    if (!token_.empty() && path != "/healthz" && !bearer_matches(req.authorization, token_)) {
+      return json_error(401, "this service wants \"Authorization: Bearer TOKEN\" with the token in its state "
+                             "directory's " + std::string(kTokenFile) + " (asteroid submit|jobs|cancel --token-file)");
+    }
     if (path == "/metrics") {
       if (!get) return json_error(405, "use GET");
       return {200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(queue_.jobs(), watched())};
@@ -574,6 +586,7 @@ class Service {
   asio::steady_timer tick_;
   std::optional<HttpServer> server_;
   std::string url_, program_, cluster_file_, emulated_dir_;
+  std::string token_;  // required of every request when set (api_token.h)
   planner::Cluster cluster_;
   std::vector<std::string> device_ids_;
   std::map<std::string, Running> running_;

@@ -25,7 +25,11 @@ namespace asteroid::apps::service {
 struct ServiceOptions {
   std::string state_dir;
   std::string listen = "127.0.0.1:8080";  // port 0: any free port (printed)
-  bool insecure = false;  // listen beyond the loopback (the API has no TLS or token yet)
+  // Beyond the loopback every request but /healthz and the dashboard's page
+  // must carry "Authorization: Bearer TOKEN", the token in STATE/api-token
+  // (made at the first such start, 0600); `insecure` drops that (warns).
+  bool insecure = false;
+  bool require_token = false;  // the token on the loopback too
   // Where the jobs run: a cluster.json of running nodes, or an emulated
   // preset the service brings up in STATE/cluster, keeps across its own
   // restarts and brings down when it stops on SIGTERM.

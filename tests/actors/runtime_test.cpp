@@ -18,6 +18,7 @@
 #include "actors/atoms.h"
 #include "actors/connect.h"
 #include "actors/coordinator.h"
+#include "apps/testbed/process.h"
 #include "planner/schedule.h"
 #include "actors/system_config.h"
 #include "compute/dataset.h"
@@ -28,6 +29,7 @@
 #include "messages/tensor_codec.h"
 #include "tests/support/custom_model_files.h"
 #include "tests/support/local_nodes.h"
+#include "tests/support/temp_dir.h"
 
 namespace asteroid::actors {
 namespace {
@@ -89,7 +91,7 @@ JobSpec job_spec(const planner::Cluster& cluster, const Plan& plan, const std::s
 
 Distributed train_distributed(const planner::Cluster& cluster, const Plan& plan, const std::string& model, int rounds,
                               bool trace = false) {
-  AsteroidConfig config;
+  AsteroidConfig config(coordinator_options(cluster));
   caf::actor_system system(config);
   JobSpec spec = job_spec(cluster, plan, model);
   spec.seed = kSeed;
@@ -143,6 +145,23 @@ TEST_F(Runtime, HybridPipelineWithAGroupEqualsSingleDevice) {
   const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 3, {{"d1", 5}, {"d2", 3}}}, {3, layers, {{"d3", 8}}}});
   const auto ref = train_single("fmnist-cnn", 5);
   expect_equivalent(ref, train_distributed(nodes.cluster(), plan, "fmnist-cnn", 5));
+}
+
+TEST(RuntimeOverTls, AHybridPipelineOverMutualTlsEqualsSingleDevice) {
+  // The same job as above with every connection through actors/tls.h: the
+  // wire's content is unchanged, so are the losses and the weights.
+  test_support::TempDir dir("asteroid-tls-runtime");
+  const std::string tls = dir.file("tls");
+  ASSERT_EQ(testbed::run_command({ASTEROID_BIN, "certs", "init", "--dir", tls}, testbed::Millis(30000)).status, 0);
+  for (const char* id : {"d0", "d1", "d2", "d3"})
+    ASSERT_EQ(testbed::run_command({ASTEROID_BIN, "certs", "issue", "--dir", tls, "--id", id}, testbed::Millis(30000)).status,
+              0);
+  test_support::LocalNodes nodes({"d0", "d1", "d2", "d3"}, {"--tls-dir", tls});
+  planner::Cluster cluster = nodes.cluster();
+  cluster.tls_dir = tls;
+  const int layers = compute::layer_count("fmnist-cnn");
+  const Plan plan = make_plan(4, {{0, 1, {{"d0", 8}}}, {1, 3, {{"d1", 5}, {"d2", 3}}}, {3, layers, {{"d3", 8}}}});
+  expect_equivalent(train_single("fmnist-cnn", 5), train_distributed(cluster, plan, "fmnist-cnn", 5));
 }
 
 TEST_F(Runtime, ATorchScriptChainTrainsOnNodesThatLackItAsOnOneDevice) {

@@ -25,7 +25,9 @@
 
 #include "actors/atoms.h"
 #include "actors/heartbeat_datagram.h"
+#include "actors/connect.h"
 #include "actors/system_config.h"
+#include "actors/transport.h"
 #include "apps/testbed/emulated_cluster.h"
 #include "messages/transport.h"
 #include "supervision/heartbeat_monitor.h"
@@ -101,20 +103,20 @@ struct PathResult {
 
 // One run of the monitor on `transport` against `device`'s node, from the
 // hub's network namespace (the calling thread must be in it).
-PathResult measure(const planner::Device& device, HeartbeatTransport transport) {
+PathResult measure(const planner::Cluster& cluster, const planner::Device& device, HeartbeatTransport transport) {
   PathResult r;
   std::mutex mutex;
   std::vector<std::pair<SteadyClock::time_point, double>> round_trips;  // (when, ms)
-  actors::AsteroidConfig config;
+  actors::AsteroidConfig config(actors::coordinator_options(cluster));  // the cluster's TLS
   caf::actor_system system(config);
   caf::scoped_actor self{system};
-  caf::actor node;
-  self->request(system.middleman().actor_handle(), 10s, caf::connect_atom::value, device.host,
-                static_cast<uint16_t>(device.port))
-      .receive([&](const caf::node_id&, caf::strong_actor_ptr& ptr,
-                   const std::set<std::string>&) { node = caf::actor_cast<caf::actor>(std::move(ptr)); },
-               [&](caf::error& e) { r.error = "cannot connect to the node: " + system.render(e); });
-  if (!node) return r;
+  std::string failure;
+  const auto reached = actors::connect_node(system, self, device, 10s, failure);
+  if (!reached) {
+    r.error = "cannot connect to the node: " + failure;
+    return r;
+  }
+  const caf::actor node = reached->actor;
 
   supervision::MonitorSetup setup;  // interval 100 ms, deadline 700 ms: the defaults
   setup.options.transport = transport;
@@ -153,7 +155,7 @@ PathResult measure(const planner::Device& device, HeartbeatTransport transport) 
   for (int i = 0; i < kReplicas; ++i) {
     const auto layer = static_cast<uint32_t>(i);
     bulk.push_back(
-        self->request(node, 60s, messages::to_wire(messages::ReplicaRequest{kJob, layer, layer + 1, 1})));
+        self->request(node, 60s, actors::wire_for(system, node, messages::ReplicaRequest{kJob, layer, layer + 1, 1})));
   }
   const auto probe_sent = SteadyClock::now();
   auto probe = self->request(node, 60s, messages::to_wire(messages::Heartbeat{"probe", 1, 0, {}}));
@@ -211,7 +213,8 @@ TEST(HeartbeatPath, DatagramsHoldTheDefaultDeadlineWhileBulkDataFillsTheLink) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
   EmulatedCluster cluster = EmulatedCluster::up(two_devices(), options(tmp.file("c")));
-  const planner::Device device = cluster.cluster().devices[0];
+  const planner::Cluster devices = cluster.cluster();
+  const planner::Device device = devices.devices[0];
   PathResult datagram, actor;
   std::string failure;
   // The coordinator's side runs in the hub's namespace: a thread of its own
@@ -221,8 +224,8 @@ TEST(HeartbeatPath, DatagramsHoldTheDefaultDeadlineWhileBulkDataFillsTheLink) {
     try {
       const std::string net = enter_cluster_network(cluster.dir());
       if (net != "netns-tc") throw std::runtime_error("the cluster runs on " + net + ", not netns-tc");
-      datagram = measure(device, HeartbeatTransport::datagram);
-      actor = measure(device, HeartbeatTransport::actor);
+      datagram = measure(devices, device, HeartbeatTransport::datagram);
+      actor = measure(devices, device, HeartbeatTransport::actor);
     } catch (const std::exception& e) {
       failure = e.what();
     }

@@ -18,6 +18,7 @@
 #include <regex>
 #include <thread>
 
+#include "apps/service/api_token.h"
 #include "apps/service/http.h"
 #include "apps/testbed/process.h"
 #include "planner/json_io.h"
@@ -154,6 +155,38 @@ std::vector<int64_t> first_rounds(int64_t n) {
   std::vector<int64_t> r(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = i;
   return r;
+}
+
+TEST(Service, WithATokenItAnswersOnlyRequestsThatCarryIt) {
+  TempDir dir("asteroid-service");
+  LocalNodes nodes({"a"});
+  const std::string state = dir.file("state");
+  Daemon daemon(state, {"--cluster", cluster_file(dir, nodes), "--require-token"});
+  const std::string token_file = state + "/api-token";
+  ASSERT_TRUE(fs::exists(token_file));
+  EXPECT_EQ(fs::status(token_file).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  const std::string token = apps::service::read_token_file(token_file);
+  EXPECT_EQ(token.size(), 64u);
+
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/jobs").status, 401);
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/jobs", "", std::chrono::seconds(10), "not" + token.substr(3)).status, 401);
+  EXPECT_EQ(http_call(daemon.url(), "POST", "/jobs", small_job(2).dump()).status, 401);
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/metrics").status, 401);
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/healthz").status, 200) << "health checks need no token";
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/").status, 200) << "the page; its requests carry #token=";
+  EXPECT_EQ(http_call(daemon.url(), "GET", "/jobs", "", std::chrono::seconds(10), token).status, 200);
+
+  const auto without = testbed::run_command({ASTEROID_BIN, "jobs", "--server", daemon.url()}, testbed::Millis(30000));
+  EXPECT_NE(without.status, 0);
+  EXPECT_NE(without.err.find("401"), std::string::npos) << without.err;
+  const auto with = testbed::run_command({ASTEROID_BIN, "jobs", "--server", daemon.url(), "--token-file", token_file},
+                                         testbed::Millis(30000));
+  EXPECT_EQ(with.status, 0) << with.err;
+
+  // The same token after a restart.
+  daemon.process().stop(testbed::Millis(30000));
+  Daemon again(state, {"--cluster", dir.file("cluster.json"), "--require-token"});
+  EXPECT_EQ(http_call(again.url(), "GET", "/jobs", "", std::chrono::seconds(10), token).status, 200);
 }
 
 TEST(Service, SubmitWatchCancelAndResubmit) {
