@@ -29,8 +29,8 @@ using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // (heartbeat_reply_atom, node id, sequence, arrival as steady_clock ticks,
-// unreachable peers): a heartbeat datagram's reply, from the pinger's thread
-// to the heartbeat monitor.
+// unreachable peers, MAC): a heartbeat datagram's reply, from the pinger's
+// thread to the heartbeat monitor.
 using heartbeat_reply_atom = caf::atom_constant<caf::atom("hbreply")>;
 
 }  // namespace asteroid::actors

@@ -4,6 +4,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -58,7 +61,7 @@ bool wait_readable(std::vector<pollfd>& fds, int wake_fd) {
 
 }  // namespace
 
-std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size, std::string* why) {
+std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size, std::string* why, std::string* mac) {
   auto fail = [&](std::string reason) -> std::optional<messages::Heartbeat> {
     if (why) *why = std::move(reason);
     return std::nullopt;
@@ -73,20 +76,49 @@ std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size,
   limits.max_list_length = kMaxUnreachableListed;
   messages::Decoded decoded = messages::decode_copy(data, size, limits);
   if (!decoded.ok()) return fail(decoded.error);
+  if (mac) *mac = decoded.authorization;
   if (auto* heartbeat = std::get_if<messages::Heartbeat>(&*decoded.message)) return std::move(*heartbeat);
   return fail(std::string("a ") + messages::kind_name(*decoded.message) + " message, not a heartbeat");
 }
 
+std::string heartbeat_mac(const std::string& key, const messages::Heartbeat& heartbeat) {
+  std::string data = heartbeat.node_id;
+  data.push_back('\0');
+  for (int i = 0; i < 8; ++i) data.push_back(static_cast<char>((heartbeat.sequence >> (8 * i)) & 0xff));
+  for (const auto& peer : heartbeat.unreachable) {
+    data += peer;
+    data.push_back('\0');
+  }
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), mac, &length);
+  return std::string(reinterpret_cast<const char*>(mac), length);
+}
+
+bool heartbeat_mac_matches(const std::string& key, const messages::Heartbeat& heartbeat, const std::string& mac) {
+  const std::string expected = heartbeat_mac(key, heartbeat);
+  return mac.size() == expected.size() && CRYPTO_memcmp(mac.data(), expected.data(), mac.size()) == 0;
+}
+
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
-                                                  std::string* why, std::vector<std::string> unreachable) {
-  auto heartbeat = read_heartbeat(data, size, why);
+                                                  std::string* why, std::vector<std::string> unreachable,
+                                                  const std::string& key) {
+  std::string mac;
+  auto heartbeat = read_heartbeat(data, size, why, &mac);
   if (!heartbeat) return std::nullopt;
+  const bool signed_request = !key.empty() && !mac.empty();
+  if (signed_request && !heartbeat_mac_matches(key, *heartbeat, mac)) {
+    if (why) *why = "a heartbeat with a wrong MAC";
+    return std::nullopt;
+  }
   if (unreachable.size() > kMaxUnreachableListed) unreachable.resize(kMaxUnreachableListed);
   messages::Heartbeat reply{node_id, heartbeat->sequence, now_us(), std::move(unreachable)};
-  auto bytes = messages::encode(reply);
+  auto encode = [&] { return messages::encode(reply, signed_request ? heartbeat_mac(key, reply) : std::string()); };
+  auto bytes = encode();
   while (bytes.size() > kMaxHeartbeatBytes && !reply.unreachable.empty()) {  // the monitor would drop it
     reply.unreachable.pop_back();
-    bytes = messages::encode(reply);
+    bytes = encode();
   }
   return bytes;
 }
@@ -113,8 +145,8 @@ std::optional<DatagramEndpoint> resolve_datagram_endpoint(const std::string& hos
 // ---- HeartbeatResponder -------------------------------------------------------------
 
 HeartbeatResponder::HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
-                                       std::function<std::vector<std::string>()> unreachable_peers)
-    : node_id_(std::move(node_id)), unreachable_peers_(std::move(unreachable_peers)) {
+                                       std::function<std::vector<std::string>()> unreachable_peers, std::string key)
+    : node_id_(std::move(node_id)), unreachable_peers_(std::move(unreachable_peers)), key_(std::move(key)) {
   const std::string where = host + ":" + std::to_string(port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -173,7 +205,7 @@ void HeartbeatResponder::run() {
       }
       std::string why;
       auto reply = answer_heartbeat(buffer.data(), static_cast<size_t>(n), node_id_, &why,
-                                    unreachable_peers_ ? unreachable_peers_() : std::vector<std::string>{});
+                                    unreachable_peers_ ? unreachable_peers_() : std::vector<std::string>{}, key_);
       if (!reply) {
         ++dropped_;
         spdlog::debug("node {}: dropped a heartbeat datagram of {} bytes: {}", node_id_, n, why);
@@ -229,13 +261,14 @@ HeartbeatPinger::~HeartbeatPinger() {
   close_fd(wake_);
 }
 
-bool HeartbeatPinger::send(const DatagramEndpoint& to, const messages::Heartbeat& heartbeat, std::string* why) {
+bool HeartbeatPinger::send(const DatagramEndpoint& to, const messages::Heartbeat& heartbeat, std::string* why,
+                           const std::string& key) {
   const int fd = to.address.ss_family == AF_INET6 ? v6_ : v4_;
   if (fd < 0) {
     if (why) *why = "no IPv6 socket for " + to.text;
     return false;
   }
-  const std::vector<char> bytes = messages::encode(heartbeat);
+  const std::vector<char> bytes = messages::encode(heartbeat, key.empty() ? std::string() : heartbeat_mac(key, heartbeat));
   if (::sendto(fd, bytes.data(), bytes.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&to.address),
                to.length) < 0) {
     if (why) *why = "cannot send a heartbeat to " + to.text + ": " + errno_text();
@@ -261,12 +294,13 @@ void HeartbeatPinger::run() {
         }
         const auto received = Clock::now();
         std::string why;
-        auto reply = read_heartbeat(buffer.data(), static_cast<size_t>(n), &why);
+        std::string mac;
+        auto reply = read_heartbeat(buffer.data(), static_cast<size_t>(n), &why, &mac);
         if (!reply) {
           spdlog::debug("heartbeat monitor: dropped a reply datagram of {} bytes: {}", n, why);
           continue;
         }
-        on_reply_(*reply, received);
+        on_reply_(*reply, mac, received);
       }
     }
   }

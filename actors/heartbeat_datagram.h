@@ -12,6 +12,13 @@
 // them (HeartbeatPinger, supervision/heartbeat_monitor.h). A datagram is one
 // Cap'n Proto envelope holding a Heartbeat, decoded as hostile input: a
 // malformed datagram is dropped (debug log), never answered.
+//
+// With TLS, the monitor's heartbeats and the node's answers to them carry a
+// MAC (HMAC-SHA256) keyed by the node's control token (actors/tls.h), which
+// only the node and its coordinator know: nobody on the network can answer
+// for a dead node or forge a live one's unreachable peers. Heartbeats
+// without a MAC (the pipeline peers' watch, actors/peer_watch.h) are
+// answered without one.
 #pragma once
 
 #include <sys/socket.h>
@@ -36,18 +43,27 @@ constexpr int kHeartbeatTos = 0xb8;
 constexpr size_t kMaxHeartbeatBytes = 1024;
 
 // Decodes a datagram that must hold a Heartbeat; nullopt with the reason in
-// `why` (if given) for anything else.
-std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size, std::string* why = nullptr);
+// `why` (if given) for anything else. `mac`: the envelope's authorization.
+std::optional<messages::Heartbeat> read_heartbeat(const void* data, size_t size, std::string* why = nullptr,
+                                                  std::string* mac = nullptr);
+
+// The MAC of a heartbeat under `key`: over its node id, sequence and
+// unreachable peers (what the monitor acts on).
+std::string heartbeat_mac(const std::string& key, const messages::Heartbeat& heartbeat);
+// Whether `mac` is heartbeat_mac(key, heartbeat), compared in constant time.
+bool heartbeat_mac_matches(const std::string& key, const messages::Heartbeat& heartbeat, const std::string& mac);
 
 // A node's answer to one datagram: the encoded Heartbeat of `node_id` with
 // the same sequence and the peers it cannot reach (at most
 // kMaxUnreachableListed), or nullopt (reason in `why`) when the datagram is
-// not a well-formed heartbeat. The responder's whole logic, testable
-// without sockets.
+// not a well-formed heartbeat. With a `key`, a heartbeat with a MAC must
+// carry the right one and gets an answer with a MAC. The responder's whole
+// logic, testable without sockets.
 constexpr size_t kMaxUnreachableListed = 16;
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
                                                   std::string* why = nullptr,
-                                                  std::vector<std::string> unreachable = {});
+                                                  std::vector<std::string> unreachable = {},
+                                                  const std::string& key = {});
 
 // A resolved UDP address.
 struct DatagramEndpoint {
@@ -69,8 +85,9 @@ class HeartbeatResponder {
   // Binds, marks the socket EF and starts the thread. Throws
   // std::runtime_error naming the address when it cannot bind.
   // `unreachable_peers` (optional) fills every reply's unreachable list.
+  // `key`: the node's control token (empty: no MACs).
   HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
-                     std::function<std::vector<std::string>()> unreachable_peers = {});
+                     std::function<std::vector<std::string>()> unreachable_peers = {}, std::string key = {});
   ~HeartbeatResponder();
   HeartbeatResponder(const HeartbeatResponder&) = delete;
   HeartbeatResponder& operator=(const HeartbeatResponder&) = delete;
@@ -83,6 +100,7 @@ class HeartbeatResponder {
   void run();
   std::string node_id_;
   std::function<std::vector<std::string>()> unreachable_peers_;
+  std::string key_;
   int socket_ = -1, wake_ = -1;  // wake_: an eventfd that stops the thread
   uint16_t port_ = 0;
   std::atomic<uint64_t> answered_{0}, dropped_{0};
@@ -95,7 +113,9 @@ class HeartbeatResponder {
 class HeartbeatPinger {
  public:
   using Clock = std::chrono::steady_clock;
-  using OnReply = std::function<void(const messages::Heartbeat& reply, Clock::time_point received)>;
+  // `mac`: the reply's (empty when it has none).
+  using OnReply =
+      std::function<void(const messages::Heartbeat& reply, const std::string& mac, Clock::time_point received)>;
 
   // Throws std::runtime_error when no IPv4 socket can be opened.
   explicit HeartbeatPinger(OnReply on_reply);
@@ -103,9 +123,11 @@ class HeartbeatPinger {
   HeartbeatPinger(const HeartbeatPinger&) = delete;
   HeartbeatPinger& operator=(const HeartbeatPinger&) = delete;
 
-  // Sends one heartbeat without blocking; false (reason in `why`) when the
-  // socket refuses it. Call from one thread at a time.
-  bool send(const DatagramEndpoint& to, const messages::Heartbeat& heartbeat, std::string* why = nullptr);
+  // Sends one heartbeat without blocking, with its MAC under `key` if
+  // given; false (reason in `why`) when the socket refuses it. Call from one
+  // thread at a time.
+  bool send(const DatagramEndpoint& to, const messages::Heartbeat& heartbeat, std::string* why = nullptr,
+            const std::string& key = {});
 
  private:
   void run();

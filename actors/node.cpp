@@ -380,7 +380,7 @@ int run_node(const NodeOptions& options) {
       return 1;
     }
     try {
-      heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable);
+      heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable, node->control_token);
     } catch (const std::exception& e) {
       if (options.port == 0 && attempt < 8) {
         spdlog::info("asteroid node {}: {}; trying another port", options.id, e.what());

@@ -7,7 +7,9 @@ namespace asteroid::actors {
 PeerWatch::PeerWatch(std::string node_id, std::chrono::milliseconds interval, std::chrono::milliseconds deadline)
     : node_id_(std::move(node_id)), interval_(interval), deadline_(deadline) {
   pinger_ = std::make_unique<HeartbeatPinger>(
-      [this](const messages::Heartbeat& reply, Clock::time_point at) { on_reply(reply.sequence, at); });
+      [this](const messages::Heartbeat& reply, const std::string&, Clock::time_point at) {
+        on_reply(reply.sequence, at);
+      });
   thread_ = std::thread([this] { run(); });
 }
 

@@ -246,6 +246,7 @@ class TlsTransport::Impl {
         slot->socket.open(local.protocol());
         slot->socket.bind(local);
         slot->socket.listen();
+        slot->port = slot->socket.local_endpoint().port();
         slot->remote_host = host;
         slot->remote_port = port;
         slot->expected_id = expected_id;
@@ -254,15 +255,9 @@ class TlsTransport::Impl {
       acceptor = slot;
     }
     auto done = std::make_shared<std::promise<void>>();
-    TlsTransport::Route out{acceptor->socket.local_endpoint().port(), done->get_future().share()};
+    TlsTransport::Route out{acceptor->port, done->get_future().share()};
     asio::post(io_, [this, acceptor, done] { add_spare(acceptor, [done] { done->set_value(); }); });
     return out;
-  }
-
-  std::string token_from(const std::string& host, uint16_t port) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = tokens_.find(endpoint_key(host, port));
-    return it == tokens_.end() ? std::string() : it->second;
   }
 
   std::string last_failure(const std::string& host, uint16_t port) const {
@@ -285,7 +280,6 @@ class TlsTransport::Impl {
   }
 
   TlsCounters counters() const { return {accepted_.load(), refused_.load()}; }
-  const TlsIdentity& identity() const { return identity_; }
   const std::string& token() const { return token_; }
 
  private:
@@ -293,6 +287,7 @@ class TlsTransport::Impl {
   struct Acceptor {
     explicit Acceptor(asio::io_context& io) : socket(io) {}
     tcp::acceptor socket;
+    uint16_t port = 0;                         // route: the loopback port CAF connects to
     uint16_t forward_port = 0;                 // gateway: CAF's loopback port
     std::string remote_host;                   // route: where to
     uint16_t remote_port = 0;
@@ -619,7 +614,6 @@ class TlsTransport::Impl {
 
 TlsTransport::TlsTransport(TlsIdentity identity) : impl_(std::make_unique<Impl>(std::move(identity))) {}
 TlsTransport::~TlsTransport() = default;
-const TlsIdentity& TlsTransport::identity() const { return impl_->identity(); }
 uint16_t TlsTransport::serve(const std::string& host, uint16_t port, uint16_t local_port) {
   return impl_->serve(host, port, local_port);
 }
@@ -628,7 +622,6 @@ const std::string& TlsTransport::control_token() const { return impl_->token(); 
 TlsTransport::Route TlsTransport::route(const std::string& host, uint16_t port, const std::string& expected_id) {
   return impl_->route(host, port, expected_id);
 }
-std::string TlsTransport::token_from(const std::string& host, uint16_t port) const { return impl_->token_from(host, port); }
 std::string TlsTransport::last_failure(const std::string& host, uint16_t port) const {
   return impl_->last_failure(host, port);
 }

@@ -74,8 +74,6 @@ class TlsTransport {
   TlsTransport(const TlsTransport&) = delete;
   TlsTransport& operator=(const TlsTransport&) = delete;
 
-  const TlsIdentity& identity() const;
-
   // Gateway: accepts TLS on host:port (0: any free port) and forwards each
   // accepted peer to 127.0.0.1:local_port. The bound port; throws
   // std::runtime_error when it cannot listen.
@@ -95,17 +93,15 @@ class TlsTransport {
     std::shared_future<void> ready;
   };
   Route route(const std::string& host, uint16_t port, const std::string& expected_id);
-  // The control token host:port's gateway gave this process (empty: none,
-  // or not connected yet).
-  std::string token_from(const std::string& host, uint16_t port) const;
   // Why the last connection to host:port failed (empty: it did not).
   std::string last_failure(const std::string& host, uint16_t port) const;
   // Remembers that host:port is the process `node` (a key of the caller's
-  // choosing), so that authorization_for(node) is its token_from.
+  // choosing), so that authorization_for(node) is the control token its
+  // gateway gave this process (empty: none, or not connected yet).
   void remember_node(const std::string& node, const std::string& host, uint16_t port);
   std::string authorization_for(const std::string& node) const;
 
-  TlsCounters counters() const;
+  TlsCounters counters() const;  // both sides, since the start
 
  private:
   class Impl;

@@ -46,6 +46,7 @@ struct MonitorState {
   std::unique_ptr<actors::HeartbeatPinger> pinger;
   std::map<std::string, actors::DatagramEndpoint> endpoints;
   std::map<uint64_t, Pending> pending;  // by sequence, which names the device it went to
+  uint64_t forged = 0;                  // replies dropped for a wrong or missing MAC
   std::map<std::string, std::vector<std::string>> unreachable;  // last forwarded, by device
   static inline const char* name = "heartbeat-monitor";
 };
@@ -110,16 +111,24 @@ void open_datagrams(Self self, const MonitorSetup& setup) {
   caf::actor_addr me = self->address();  // weak: the pinger must not keep the monitor alive
   try {
     s.pinger = std::make_unique<actors::HeartbeatPinger>(
-        [me](const messages::Heartbeat& reply, Clock::time_point received) {
+        [me](const messages::Heartbeat& reply, const std::string& mac, Clock::time_point received) {
           if (auto monitor = caf::actor_cast<heartbeat_monitor_actor>(me)) {
             caf::anon_send(monitor, datagram_atom::value, reply.node_id, reply.sequence,
-                           static_cast<int64_t>(received.time_since_epoch().count()), reply.unreachable);
+                           static_cast<int64_t>(received.time_since_epoch().count()), reply.unreachable, mac);
           }
         });
   } catch (const std::exception& e) {
     spdlog::warn("heartbeat monitor: {}; heartbeats go over the actors' connections", e.what());
     s.endpoints.clear();
   }
+}
+
+// The key of `device`'s heartbeat MACs: its node's control token, which this
+// process holds with TLS (actors/heartbeat_datagram.h); empty: no MACs.
+std::string mac_key(Self self, const std::string& device) {
+  auto node = self->state.nodes.find(device);
+  return node == self->state.nodes.end() ? std::string()
+                                         : actors::authorization_for(self->home_system(), node->second.node());
 }
 
 void send_heartbeat(Self self, const std::string& device) {
@@ -129,7 +138,7 @@ void send_heartbeat(Self self, const std::string& device) {
   auto endpoint = s.pinger ? s.endpoints.find(device) : s.endpoints.end();
   if (endpoint != s.endpoints.end()) {
     std::string why;
-    if (s.pinger->send(endpoint->second, messages::Heartbeat{"monitor", sequence, 0, {}}, &why))
+    if (s.pinger->send(endpoint->second, messages::Heartbeat{"monitor", sequence, 0, {}}, &why, mac_key(self, device)))
       s.pending[sequence] = Pending{device, sent};
     else
       spdlog::debug("heartbeat monitor: {}", why);  // silence is judged by the deadline
@@ -186,10 +195,19 @@ heartbeat_monitor_actor::behavior_type monitor(Self self, MonitorSetup setup) {
       // A datagram reply counts for the device its sequence was sent to
       // (a node's --id need not be its device id); late, repeated or
       // unknown sequences are ignored.
-      [=](datagram_atom, const std::string&, uint64_t sequence, int64_t received,
-          std::vector<std::string>& unreachable) {
+      [=](datagram_atom, const std::string& node_id, uint64_t sequence, int64_t received,
+          std::vector<std::string>& unreachable, const std::string& mac) {
         auto it = self->state.pending.find(sequence);
         if (it == self->state.pending.end()) return;
+        // With TLS only the node itself can answer (its MAC): nobody can
+        // keep a dead device alive or forge its unreachable peers.
+        const std::string key = mac_key(self, it->second.device);
+        if (!key.empty() && !actors::heartbeat_mac_matches(key, messages::Heartbeat{node_id, sequence, 0, unreachable}, mac)) {
+          ++self->state.forged;
+          spdlog::warn("heartbeat monitor: dropped a reply for {} without its MAC ({} so far)", it->second.device,
+                       self->state.forged);
+          return;
+        }
         const Pending pending = it->second;
         self->state.pending.erase(it);
         const Clock::time_point at{Clock::duration(received)};

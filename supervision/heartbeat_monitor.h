@@ -51,7 +51,7 @@ struct MonitorSetup {
 using heartbeat_monitor_actor =
     caf::typed_actor<caf::reacts_to<actors::tick_atom>,
                      caf::reacts_to<actors::heartbeat_reply_atom, std::string, uint64_t, int64_t,
-                                    std::vector<std::string>>>;
+                                    std::vector<std::string>, std::string>>;
 
 // Spawns the monitor. Stop it with anon_send_exit when the job ends.
 heartbeat_monitor_actor spawn_heartbeat_monitor(caf::actor_system& system, const MonitorSetup& setup);

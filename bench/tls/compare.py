@@ -3,7 +3,8 @@
 
 Brings up the same emulated preset twice, once with the cluster's own
 certificates (the default) and once with --no-tls, plans the default job
-once on the TLS cluster, then trains that same plan (same profile) on both,
+once on the TLS cluster (its cluster plan, also when the probe keeps the
+best device alone), then trains that same plan (same profile) on both,
 alternating plain, TLS, plain, TLS, ... so that the machine's drift hits
 both alike. Prints a markdown table of samples/s after the warm-up rounds
 and the TLS/plain ratio, measured in this run, and writes results.json.
@@ -65,7 +66,12 @@ def main():
         if run([a.asteroid, "train", "--cluster", os.path.join(clusters["tls"], "cluster.json"), "--rounds", "10",
                 "--out", planned, *common], planned + ".log", 1800) != 0:
             sys.exit("planning the default job failed:\n" + tail(planned + ".log"))
-        given = ["--plan", os.path.join(planned, "plan.json"), "--profile", os.path.join(planned, "profile.json")]
+        # The cluster plan: when the probe kept the best device alone, the
+        # plan it compared (plan-candidate.json), or nothing would cross a link.
+        plan_file = os.path.join(planned, "plan-candidate.json")
+        if not os.path.exists(plan_file):
+            plan_file = os.path.join(planned, "plan.json")
+        given = ["--plan", plan_file, "--profile", os.path.join(planned, "profile.json")]
         results = {"tls": [], "plain": []}
         for i in range(a.pairs):
             for kind in ("plain", "tls"):
@@ -78,8 +84,9 @@ def main():
                     s = json.load(f)
                 results[kind].append(s.get("samples_per_s_after_round_5") or s["samples_per_s"])
                 print(f"  {kind} {i}: {results[kind][-1]:.1f} samples/s", flush=True)
-        with open(os.path.join(planned, "plan.txt")) as f:
-            plan = f.readline().strip().rstrip(",")
+        with open(plan_file) as f:
+            stages = json.load(f)["stages"]
+        plan = " | ".join("[{},{}) {}".format(*s["layers"], "+".join(d["id"] for d in s["devices"])) for s in stages)
         med = {k: statistics.median(v) for k, v in results.items()}
         report = {"env": a.env, "bandwidth": a.bandwidth, "model": a.model, "rounds": a.rounds, "plan": plan,
                   "samples_per_s": results, "median": med, "tls_over_plain": med["tls"] / med["plain"],

@@ -281,7 +281,7 @@ TEST(HeartbeatPath, DatagramsReachTheNodeThroughTheRelay) {
   std::mutex mutex;
   std::condition_variable answered;
   std::vector<messages::Heartbeat> replies;
-  actors::HeartbeatPinger pinger([&](const messages::Heartbeat& reply, SteadyClock::time_point) {
+  actors::HeartbeatPinger pinger([&](const messages::Heartbeat& reply, const std::string&, SteadyClock::time_point) {
     std::lock_guard<std::mutex> lock(mutex);
     replies.push_back(reply);
     answered.notify_all();

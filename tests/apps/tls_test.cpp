@@ -14,6 +14,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -23,6 +25,7 @@
 
 #include "actors/ask.h"
 #include "actors/connect.h"
+#include "actors/heartbeat_datagram.h"
 #include "actors/system_config.h"
 #include "actors/tls.h"
 #include "actors/transport.h"
@@ -347,6 +350,29 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   // A spawn, four control messages and two exit messages.
   EXPECT_EQ(std::get<messages::NodeInfo>(*info).refused_control, 7u);
   EXPECT_TRUE(nodes.process("a").running());
+
+  // Heartbeat datagrams: the coordinator's (MAC under the node's token) get
+  // an answer with a MAC, a wrong MAC gets none, a peer's (no MAC) one
+  // without a MAC.
+  const std::string token = actors::authorization_for(system, as_coordinator->id);
+  std::mutex mutex;
+  std::map<uint64_t, std::string> answers;  // sequence -> the answer's MAC
+  actors::HeartbeatPinger pinger([&](const messages::Heartbeat& reply, const std::string& mac, auto) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (reply.node_id == "a" && actors::heartbeat_mac_matches(token, reply, mac)) answers[reply.sequence] = "signed";
+    else if (reply.node_id == "a") answers[reply.sequence] = mac.empty() ? "unsigned" : "bad";
+  });
+  const auto udp = actors::resolve_datagram_endpoint(a.host, static_cast<uint16_t>(a.port));
+  ASSERT_TRUE(udp);
+  ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"monitor", 1, 0, {}}, nullptr, token));
+  ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"monitor", 2, 0, {}}, nullptr, std::string(32, 'x')));
+  ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"b", 3, 0, {}}));
+  eventually([&] { std::lock_guard<std::mutex> lock(mutex); return answers.size() >= 2 && answers.count(1) && answers.count(3); },
+             std::chrono::seconds(10));
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(answers[1], "signed");
+  EXPECT_EQ(answers.count(2), 0u) << "a heartbeat with a wrong MAC was answered";
+  EXPECT_EQ(answers[3], "unsigned");
 }
 
 }  // namespace

@@ -61,6 +61,36 @@ TEST(HeartbeatDatagram, TheAnswerCarriesTheNodesIdAndTheSameSequence) {
   EXPECT_LE(answer->size(), actors::kMaxHeartbeatBytes);
 }
 
+TEST(HeartbeatDatagram, WithAKeyOnlyTheKeyHolderAsksAndAnswersWithAMac) {
+  const std::string key(32, '\x5a'), other(32, '\x33');
+  const messages::Heartbeat request{"monitor", 7, 0, {}};
+  const auto signed_request = messages::encode(request, actors::heartbeat_mac(key, request));
+  std::string why, mac;
+  auto answer = actors::answer_heartbeat(signed_request.data(), signed_request.size(), "nano-0", &why, {"tx2-0"}, key);
+  ASSERT_TRUE(answer) << why;
+  auto reply = actors::read_heartbeat(answer->data(), answer->size(), &why, &mac);
+  ASSERT_TRUE(reply) << why;
+  EXPECT_TRUE(actors::heartbeat_mac_matches(key, *reply, mac));
+  EXPECT_FALSE(actors::heartbeat_mac_matches(other, *reply, mac));
+  messages::Heartbeat forged = *reply;
+  forged.unreachable = {};  // someone hiding a partition
+  EXPECT_FALSE(actors::heartbeat_mac_matches(key, forged, mac));
+  forged = *reply;
+  forged.sequence = 8;  // an old answer replayed for a new heartbeat
+  EXPECT_FALSE(actors::heartbeat_mac_matches(key, forged, mac));
+
+  // A request with someone else's MAC is not answered.
+  const auto wrong = messages::encode(request, actors::heartbeat_mac(other, request));
+  EXPECT_FALSE(actors::answer_heartbeat(wrong.data(), wrong.size(), "nano-0", &why, {}, key));
+  EXPECT_NE(why.find("wrong MAC"), std::string::npos) << why;
+  // One without a MAC (a pipeline peer's) is answered without one.
+  const auto plain = heartbeat_bytes(9);
+  answer = actors::answer_heartbeat(plain.data(), plain.size(), "nano-0", &why, {}, key);
+  ASSERT_TRUE(answer) << why;
+  ASSERT_TRUE(actors::read_heartbeat(answer->data(), answer->size(), &why, &mac));
+  EXPECT_TRUE(mac.empty());
+}
+
 TEST(HeartbeatDatagram, AnythingButAWellFormedHeartbeatIsNotAnswered) {
   for (const auto& [name, bytes] : malformed()) {
     std::string why;
