@@ -58,7 +58,11 @@ std::vector<std::string> train_args(const Paths& p, const std::string& metrics, 
   return {ASTEROID_BIN, "train", "--cluster", p.cluster.string(), "--out", out, "--no-plots",
           "--rounds", std::to_string(rounds),
           "--batch", "32", "--seed", "7", "--model", "fmnist-cnn", "--metrics", metrics, "--progress", "off",
-          "--test-samples", "500", "--checkpoint-every", std::to_string(checkpoint_every), "--checkpoint", (p.dir / "checkpoint.bin").string()};
+          "--test-samples", "500", "--checkpoint-every", std::to_string(checkpoint_every), "--checkpoint", (p.dir / "checkpoint.bin").string(),
+          // Plan switches follow measured speeds, which differ from run to
+          // run, and change the order of float sums: runs compared round
+          // by round keep their plan.
+          "--adapt", "off"};
 }
 
 // (round, loss) of every round line, in file order.
