@@ -306,6 +306,7 @@ class TlsTransport::Impl {
     std::vector<char> chunk = std::vector<char>(kPumpBytes);
     std::string pending, writing;
     bool attached = true, reading = false, write_busy = false;
+    bool ended = false;  // its source ended: the session closes once `pending` is written
   };
 
   // One forwarded connection: the TLS side and the plain side, piped both
@@ -568,7 +569,14 @@ class TlsTransport::Impl {
     pipe.reading = true;
     from.async_read_some(asio::buffer(pipe.chunk), [this, session, &from, &to, &pipe](const error_code& ec, size_t n) {
       pipe.reading = false;
-      if (ec || session->closed) return session->close();
+      if (session->closed) return;
+      if (ec) {
+        // The source ended: what was read still goes on (the last message
+        // before a peer closes), then the whole session closes.
+        pipe.ended = true;
+        if (pipe.write_busy || (pipe.attached && !pipe.pending.empty())) return flush(session, from, to, pipe);
+        return session->close();
+      }
       pipe.pending.append(pipe.chunk.data(), n);
       if (session->on_ready && !pipe.attached) std::exchange(session->on_ready, nullptr)();
       flush(session, from, to, pipe);
@@ -584,8 +592,8 @@ class TlsTransport::Impl {
     asio::async_write(to, asio::buffer(pipe.writing), [this, session, &from, &to, &pipe](const error_code& ec, size_t) {
       pipe.write_busy = false;
       pipe.writing.clear();
-      if (ec || session->closed) return session->close();
-      if (!pipe.reading) read_into(session, from, to, pipe);  // it stopped while too much was pending
+      if (ec || session->closed || (pipe.ended && pipe.pending.empty())) return session->close();
+      if (!pipe.reading && !pipe.ended) read_into(session, from, to, pipe);  // it stopped while too much was pending
       flush(session, from, to, pipe);
     });
   }

@@ -95,6 +95,11 @@ void add_serve_command(CLI::App& app) {
                 "STATE_DIR/api-token; warns)");
   cmd->add_flag("--require-token", o->require_token, "want the bearer token on the loopback too");
   cmd->add_option("--cluster", o->cluster_file, "cluster.json of running nodes");
+  cmd->add_option("--tls-dir", o->tls_dir,
+                  "with --cluster: mutual TLS with the certificates in DIR, instead of the cluster's tls.dir "
+                  "(docs/security.md)")
+      ->check(CLI::ExistingDirectory)
+      ->needs("--cluster");
   cmd->add_option("--env", o->env, "or an emulated preset (A-D) the service brings up in STATE_DIR/cluster and keeps");
   cmd->add_option("--bandwidth", o->bandwidth_mbps, "--env: link bandwidth in Mbit/s (default 1000)")
       ->check(CLI::PositiveNumber);

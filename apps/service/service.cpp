@@ -166,6 +166,8 @@ class Service {
     if (job.request.devices.empty()) return cluster_file_;
     planner::Cluster part;
     part.default_bandwidth_mbps = cluster_.default_bandwidth_mbps;
+    part.tls_dir = cluster_.tls_dir;  // absolute (load_cluster)
+    part.tls_allow = cluster_.tls_allow;
     const std::set<std::string> wanted(job.request.devices.begin(), job.request.devices.end());
     for (const auto& d : cluster_.devices)
       if (wanted.count(d.id)) part.devices.push_back(d);
@@ -217,6 +219,7 @@ class Service {
     // often enough that a restart loses little even without the nodes.
     if (!has("--baseline-rounds")) argv.insert(argv.end(), {"--baseline-rounds", "0"});
     if (!has("--checkpoint-every")) argv.insert(argv.end(), {"--checkpoint-every", "50"});
+    if (!o_.tls_dir.empty()) argv.insert(argv.end(), {"--tls-dir", o_.tls_dir});
     argv.insert(argv.end(), job.request.train_args.begin(), job.request.train_args.end());
     const bool resume = fs::exists(run / "checkpoint.bin") || fs::exists(run / "checkpoint.bin.prev");
     for (const auto& [flag, document] : job.request.files) {

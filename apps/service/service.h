@@ -34,6 +34,7 @@ struct ServiceOptions {
   // preset the service brings up in STATE/cluster, keeps across its own
   // restarts and brings down when it stops on SIGTERM.
   std::string cluster_file;
+  std::string tls_dir;  // with cluster_file: the jobs' certificates (train --tls-dir)
   std::string env;
   double bandwidth_mbps = 0, cpu_budget = 0;
   std::string cpu_mode = "auto", net_mode = "auto";

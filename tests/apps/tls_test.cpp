@@ -167,13 +167,15 @@ TEST(TlsNodes, OnlyListedDevicesOfTheAuthorityJoinAndStrangersAreRefusedWhileThe
   LocalNodes b_node({"b"}, {"--tls-dir", tls, allow_ab});
   LocalNodes stranger({"x"}, {"--tls-dir", other});  // another cluster's device
   LocalNodes unlisted({"y"}, {"--tls-dir", tls});    // ours, but not on the job's list
+  LocalNodes plain({"w"});                           // no certificate at all: plain TCP
 
   planner::Cluster cluster = b_node.cluster();
   cluster.devices.insert(cluster.devices.begin(), a_node.device);
   cluster.devices.push_back(stranger.cluster().devices[0]);
   cluster.devices.push_back(unlisted.cluster().devices[0]);
+  cluster.devices.push_back(plain.cluster().devices[0]);
   cluster.tls_dir = tls;
-  cluster.tls_allow = {"a=" + actors::certificate_sha256(tls + "/a.pem"), "b", "x"};
+  cluster.tls_allow = {"a=" + actors::certificate_sha256(tls + "/a.pem"), "b", "x", "w"};
   planner::save_cluster(cluster, dir.file("cluster.json"));
 
   testbed::SpawnOptions train;
@@ -223,6 +225,7 @@ TEST(TlsNodes, OnlyListedDevicesOfTheAuthorityJoinAndStrangersAreRefusedWhileThe
   EXPECT_EQ(devices, (std::set<std::string>{"a", "b"}));
   EXPECT_NE(log.find("x (TLS: its certificate"), std::string::npos) << log;
   EXPECT_NE(log.find("y (TLS: \"y\" is not on the allow-list"), std::string::npos) << log;
+  EXPECT_NE(log.find("w (TLS: "), std::string::npos) << log;
 }
 
 // CPU seconds a process has used (utime + stime).
