@@ -25,7 +25,9 @@ struct NodeHandle {
 // The node of `device` (published at its host and port; with TLS through
 // a route that checks the device's certificate, actors/transport.h), or
 // nullopt with `failure` saying why (CAF's error, a TLS refusal, a timeout,
-// or nothing published there).
+// or nothing published there). A connect CAF drops before the node's first
+// message (retry_connect, actors/transport.h) is tried again, up to three
+// times within the timeout.
 std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self,
                                        const planner::Device& device, std::chrono::milliseconds timeout,
                                        std::string& failure);

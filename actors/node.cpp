@@ -147,7 +147,9 @@ messages::Message profile(NodeContext& node, const messages::ProfileRequest& req
 // deadline: a peer that does not answer (frozen, cut off) costs the
 // deadline once, not once per peer. A peer that cannot be reached now is
 // not an error: traffic to it then takes CAF's own route; the reply lists
-// such peers for the coordinator's log.
+// such peers for the coordinator's log. A connect CAF drops before the
+// peer's first message (retry_connect, actors/transport.h) is tried again,
+// up to three times within the deadline.
 messages::Message connect_peers(caf::blocking_actor* self, const NodeContext& node, const messages::Peers& peers) {
   auto& system = self->home_system();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
