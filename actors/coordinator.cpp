@@ -15,6 +15,7 @@
 #include "actors/connect.h"
 #include "actors/model_shipping.h"
 #include "actors/partitions.h"
+#include "actors/tls.h"
 #include "actors/transport.h"
 #include "messages/transport.h"
 #include "planner/cost_model.h"
@@ -58,6 +59,9 @@ struct Coordinator::Impl {
   caf::actor_system& system;
   caf::scoped_actor self;
   JobSpec spec;
+  // With TLS: the MAC key of the heartbeats between this job's nodes, given
+  // to them with their peers (actors/heartbeat_datagram.h).
+  const std::string peer_heartbeat_key = tls_of(system) ? random_bytes(32) : std::string();
   std::map<std::string, Node> nodes;  // by device id
   std::vector<Member> members;        // stage by stage, member by member
   RoundLedger ledger;                 // rounds, commits, replicas (round_ledger.h)
@@ -234,7 +238,7 @@ struct Coordinator::Impl {
     for (const auto& stage : spec.plan.stages) {
       for (const auto& d : stage.devices) {
         const planner::Device& device = this->device(d.id);
-        peers.peers.push_back({d.id, device.host, static_cast<uint16_t>(device.port)});
+        peers.peers.push_back({d.id, device.host, static_cast<uint16_t>(device.port), peer_heartbeat_key});
       }
     }
     if (peers.peers.size() < 2) return;

@@ -103,15 +103,20 @@ bool heartbeat_mac_matches(const std::string& key, const messages::Heartbeat& he
 
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
                                                   std::string* why, std::vector<std::string> unreachable,
-                                                  const std::string& key) {
+                                                  const std::vector<std::string>& keys) {
   std::string mac;
   auto heartbeat = read_heartbeat(data, size, why, &mac);
   if (!heartbeat) return std::nullopt;
-  const bool signed_request = !key.empty() && !mac.empty();
-  if (signed_request && !heartbeat_mac_matches(key, *heartbeat, mac)) {
-    if (why) *why = "a heartbeat with a wrong MAC";
-    return std::nullopt;
+  std::string key;  // the one the request's MAC was made with
+  if (!mac.empty()) {
+    for (const auto& k : keys)
+      if (!k.empty() && heartbeat_mac_matches(k, *heartbeat, mac)) key = k;
+    if (key.empty()) {
+      if (why) *why = "a heartbeat with a MAC under no key of this node";
+      return std::nullopt;
+    }
   }
+  const bool signed_request = !key.empty();
   if (unreachable.size() > kMaxUnreachableListed) unreachable.resize(kMaxUnreachableListed);
   messages::Heartbeat reply{node_id, heartbeat->sequence, now_us(), std::move(unreachable)};
   auto encode = [&] { return messages::encode(reply, signed_request ? heartbeat_mac(key, reply) : std::string()); };
@@ -145,8 +150,9 @@ std::optional<DatagramEndpoint> resolve_datagram_endpoint(const std::string& hos
 // ---- HeartbeatResponder -------------------------------------------------------------
 
 HeartbeatResponder::HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
-                                       std::function<std::vector<std::string>()> unreachable_peers, std::string key)
-    : node_id_(std::move(node_id)), unreachable_peers_(std::move(unreachable_peers)), key_(std::move(key)) {
+                                       std::function<std::vector<std::string>()> unreachable_peers,
+                                       std::function<std::vector<std::string>()> keys)
+    : node_id_(std::move(node_id)), unreachable_peers_(std::move(unreachable_peers)), keys_(std::move(keys)) {
   const std::string where = host + ":" + std::to_string(port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -205,7 +211,8 @@ void HeartbeatResponder::run() {
       }
       std::string why;
       auto reply = answer_heartbeat(buffer.data(), static_cast<size_t>(n), node_id_, &why,
-                                    unreachable_peers_ ? unreachable_peers_() : std::vector<std::string>{}, key_);
+                                    unreachable_peers_ ? unreachable_peers_() : std::vector<std::string>{},
+                                    keys_ ? keys_() : std::vector<std::string>{});
       if (!reply) {
         ++dropped_;
         spdlog::debug("node {}: dropped a heartbeat datagram of {} bytes: {}", node_id_, n, why);

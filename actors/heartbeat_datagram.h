@@ -13,12 +13,12 @@
 // Cap'n Proto envelope holding a Heartbeat, decoded as hostile input: a
 // malformed datagram is dropped (debug log), never answered.
 //
-// With TLS, the monitor's heartbeats and the node's answers to them carry a
-// MAC (HMAC-SHA256) keyed by the node's control token (actors/tls.h), which
-// only the node and its coordinator know: nobody on the network can answer
-// for a dead node or forge a live one's unreachable peers. Heartbeats
-// without a MAC (the pipeline peers' watch, actors/peer_watch.h) are
-// answered without one.
+// With TLS, heartbeats and their answers carry a MAC (HMAC-SHA256): the
+// monitor's keyed by the node's control token (actors/tls.h), which only the
+// node and its coordinator know; the pipeline peers' (actors/peer_watch.h)
+// by the job's heartbeat key, which the coordinator gives the job's nodes
+// with their peers. Nobody else on the network can answer for a dead node
+// or forge a live one's unreachable peers. Without TLS, none carries one.
 #pragma once
 
 #include <sys/socket.h>
@@ -56,14 +56,14 @@ bool heartbeat_mac_matches(const std::string& key, const messages::Heartbeat& he
 // A node's answer to one datagram: the encoded Heartbeat of `node_id` with
 // the same sequence and the peers it cannot reach (at most
 // kMaxUnreachableListed), or nullopt (reason in `why`) when the datagram is
-// not a well-formed heartbeat. With a `key`, a heartbeat with a MAC must
-// carry the right one and gets an answer with a MAC. The responder's whole
-// logic, testable without sockets.
+// not a well-formed heartbeat. A heartbeat with a MAC must carry one made
+// with one of `keys`, and gets an answer with a MAC under that key. The
+// responder's whole logic, testable without sockets.
 constexpr size_t kMaxUnreachableListed = 16;
 std::optional<std::vector<char>> answer_heartbeat(const void* data, size_t size, const std::string& node_id,
                                                   std::string* why = nullptr,
                                                   std::vector<std::string> unreachable = {},
-                                                  const std::string& key = {});
+                                                  const std::vector<std::string>& keys = {});
 
 // A resolved UDP address.
 struct DatagramEndpoint {
@@ -85,9 +85,11 @@ class HeartbeatResponder {
   // Binds, marks the socket EF and starts the thread. Throws
   // std::runtime_error naming the address when it cannot bind.
   // `unreachable_peers` (optional) fills every reply's unreachable list.
-  // `key`: the node's control token (empty: no MACs).
+  // `keys`: the MAC keys it answers to (the node's control token, its jobs'
+  // heartbeat keys), asked at every datagram.
   HeartbeatResponder(const std::string& host, uint16_t port, std::string node_id,
-                     std::function<std::vector<std::string>()> unreachable_peers = {}, std::string key = {});
+                     std::function<std::vector<std::string>()> unreachable_peers = {},
+                     std::function<std::vector<std::string>()> keys = {});
   ~HeartbeatResponder();
   HeartbeatResponder(const HeartbeatResponder&) = delete;
   HeartbeatResponder& operator=(const HeartbeatResponder&) = delete;
@@ -100,7 +102,7 @@ class HeartbeatResponder {
   void run();
   std::string node_id_;
   std::function<std::vector<std::string>()> unreachable_peers_;
-  std::string key_;
+  std::function<std::vector<std::string>()> keys_;
   int socket_ = -1, wake_ = -1;  // wake_: an eventfd that stops the thread
   uint16_t port_ = 0;
   std::atomic<uint64_t> answered_{0}, dropped_{0};

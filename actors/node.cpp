@@ -361,6 +361,16 @@ int run_node(const NodeOptions& options) {
     auto w = watch.lock();
     return w ? w->unreachable() : std::vector<std::string>{};
   };
+  // With TLS: the coordinator's heartbeats come with the control token's
+  // MAC, the pipeline peers' with their job's key (heartbeat_datagram.h).
+  auto heartbeat_keys = [watch, token = node->control_token] {
+    std::vector<std::string> keys;
+    if (token.empty()) return keys;
+    keys.push_back(token);
+    if (auto w = watch.lock())
+      for (auto& key : w->keys()) keys.push_back(std::move(key));
+    return keys;
+  };
   std::unique_ptr<HeartbeatResponder> heartbeats;
   uint16_t port = 0;
   for (int attempt = 1; !heartbeats; ++attempt) {
@@ -382,7 +392,7 @@ int run_node(const NodeOptions& options) {
       return 1;
     }
     try {
-      heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable, node->control_token);
+      heartbeats = std::make_unique<HeartbeatResponder>(options.host, port, options.id, unreachable, heartbeat_keys);
     } catch (const std::exception& e) {
       if (options.port == 0 && attempt < 8) {
         spdlog::info("asteroid node {}: {}; trying another port", options.id, e.what());

@@ -2,13 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace asteroid::actors {
 
 PeerWatch::PeerWatch(std::string node_id, std::chrono::milliseconds interval, std::chrono::milliseconds deadline)
     : node_id_(std::move(node_id)), interval_(interval), deadline_(deadline) {
   pinger_ = std::make_unique<HeartbeatPinger>(
-      [this](const messages::Heartbeat& reply, const std::string&, Clock::time_point at) {
-        on_reply(reply.sequence, at);
+      [this](const messages::Heartbeat& reply, const std::string& mac, Clock::time_point at) {
+        on_reply(reply, mac, at);
       });
   thread_ = std::thread([this] { run(); });
 }
@@ -34,7 +36,7 @@ void PeerWatch::set_peers(const std::vector<messages::Peer>& peers) {
       spdlog::warn("node {}: cannot watch peer {}: {}", node_id_, p.device_id, why);
       continue;
     }
-    next[p.device_id] = Peer{std::move(*endpoint), now};
+    next[p.device_id] = Peer{std::move(*endpoint), now, p.heartbeat_key};
   }
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& [id, peer] : next) {
@@ -55,12 +57,27 @@ std::vector<std::string> PeerWatch::unreachable() const {
   return out;
 }
 
-void PeerWatch::on_reply(uint64_t sequence, Clock::time_point at) {
+std::vector<std::string> PeerWatch::keys() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = pending_.find(sequence);
+  std::vector<std::string> out;
+  for (const auto& [id, peer] : peers_)
+    if (!peer.key.empty() && std::find(out.begin(), out.end(), peer.key) == out.end()) out.push_back(peer.key);
+  return out;
+}
+
+void PeerWatch::on_reply(const messages::Heartbeat& reply, const std::string& mac, Clock::time_point at) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = pending_.find(reply.sequence);
   if (it == pending_.end()) return;
   auto peer = peers_.find(it->second.first);
-  if (peer != peers_.end() && at > peer->second.last_heard) peer->second.last_heard = at;
+  if (peer == peers_.end()) return;
+  const bool genuine = reply.node_id == peer->first &&
+                       (peer->second.key.empty() || heartbeat_mac_matches(peer->second.key, reply, mac));
+  if (!genuine) {
+    spdlog::debug("node {}: dropped an answer for peer {} that is not its own", node_id_, peer->first);
+    return;
+  }
+  if (at > peer->second.last_heard) peer->second.last_heard = at;
   pending_.erase(it);
 }
 
@@ -80,7 +97,7 @@ void PeerWatch::run() {
     for (const auto& [id, peer] : peers_) {
       const uint64_t sequence = ++sequence_;
       std::string why;
-      if (pinger_->send(peer.endpoint, messages::Heartbeat{node_id_, sequence, 0, {}}, &why))
+      if (pinger_->send(peer.endpoint, messages::Heartbeat{node_id_, sequence, 0, {}}, &why, peer.key))
         pending_[sequence] = {id, now};
     }
   }

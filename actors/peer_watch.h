@@ -8,7 +8,9 @@
 // node's plan; a node that a re-plan left out gets no new Peers and keeps
 // watching its old ones, so it is reported back only once the link healed.
 // A node that did not run for half a deadline (frozen, starved) gives its
-// peers a fresh deadline: their silence meanwhile was its own.
+// peers a fresh deadline: their silence meanwhile was its own. With TLS the
+// Peers message carries the job's heartbeat key: heartbeats go with its MAC
+// and an answer without the right one is not heard (heartbeat_datagram.h).
 // Thread-safe; stops when destroyed.
 #pragma once
 
@@ -41,14 +43,18 @@ class PeerWatch {
   void set_peers(const std::vector<messages::Peer>& peers);
   // Peers silent for longer than the deadline, by device id, sorted.
   std::vector<std::string> unreachable() const;
+  // The heartbeat keys of the peers watched now (what this node's
+  // responder must also answer to).
+  std::vector<std::string> keys() const;
 
  private:
   struct Peer {
     DatagramEndpoint endpoint;
     Clock::time_point last_heard;
+    std::string key;  // MAC key (empty: none)
   };
   void run();
-  void on_reply(uint64_t sequence, Clock::time_point at);
+  void on_reply(const messages::Heartbeat& reply, const std::string& mac, Clock::time_point at);
 
   const std::string node_id_;
   const std::chrono::milliseconds interval_, deadline_;

@@ -145,6 +145,14 @@ std::string allow_list_refusal(const std::optional<std::vector<AllowEntry>>& all
   return "\"" + id + "\" is not on the allow-list";
 }
 
+std::string random_bytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    throw std::runtime_error("TLS: OpenSSL has no random bytes");
+  }
+  return out;
+}
+
 std::string certificate_sha256(const std::string& pem_path) {
   const std::string pem = read_file(pem_path, "certificate");
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
@@ -177,10 +185,7 @@ class TlsTransport::Impl {
     if (SSL_CTX_check_private_key(server_context_.native_handle()) != 1) {
       throw std::runtime_error("TLS: " + key + " is not the key of " + cert);
     }
-    token_.resize(kTokenBytes);
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(token_.data()), static_cast<int>(kTokenBytes)) != 1) {
-      throw std::runtime_error("TLS: no random bytes for the control token");
-    }
+    token_ = random_bytes(kTokenBytes);
     thread_ = std::thread([this] { io_.run(); });
   }
 

@@ -108,6 +108,10 @@ class TlsTransport {
   std::unique_ptr<Impl> impl_;
 };
 
+// `n` random bytes from OpenSSL's generator (keys and tokens). Throws
+// std::runtime_error when it has none.
+std::string random_bytes(size_t n);
+
 // The SHA-256 fingerprint of a PEM certificate file, as `asteroid certs
 // show` prints it.
 std::string certificate_sha256(const std::string& pem_path);

@@ -337,6 +337,8 @@ struct Peer {
   deviceId @0 :Text;
   host @1 :Text;
   port @2 :UInt16;
+  heartbeatKey @3 :Data;  # with TLS: the key of the heartbeats between the job's
+                          # nodes (actors/heartbeat_datagram.h); empty otherwise
 }
 
 # To a node: a TorchScript model (docs/custom-models.md) that its nodeInfo

@@ -229,6 +229,10 @@ struct Encoder {
       list[static_cast<unsigned>(i)].setDeviceId(m.peers[i].device_id);
       list[static_cast<unsigned>(i)].setHost(m.peers[i].host);
       list[static_cast<unsigned>(i)].setPort(m.peers[i].port);
+      const std::string& key = m.peers[i].heartbeat_key;
+      if (!key.empty())
+        list[static_cast<unsigned>(i)].setHeartbeatKey(
+            kj::arrayPtr(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
     }
   }
   void operator()(const ReplicaRequest& m) {
@@ -712,7 +716,12 @@ class Reader {
         auto in = env.getPeers();
         check_length(in, "peers");
         Peers m;
-        for (auto p : in) m.peers.push_back({text(p.getDeviceId(), "peers.deviceId"), text(p.getHost(), "peers.host"), p.getPort()});
+        for (auto p : in) {
+          const auto key = p.getHeartbeatKey();
+          if (key.size() > kMaxAuthorizationBytes) throw Invalid("peers.heartbeatKey of " + std::to_string(key.size()) + " bytes");
+          m.peers.push_back({text(p.getDeviceId(), "peers.deviceId"), text(p.getHost(), "peers.host"), p.getPort(),
+                             std::string(reinterpret_cast<const char*>(key.begin()), key.size())});
+        }
         return m;
       }
       case wire::Envelope::REPLICA_REQUEST: {

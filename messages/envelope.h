@@ -255,6 +255,7 @@ struct KeptList {
 struct Peer {
   std::string device_id, host;
   uint16_t port = 0;
+  std::string heartbeat_key;  // with TLS: the MAC key of the job's peer heartbeats
 };
 
 struct Peers {

@@ -354,28 +354,44 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   EXPECT_EQ(std::get<messages::NodeInfo>(*info).refused_control, 7u);
   EXPECT_TRUE(nodes.process("a").running());
 
-  // Heartbeat datagrams: the coordinator's (MAC under the node's token) get
-  // an answer with a MAC, a wrong MAC gets none, a peer's (no MAC) one
-  // without a MAC.
+  // Heartbeat datagrams: the coordinator's (MAC under the node's token) and
+  // a pipeline peer's (MAC under the job's key, given with the peers) get
+  // an answer with a MAC under the same key; a wrong MAC gets none, no MAC
+  // an answer without one.
   const std::string token = actors::authorization_for(system, as_coordinator->id);
+  const std::string job_key(32, '\x42');
+  const auto peers = actors::ask(self, as_coordinator->actor,
+                                 messages::Peers{{{"a", a.host, static_cast<uint16_t>(a.port), job_key},
+                                                  {"b", "127.0.0.1", 1, job_key}}},
+                                 std::chrono::seconds(20), failure);
+  ASSERT_TRUE(peers) << failure;
   std::mutex mutex;
-  std::map<uint64_t, std::string> answers;  // sequence -> the answer's MAC
+  std::map<uint64_t, std::string> answers;  // sequence -> under which key the answer is signed
   actors::HeartbeatPinger pinger([&](const messages::Heartbeat& reply, const std::string& mac, auto) {
     std::lock_guard<std::mutex> lock(mutex);
-    if (reply.node_id == "a" && actors::heartbeat_mac_matches(token, reply, mac)) answers[reply.sequence] = "signed";
-    else if (reply.node_id == "a") answers[reply.sequence] = mac.empty() ? "unsigned" : "bad";
+    if (reply.node_id != "a") return;
+    answers[reply.sequence] = actors::heartbeat_mac_matches(token, reply, mac)     ? "token"
+                              : actors::heartbeat_mac_matches(job_key, reply, mac) ? "job key"
+                              : mac.empty()                                        ? "none"
+                                                                                   : "bad";
   });
   const auto udp = actors::resolve_datagram_endpoint(a.host, static_cast<uint16_t>(a.port));
   ASSERT_TRUE(udp);
   ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"monitor", 1, 0, {}}, nullptr, token));
   ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"monitor", 2, 0, {}}, nullptr, std::string(32, 'x')));
   ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"b", 3, 0, {}}));
-  eventually([&] { std::lock_guard<std::mutex> lock(mutex); return answers.size() >= 2 && answers.count(1) && answers.count(3); },
-             std::chrono::seconds(10));
+  ASSERT_TRUE(pinger.send(*udp, messages::Heartbeat{"b", 4, 0, {}}, nullptr, job_key));
+  eventually(
+      [&] {
+        std::lock_guard<std::mutex> lock(mutex);
+        return answers.count(1) && answers.count(3) && answers.count(4);
+      },
+      std::chrono::seconds(10));
   std::lock_guard<std::mutex> lock(mutex);
-  EXPECT_EQ(answers[1], "signed");
+  EXPECT_EQ(answers[1], "token");
   EXPECT_EQ(answers.count(2), 0u) << "a heartbeat with a wrong MAC was answered";
-  EXPECT_EQ(answers[3], "unsigned");
+  EXPECT_EQ(answers[3], "none");
+  EXPECT_EQ(answers[4], "job key");
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ std::vector<Message> one_of_each_kind() {
   PlanResult plan_result{"{\"stages\":[]}", "no plan fits", "| stage |", "{\"stages\":[1]}"};
   LinkProbe probe{std::vector<char>(1000, 'x')};
   ReplicaRequest replica{"job-7", 2, 5, 41};
-  Peers peers{{{"nx-0", "10.213.1.1", 7100}, {"nano-2", "10.213.1.6", 7100}}};
+  Peers peers{{{"nx-0", "10.213.1.1", 7100, std::string(32, '\x07')}, {"nano-2", "10.213.1.6", 7100, ""}}};
   Release release{"job-7", {{0, 3}, {3, 9}}};
   return {a,   g,   r,           s,          sample_state(), c,     h,     n,       m,
           e,   pr,  res,         Hello{},    StateRequest{77}, plan, plan_result, probe, replica,

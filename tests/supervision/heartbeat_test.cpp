@@ -61,12 +61,13 @@ TEST(HeartbeatDatagram, TheAnswerCarriesTheNodesIdAndTheSameSequence) {
   EXPECT_LE(answer->size(), actors::kMaxHeartbeatBytes);
 }
 
-TEST(HeartbeatDatagram, WithAKeyOnlyTheKeyHolderAsksAndAnswersWithAMac) {
+TEST(HeartbeatDatagram, WithKeysOnlyTheirHoldersAskAndAnswersCarryTheRequestsKey) {
   const std::string key(32, '\x5a'), other(32, '\x33');
   const messages::Heartbeat request{"monitor", 7, 0, {}};
   const auto signed_request = messages::encode(request, actors::heartbeat_mac(key, request));
   std::string why, mac;
-  auto answer = actors::answer_heartbeat(signed_request.data(), signed_request.size(), "nano-0", &why, {"tx2-0"}, key);
+  auto answer =
+      actors::answer_heartbeat(signed_request.data(), signed_request.size(), "nano-0", &why, {"tx2-0"}, {other, key});
   ASSERT_TRUE(answer) << why;
   auto reply = actors::read_heartbeat(answer->data(), answer->size(), &why, &mac);
   ASSERT_TRUE(reply) << why;
@@ -81,11 +82,11 @@ TEST(HeartbeatDatagram, WithAKeyOnlyTheKeyHolderAsksAndAnswersWithAMac) {
 
   // A request with someone else's MAC is not answered.
   const auto wrong = messages::encode(request, actors::heartbeat_mac(other, request));
-  EXPECT_FALSE(actors::answer_heartbeat(wrong.data(), wrong.size(), "nano-0", &why, {}, key));
-  EXPECT_NE(why.find("wrong MAC"), std::string::npos) << why;
-  // One without a MAC (a pipeline peer's) is answered without one.
+  EXPECT_FALSE(actors::answer_heartbeat(wrong.data(), wrong.size(), "nano-0", &why, {}, {key}));
+  EXPECT_NE(why.find("under no key of this node"), std::string::npos) << why;
+  // One without a MAC (a node without TLS) is answered without one.
   const auto plain = heartbeat_bytes(9);
-  answer = actors::answer_heartbeat(plain.data(), plain.size(), "nano-0", &why, {}, key);
+  answer = actors::answer_heartbeat(plain.data(), plain.size(), "nano-0", &why, {}, {key});
   ASSERT_TRUE(answer) << why;
   ASSERT_TRUE(actors::read_heartbeat(answer->data(), answer->size(), &why, &mac));
   EXPECT_TRUE(mac.empty());
