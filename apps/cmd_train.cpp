@@ -229,6 +229,12 @@ void add_train_command(CLI::App& app) {
                   "single-device stages replicate their state to a neighbour every N rounds (0: never)")
       ->capture_default_str()
       ->group(faults);
+  cmd->add_option("--replica-share", d.replica_link_share,
+                  "replication may keep at most this share of the time: after a replica that took d, the next waits "
+                  "d (1 - share) / share (smaller: fewer replicas, longer replays after a failure)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1.0))
+      ->group(faults);
   cmd->add_option("--central-every", d.central_every,
                   "every stage also sends its state to the coordinator every N rounds (0: never)")
       ->capture_default_str()

@@ -337,6 +337,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   spec.trace = !options.trace_path.empty() || options.print_grid;
   spec.job_id = options.job_id;
   spec.replicate_every = options.replicate_every;
+  spec.replica_link_share = options.replica_link_share;
   spec.central_every = options.central_every;
   spec.end_round = static_cast<uint64_t>(total);
   spec.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));

@@ -33,6 +33,7 @@ struct DistributedOptions {
   // Supervision.
   supervision::Recovery recovery = supervision::Recovery::lightweight;  // --replan
   uint32_t replicate_every = 1;
+  double replica_link_share = 0.05;  // JobSpec::replica_link_share
   uint32_t central_every = 0;
   uint32_t checkpoint_every = 0;
   std::string checkpoint_path;    // where checkpoints go (REQUIRED with checkpoint_every)
