@@ -1151,10 +1151,12 @@ void Coordinator::reconnect(const std::string& device, std::optional<std::chrono
   impl_->connect(device, /*again=*/true, within);
 }
 
-void Coordinator::probe_speed(const std::string& device, const messages::ProfileRequest& request) {
+bool Coordinator::probe_speed(const std::string& device, const messages::ProfileRequest& request) {
   auto node = impl_->nodes.find(device);
-  if (node == impl_->nodes.end() || impl_->reported_lost.count(device) || !impl_->probing.insert(device).second) return;
+  if (node == impl_->nodes.end() || impl_->reported_lost.count(device) || !impl_->probing.insert(device).second)
+    return false;
   impl_->self->send(node->second.actor, wire_for(impl_->system, node->second.actor, request));
+  return true;
 }
 
 std::map<std::string, planner::Profile> Coordinator::take_probes() {

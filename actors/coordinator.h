@@ -199,9 +199,9 @@ class Coordinator {
   void reconnect(const std::string& device, std::optional<std::chrono::milliseconds> within = {});
   // Asks a connected device's node for a short profile, without waiting
   // (adaptive training measures idle devices so; nothing happens for a
-  // device not connected, reported lost or still being probed); the
+  // device not connected, reported lost or still being probed: false); the
   // answer comes with take_probes(), a failure is logged.
-  void probe_speed(const std::string& device, const messages::ProfileRequest& request);
+  bool probe_speed(const std::string& device, const messages::ProfileRequest& request);
   // The probes answered since the last call, by device; handles what
   // waits in the mailbox first.
   std::map<std::string, planner::Profile> take_probes();

@@ -141,7 +141,8 @@ void add_train_command(CLI::App& app) {
       ->needs("--cluster")
       ->group(cluster);
   cmd->add_flag("--skip-unreachable", j.skip_unreachable,
-                "with --cluster: leave devices that do not answer at the start out of the job instead of failing")
+                "with --cluster: train without the devices that do not answer at the start instead of failing; "
+                "they join when they answer (profiled then, beside the rounds)")
       ->group(cluster);
   cmd->add_option("--out", j.out, "the run folder (default: runs/<time>-<name>, with runs/latest)")->group(cluster);
   cmd->add_flag("--no-plots", cli->no_plots, "no PNG plots in the run folder")->group(cluster);

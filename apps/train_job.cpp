@@ -376,6 +376,11 @@ struct TrainJob {
   std::vector<Fault> faults;
   testbed::ClusterSpec spec;
   planner::Cluster cluster;  // with hosts and ports once known
+  // --skip-unreachable: the devices that did not answer at the start (and
+  // their links), left out of profiling and planning; the job's cluster
+  // keeps them, so they join when they answer (profiled then, beside the
+  // rounds).
+  planner::Cluster joining;
   std::string cluster_name;
   planner::TrainingConfig config;
   // The run folder.
@@ -613,16 +618,20 @@ void TrainJob::check_devices_answer() {
     // with --skip-unreachable a new job is planned without the others.
     std::string ids;
     for (const auto& id : unreachable) ids += (ids.empty() ? "" : ", ") + id + " (" + why[id] + ")";
-    say("  not usable: %s; %s on the others\n", ids.c_str(), o.resume.empty() ? "training" : "resuming");
+    say("  not usable: %s; %s on the others%s\n", ids.c_str(), o.resume.empty() ? "training" : "resuming",
+        o.resume.empty() ? " (they join when they answer)" : "");
     if (o.resume.empty()) {
       const std::set<std::string> gone(unreachable.begin(), unreachable.end());
       auto& devices = cluster.devices;
-      devices.erase(std::remove_if(devices.begin(), devices.end(), [&](const auto& dv) { return gone.count(dv.id) > 0; }),
-                    devices.end());
+      const auto kept = std::stable_partition(devices.begin(), devices.end(),
+                                              [&](const auto& dv) { return gone.count(dv.id) == 0; });
+      joining.devices.assign(kept, devices.end());
+      devices.erase(kept, devices.end());
       auto& links = cluster.links;
-      links.erase(std::remove_if(links.begin(), links.end(),
-                                 [&](const auto& l) { return gone.count(l.a) > 0 || gone.count(l.b) > 0; }),
-                  links.end());
+      const auto direct = std::stable_partition(
+          links.begin(), links.end(), [&](const auto& l) { return gone.count(l.a) == 0 && gone.count(l.b) == 0; });
+      joining.links.assign(direct, links.end());
+      links.erase(direct, links.end());
     }
   } else if (!unreachable.empty()) {
     std::string ids;
@@ -708,6 +717,8 @@ void TrainJob::choose_plan() {
     search_plan();
   }
   d.cluster = plan_cluster;
+  d.cluster.devices.insert(d.cluster.devices.end(), joining.devices.begin(), joining.devices.end());
+  d.cluster.links.insert(d.cluster.links.end(), joining.links.begin(), joining.links.end());
   if (profile) d.profile = profile;
 }
 

@@ -1,5 +1,7 @@
 #include "planner/types.h"
 
+#include <algorithm>
+
 namespace asteroid::planner {
 
 double Cluster::bandwidth_mbps(const std::string& a, const std::string& b) const {
@@ -23,6 +25,18 @@ int optimizer_state_factor(OptimizerKind o) {
     case OptimizerKind::adam: return 2;
   }
   return 0;
+}
+
+Cluster profiled_part(const Cluster& cluster, const Profile& profile) {
+  Cluster part = cluster;
+  auto unprofiled = [&](const std::string& id) { return profile.devices.count(id) == 0; };
+  part.devices.erase(std::remove_if(part.devices.begin(), part.devices.end(),
+                                    [&](const Device& d) { return unprofiled(d.id); }),
+                     part.devices.end());
+  part.links.erase(std::remove_if(part.links.begin(), part.links.end(),
+                                  [&](const Link& l) { return unprofiled(l.a) || unprofiled(l.b); }),
+                   part.links.end());
+  return part;
 }
 
 }  // namespace asteroid::planner

@@ -89,6 +89,12 @@ struct Profile {
   std::map<std::string, DeviceProfile> devices;  // by device id
 };
 
+// The part of `cluster` that `profile` has tables for (its devices and the
+// links between them, in the cluster's order): what a plan may use. A
+// device that joins a running job without a profile is in the job's
+// cluster but not in this part until its profile comes.
+Cluster profiled_part(const Cluster& cluster, const Profile& profile);
+
 struct StageDevice {
   std::string id;
   int samples = 0;  // y_d: samples of every micro-batch

@@ -17,6 +17,7 @@
 #include "messages/enum_names.h"
 #include "messages/transport.h"
 #include "planner/json_io.h"
+#include "planner/latency_predictor.h"
 #include "planner/replan.h"
 #include "supervision/checkpoint.h"
 #include "supervision/heartbeat_monitor.h"
@@ -96,7 +97,7 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
     setup.endpoints[device.id] = device;  // heartbeat datagrams go there
     if (!setup.nodes.count(device.id)) {
       try {
-        coordinator.reconnect(device.id);
+        coordinator.reconnect(device.id, kAdmissionConnectTimeout);
         continue;
       } catch (const actors::JobError&) {
         awaited.insert(device.id);
@@ -159,7 +160,8 @@ std::map<std::string, double> JobSupervisor::Impl::predicted_compute_ms(const pl
                                                                       const planner::Profile& profile) const {
   std::map<std::string, double> predicted;
   try {
-    const auto ev = planner::evaluate(plan, coordinator.spec().cluster, profile, {options.optimizer});
+    const auto ev = planner::evaluate(plan, planner::profiled_part(coordinator.spec().cluster, profile), profile,
+                                      {options.optimizer});
     for (size_t i = 0; i < ev.memory.size() && i < ev.device_fwd_ms.size(); ++i) {
       predicted[ev.memory[i].id] += plan.microbatches * (ev.device_fwd_ms[i] + ev.device_bwd_ms[i]);
     }
@@ -195,6 +197,7 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
       line.scales = speed.estimates();
       emit(std::move(line));
     }
+    take_probes();
     if (options.adapt.on) probe_idle_devices(report.round);
     for (const auto& v : watch->observe(report.round, measured)) {
       stragglers.push_back(v);
@@ -215,11 +218,16 @@ void JobSupervisor::Impl::watch_speed(const std::vector<actors::RoundReport>& re
   }
 }
 
-void JobSupervisor::Impl::probe_idle_devices(uint64_t round) {
+void JobSupervisor::Impl::take_probes() {
   for (const auto& [device, probe] : coordinator.take_probes()) {
-    auto base = options.profile.devices.find(device);
+    if (probe.devices.size() != 1 || probe.devices.begin()->second.batch.empty()) continue;
     const auto& measured = probe.devices.begin()->second;
-    if (base == options.profile.devices.end() || probe.devices.size() != 1 || measured.batch.empty()) continue;
+    if (profiling.erase(device)) {
+      take_join_profile(device, measured);
+      continue;
+    }
+    auto base = options.profile.devices.find(device);
+    if (!options.adapt.on || base == options.profile.devices.end()) continue;
     const auto at = std::find(base->second.batch.begin(), base->second.batch.end(), measured.batch.front());
     if (at == base->second.batch.end()) continue;
     const size_t k = static_cast<size_t>(at - base->second.batch.begin());
@@ -235,6 +243,48 @@ void JobSupervisor::Impl::probe_idle_devices(uint64_t round) {
         std::find(drifted.begin(), drifted.end(), device) == drifted.end())
       drifted.push_back(device);
   }
+}
+
+void JobSupervisor::Impl::ask_join_profile(const std::string& device) {
+  const auto now = std::chrono::steady_clock::now();
+  if (auto asked = profiling.find(device); asked != profiling.end() && now - asked->second < kJoinProfileTimeout)
+    return;  // asked already
+  messages::ProfileRequest request;
+  request.model = coordinator.spec().model;
+  // One batch size, the largest the job profiled: the predictor has every
+  // other from the cluster's profile and this device's scale.
+  request.batches = {static_cast<uint32_t>(options.profile.devices.begin()->second.batch.back())};
+  request.repeats = 1;
+  readmit_at[device] = now + kJoinProfileTimeout;  // asked again then, unless the answer admits it first
+  if (!coordinator.probe_speed(device, request)) return;
+  profiling[device] = now;
+  emit("profiling", device + " joined without a profile: its node measures batch size " +
+                        std::to_string(request.batches.front()) + " beside the rounds; admitted when it answers",
+       false, {device}, {{"at_round", static_cast<double>(coordinator.next_round())}});
+}
+
+void JobSupervisor::Impl::take_join_profile(const std::string& device, const planner::DeviceProfile& measured) {
+  planner::Profile with = options.profile;
+  with.devices[device] = measured;
+  const std::vector<int> batches = options.profile.devices.begin()->second.batch;
+  try {
+    const planner::LatencyPredictor predictor(with);
+    options.profile.devices[device] = predictor.completed(with, batches).devices.at(device);
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "%s profiled: %zu batch size(s) measured, %zu predicted (it takes %.2fx the time of the first device)",
+                  device.c_str(), measured.batch.size(), batches.size() - measured.batch.size(),
+                  predictor.scale(device));
+    emit("profiled", text, false, {device},
+         {{"time_scale", predictor.scale(device)}, {"at_round", static_cast<double>(coordinator.next_round())}});
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot predict a profile for {} from its short one ({}): it stays out of the plan", device, e.what());
+    return;
+  }
+  readmit_at[device] = std::chrono::steady_clock::now();  // admitted at the next round boundary
+}
+
+void JobSupervisor::Impl::probe_idle_devices(uint64_t round) {
   // A placeholder profile has no times a short profile could be compared with.
   if (options.adapt.probe_idle_every == 0 || speed.calibrating() || options.profile.model == kUniformProfile ||
       (round + 1) % options.adapt.probe_idle_every != 0)
@@ -283,7 +333,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   std::vector<actors::RoundReport> reports;
   try {
     if (!candidate) throw std::invalid_argument(reason);
-    const auto& cluster = coordinator.spec().cluster;
+    const auto cluster = plannable_cluster();
     const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
     const double new_ms = planner::evaluate(*candidate, cluster, learned, {options.optimizer}).round_ms;
     double bytes = 0, transfer_ms = 0;

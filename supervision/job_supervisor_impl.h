@@ -75,6 +75,12 @@ struct JobSupervisor::Impl {
   caf::actor planner;
   std::set<std::string> lost;     // devices lost and not back
   std::set<std::string> awaited;  // devices not in the plan that were unreachable at the start
+  // Devices that joined without a profile, and when their node was asked
+  // for a short one (answered through take_probes): they are admitted once
+  // the latency predictor completed it; asked again after
+  // kJoinProfileTimeout without an answer.
+  std::map<std::string, std::chrono::steady_clock::time_point> profiling;
+  static constexpr std::chrono::seconds kJoinProfileTimeout{60};
   std::vector<FailureRecord> failures;
   std::function<void(const SupervisionEvent&)> listener;
   std::function<void(const std::string&)> status_listener;
@@ -167,6 +173,23 @@ struct JobSupervisor::Impl {
   // profile every probe_idle_every rounds and feeds the answers to the
   // speed model (a device whose speed changed counts as drifted).
   void probe_idle_devices(uint64_t round);
+  // The short profiles answered since the last call: a joining device's
+  // becomes its profile (take_join_profile), an idle device's a speed
+  // observation (when adaptation is on).
+  void take_probes();
+  // A device reached without a profile: its node measures one batch size
+  // beside the rounds; it is admitted when that comes back.
+  void ask_join_profile(const std::string& device);
+  // `measured` (one device, a few batch sizes) completed by the latency
+  // predictor fitted on the job's profile becomes the device's profile; it
+  // is admitted at the next round boundary.
+  void take_join_profile(const std::string& device, const planner::DeviceProfile& measured);
+  // The part of the job's cluster the job's profile covers: what plans may
+  // use (a device that joined without a profile is not in it until its
+  // profile comes).
+  planner::Cluster plannable_cluster() const {
+    return planner::profiled_part(coordinator.spec().cluster, options.profile);
+  }
   // Per device, the compute time per round `profile` predicts for it
   // under `plan` (empty when the profile cannot evaluate the plan).
   std::map<std::string, double> predicted_compute_ms(const planner::Plan& plan, const planner::Profile& profile) const;

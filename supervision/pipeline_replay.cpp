@@ -72,7 +72,7 @@ std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vec
                                              std::string* reason, bool* no_plan, const planner::Profile* profile,
                                              std::optional<bool> heavy) {
   messages::PlanRequest request;
-  request.cluster_json = planner::cluster_to_json(coordinator.spec().cluster).dump();
+  request.cluster_json = planner::cluster_to_json(plannable_cluster()).dump();
   // With adaptation on, every re-plan plans with the speeds the job learned.
   request.profile_json =
       planner::profile_to_json(profile                ? *profile
@@ -422,6 +422,10 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::admit_returned() {
     if (!lost.count(device) && !awaited.count(device)) continue;
     try {
       coordinator.reconnect(device, kAdmissionConnectTimeout);
+      if (!options.profile.devices.count(device)) {
+        ask_join_profile(device);  // admitted once profiled
+        continue;
+      }
       added.push_back(device);
     } catch (const JobError& e) {
       spdlog::info("not admitting {} yet: {}; trying again in {} ms", device, e.what(), options.reconnect_every.count());

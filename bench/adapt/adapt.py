@@ -15,7 +15,14 @@ the restore against the start. Every number comes from the run folders
 (metrics.jsonl: rounds and `adapt` lines). Writes DIR/adapt.json and
 DIR/adapt.md.
 
-usage: adapt.py --asteroid build/bin/asteroid --out DIR [--devices nx-0,nano-0]
+With --flap P the device instead swings between slowed and restored every P
+rounds from --slow-at to --restore-at (a load that comes and goes), in two
+runs (adapt, fixed): the switches made and the throughput over the swings
+(samples over the time of those rounds) tell whether adaptation keeps up,
+or churns (switches that cost more than they save). Writes DIR/flap.json
+and DIR/flap.md.
+
+usage: adapt.py --asteroid build/bin/asteroid --out DIR [--devices nx-0,nano-0] [--flap P]
 """
 import argparse
 import json
@@ -94,6 +101,52 @@ def scenario(args, device):
     return result
 
 
+def mean_throughput(rounds, first, last):
+    ms = [r["ms"] for r in rounds if first <= r["round"] < last]
+    return BATCH * 1000.0 * len(ms) / sum(ms) if ms else float("nan")
+
+
+def flap_scenario(args, device):
+    factor = 1.0 / args.share
+    schedule, slowed = [], True
+    for r in range(args.slow_at, args.restore_at, args.flap):
+        schedule.append({"round": r, "action": "slow", "device": device, "factor": factor} if slowed
+                        else {"round": r, "action": "restore", "device": device})
+        slowed = not slowed
+    schedule.append({"round": args.restore_at, "action": "restore", "device": device})
+    faults = os.path.join(args.out, f"flap-faults-{device}.json")
+    with open(faults, "w") as f:
+        json.dump(schedule, f)
+    common = ["--env", "C", "--bandwidth", "1000", "--rounds", str(args.rounds), "--faults", faults]
+    adapt = train(args, os.path.join(args.out, f"flap-adapt-{device}"), common)
+    fixed = train(args, os.path.join(args.out, f"flap-fixed-{device}"), common + ["--adapt", "off"])
+    rounds = [m for m in adapt if "round" in m]
+    fixed_rounds = [m for m in fixed if "round" in m]
+    switches = [m for m in adapt if m.get("event") == "adapt"]
+    result = {
+        "device": device, "share": args.share, "flap": args.flap,
+        "swings": len(schedule) - 1,
+        "switches": len(switches),
+        "switches_in_swings": sum(1 for m in switches if args.slow_at <= m["at_round"] < args.restore_at),
+        "kept": sum(1 for m in adapt if m.get("event") == "adapt-kept"),
+        "switch_s": sum(m.get("switch_ms", 0) for m in switches) / 1000.0,
+        "adapt": mean_throughput(rounds, args.slow_at, args.restore_at),
+        "fixed": mean_throughput(fixed_rounds, args.slow_at, args.restore_at),
+    }
+    result["adapt_vs_fixed"] = result["adapt"] / result["fixed"]
+    return result
+
+
+def flap_table(results):
+    out = ["| device swinging | every | swings | switches (in the swings) | kept | time switching s | adapt samples/s | fixed samples/s | adapt/fixed |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        out.append(f"| {r['device']} between 1 and {r['share']:.2f} | {r['flap']} rounds | {r['swings']} | "
+                   f"{r['switches']} ({r['switches_in_swings']}) | {r['kept']} | {r['switch_s']:.1f} | "
+                   f"{r['adapt']:.0f} | {r['fixed']:.0f} | {r['adapt_vs_fixed']:.2f}x |")
+    return "\n".join(out)
+
+
 def table(results):
     out = ["| device slowed | rounds to switch | switch s | before | slowed: adapt | fixed | fresh plan | adapt/fresh (target >= 0.9) | adapt/fixed (>= 1.3) | rounds to switch back | restored: adapt | restored/before (>= 0.9) | switches (kept) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -118,8 +171,23 @@ def main():
     p.add_argument("--share", type=float, default=0.3, help="the slowed device keeps this share of its CPU")
     p.add_argument("--fresh-rounds", type=int, default=100)
     p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--flap", type=int, default=0, help="swing the device every FLAP rounds instead (0: one slow-down)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.flap > 0:
+        results = []
+        for device in args.devices.split(","):
+            print(f"{device} swinging between all and {args.share} of its CPU every {args.flap} rounds "
+                  f"from round {args.slow_at} to {args.restore_at}", flush=True)
+            results.append(flap_scenario(args, device))
+            with open(os.path.join(args.out, "flap.json"), "w") as f:
+                json.dump(results, f, indent=2)
+        text = (f"samples/s over rounds {args.slow_at}-{args.restore_at} (samples over their time); env C at "
+                f"1000 Mbit/s, fmnist-resnet, batch 64, {args.rounds} rounds\n\n" + flap_table(results) + "\n")
+        with open(os.path.join(args.out, "flap.md"), "w") as f:
+            f.write(text)
+        print(text)
+        return
     results = []
     for device in args.devices.split(","):
         print(f"{device} slowed to {args.share} of its CPU at round {args.slow_at}, restored at {args.restore_at}",

@@ -263,7 +263,9 @@ TEST(TlsNodes, APlainClientGetsNothingAndASilentOneCostsTheNodeNoCpu) {
       reply.append(chunk.data(), n);
     }
     EXPECT_LE(reply.size(), 7u) << "more than a TLS alert came back";
-    if (!reply.empty()) EXPECT_EQ(reply[0], '\x15') << "not a TLS alert record";
+    if (!reply.empty()) {
+      EXPECT_EQ(reply[0], '\x15') << "not a TLS alert record";
+    }
   }
   // A client that connects and says nothing: the node spends (almost) no
   // CPU on it while it waits (CAF 0.17.6's own TLS spun at 64 % of a core).

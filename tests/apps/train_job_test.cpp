@@ -616,6 +616,62 @@ TEST(TrainJob, AModelThatFitsNowhereFailsClearly) {
   EXPECT_FALSE(fs::exists(tmp.file("run/cluster/nodes.json")));
 }
 
+TEST(TrainJob, ADeviceThatJoinsWithoutAProfileIsProfiledBesideTheRoundsAndPlanned) {
+  // tx2-0, env D's fastest device, is down when the job starts: the job
+  // profiles and plans the three Nanos, and when tx2-0 comes up (round 6)
+  // its node measures one batch size while the rounds go on; the latency
+  // predictor completes its profile and it joins the plan.
+  TempDir tmp;
+  const std::string cluster_dir = tmp.file("c/cluster");
+  RunGuard guard{tmp.file("c")};
+  CommandResult up = test::run({kAsteroid, "cluster", "up", "--env", "D", "--dir", cluster_dir}, Millis(180000));
+  ASSERT_EQ(up.status, 0) << up.out << up.err;
+  CommandResult kill = test::run({kAsteroid, "inject", "--dir", cluster_dir, "kill", "tx2-0"}, Millis(60000));
+  ASSERT_EQ(kill.status, 0) << kill.out << kill.err;
+  const std::string faults = tmp.file("faults.json");
+  std::ofstream(faults) << R"([{"round": 6, "action": "restart", "device": "tx2-0"}])";
+  const std::string run = tmp.file("run");
+  CommandResult r = test::run(train_args({"--cluster", cluster_dir + "/cluster.json", "--skip-unreachable",
+                                          "--rounds", "300", "--out", run, "--faults", faults, "--no-plots",
+                                          "--adapt", "off", "--heartbeat-deadline", "2000"}),
+                              Millis(300000));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("they join when they answer"), std::string::npos) << r.out;
+  // Profiled and planned without it.
+  const auto profile = test::read_json(run + "/profile.json");
+  EXPECT_FALSE(profile["devices"].contains("tx2-0"));
+  uint64_t next = 0;
+  std::vector<std::string> events;
+  nlohmann::json joined_plan;
+  double scale = 0;
+  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+    if (line.contains("round") && !line.contains("event")) {
+      EXPECT_EQ(line["round"].get<uint64_t>(), next++) << "every round once, in order";
+      continue;
+    }
+    const std::string event = line.value("event", "");
+    const auto devices = line.contains("devices") && line["devices"].is_array() ? line["devices"] : nlohmann::json::array();
+    const bool names_tx2 = std::find(devices.begin(), devices.end(), "tx2-0") != devices.end() ||
+                           line.value("text", "").find("tx2-0") != std::string::npos;
+    if (!names_tx2 || event == "device_speed") continue;
+    events.push_back(event);
+    if (event == "profiled") scale = line["time_scale"].get<double>();
+    if (event == "rejoin") joined_plan = line["plan"];
+  }
+  EXPECT_EQ(next, 300u);
+  // Measured, completed, then admitted, in that order.
+  const std::vector<std::string> expected = {"profiling", "profiled", "rejoin"};
+  EXPECT_EQ(events, expected) << r.out;
+  // Faster than the first device of the profile (a Nano).
+  EXPECT_GT(scale, 0);
+  EXPECT_LT(scale, 1) << "tx2-0 should compute faster than a Nano";
+  int tx2_samples = 0;
+  for (const auto& stage : joined_plan.value("stages", nlohmann::json::array()))
+    for (const auto& d : stage["devices"])
+      if (d["id"] == "tx2-0") tx2_samples += d["samples"].get<int>();
+  EXPECT_GT(tx2_samples, 0) << joined_plan.dump();
+}
+
 TEST(TrainJob, UnreachableDevicesAreNamed) {
   TempDir tmp;
   const std::string cluster = tmp.file("cluster.json");
