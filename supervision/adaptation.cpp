@@ -118,4 +118,39 @@ bool switch_pays(double current_round_ms, double new_round_ms, double migration_
   return (current_round_ms - new_round_ms) * static_cast<double>(horizon_rounds) > migration_ms;
 }
 
+double SwitchCosts::estimate_ms(const std::set<std::string>& joining) const {
+  double join = 0;
+  for (const auto& device : joining) {
+    auto known = join_ms_.find(device);
+    join = std::max(join, known != join_ms_.end() ? known->second : unknown_join_ms_);
+  }
+  return in_place_ms_ + join;
+}
+
+void SwitchCosts::measured(const std::set<std::string>& joining, double overhead_ms) {
+  overhead_ms = std::max(0.0, overhead_ms);
+  if (joining.empty()) {
+    in_place_ms_ = overhead_ms;
+    return;
+  }
+  for (const auto& device : joining) join_ms_[device] = std::max(0.0, overhead_ms - in_place_ms_);
+}
+
+void PlanLives::switched(uint64_t round) {
+  if (since_) {
+    lives_.push_back(round > *since_ ? round - *since_ : 0);
+    if (lives_.size() > kept_) lives_.pop_front();
+  }
+  since_ = round;
+}
+
+uint64_t PlanLives::horizon(uint64_t configured, uint64_t now) const {
+  if (lives_.size() < kept_) return configured;
+  std::vector<uint64_t> sorted(lives_.begin(), lives_.end());
+  std::sort(sorted.begin(), sorted.end());
+  const uint64_t median = sorted[sorted.size() / 2];
+  const uint64_t age = since_ && now > *since_ ? now - *since_ : 0;
+  return std::min(configured, std::max(median, age));
+}
+
 }  // namespace asteroid::supervision

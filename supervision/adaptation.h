@@ -25,6 +25,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -94,5 +96,53 @@ class SpeedModel {
 // A switch pays when the time it saves over `horizon_rounds` rounds exceeds
 // the time it costs: (current - new) * horizon > migration.
 bool switch_pays(double current_round_ms, double new_round_ms, double migration_ms, uint64_t horizon_rounds);
+
+// What a switch costs beside the bytes it moves (flush, abort, redeploy),
+// learned from the switches measured. A switch that only re-assigns the
+// members in place costs little (about 0.2 s on this machine); one that
+// brings a device into the plan costs that device's start: its stage
+// actor, its model and, for a first stage, its training data, seconds on a
+// slow device (7.4 s for three Nanos joining fmnist-resnet's data-parallel
+// stage on env C). So the estimate for a switch is the in-place overhead
+// plus the largest start cost of the devices it brings in: each device's
+// last measured one, else `unknown_join_ms` (the job's first deployment).
+// Pure.
+class SwitchCosts {
+ public:
+  SwitchCosts(double in_place_ms, double unknown_join_ms)
+      : in_place_ms_(in_place_ms), unknown_join_ms_(unknown_join_ms) {}
+  double estimate_ms(const std::set<std::string>& joining) const;
+  // A switch that brought `joining` in took `overhead_ms` beside its
+  // transfers.
+  void measured(const std::set<std::string>& joining, double overhead_ms);
+  void set_unknown_join_ms(double ms) { unknown_join_ms_ = ms; }
+
+ private:
+  double in_place_ms_, unknown_join_ms_;
+  std::map<std::string, double> join_ms_;
+};
+
+// How long the plans adaptation switched to lasted. A plan replaced after L
+// rounds saved time for L rounds only: when speeds swing faster than the
+// horizon (a load that comes and goes, noise), a switch is judged over the
+// life plans have had lately, not over the configured horizon. The horizon
+// for a switch at round `now`: the configured one, or, once `kept` plans
+// were replaced, the median of their lives if that is shorter, but never
+// shorter than the life of the plan in force so far (a plan that has lasted
+// says the swings stopped). Pure.
+class PlanLives {
+ public:
+  explicit PlanLives(size_t kept = 3) : kept_(kept) {}
+  // A switch took effect at `round`.
+  void switched(uint64_t round);
+  uint64_t horizon(uint64_t configured, uint64_t now) const;
+  // The lives of the last replaced plans, oldest first (at most `kept`).
+  const std::deque<uint64_t>& lives() const { return lives_; }
+
+ private:
+  size_t kept_;
+  std::optional<uint64_t> since_;  // the round the plan in force started
+  std::deque<uint64_t> lives_;
+};
 
 }  // namespace asteroid::supervision

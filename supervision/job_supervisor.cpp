@@ -83,7 +83,11 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
   enter("deploying");
   planner = actors::spawn_planner(system, coordinator.spec().cluster, options.planner_on,
                                   coordinator.spec().connect_timeout);
+  const auto deploy_started = std::chrono::steady_clock::now();
   coordinator.deploy(first_round, states);
+  switch_costs.set_unknown_join_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - deploy_started).count());
+  plan_lives.switched(first_round);
   MonitorSetup setup;
   setup.options = options.heartbeat;
   setup.reconnect_every = options.reconnect_every;
@@ -321,57 +325,95 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   // Lost and awaited devices the running plan still names (in a stage or
   // idle); one a recovery already dropped from it is out of the search
   // anyway, and the planner refuses to be told of it.
-  std::set<std::string> named(current.idle_devices.begin(), current.idle_devices.end());
+  std::set<std::string> in_stages;
   for (const auto& stage : current.stages)
-    for (const auto& d : stage.devices) named.insert(d.id);
+    for (const auto& d : stage.devices) in_stages.insert(d.id);
+  std::set<std::string> named(current.idle_devices.begin(), current.idle_devices.end());
+  named.insert(in_stages.begin(), in_stages.end());
   std::vector<std::string> unusable;
   for (const auto* group : {&lost, &awaited})
     for (const auto& d : *group)
       if (named.count(d)) unusable.push_back(d);
-  std::string reason;
-  auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true);
-  std::vector<actors::RoundReport> reports;
-  try {
-    if (!candidate) throw std::invalid_argument(reason);
-    const auto cluster = plannable_cluster();
-    const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
-    const double new_ms = planner::evaluate(*candidate, cluster, learned, {options.optimizer}).round_ms;
-    double bytes = 0, transfer_ms = 0;
-    for (const auto& move : planner::layer_moves(current, *candidate, planner::ProfileTables(cluster, learned),
+  // A candidate judged under the learned speeds: its round, the move's
+  // bytes and time, the gain over the horizon (PlanLives: fewer rounds
+  // when plans have lately been replaced sooner than it), the devices it
+  // brings in.
+  const auto cluster = plannable_cluster();
+  const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
+  const uint64_t horizon = plan_lives.horizon(options.adapt.horizon_rounds, coordinator.next_round());
+  struct Verdict {
+    planner::Plan plan;
+    double new_ms = 0, bytes = 0, transfer_ms = 0, migration_ms = 0, gain_ms = 0;
+    std::set<std::string> joining;
+    bool pays = false;
+  };
+  auto judge = [&](planner::Plan plan) {
+    Verdict v;
+    v.plan = std::move(plan);
+    v.new_ms = planner::evaluate(v.plan, cluster, learned, {options.optimizer}).round_ms;
+    for (const auto& move : planner::layer_moves(current, v.plan, planner::ProfileTables(cluster, learned),
                                                  options.optimizer, unusable)) {
       if (move.local) continue;
-      bytes += move.bytes;
+      v.bytes += move.bytes;
       if (cluster.index_of(move.source) >= 0)
-        transfer_ms += move.bytes * 8 / (cluster.bandwidth_mbps(move.source, move.device) * 1000);
+        v.transfer_ms += move.bytes * 8 / (cluster.bandwidth_mbps(move.source, move.device) * 1000);
     }
-    const double migration_ms = switch_overhead_ms + transfer_ms;
-    const double gain_ms = (old_ms - new_ms) * static_cast<double>(options.adapt.horizon_rounds);
-    event.numbers.insert({{"old_round_ms", old_ms}, {"new_round_ms", new_ms}, {"gain_ms", gain_ms},
-                          {"migration_ms", migration_ms}, {"bytes_moved", bytes}});
-    char numbers[256];
+    for (const auto& stage : v.plan.stages)
+      for (const auto& d : stage.devices)
+        if (!in_stages.count(d.id)) v.joining.insert(d.id);
+    v.migration_ms = switch_costs.estimate_ms(v.joining) + v.transfer_ms;
+    v.gain_ms = (old_ms - v.new_ms) * static_cast<double>(horizon);
+    v.pays = switch_pays(old_ms, v.new_ms, v.migration_ms, horizon) &&
+             v.new_ms < old_ms * (1 - options.adapt.min_gain) && summary_of(v.plan) != summary_of(current);
+    return v;
+  };
+  std::vector<actors::RoundReport> reports;
+  std::string reason;
+  std::optional<Verdict> verdict;
+  if (auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true))
+    verdict = judge(std::move(*candidate));
+  if (verdict && !verdict->pays && !verdict->joining.empty()) {
+    // Bringing devices in costs their start: the best plan on the devices
+    // in use may pay where that one does not.
+    std::vector<std::string> only_in_use = unusable;
+    for (const auto& d : current.idle_devices)
+      if (std::find(only_in_use.begin(), only_in_use.end(), d) == only_in_use.end()) only_in_use.push_back(d);
+    if (auto in_use = try_ask_planner(only_in_use, {}, nullptr, nullptr, nullptr, &learned, /*heavy=*/true)) {
+      Verdict v = judge(std::move(*in_use));
+      if (v.pays) verdict = std::move(v);
+    }
+  }
+  if (!verdict) {
+    event.text = "adapt: " + because + "; kept the plan (no re-plan: " + reason + ")";
+  } else {
+    const Verdict& v = *verdict;
+    event.numbers.insert({{"old_round_ms", old_ms}, {"new_round_ms", v.new_ms}, {"gain_ms", v.gain_ms},
+                          {"migration_ms", v.migration_ms}, {"bytes_moved", v.bytes},
+                          {"horizon_rounds", static_cast<double>(horizon)}});
+    char numbers[320];
     std::snprintf(numbers, sizeof numbers,
                   "%.1f -> %.1f ms per round under the learned speeds: %.0f ms saved over %llu rounds against "
-                  "%.0f ms to move %.1f MB",
-                  old_ms, new_ms, gain_ms, static_cast<unsigned long long>(options.adapt.horizon_rounds),
-                  migration_ms, bytes / 1e6);
-    if (switch_pays(old_ms, new_ms, migration_ms, options.adapt.horizon_rounds) &&
-        new_ms < old_ms * (1 - options.adapt.min_gain) && summary_of(*candidate) != summary_of(current)) {
+                  "%.0f ms to move %.1f MB%s",
+                  old_ms, v.new_ms, v.gain_ms, static_cast<unsigned long long>(horizon), v.migration_ms,
+                  v.bytes / 1e6, v.joining.empty() ? "" : " and start the devices it brings in");
+    if (v.pays) {
       event.kind = "adapt";
       event.old_plan_json = planner::plan_to_json(current).dump();
       const auto t0 = std::chrono::steady_clock::now();
-      auto moved = attempt([&] { return move_to(*candidate); });
+      auto moved = attempt([&] { return move_to(v.plan); });
       if (moved) reports = std::move(*moved);
       const double switch_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       event.numbers["switch_ms"] = switch_ms;
-      if (moved) switch_overhead_ms = std::max(0.0, switch_ms - transfer_ms);
+      if (moved) {
+        switch_costs.measured(v.joining, switch_ms - v.transfer_ms);
+        plan_lives.switched(coordinator.next_round());
+      }
       event.plan_json = planner::plan_to_json(coordinator.plan()).dump();
       event.from_round = static_cast<int64_t>(coordinator.next_round());
       event.text = "adapt: " + because + "; switched to " + summary_of(coordinator.plan()) + " (" + numbers + ")";
     } else {
       event.text = "adapt: " + because + "; kept the plan (" + numbers + ")";
     }
-  } catch (const std::invalid_argument& e) {
-    event.text = "adapt: " + because + "; kept the plan (no re-plan: " + e.what() + ")";
   }
   // The plan in force is the best known for these speeds: only a further
   // drift asks again.

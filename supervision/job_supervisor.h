@@ -88,8 +88,10 @@ struct SupervisionOptions {
     SpeedModel::Rules rules;
     uint64_t horizon_rounds = 200;     // a switch must pay for itself within this many rounds
     double min_gain = 0.1;             // and its plan be this much faster (0.1: 10 %) under the learned speeds
-    // A switch's cost beside the bytes it moves (flush, abort, redeploy),
-    // until one was measured; then the last measured one.
+    // A switch's cost beside the bytes it moves (flush, abort, redeploy)
+    // when it keeps every member in place, until one was measured; then the
+    // last measured one. A device it brings in adds its start
+    // (SwitchCosts: the job's first deployment's time until measured).
     double switch_overhead_ms = 1000;
     uint64_t speed_line_every = 20;    // committed rounds between device_speed lines (0: none)
     // Committed rounds between short profiles of the devices the plan leaves

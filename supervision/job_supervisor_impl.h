@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "planner/json_io.h"
+#include "supervision/adaptation.h"
 #include "supervision/heartbeat_monitor.h"
 #include "supervision/job_supervisor.h"
 #include "supervision/stage_states.h"
@@ -107,9 +108,12 @@ struct JobSupervisor::Impl {
   std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
   uint64_t watched_deployment = 0;
   SpeedModel speed{options.adapt.rules};  // learned scales, expecting the plan in force
+  PlanLives plan_lives;                   // how long adaptation's plans lasted (the horizon of a switch)
   bool speed_expecting = false;           // speed expects the deployment numbered watched_deployment
   std::vector<std::string> drifted;       // devices whose speed drifted, not yet acted on
-  double switch_overhead_ms = options.adapt.switch_overhead_ms;  // learned from each switch
+  // What a switch costs beside its transfers, learned from each switch; a
+  // device's start is the job's first deployment's time until measured.
+  SwitchCosts switch_costs{options.adapt.switch_overhead_ms, options.adapt.switch_overhead_ms};
   std::vector<StragglerWatch::Verdict> stragglers;
 
   double now_s() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); }

@@ -145,5 +145,43 @@ TEST(SwitchPays, OnlyWhenTheGainOverTheHorizonExceedsTheMove) {
   EXPECT_FALSE(switch_pays(100, 95, 1000, 200));   // exactly even: no
 }
 
+TEST(SwitchCosts, ADeviceBroughtInCostsItsStartOnTopOfTheInPlaceOverhead) {
+  SwitchCosts costs(1000, 5000);  // nothing measured: 1 s in place, 5 s to start a device
+  EXPECT_EQ(costs.estimate_ms({}), 1000);
+  EXPECT_EQ(costs.estimate_ms({"nano-0"}), 6000);
+  costs.measured({}, 200);  // a switch that kept every member took 0.2 s
+  EXPECT_EQ(costs.estimate_ms({}), 200);
+  EXPECT_EQ(costs.estimate_ms({"nano-0", "nano-1"}), 5200);
+  costs.measured({"nano-0", "nano-1"}, 7400);  // their start: 7.2 s each
+  EXPECT_EQ(costs.estimate_ms({"nano-0"}), 7400);
+  EXPECT_EQ(costs.estimate_ms({"nano-0", "nx-0"}), 7400) << "the devices start in parallel: the slowest counts";
+  costs.measured({"nano-0"}, 900);  // again, its data cached
+  EXPECT_EQ(costs.estimate_ms({"nano-0"}), 900);
+  EXPECT_EQ(costs.estimate_ms({"nano-1"}), 7400);
+  costs.measured({}, -50);  // a clock that says less than the transfers: nothing
+  EXPECT_EQ(costs.estimate_ms({}), 0);
+}
+
+TEST(PlanLives, TheConfiguredHorizonUntilPlansWereReplacedQuickly) {
+  PlanLives lives;  // three lives kept
+  lives.switched(0);  // the job's first plan
+  EXPECT_EQ(lives.horizon(200, 50), 200u);
+  lives.switched(60);   // lived 60
+  lives.switched(75);   // 15
+  EXPECT_EQ(lives.horizon(200, 80), 200u) << "two lives are not yet a pattern";
+  lives.switched(90);   // 15
+  EXPECT_EQ(lives.lives(), (std::deque<uint64_t>{60, 15, 15}));
+  EXPECT_EQ(lives.horizon(200, 95), 15u) << "the median life: switches come every 15 rounds";
+  EXPECT_EQ(lives.horizon(10, 95), 10u) << "never beyond the configured horizon";
+  // The plan in force has lasted 40 rounds: the swings may have stopped.
+  EXPECT_EQ(lives.horizon(200, 130), 40u);
+  lives.switched(200);  // lived 110: the oldest life (60) goes
+  EXPECT_EQ(lives.lives(), (std::deque<uint64_t>{15, 15, 110}));
+  EXPECT_EQ(lives.horizon(200, 205), 15u);
+  lives.switched(400);  // 200
+  lives.switched(700);  // 300: calm again
+  EXPECT_EQ(lives.horizon(200, 710), 200u);
+}
+
 }  // namespace
 }  // namespace asteroid::supervision
