@@ -136,21 +136,23 @@ void SwitchCosts::measured(const std::set<std::string>& joining, double overhead
   for (const auto& device : joining) join_ms_[device] = std::max(0.0, overhead_ms - in_place_ms_);
 }
 
-void PlanLives::switched(uint64_t round) {
+void SpeedSpells::drifted(uint64_t round) {
   if (since_) {
-    lives_.push_back(round > *since_ ? round - *since_ : 0);
-    if (lives_.size() > kept_) lives_.pop_front();
+    spells_.push_back(round > *since_ ? round - *since_ : 0);
+    if (spells_.size() > kept_) spells_.pop_front();
   }
   since_ = round;
 }
 
-uint64_t PlanLives::horizon(uint64_t configured, uint64_t now) const {
-  if (lives_.size() < kept_) return configured;
-  std::vector<uint64_t> sorted(lives_.begin(), lives_.end());
+uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now, uint64_t detection) const {
+  if (spells_.size() < kept_) return configured;
+  std::vector<uint64_t> sorted(spells_.begin(), spells_.end());
   std::sort(sorted.begin(), sorted.end());
   const uint64_t median = sorted[sorted.size() / 2];
-  const uint64_t age = since_ && now > *since_ ? now - *since_ : 0;
-  return std::min(configured, std::max(median, age));
+  const uint64_t current = since_ && now > *since_ ? now - *since_ : 0;
+  const uint64_t spell = std::max(median, current);
+  if (spell >= configured) return configured;  // speeds change no faster than the horizon
+  return spell > detection ? spell - detection : 0;
 }
 
 }  // namespace asteroid::supervision

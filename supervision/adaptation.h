@@ -122,27 +122,30 @@ class SwitchCosts {
   std::map<std::string, double> join_ms_;
 };
 
-// How long the plans adaptation switched to lasted. A plan replaced after L
-// rounds saved time for L rounds only: when speeds swing faster than the
-// horizon (a load that comes and goes, noise), a switch is judged over the
-// life plans have had lately, not over the configured horizon. The horizon
-// for a switch at round `now`: the configured one, or, once `kept` plans
-// were replaced, the median of their lives if that is shorter, but never
-// shorter than the life of the plan in force so far (a plan that has lasted
-// says the swings stopped). Pure.
-class PlanLives {
+// How long devices' speeds have lately held: the rounds between drift
+// verdicts (switch or not), the job's start counting as one. A plan made
+// for the speeds of now saves time only until they change again, and a
+// change is seen only `detection` rounds later (the drift's streak and the
+// round after a switch that is not judged): when speeds swing faster than
+// the horizon (a load that comes and goes, noise), a switch is judged over
+// the spell speeds have lately had, less the detection. The horizon for a
+// switch at round `now`: the configured one, or, once `kept` spells ended,
+// when the median of them (or the current spell so far, if longer: speeds
+// that have held say the swings stopped) is shorter than it, that spell
+// less `detection`, at least 0. Pure.
+class SpeedSpells {
  public:
-  explicit PlanLives(size_t kept = 3) : kept_(kept) {}
-  // A switch took effect at `round`.
-  void switched(uint64_t round);
-  uint64_t horizon(uint64_t configured, uint64_t now) const;
-  // The lives of the last replaced plans, oldest first (at most `kept`).
-  const std::deque<uint64_t>& lives() const { return lives_; }
+  explicit SpeedSpells(size_t kept = 3) : kept_(kept) {}
+  // The job started, or a drift was judged, at `round`.
+  void drifted(uint64_t round);
+  uint64_t horizon(uint64_t configured, uint64_t now, uint64_t detection) const;
+  // The last spells, oldest first (at most `kept`).
+  const std::deque<uint64_t>& spells() const { return spells_; }
 
  private:
   size_t kept_;
-  std::optional<uint64_t> since_;  // the round the plan in force started
-  std::deque<uint64_t> lives_;
+  std::optional<uint64_t> since_;  // the round the current spell started
+  std::deque<uint64_t> spells_;
 };
 
 }  // namespace asteroid::supervision

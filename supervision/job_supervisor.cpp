@@ -87,7 +87,7 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
   coordinator.deploy(first_round, states);
   switch_costs.set_unknown_join_ms(
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - deploy_started).count());
-  plan_lives.switched(first_round);
+  speed_spells.drifted(first_round);
   MonitorSetup setup;
   setup.options = options.heartbeat;
   setup.reconnect_every = options.reconnect_every;
@@ -335,12 +335,14 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
     for (const auto& d : *group)
       if (named.count(d)) unusable.push_back(d);
   // A candidate judged under the learned speeds: its round, the move's
-  // bytes and time, the gain over the horizon (PlanLives: fewer rounds
-  // when plans have lately been replaced sooner than it), the devices it
+  // bytes and time, the gain over the horizon (SpeedSpells: fewer rounds
+  // when speeds have lately changed sooner than it), the devices it
   // brings in.
   const auto cluster = plannable_cluster();
   const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
-  const uint64_t horizon = plan_lives.horizon(options.adapt.horizon_rounds, coordinator.next_round());
+  const uint64_t horizon = speed_spells.horizon(options.adapt.horizon_rounds, coordinator.next_round(),
+                                                static_cast<uint64_t>(options.adapt.rules.rounds) + 1);
+  speed_spells.drifted(coordinator.next_round());
   struct Verdict {
     planner::Plan plan;
     double new_ms = 0, bytes = 0, transfer_ms = 0, migration_ms = 0, gain_ms = 0;
@@ -404,10 +406,7 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
       if (moved) reports = std::move(*moved);
       const double switch_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       event.numbers["switch_ms"] = switch_ms;
-      if (moved) {
-        switch_costs.measured(v.joining, switch_ms - v.transfer_ms);
-        plan_lives.switched(coordinator.next_round());
-      }
+      if (moved) switch_costs.measured(v.joining, switch_ms - v.transfer_ms);
       event.plan_json = planner::plan_to_json(coordinator.plan()).dump();
       event.from_round = static_cast<int64_t>(coordinator.next_round());
       event.text = "adapt: " + because + "; switched to " + summary_of(coordinator.plan()) + " (" + numbers + ")";

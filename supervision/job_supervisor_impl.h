@@ -108,7 +108,7 @@ struct JobSupervisor::Impl {
   std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
   uint64_t watched_deployment = 0;
   SpeedModel speed{options.adapt.rules};  // learned scales, expecting the plan in force
-  PlanLives plan_lives;                   // how long adaptation's plans lasted (the horizon of a switch)
+  SpeedSpells speed_spells;               // how long speeds held between drifts (the horizon of a switch)
   bool speed_expecting = false;           // speed expects the deployment numbered watched_deployment
   std::vector<std::string> drifted;       // devices whose speed drifted, not yet acted on
   // What a switch costs beside its transfers, learned from each switch; a

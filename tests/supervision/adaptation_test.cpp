@@ -162,25 +162,26 @@ TEST(SwitchCosts, ADeviceBroughtInCostsItsStartOnTopOfTheInPlaceOverhead) {
   EXPECT_EQ(costs.estimate_ms({}), 0);
 }
 
-TEST(PlanLives, TheConfiguredHorizonUntilPlansWereReplacedQuickly) {
-  PlanLives lives;  // three lives kept
-  lives.switched(0);  // the job's first plan
-  EXPECT_EQ(lives.horizon(200, 50), 200u);
-  lives.switched(60);   // lived 60
-  lives.switched(75);   // 15
-  EXPECT_EQ(lives.horizon(200, 80), 200u) << "two lives are not yet a pattern";
-  lives.switched(90);   // 15
-  EXPECT_EQ(lives.lives(), (std::deque<uint64_t>{60, 15, 15}));
-  EXPECT_EQ(lives.horizon(200, 95), 15u) << "the median life: switches come every 15 rounds";
-  EXPECT_EQ(lives.horizon(10, 95), 10u) << "never beyond the configured horizon";
-  // The plan in force has lasted 40 rounds: the swings may have stopped.
-  EXPECT_EQ(lives.horizon(200, 130), 40u);
-  lives.switched(200);  // lived 110: the oldest life (60) goes
-  EXPECT_EQ(lives.lives(), (std::deque<uint64_t>{15, 15, 110}));
-  EXPECT_EQ(lives.horizon(200, 205), 15u);
-  lives.switched(400);  // 200
-  lives.switched(700);  // 300: calm again
-  EXPECT_EQ(lives.horizon(200, 710), 200u);
+TEST(SpeedSpells, TheConfiguredHorizonUntilSpeedsChangeFasterThanIt) {
+  SpeedSpells spells;      // three spells kept
+  spells.drifted(0);       // the job's start
+  EXPECT_EQ(spells.horizon(200, 50, 6), 200u);
+  spells.drifted(60);      // speeds held 60 rounds
+  spells.drifted(75);      // 15
+  EXPECT_EQ(spells.horizon(200, 80, 6), 200u) << "two spells are not yet a pattern";
+  spells.drifted(90);      // 15
+  EXPECT_EQ(spells.spells(), (std::deque<uint64_t>{60, 15, 15}));
+  EXPECT_EQ(spells.horizon(200, 95, 6), 9u) << "the median spell less the 6 rounds a drift takes to be seen";
+  EXPECT_EQ(spells.horizon(5, 95, 6), 5u) << "never beyond the configured horizon";
+  EXPECT_EQ(spells.horizon(200, 95, 20), 0u) << "speeds that change before a drift is seen: nothing to gain";
+  // The speeds have held 40 rounds now: the swings may have stopped.
+  EXPECT_EQ(spells.horizon(200, 130, 6), 34u);
+  spells.drifted(200);     // 110: the oldest spell (60) goes
+  EXPECT_EQ(spells.spells(), (std::deque<uint64_t>{15, 15, 110}));
+  EXPECT_EQ(spells.horizon(200, 205, 6), 9u);
+  spells.drifted(400);     // 200
+  spells.drifted(700);     // 300: calm again
+  EXPECT_EQ(spells.horizon(200, 710, 6), 200u);
 }
 
 }  // namespace
