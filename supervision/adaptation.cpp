@@ -138,13 +138,14 @@ void SwitchCosts::measured(const std::set<std::string>& joining, double overhead
 
 void SpeedSpells::drifted(uint64_t round) {
   if (since_) {
-    spells_.push_back(round > *since_ ? round - *since_ : 0);
+    if (round < *since_ + detection_) return;  // the same change, settling
+    spells_.push_back(round - *since_);
     if (spells_.size() > kept_) spells_.pop_front();
   }
   since_ = round;
 }
 
-uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now, uint64_t detection) const {
+uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now) const {
   if (spells_.size() < kept_) return configured;
   std::vector<uint64_t> sorted(spells_.begin(), spells_.end());
   std::sort(sorted.begin(), sorted.end());
@@ -152,7 +153,7 @@ uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now, uint64_t detect
   const uint64_t current = since_ && now > *since_ ? now - *since_ : 0;
   const uint64_t spell = std::max(median, current);
   if (spell >= configured) return configured;  // speeds change no faster than the horizon
-  return spell > detection ? spell - detection : 0;
+  return spell > detection_ ? spell - detection_ : 0;
 }
 
 }  // namespace asteroid::supervision

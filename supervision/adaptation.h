@@ -123,26 +123,29 @@ class SwitchCosts {
 };
 
 // How long devices' speeds have lately held: the rounds between drift
-// verdicts (switch or not), the job's start counting as one. A plan made
-// for the speeds of now saves time only until they change again, and a
-// change is seen only `detection` rounds later (the drift's streak and the
-// round after a switch that is not judged): when speeds swing faster than
-// the horizon (a load that comes and goes, noise), a switch is judged over
-// the spell speeds have lately had, less the detection. The horizon for a
-// switch at round `now`: the configured one, or, once `kept` spells ended,
-// when the median of them (or the current spell so far, if longer: speeds
-// that have held say the swings stopped) is shorter than it, that spell
-// less `detection`, at least 0. Pure.
+// verdicts (switch or not), the job's start counting as one; a verdict
+// within `detection` rounds of the last is the same change settling (one
+// device after another), not a new spell. A plan made for the speeds of now
+// saves time only until they change again, and a change is seen only
+// `detection` rounds later (the drift's streak and the round after a switch
+// that is not judged): when speeds swing faster than the horizon (a load
+// that comes and goes, noise), a switch is judged over the spell speeds
+// have lately had, less the detection. The horizon for a switch at round
+// `now`: the configured one, or, once `kept` spells ended, when the median
+// of them (or the current spell so far, if longer: speeds that have held
+// say the swings stopped) is shorter than it, that spell less `detection`,
+// at least 0. Pure.
 class SpeedSpells {
  public:
-  explicit SpeedSpells(size_t kept = 3) : kept_(kept) {}
+  explicit SpeedSpells(uint64_t detection, size_t kept = 3) : detection_(detection), kept_(kept) {}
   // The job started, or a drift was judged, at `round`.
   void drifted(uint64_t round);
-  uint64_t horizon(uint64_t configured, uint64_t now, uint64_t detection) const;
+  uint64_t horizon(uint64_t configured, uint64_t now) const;
   // The last spells, oldest first (at most `kept`).
   const std::deque<uint64_t>& spells() const { return spells_; }
 
  private:
+  uint64_t detection_;
   size_t kept_;
   std::optional<uint64_t> since_;  // the round the current spell started
   std::deque<uint64_t> spells_;

@@ -339,9 +339,8 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   // when speeds have lately changed sooner than it), the devices it
   // brings in.
   const auto cluster = plannable_cluster();
-  const double old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
-  const uint64_t horizon = speed_spells.horizon(options.adapt.horizon_rounds, coordinator.next_round(),
-                                                static_cast<uint64_t>(options.adapt.rules.rounds) + 1);
+  double old_ms = 0;
+  const uint64_t horizon = speed_spells.horizon(options.adapt.horizon_rounds, coordinator.next_round());
   speed_spells.drifted(coordinator.next_round());
   struct Verdict {
     planner::Plan plan;
@@ -372,18 +371,24 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
   std::vector<actors::RoundReport> reports;
   std::string reason;
   std::optional<Verdict> verdict;
-  if (auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true))
-    verdict = judge(std::move(*candidate));
-  if (verdict && !verdict->pays && !verdict->joining.empty()) {
-    // Bringing devices in costs their start: the best plan on the devices
-    // in use may pay where that one does not.
-    std::vector<std::string> only_in_use = unusable;
-    for (const auto& d : current.idle_devices)
-      if (std::find(only_in_use.begin(), only_in_use.end(), d) == only_in_use.end()) only_in_use.push_back(d);
-    if (auto in_use = try_ask_planner(only_in_use, {}, nullptr, nullptr, nullptr, &learned, /*heavy=*/true)) {
-      Verdict v = judge(std::move(*in_use));
-      if (v.pays) verdict = std::move(v);
+  try {
+    old_ms = planner::evaluate(current, cluster, learned, {options.optimizer}).round_ms;
+    if (auto candidate = try_ask_planner(unusable, {}, nullptr, &reason, nullptr, &learned, /*heavy=*/true))
+      verdict = judge(std::move(*candidate));
+    if (verdict && !verdict->pays && !verdict->joining.empty()) {
+      // Bringing devices in costs their start: the best plan on the devices
+      // in use may pay where that one does not.
+      std::vector<std::string> only_in_use = unusable;
+      for (const auto& d : current.idle_devices)
+        if (std::find(only_in_use.begin(), only_in_use.end(), d) == only_in_use.end()) only_in_use.push_back(d);
+      if (auto in_use = try_ask_planner(only_in_use, {}, nullptr, nullptr, nullptr, &learned, /*heavy=*/true)) {
+        Verdict v = judge(std::move(*in_use));
+        if (v.pays) verdict = std::move(v);
+      }
     }
+  } catch (const std::invalid_argument& e) {  // a plan the learned profile cannot evaluate
+    reason = e.what();
+    verdict.reset();
   }
   if (!verdict) {
     event.text = "adapt: " + because + "; kept the plan (no re-plan: " + reason + ")";

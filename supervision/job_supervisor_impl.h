@@ -108,7 +108,9 @@ struct JobSupervisor::Impl {
   std::optional<StragglerWatch> watch;  // for the deployment numbered watched_deployment
   uint64_t watched_deployment = 0;
   SpeedModel speed{options.adapt.rules};  // learned scales, expecting the plan in force
-  SpeedSpells speed_spells;               // how long speeds held between drifts (the horizon of a switch)
+  // How long speeds held between drifts (the horizon of a switch); a
+  // drift is seen `rounds` + 1 rounds after the change.
+  SpeedSpells speed_spells{static_cast<uint64_t>(options.adapt.rules.rounds) + 1};
   bool speed_expecting = false;           // speed expects the deployment numbered watched_deployment
   std::vector<std::string> drifted;       // devices whose speed drifted, not yet acted on
   // What a switch costs beside its transfers, learned from each switch; a

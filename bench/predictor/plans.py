@@ -20,7 +20,7 @@ from runs import run  # noqa: E402
 
 
 def summary_of(plan):
-    return " | ".join(f"[{s['begin']},{s['end']}) " + "+".join(f"{d['id']}:{d['samples']}" for d in s["devices"])
+    return " | ".join(f"[{s['layers'][0]},{s['layers'][1]}) " + "+".join(f"{d['id']}:{d['samples']}" for d in s["devices"])
                       for s in plan["stages"])
 
 

@@ -163,25 +163,35 @@ TEST(SwitchCosts, ADeviceBroughtInCostsItsStartOnTopOfTheInPlaceOverhead) {
 }
 
 TEST(SpeedSpells, TheConfiguredHorizonUntilSpeedsChangeFasterThanIt) {
-  SpeedSpells spells;      // three spells kept
+  SpeedSpells spells(6);   // a drift is seen 6 rounds after the change; three spells kept
   spells.drifted(0);       // the job's start
-  EXPECT_EQ(spells.horizon(200, 50, 6), 200u);
+  EXPECT_EQ(spells.horizon(200, 50), 200u);
   spells.drifted(60);      // speeds held 60 rounds
+  spells.drifted(62);      // another device two rounds later: the same change, settling
   spells.drifted(75);      // 15
-  EXPECT_EQ(spells.horizon(200, 80, 6), 200u) << "two spells are not yet a pattern";
+  EXPECT_EQ(spells.horizon(200, 80), 200u) << "two spells are not yet a pattern";
   spells.drifted(90);      // 15
   EXPECT_EQ(spells.spells(), (std::deque<uint64_t>{60, 15, 15}));
-  EXPECT_EQ(spells.horizon(200, 95, 6), 9u) << "the median spell less the 6 rounds a drift takes to be seen";
-  EXPECT_EQ(spells.horizon(5, 95, 6), 5u) << "never beyond the configured horizon";
-  EXPECT_EQ(spells.horizon(200, 95, 20), 0u) << "speeds that change before a drift is seen: nothing to gain";
+  EXPECT_EQ(spells.horizon(200, 95), 9u) << "the median spell less the 6 rounds a drift takes to be seen";
+  EXPECT_EQ(spells.horizon(5, 95), 5u) << "never beyond the configured horizon";
   // The speeds have held 40 rounds now: the swings may have stopped.
-  EXPECT_EQ(spells.horizon(200, 130, 6), 34u);
+  EXPECT_EQ(spells.horizon(200, 130), 34u);
   spells.drifted(200);     // 110: the oldest spell (60) goes
   EXPECT_EQ(spells.spells(), (std::deque<uint64_t>{15, 15, 110}));
-  EXPECT_EQ(spells.horizon(200, 205, 6), 9u);
+  EXPECT_EQ(spells.horizon(200, 205), 9u);
   spells.drifted(400);     // 200
   spells.drifted(700);     // 300: calm again
-  EXPECT_EQ(spells.horizon(200, 710, 6), 200u);
+  EXPECT_EQ(spells.horizon(200, 710), 200u);
+  SpeedSpells slow_to_see(20);
+  for (uint64_t r : {0, 25, 50, 75}) slow_to_see.drifted(r);
+  EXPECT_EQ(slow_to_see.horizon(200, 80), 5u);
+  // 94 and 125 come less than 20 rounds after their spell's start (75, 110):
+  // the same changes settling.
+  for (uint64_t r : {94, 110, 125}) slow_to_see.drifted(r);
+  EXPECT_EQ(slow_to_see.spells(), (std::deque<uint64_t>{25, 25, 35}));
+  SpeedSpells faster_than_seen(20);
+  for (uint64_t r : {0, 20, 40, 60}) faster_than_seen.drifted(r);
+  EXPECT_EQ(faster_than_seen.horizon(200, 61), 0u) << "speeds that change as soon as a drift is seen: nothing to gain";
 }
 
 }  // namespace
