@@ -146,7 +146,10 @@ TEST(Cli, ProbeLinkThroughClusterExec) {
   ASSERT_TRUE(result);
   double mbps = nlohmann::json::parse(*result)["mbps"];
   std::printf("cluster exec probe, 100 Mbit/s: %.1f Mbit/s\n", mbps);
-  EXPECT_GE(mbps, 90);
+  // The shaper's rate, not this machine's speed: a wrong rate (10, 1000)
+  // is far outside; a probe starved of CPU by the rest of the suite
+  // measured 88 (2026-12-05).
+  EXPECT_GE(mbps, 80);
   EXPECT_LE(mbps, 110);
 }
 
