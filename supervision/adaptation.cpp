@@ -136,24 +136,35 @@ void SwitchCosts::measured(const std::set<std::string>& joining, double overhead
   for (const auto& device : joining) join_ms_[device] = std::max(0.0, overhead_ms - in_place_ms_);
 }
 
-void SpeedSpells::drifted(uint64_t round) {
-  if (since_) {
-    if (round < *since_ + detection_) return;  // the same change, settling
-    spells_.push_back(round - *since_);
-    if (spells_.size() > kept_) spells_.pop_front();
+void SpeedSpells::drifted(uint64_t round, const std::vector<std::string>& devices) {
+  for (const auto& id : devices) {
+    Device& d = devices_.try_emplace(id, Device{start_, {}}).first->second;
+    if (round < d.since + detection_) continue;  // the same change, settling
+    d.spells.push_back(round - d.since);
+    if (d.spells.size() > kept_) d.spells.pop_front();
+    d.since = round;
   }
-  since_ = round;
 }
 
-uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now) const {
-  if (spells_.size() < kept_) return configured;
-  std::vector<uint64_t> sorted(spells_.begin(), spells_.end());
-  std::sort(sorted.begin(), sorted.end());
-  const uint64_t median = sorted[sorted.size() / 2];
-  const uint64_t current = since_ && now > *since_ ? now - *since_ : 0;
-  const uint64_t spell = std::max(median, current);
-  if (spell >= configured) return configured;  // speeds change no faster than the horizon
-  return spell > detection_ ? spell - detection_ : 0;
+uint64_t SpeedSpells::horizon(uint64_t configured, uint64_t now, const std::vector<std::string>& devices) const {
+  uint64_t shortest = configured;
+  for (const auto& id : devices) {
+    auto it = devices_.find(id);
+    if (it == devices_.end() || it->second.spells.size() < kept_) continue;
+    const Device& d = it->second;
+    std::vector<uint64_t> sorted(d.spells.begin(), d.spells.end());
+    std::sort(sorted.begin(), sorted.end());
+    const uint64_t median = sorted[sorted.size() / 2];
+    const uint64_t spell = std::max(median, now > d.since ? now - d.since : 0);
+    if (spell >= configured) continue;  // its speed changes no faster than the horizon
+    shortest = std::min(shortest, spell > detection_ ? spell - detection_ : 0);
+  }
+  return shortest;
+}
+
+std::deque<uint64_t> SpeedSpells::spells(const std::string& device) const {
+  auto it = devices_.find(device);
+  return it == devices_.end() ? std::deque<uint64_t>{} : it->second.spells;
 }
 
 }  // namespace asteroid::supervision

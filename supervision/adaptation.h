@@ -122,33 +122,42 @@ class SwitchCosts {
   std::map<std::string, double> join_ms_;
 };
 
-// How long devices' speeds have lately held: the rounds between drift
-// verdicts (switch or not), the job's start counting as one; a verdict
-// within `detection` rounds of the last is the same change settling (one
-// device after another), not a new spell. A plan made for the speeds of now
-// saves time only until they change again, and a change is seen only
-// `detection` rounds later (the drift's streak and the round after a switch
-// that is not judged): when speeds swing faster than the horizon (a load
-// that comes and goes, noise), a switch is judged over the spell speeds
-// have lately had, less the detection. The horizon for a switch at round
-// `now`: the configured one, or, once `kept` spells ended, when the median
-// of them (or the current spell so far, if longer: speeds that have held
-// say the swings stopped) is shorter than it, that spell less `detection`,
-// at least 0. Pure.
+// How long each device's speed has lately held: the rounds between the
+// drift verdicts that named it (switch or not), the job's start counting as
+// one; a verdict within `detection` rounds of the device's last is the same
+// change settling, not a new spell. A plan made for the speeds of now saves
+// time only until they change again, and a change is seen only `detection`
+// rounds later (the drift's streak and the round after a switch that is not
+// judged): when a device's speed swings faster than the horizon (a load that
+// comes and goes), a switch it causes is judged over the spell its speed has
+// lately had, less the detection. Per device, because one device's change
+// that brings others in (whose speeds the profile then mispredicts: they
+// drift once, soon after) is no swing. The horizon for a switch at round
+// `now` caused by `devices`: the configured one, or the shortest of their
+// own: once `kept` spells of a device ended, when the median of them (or
+// its current spell so far, if longer: a speed that has held says the
+// swings stopped) is shorter than the configured one, that spell less
+// `detection`, at least 0. Pure.
 class SpeedSpells {
  public:
   explicit SpeedSpells(uint64_t detection, size_t kept = 3) : detection_(detection), kept_(kept) {}
-  // The job started, or a drift was judged, at `round`.
-  void drifted(uint64_t round);
-  uint64_t horizon(uint64_t configured, uint64_t now) const;
-  // The last spells, oldest first (at most `kept`).
-  const std::deque<uint64_t>& spells() const { return spells_; }
+  // The job started at `round`: every device's first spell starts there.
+  void started(uint64_t round) { start_ = round; }
+  // A drift of `devices` was judged at `round`.
+  void drifted(uint64_t round, const std::vector<std::string>& devices);
+  uint64_t horizon(uint64_t configured, uint64_t now, const std::vector<std::string>& devices) const;
+  // A device's last spells, oldest first (at most `kept`).
+  std::deque<uint64_t> spells(const std::string& device) const;
 
  private:
+  struct Device {
+    uint64_t since = 0;  // the round its current spell started
+    std::deque<uint64_t> spells;
+  };
   uint64_t detection_;
   size_t kept_;
-  std::optional<uint64_t> since_;  // the round the current spell started
-  std::deque<uint64_t> spells_;
+  uint64_t start_ = 0;
+  std::map<std::string, Device> devices_;
 };
 
 }  // namespace asteroid::supervision

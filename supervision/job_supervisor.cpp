@@ -87,7 +87,7 @@ void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages
   coordinator.deploy(first_round, states);
   switch_costs.set_unknown_join_ms(
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - deploy_started).count());
-  speed_spells.drifted(first_round);
+  speed_spells.started(first_round);
   MonitorSetup setup;
   setup.options = options.heartbeat;
   setup.reconnect_every = options.reconnect_every;
@@ -336,12 +336,12 @@ std::vector<actors::RoundReport> JobSupervisor::Impl::adapt() {
       if (named.count(d)) unusable.push_back(d);
   // A candidate judged under the learned speeds: its round, the move's
   // bytes and time, the gain over the horizon (SpeedSpells: fewer rounds
-  // when speeds have lately changed sooner than it), the devices it
-  // brings in.
+  // when the drifting devices' speeds have lately changed sooner than it),
+  // the devices it brings in.
   const auto cluster = plannable_cluster();
   double old_ms = 0;
-  const uint64_t horizon = speed_spells.horizon(options.adapt.horizon_rounds, coordinator.next_round());
-  speed_spells.drifted(coordinator.next_round());
+  const uint64_t horizon = speed_spells.horizon(options.adapt.horizon_rounds, coordinator.next_round(), devices);
+  speed_spells.drifted(coordinator.next_round(), devices);
   struct Verdict {
     planner::Plan plan;
     double new_ms = 0, bytes = 0, transfer_ms = 0, migration_ms = 0, gain_ms = 0;

@@ -360,11 +360,11 @@ TEST(TrainJob, ADeviceThatGetsItsSpeedBackIsUsedAgain) {
     if (at >= 45) restored = samples_of_nx(line["plan"]);
   }
   EXPECT_EQ(next, 110u);
-  EXPECT_TRUE(noticed_slow) << "no switch for nx-0 while it was slow:\n" << r.out;
+  EXPECT_TRUE(noticed_slow) << "no switch for nx-0 while it was slow:\n" << r.out << r.err;
   // Its speed back (measured by its rounds or, idle, by a probe): a switch
   // that gives it work. (How much depends on the other devices' noise and
   // on the cgroup quota's burst: docs/runtime.md.)
-  EXPECT_GT(restored, 0) << "no switch giving nx-0 work after its restore:\n" << r.out;
+  EXPECT_GT(restored, 0) << "no switch giving nx-0 work after its restore:\n" << r.out << r.err;
   EXPECT_GT(samples_of_nx(test::read_json(run + "/summary.json")["final_plan"]), 0);
 }
 
