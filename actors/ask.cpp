@@ -37,19 +37,20 @@ caf::behavior watched_request(caf::event_based_actor* self, caf::actor to, caf::
 }
 
 std::atomic<uint64_t> next_ticket{1};
+constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours(24);
 
 // Sends every request through its own helper and waits for every answer,
 // or until `on_lost` abandons the rest.
-std::vector<AskAnswer> ask_each(caf::scoped_actor& self, const std::vector<caf::actor>& to,
+std::vector<AskAnswer> ask_each(Mailbox& self, const std::vector<caf::actor>& to,
                                 const std::vector<caf::message>& requests, std::chrono::milliseconds timeout,
                                 const LossHandler& on_lost) {
   std::vector<AskAnswer> answers(to.size());
   std::map<uint64_t, size_t> awaited;  // ticket -> index
-  const auto asker = caf::actor_cast<caf::actor>(self);
+  const auto asker = self.handle();
   for (size_t i = 0; i < to.size(); ++i) {
     const uint64_t ticket = next_ticket++;
     awaited[ticket] = i;
-    self->home_system().spawn(watched_request, to[i], requests[i], timeout, asker, ticket);
+    self.system().spawn(watched_request, to[i], requests[i], timeout, asker, ticket);
   }
   auto take = [&](uint64_t ticket) -> AskAnswer* {
     auto found = awaited.find(ticket);
@@ -71,17 +72,17 @@ std::vector<AskAnswer> ask_each(caf::scoped_actor& self, const std::vector<caf::
     }
   };
   auto on_error = [&](ask_reply_atom, uint64_t ticket, caf::error& e) {
-    if (AskAnswer* out = take(ticket)) out->failure = self->home_system().render(e);
+    if (AskAnswer* out = take(ticket)) out->failure = self.system().render(e);
   };
   std::string abandoned_for;
   auto waiting = [&] { return !awaited.empty() && abandoned_for.empty(); };
-  if (on_lost) {
-    self->receive_while(waiting)(on_reply, on_error, [&](lost_atom, const std::string& device) {
-      if (on_lost(device)) abandoned_for = device;
-    });
-  } else {
-    self->receive_while(waiting)(on_reply, on_error);
-  }
+  caf::message_handler handler = on_lost ? caf::message_handler{on_reply, on_error,
+                                                                 [&](lost_atom, const std::string& device) {
+                                                                   if (on_lost(device)) abandoned_for = device;
+                                                                 }}
+                                         : caf::message_handler{on_reply, on_error};
+  // Every helper answers (its request has a deadline): no deadline here.
+  while (waiting()) self.receive(handler, kNoDeadline);
   for (const auto& [ticket, index] : awaited) {
     answers[index].failure = "abandoned: device '" + abandoned_for + "' stopped answering heartbeats";
   }
@@ -90,13 +91,13 @@ std::vector<AskAnswer> ask_each(caf::scoped_actor& self, const std::vector<caf::
 
 }  // namespace
 
-std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, const messages::Message& request,
+std::optional<messages::Message> ask(Mailbox& self, const caf::actor& to, const messages::Message& request,
                                      std::chrono::milliseconds timeout, std::string& failure,
                                      const LossHandler& on_lost) {
-  return ask(self, to, caf::make_message(wire_for(self->home_system(), to, request)), timeout, failure, on_lost);
+  return ask(self, to, caf::make_message(wire_for(self.system(), to, request)), timeout, failure, on_lost);
 }
 
-std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, caf::message request,
+std::optional<messages::Message> ask(Mailbox& self, const caf::actor& to, caf::message request,
                                      std::chrono::milliseconds timeout, std::string& failure,
                                      const LossHandler& on_lost) {
   AskAnswer answer = std::move(ask_each(self, {to}, {std::move(request)}, timeout, on_lost).front());
@@ -104,11 +105,11 @@ std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& 
   return std::move(answer.message);
 }
 
-std::vector<AskAnswer> ask_all(caf::scoped_actor& self, const std::vector<caf::actor>& to,
+std::vector<AskAnswer> ask_all(Mailbox& self, const std::vector<caf::actor>& to,
                                const messages::Message& request, std::chrono::milliseconds timeout,
                                const LossHandler& on_lost) {
   std::vector<caf::message> messages;
-  for (const auto& target : to) messages.push_back(caf::make_message(wire_for(self->home_system(), target, request)));
+  for (const auto& target : to) messages.push_back(caf::make_message(wire_for(self.system(), target, request)));
   return ask_each(self, to, std::move(messages), timeout, on_lost);
 }
 

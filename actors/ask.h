@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/mailbox.h"
 #include "messages/envelope.h"
 
 namespace asteroid::actors {
@@ -26,20 +27,20 @@ namespace asteroid::actors {
 // consumes: the handler must remember it). True abandons every answer still
 // awaited: each fails with "abandoned: device 'X' stopped answering
 // heartbeats"; their replies come later as (ask_reply_atom, ...), which the
-// asker's own receive loop should drop (a blocking actor keeps unmatched
-// messages in its mailbox).
+// asker's own receive loop should drop (a Mailbox keeps unmatched
+// messages).
 using LossHandler = std::function<bool(const std::string& device)>;
 
 // The reply, or nullopt with `failure` saying why: the target went down,
 // the deadline passed (or another CAF error), the reply did not decode, it
 // was an error message (its code and text), or `on_lost` abandoned it.
-std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, const messages::Message& request,
+std::optional<messages::Message> ask(Mailbox& self, const caf::actor& to, const messages::Message& request,
                                      std::chrono::milliseconds timeout, std::string& failure,
                                      const LossHandler& on_lost = {});
 // The same for a request of several values (an envelope and actor handles,
 // as a stage assignment) whose answer is one envelope. The target sees the
 // helper as the sender: whatever it must know of the asker goes in `request`.
-std::optional<messages::Message> ask(caf::scoped_actor& self, const caf::actor& to, caf::message request,
+std::optional<messages::Message> ask(Mailbox& self, const caf::actor& to, caf::message request,
                                      std::chrono::milliseconds timeout, std::string& failure,
                                      const LossHandler& on_lost = {});
 
@@ -50,7 +51,7 @@ struct AskAnswer {
   std::optional<messages::Message> message;  // nullopt: see failure
   std::string failure;
 };
-std::vector<AskAnswer> ask_all(caf::scoped_actor& self, const std::vector<caf::actor>& to,
+std::vector<AskAnswer> ask_all(Mailbox& self, const std::vector<caf::actor>& to,
                                const messages::Message& request, std::chrono::milliseconds timeout,
                                const LossHandler& on_lost = {});
 

@@ -28,6 +28,9 @@ using update_atom = caf::atom_constant<caf::atom("update")>;
 using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+// (wake_atom, uint64_t ticket): a fiber host's deadline or start
+// (actors/fiber_host.h).
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
 // (heartbeat_reply_atom, node id, sequence, arrival as steady_clock ticks,
 // unreachable peers, MAC): a heartbeat datagram's reply, from the pinger's
 // thread to the heartbeat monitor.

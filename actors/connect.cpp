@@ -10,11 +10,11 @@
 
 namespace asteroid::actors {
 
-std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self,
-                                       const planner::Device& device, std::chrono::milliseconds timeout,
+std::optional<NodeHandle> connect_node(caf::actor_system& system, const planner::Device& device, std::chrono::milliseconds timeout,
                                        std::string& failure) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   const auto port = static_cast<uint16_t>(device.port);
+  caf::scoped_actor self{system};  // the middleman answers a request; it is bounded by the deadline
   for (int attempt = 1;; ++attempt) {
     NodeHandle node;
     failure.clear();

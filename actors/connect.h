@@ -28,8 +28,7 @@ struct NodeHandle {
 // or nothing published there). A connect CAF drops before the node's first
 // message (retry_connect, actors/transport.h) is tried again, up to three
 // times within the timeout.
-std::optional<NodeHandle> connect_node(caf::actor_system& system, caf::scoped_actor& self,
-                                       const planner::Device& device, std::chrono::milliseconds timeout,
+std::optional<NodeHandle> connect_node(caf::actor_system& system, const planner::Device& device, std::chrono::milliseconds timeout,
                                        std::string& failure);
 
 }  // namespace asteroid::actors

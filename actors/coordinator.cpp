@@ -13,6 +13,7 @@
 #include "actors/ask.h"
 #include "actors/atoms.h"
 #include "actors/connect.h"
+#include "actors/mailbox.h"
 #include "actors/model_shipping.h"
 #include "actors/partitions.h"
 #include "actors/tls.h"
@@ -48,8 +49,15 @@ struct Coordinator::Impl {
     caf::actor actor;
     int begin = 0, end = 0;  // its layers
   };
-  Impl(caf::actor_system& system, JobSpec spec)
-      : system(system), self(system), spec(std::move(spec)), ledger(ledger_rules(this->spec)) {}
+  Impl(Mailbox* host, caf::actor_system& system, JobSpec spec)
+      : system(system),
+        own_mailbox(host ? nullptr : std::make_unique<ScopedMailbox>(system)),
+        self(host ? *host : *own_mailbox),
+        spec(std::move(spec)),
+        ledger(ledger_rules(this->spec)) {
+    self.answer_status([this] { return status(); });
+  }
+  ~Impl() { self.answer_status({}); }
 
   static RoundLedger::Rules ledger_rules(const JobSpec& spec) {
     return {spec.rounds_ahead,  spec.end_round,      spec.replicate_every, spec.commit_every,
@@ -57,7 +65,8 @@ struct Coordinator::Impl {
   }
 
   caf::actor_system& system;
-  caf::scoped_actor self;
+  std::unique_ptr<ScopedMailbox> own_mailbox;  // when no host lends its own
+  Mailbox& self;                               // where the job's messages arrive
   JobSpec spec;
   // With TLS: the MAC key of the heartbeats between this job's nodes, given
   // to them with their peers (actors/heartbeat_datagram.h).
@@ -152,7 +161,7 @@ struct Coordinator::Impl {
     Node node;
     node.device = &d;
     std::string failure;
-    const auto reached = connect_node(system, self, d, timeout, failure);
+    const auto reached = connect_node(system, d, timeout, failure);
     const std::string where = "device '" + id + "' at " + address_of(d);
     if (!reached) throw JobError(where + " is unreachable: " + failure);
     node.id = reached->id;
@@ -165,7 +174,7 @@ struct Coordinator::Impl {
     }
     if (!ship_model(self, node.actor, node.info, spec.model, spec.deploy_timeout, failure))
       throw JobError(where + " did not take model " + spec.model + ": " + failure);
-    self->monitor(node.actor);
+    self.self()->monitor(node.actor);
     spdlog::debug("connected to {} at {} (node {})", id, address_of(d), node.info.node_id);
     nodes[id] = std::move(node);
     return nodes[id];
@@ -268,7 +277,7 @@ struct Coordinator::Impl {
       throw JobError("device '" + id + "' at " + address_of(*node.device) +
                      " could not spawn a stage actor: " + spawned.error);
     }
-    self->monitor(spawned.actor);
+    self.self()->monitor(spawned.actor);
     return spawned.actor;
   }
 
@@ -288,7 +297,7 @@ struct Coordinator::Impl {
       const auto accepted = actors::ask(
           self, m.actor,
           caf::make_message(messages::to_wire(a), prev, handles_of(m.stage), handles_of(m.stage + 1), holder,
-                            caf::actor_cast<caf::actor>(self)),
+                            self.handle()),
           spec.deploy_timeout, failure, abandon_if_lost({m.device}));
       if (!accepted) {
         const std::string what = "device '" + m.device + "' refused stage " + std::to_string(m.stage) + " (" +
@@ -350,7 +359,7 @@ struct Coordinator::Impl {
   void broadcast(const messages::Message& message, const std::set<std::string>& except = {}) {
     const auto wire = messages::to_wire(message);
     for (const Member& m : members) {
-      if (!except.count(m.device)) self->send(m.actor, wire);
+      if (!except.count(m.device)) self.send(m.actor, wire);
     }
   }
 
@@ -591,15 +600,14 @@ struct Coordinator::Impl {
   // Handles one message, waiting at most `wait`; false on timeout. Outside
   // a round (in_round false) losses are remembered instead of thrown.
   bool receive_one(std::chrono::milliseconds wait, bool in_round) {
-    bool got = true;
     std::optional<messages::Message> message;
     caf::actor_addr sender;
     std::optional<caf::down_msg> down;
     std::string lost;
     bool rejudge = false;
-    self->receive(
+    caf::message_handler handler{
         [&](WireMessage& wire) {
-          sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+          sender = self.sender();
           auto decoded = messages::from_wire(std::move(wire));
           if (!decoded.ok()) {
             drop("a malformed message", sender, decoded.error);
@@ -626,10 +634,9 @@ struct Coordinator::Impl {
           partitions.report(device, std::move(unreachable));
           rejudge = true;
         },
-        [&](status_atom) -> std::string { return status(); },
         [](ask_reply_atom, uint64_t, WireMessage&) {},  // the late answer of an abandoned ask
-        [](ask_reply_atom, uint64_t, caf::error&) {},
-        caf::after(std::max(wait, std::chrono::milliseconds(0))) >> [&] { got = false; });
+        [](ask_reply_atom, uint64_t, caf::error&) {}};
+    const bool got = self.receive(handler, wait);
     if (rejudge || !partitions.partitioned().empty()) judge_partitions();  // a heal settles with time
     if (!in_round) {
       if (!lost.empty()) lost_between.insert(lost);
@@ -709,7 +716,7 @@ struct Coordinator::Impl {
       start.round = r;
       const auto wire = messages::to_wire(start);
       for (const Member& m : members) {
-        if (m.stage == 0) self->send(m.actor, wire);
+        if (m.stage == 0) self.send(m.actor, wire);
       }
     }
   }
@@ -821,7 +828,7 @@ struct Coordinator::Impl {
     // live member answered, nothing stale of the aborted rounds is in flight.
     for (const Member& m : members) {
       if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
-      self->send(m.actor, messages::to_wire(abort));
+      self.send(m.actor, messages::to_wire(abort));
     }
     for (const Member& m : members) {
       if (lost.count(m.device) || dead_actors.count(m.actor.address())) continue;
@@ -1052,7 +1059,7 @@ struct Coordinator::Impl {
   void release_superseded() {
     release_due = false;
     for (const auto& [id, node] : nodes)
-      self->send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, ranges_kept_by(id)}));
+      self.send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, ranges_kept_by(id)}));
   }
 
   // All nodes at once, answers within the connect timeout; nodes known to
@@ -1062,7 +1069,7 @@ struct Coordinator::Impl {
     size_t asked = 0;
     for (const auto& [id, node] : nodes) {
       if (dead_actors.count(node.actor.address()) || reported_lost.count(id)) continue;
-      self->send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, {}}));
+      self.send(node.actor, wire_for(system, node.actor, messages::Release{spec.job_id, {}}));
       ++asked;
     }
     const auto deadline = Clock::now() + spec.connect_timeout;
@@ -1084,8 +1091,8 @@ struct Coordinator::Impl {
   void stop(std::vector<Member>& list) {
     for (Member& m : list) {
       if (m.actor) {
-        self->demonitor(m.actor);
-        self->send_exit(m.actor, caf::exit_reason::user_shutdown);
+        self.self()->demonitor(m.actor);
+        self.self()->send_exit(m.actor, caf::exit_reason::user_shutdown);
       }
     }
     list.clear();
@@ -1094,11 +1101,11 @@ struct Coordinator::Impl {
   void stop_stages() { stop(members); }
 };
 
-Coordinator::Coordinator(caf::actor_system& system, JobSpec spec) {
+Coordinator::Coordinator(caf::actor_system& system, JobSpec spec, Mailbox* mailbox) {
   if (spec.rounds_ahead > 1) {
     throw JobError("rounds_ahead " + std::to_string(spec.rounds_ahead) + " is not supported: 0 or 1");
   }
-  impl_ = std::make_unique<Impl>(system, std::move(spec));
+  impl_ = std::make_unique<Impl>(mailbox, system, std::move(spec));
 }
 
 Coordinator::~Coordinator() { impl_->stop_stages(); }
@@ -1155,7 +1162,7 @@ bool Coordinator::probe_speed(const std::string& device, const messages::Profile
   auto node = impl_->nodes.find(device);
   if (node == impl_->nodes.end() || impl_->reported_lost.count(device) || !impl_->probing.insert(device).second)
     return false;
-  impl_->self->send(node->second.actor, wire_for(impl_->system, node->second.actor, request));
+  impl_->self.send(node->second.actor, wire_for(impl_->system, node->second.actor, request));
   return true;
 }
 
@@ -1179,7 +1186,7 @@ std::set<std::string> Coordinator::take_returned() {
   return out;
 }
 
-caf::actor Coordinator::inbox() const { return caf::actor_cast<caf::actor>(impl_->self); }
+caf::actor Coordinator::inbox() const { return impl_->self.handle(); }
 std::string Coordinator::status() const { return impl_->status(); }
 
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }

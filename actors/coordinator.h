@@ -22,7 +22,8 @@
 //
 // It also offers what supervision needs: abort the rounds in flight, find
 // every stage's last committed state (live member, replica or central copy)
-// and switch to another plan. Not thread-safe; drive it from one thread. Its
+// and switch to another plan. Not thread-safe; drive it from one thread (or
+// one fiber: its waits go through a Mailbox, actors/mailbox.h). Its
 // destructor stops the stage actors it spawned (the nodes keep running).
 #pragma once
 
@@ -45,6 +46,8 @@
 #include "planner/types.h"
 
 namespace asteroid::actors {
+
+class Mailbox;
 
 // A job cannot go on: a device is unreachable or gone, a stage failed or
 // refused its assignment. The message names the device and what happened.
@@ -115,7 +118,11 @@ struct JobSpec {
 
 class Coordinator {
  public:
-  Coordinator(caf::actor_system& system, JobSpec spec);
+  // The coordinator's messages arrive in `mailbox` (a job's driver's: an
+  // event-based actor's, so that waiting for a round holds no thread;
+  // supervision/job_actor.h) or, without one, in a scoped actor's that the
+  // calling thread waits in (tools, tests).
+  Coordinator(caf::actor_system& system, JobSpec spec, Mailbox* mailbox = nullptr);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;

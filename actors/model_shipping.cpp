@@ -38,7 +38,7 @@ void take_model_file(const messages::ModelFile& file) {
   compute::register_scripted_bytes(spec, file.sha256, std::string(file.bytes.begin(), file.bytes.end()));
 }
 
-bool ship_model(caf::scoped_actor& self, const caf::actor& node, const messages::NodeInfo& info,
+bool ship_model(Mailbox& self, const caf::actor& node, const messages::NodeInfo& info,
                 const std::string& model, std::chrono::milliseconds timeout, std::string& failure) {
   if (!compute::find_scripted(model)) return true;
   if (std::find(info.models.begin(), info.models.end(), model) != info.models.end()) return true;

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <string>
 
+#include "actors/mailbox.h"
 #include "messages/envelope.h"
 
 namespace asteroid::actors {
@@ -25,7 +26,7 @@ void take_model_file(const messages::ModelFile& file);
 // Sends `model` to the node unless `info` (its answer to hello) lists it or
 // it is no TorchScript model. False with `failure` set when the node did
 // not take it within `timeout`.
-bool ship_model(caf::scoped_actor& self, const caf::actor& node, const messages::NodeInfo& info,
+bool ship_model(Mailbox& self, const caf::actor& node, const messages::NodeInfo& info,
                 const std::string& model, std::chrono::milliseconds timeout, std::string& failure);
 
 }  // namespace asteroid::actors

@@ -126,9 +126,8 @@ caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& clus
     if (candidate.id == device) d = &candidate;
   if (!d) throw std::runtime_error("--planner-on " + device + ": no such device in the cluster");
   const std::string where = "the planner's device '" + device + "' at " + d->host + ":" + std::to_string(d->port);
-  caf::scoped_actor self{system};
   std::string failure;
-  const auto node = connect_node(system, self, *d, timeout, failure);
+  const auto node = connect_node(system, *d, timeout, failure);
   if (!node) throw std::runtime_error(where + " is unreachable: " + failure);
   const Spawned spawned = remote_spawn_actor(system, node->id, "planner", timeout);
   if (!spawned.actor) throw std::runtime_error(where + " could not spawn a planner actor: " + spawned.error);
@@ -137,7 +136,7 @@ caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& clus
 
 messages::PlanResult request_plan(caf::actor_system& system, const caf::actor& planner,
                                   const messages::PlanRequest& request, std::chrono::milliseconds timeout) {
-  caf::scoped_actor self{system};
+  ScopedMailbox self{system};
   std::string failure;
   auto reply = ask(self, planner, request, timeout, failure);
   if (!reply) throw std::runtime_error("the planner did not answer: " + failure);

@@ -360,7 +360,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   // The job runs under its job actor (supervision/job_actor.h), which
   // answers status requests while this driver runs rounds and recoveries.
   supervision::run_job(system, [&](supervision::JobDriver& driver) {
-    supervision::JobSupervisor job(system, spec, supervision);
+    supervision::JobSupervisor job(system, spec, supervision, &driver.mailbox());
     job.on_event([&](const supervision::SupervisionEvent& e) {
       nlohmann::json line = {{"event", e.kind}, {"text", e.text}, {"unix_s", unix_seconds()}};
       if (!e.plan_json.empty()) line["plan"] = nlohmann::json::parse(e.plan_json);

@@ -45,10 +45,10 @@ struct NodeLink {
 // Connects to the node actor published at the device's host and port, within
 // the timeout (never CAF's unbounded remote_actor: CAF_NOTES.md section 2),
 // and gives it `model` if it is a TorchScript model the node does not have.
-caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const planner::Device& d,
+caf::actor connect(caf::actor_system& system, actors::Mailbox& self, const planner::Device& d,
                    const std::string& model, std::chrono::milliseconds timeout) {
   std::string failure;
-  const auto node = actors::connect_node(system, self, d, timeout, failure);
+  const auto node = actors::connect_node(system, d, timeout, failure);
   const std::string where = "device '" + d.id + "' at " + address_of(d);
   if (!node) throw MeasureError(where + " is unreachable: " + failure);
   const auto hello = actors::ask(self, node->actor, messages::Hello{}, timeout, failure);
@@ -62,7 +62,7 @@ caf::actor connect(caf::actor_system& system, caf::scoped_actor& self, const pla
 // Every device profiles at once: the requests go out as plain sends (the
 // node answers the sender), and the replies are collected in one loop that
 // also watches the deadline, the cancel flag and the nodes' down messages.
-void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::vector<NodeLink>& nodes,
+void profile_all(caf::actor_system& system, actors::Mailbox& self, const std::vector<NodeLink>& nodes,
                  const MeasureOptions& o, ClusterMeasurement& out) {
   messages::ProfileRequest request;
   request.model = o.model;
@@ -71,10 +71,10 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
   std::map<caf::actor_addr, size_t> index;
   for (size_t i = 0; i < nodes.size(); ++i) {
     index[nodes[i].actor.address()] = i;
-    self->monitor(nodes[i].actor);
+    self.self()->monitor(nodes[i].actor);
   }
   const auto t0 = Clock::now();
-  for (const auto& n : nodes) self->send(n.actor, actors::wire_for(system, n.actor, request));
+  for (const auto& n : nodes) self.send(n.actor, actors::wire_for(system, n.actor, request));
   const auto deadline = t0 + o.profile_timeout;
   std::map<size_t, planner::Profile> done;
   std::map<size_t, std::string> failed;
@@ -87,9 +87,9 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
       throw MeasureError("no profile from " + join(late) + " within " +
                          std::to_string(o.profile_timeout.count() / 1000) + " s");
     }
-    self->receive(
+    caf::message_handler handler{
         [&](WireMessage& wire) {
-          auto it = index.find(self->current_sender() ? self->current_sender()->address() : caf::actor_addr{});
+          auto it = index.find(self.sender());
           if (it == index.end()) return;
           const std::string& id = nodes[it->second].device->id;
           auto decoded = messages::from_wire(std::move(wire));
@@ -117,10 +117,10 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
           auto it = index.find(down.source);
           if (it != index.end() && !done.count(it->second))
             failed[it->second] = nodes[it->second].device->id + ": its node went down while profiling";
-        },
-        caf::after(std::chrono::milliseconds(100)) >> [] {});
+        }};
+    self.receive(handler, std::chrono::milliseconds(100));
   }
-  for (const auto& n : nodes) self->demonitor(n.actor);
+  for (const auto& n : nodes) self.self()->demonitor(n.actor);
   if (!failed.empty()) {
     std::vector<std::string> why;
     for (const auto& [i, text] : failed) why.push_back(text);
@@ -154,7 +154,7 @@ void profile_all(caf::actor_system& system, caf::scoped_actor& self, const std::
 
 // The payload rate from here to one device: empty probes give the round
 // trip, then payloads sized for about probe_ms of transfer; the best rate.
-LinkMeasurement probe_link(caf::actor_system& system, caf::scoped_actor& self, const NodeLink& node,
+LinkMeasurement probe_link(caf::actor_system& system, actors::Mailbox& self, const NodeLink& node,
                            const MeasureOptions& o) {
   const std::string& id = node.device->id;
   auto timed = [&](size_t bytes) {
@@ -196,7 +196,7 @@ LinkMeasurement probe_link(caf::actor_system& system, caf::scoped_actor& self, c
 
 ClusterMeasurement measure_cluster(caf::actor_system& system, const planner::Cluster& cluster,
                                    const MeasureOptions& o) {
-  caf::scoped_actor self{system};
+  actors::ScopedMailbox self{system};
   std::vector<NodeLink> nodes;
   std::vector<std::string> unreachable;
   for (const auto& d : cluster.devices) {

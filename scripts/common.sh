@@ -9,7 +9,7 @@ BUILD_DIR="${ASTEROID_BUILD_DIR:-$ROOT/build}"
 PACKAGES=(
   build-essential cmake pkg-config
   libcaf-dev libtorch-dev capnproto libcapnp-dev
-  libboost-dev libboost-system-dev libspdlog-dev libgtest-dev
+  libboost-dev libboost-system-dev libboost-context-dev libspdlog-dev libgtest-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist iproute2 python3-torch python3-matplotlib
   # the service's tests: a real Prometheus server (and promtool), headless

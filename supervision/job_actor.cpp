@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include "actors/fiber_host.h"
+
 namespace asteroid::supervision {
 
 struct JobDriver::Shared {
@@ -26,15 +28,16 @@ job_actor::behavior_type job_behavior(job_actor::pointer self, std::shared_ptr<J
                                       std::function<void(JobDriver&)> body) {
   auto status = std::make_shared<std::string>(R"({"phase":"starting"})");
   shared->job = caf::actor_cast<job_actor>(self);
-  auto driver = self->spawn<caf::detached + caf::monitored>([shared, body](caf::blocking_actor*) {
-    JobDriver handle(shared);
-    try {
-      body(handle);
-    } catch (...) {
-      shared->failure = std::current_exception();
-    }
-    shared->job = nullptr;  // the driver held the job actor alive through it
-  });
+  auto driver = actors::spawn_fiber_host(
+      self,
+      [shared, body](actors::Mailbox& mailbox) {
+        JobDriver handle(shared, mailbox);
+        body(handle);
+      },
+      [shared](std::exception_ptr failure) {
+        shared->failure = std::move(failure);
+        shared->job = nullptr;  // the driver held the job actor alive through it
+      });
   self->set_down_handler([self, driver](caf::down_msg& down) {
     if (down.source == driver.address()) self->quit(down.reason);
   });

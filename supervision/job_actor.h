@@ -2,9 +2,11 @@
 // handle by which anyone asks a running job how it is doing or stops it.
 //
 //   job actor (event-based, typed: job_actor; answers at once)
-//     job driver (a detached blocking actor: runs the job's body, which
-//                 drives the JobSupervisor, job_supervisor.h)
-//       heartbeat monitor, planner, coordinator, stage actors
+//     job driver (event-based: the fiber host of the job's body, which
+//                 drives the JobSupervisor, job_supervisor.h, and its
+//                 round coordinator, whose mailbox is the driver's;
+//                 actors/fiber_host.h)
+//       heartbeat monitor, planner, stage actors
 //
 // The driver publishes the job's status (JobSupervisor::status: round,
 // loss, plan, device health, phase) whenever it changes; the job actor
@@ -27,6 +29,7 @@
 
 #include "actors/atoms.h"
 #include "actors/coordinator.h"
+#include "actors/mailbox.h"
 
 namespace asteroid::supervision {
 
@@ -45,15 +48,20 @@ struct JobStopped : actors::JobError {
 class JobDriver {
  public:
   struct Shared;  // between the job actor and its driver
-  explicit JobDriver(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  JobDriver(std::shared_ptr<Shared> shared, actors::Mailbox& mailbox)
+      : shared_(std::move(shared)), mailbox_(&mailbox) {}
   // The job actor answers status requests with `status_json` from now on.
   void publish(std::string status_json);
   // True once a stop request reached the job actor.
   bool stop_requested() const;
   const job_actor& job() const;
+  // The driver's mailbox: the job's round coordinator reads it
+  // (Coordinator's constructor), so waiting for a round holds no thread.
+  actors::Mailbox& mailbox() const { return *mailbox_; }
 
  private:
   std::shared_ptr<Shared> shared_;
+  actors::Mailbox* mailbox_;
 };
 
 // Runs `body` as the driver of a new job actor and waits for the job's end;

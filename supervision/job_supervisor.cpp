@@ -455,8 +455,9 @@ Recovery recovery_from_name(const std::string& name) {
   return parse_named(kRecoveryNames, name, "--replan mode");
 }
 
-JobSupervisor::JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
-    : impl_(std::make_unique<Impl>(system, std::move(spec), std::move(options))) {}
+JobSupervisor::JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options,
+                             actors::Mailbox* mailbox)
+    : impl_(std::make_unique<Impl>(system, std::move(spec), std::move(options), mailbox)) {}
 
 JobSupervisor::~JobSupervisor() = default;
 

@@ -149,7 +149,10 @@ struct SupervisionEvent {
 
 class JobSupervisor {
  public:
-  JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options);
+  // `mailbox`: where the coordinator's messages arrive (Coordinator's
+  // constructor), the job driver's under a job actor (job_actor.h).
+  JobSupervisor(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options,
+                actors::Mailbox* mailbox = nullptr);
   ~JobSupervisor();
   JobSupervisor(const JobSupervisor&) = delete;
   JobSupervisor& operator=(const JobSupervisor&) = delete;

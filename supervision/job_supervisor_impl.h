@@ -46,9 +46,9 @@ std::string summary_of(const planner::Plan& plan);
 actors::JobSpec with_commit_points(actors::JobSpec spec, const SupervisionOptions& options);
 
 struct JobSupervisor::Impl {
-  Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options)
+  Impl(caf::actor_system& system, actors::JobSpec spec, SupervisionOptions options, actors::Mailbox* mailbox)
       : system(system),
-        coordinator(system, with_commit_points(std::move(spec), options)),
+        coordinator(system, with_commit_points(std::move(spec), options), mailbox),
         options(std::move(options)),
         layout(StateLayout::of(this->options.profile.layers, this->options.optimizer)) {}
 

@@ -53,13 +53,13 @@ std::optional<NodeStates> newer_node_states(caf::actor_system& system, const pla
                                             const StateLayout& layout, uint64_t after, uint64_t at_most,
                                             std::chrono::milliseconds timeout) {
   if (plan.stages.empty()) return std::nullopt;
-  caf::scoped_actor self(system);
+  actors::ScopedMailbox self(system);
   std::map<std::string, caf::actor> nodes;
   std::vector<KeptOn> kept;
   for (const auto& d : cluster.devices) {
     if (d.host.empty() || d.port <= 0) continue;
     std::string failure;
-    auto node = actors::connect_node(system, self, d, timeout, failure);
+    auto node = actors::connect_node(system, d, timeout, failure);
     if (!node) continue;  // a device that is down keeps nothing we can have
     auto answer = actors::ask(self, node->actor, messages::KeptRequest{job_id}, timeout, failure);
     auto* list = answer ? std::get_if<messages::KeptList>(&*answer) : nullptr;

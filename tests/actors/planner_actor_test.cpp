@@ -136,10 +136,9 @@ TEST(PlannerActor, RunsOnTheNodeOfTheDeviceNamed) {
   caf::actor_system system(config);
   const caf::actor planner = spawn_planner(system, nodes.cluster(), "d1", std::chrono::seconds(10));
   // It lives in d1's process, not here nor in d0's.
-  caf::scoped_actor self{system};
   std::string failure;
   const planner::Device& d1 = nodes.cluster().devices[1];
-  const auto node = connect_node(system, self, d1, std::chrono::seconds(5), failure);
+  const auto node = connect_node(system, d1, std::chrono::seconds(5), failure);
   ASSERT_TRUE(node) << failure;
   EXPECT_EQ(planner.node(), node->id);
   EXPECT_NE(planner.node(), system.node());

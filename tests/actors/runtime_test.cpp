@@ -176,10 +176,10 @@ TEST_F(Runtime, ATorchScriptChainTrainsOnNodesThatLackItAsOnOneDevice) {
   expect_equivalent(ref, train_distributed(nodes.cluster(), plan, model, 12));
   AsteroidConfig config;
   caf::actor_system system(config);
-  caf::scoped_actor self{system};
+  ScopedMailbox self{system};
   std::string failure;
   const auto& d1 = nodes.cluster().devices[1];
-  const auto node = connect_node(system, self, d1, std::chrono::seconds(5), failure);
+  const auto node = connect_node(system, d1, std::chrono::seconds(5), failure);
   ASSERT_TRUE(node) << failure;
   const auto info = ask(self, node->actor, messages::Hello{}, std::chrono::seconds(5), failure);
   ASSERT_TRUE(info) << failure;

@@ -111,7 +111,7 @@ PathResult measure(const planner::Cluster& cluster, const planner::Device& devic
   caf::actor_system system(config);
   caf::scoped_actor self{system};
   std::string failure;
-  const auto reached = actors::connect_node(system, self, device, 10s, failure);
+  const auto reached = actors::connect_node(system, device, 10s, failure);
   if (!reached) {
     r.error = "cannot connect to the node: " + failure;
     return r;

@@ -284,9 +284,9 @@ TEST(TlsNodes, APlainClientGetsNothingAndASilentOneCostsTheNodeNoCpu) {
   cluster.tls_dir = tls;
   actors::AsteroidConfig config(actors::coordinator_options(cluster));
   caf::actor_system system(config);
-  caf::scoped_actor self(system);
+  actors::ScopedMailbox self(system);
   std::string failure;
-  const auto node = actors::connect_node(system, self, cluster.devices[0], std::chrono::seconds(10), failure);
+  const auto node = actors::connect_node(system, cluster.devices[0], std::chrono::seconds(10), failure);
   ASSERT_TRUE(node) << failure;
   const auto info = actors::ask(self, node->actor, messages::Hello{}, std::chrono::seconds(10), failure);
   ASSERT_TRUE(info) << failure;
@@ -308,7 +308,7 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   caf::actor_system system_b(config_b);
   caf::scoped_actor b(system_b);
   std::string failure;
-  const auto node = actors::connect_node(system_b, b, a, std::chrono::seconds(10), failure);
+  const auto node = actors::connect_node(system_b, a, std::chrono::seconds(10), failure);
   ASSERT_TRUE(node) << failure;
   EXPECT_TRUE(actors::authorization_for(system_b, node->id).empty());
 
@@ -322,7 +322,8 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   for (const messages::Message& control :
        std::vector<messages::Message>{messages::Peers{}, messages::ReplicaRequest{"job", 0, 1, 0},
                                       messages::KeptRequest{"job"}, messages::Release{"job", {}}}) {
-    const auto reply = actors::ask(b, node->actor, control, std::chrono::seconds(10), failure);
+    actors::ScopedMailbox asker(system_b);
+    const auto reply = actors::ask(asker, node->actor, control, std::chrono::seconds(10), failure);
     EXPECT_FALSE(reply) << messages::kind_name(control) << " was answered";
     EXPECT_NE(failure.find("only from an authenticated coordinator"), std::string::npos) << failure;
   }
@@ -334,8 +335,8 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   cluster.tls_dir = tls;
   actors::AsteroidConfig config(actors::coordinator_options(cluster));
   caf::actor_system system(config);
-  caf::scoped_actor self(system);
-  const auto as_coordinator = actors::connect_node(system, self, a, std::chrono::seconds(10), failure);
+  actors::ScopedMailbox self(system);
+  const auto as_coordinator = actors::connect_node(system, a, std::chrono::seconds(10), failure);
   ASSERT_TRUE(as_coordinator) << failure;
   EXPECT_EQ(actors::authorization_for(system, as_coordinator->id).size(), 32u);
   const auto kept = actors::ask(self, as_coordinator->actor, messages::KeptRequest{"job"}, std::chrono::seconds(10),
@@ -344,11 +345,12 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   EXPECT_TRUE(std::holds_alternative<messages::KeptList>(*kept));
   const auto spawned = actors::remote_spawn_actor(system, as_coordinator->id, "stage", std::chrono::seconds(10));
   ASSERT_TRUE(spawned.actor) << spawned.error;
-  self->monitor(spawned.actor);
+  self.self()->monitor(spawned.actor);
   bool down = false;
-  self->receive([&](const caf::down_msg&) { down = true; }, caf::after(std::chrono::milliseconds(500)) >> [] {});
+  caf::message_handler downs{[&](const caf::down_msg&) { down = true; }};
+  self.receive(downs, std::chrono::milliseconds(500));
   EXPECT_FALSE(down) << "the coordinator's stage ended at once";
-  self->send_exit(spawned.actor, caf::exit_reason::user_shutdown);
+  self.self()->send_exit(spawned.actor, caf::exit_reason::user_shutdown);
 
   const auto info = actors::ask(self, as_coordinator->actor, messages::Hello{}, std::chrono::seconds(10), failure);
   ASSERT_TRUE(info) << failure;

@@ -102,7 +102,7 @@ Outcome train(LocalNodes& nodes, const std::function<void(uint64_t)>& before_rou
   // driver itself asks the job actor for the status: blocked in that
   // request, it cannot answer; the job actor does.
   run_job(system, [&](JobDriver& driver) {
-    JobSupervisor job(system, spec, options);
+    JobSupervisor job(system, spec, options, &driver.mailbox());
     job.on_event([&](const SupervisionEvent& e) {
       out.events.push_back(e);
       if (e.kind == "failure") {

@@ -46,12 +46,12 @@ Plan second_plan() { return plan_of({Stage{0, 3, {{"d0", 8}}}, Stage{3, 6, {{"d4
 // What each live node keeps now, as it answers hello.
 std::map<std::string, messages::NodeInfo> node_infos(caf::actor_system& system, const planner::Cluster& cluster,
                                                      const std::set<std::string>& skip = {}) {
-  caf::scoped_actor self(system);
+  actors::ScopedMailbox self(system);
   std::map<std::string, messages::NodeInfo> infos;
   for (const auto& d : cluster.devices) {
     if (skip.count(d.id)) continue;
     std::string failure;
-    auto node = actors::connect_node(system, self, d, std::chrono::seconds(10),
+    auto node = actors::connect_node(system, d, std::chrono::seconds(10),
                                      failure);
     if (!node) throw std::runtime_error(d.id + ": " + failure);
     auto answer = actors::ask(self, node->actor, messages::Hello{}, std::chrono::seconds(10), failure);

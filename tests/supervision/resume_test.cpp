@@ -92,11 +92,11 @@ using Rounds = std::vector<std::pair<int64_t, double>>;
 // The lowest, over the nodes, of the newest round each committed of `job`
 // (-1 when one has committed none or does not answer).
 int64_t oldest_commit_on_nodes(caf::actor_system& system, const planner::Cluster& cluster, const std::string& job) {
-  caf::scoped_actor self(system);
+  actors::ScopedMailbox self(system);
   int64_t oldest = std::numeric_limits<int64_t>::max();
   for (const auto& d : cluster.devices) {
     std::string failure;
-    auto node = actors::connect_node(system, self, d, std::chrono::seconds(5),
+    auto node = actors::connect_node(system, d, std::chrono::seconds(5),
                                      failure);
     if (!node) return -1;
     auto answer = actors::ask(self, node->actor, messages::KeptRequest{job}, std::chrono::seconds(5), failure);

@@ -1,0 +1,132 @@
+// The mailbox of a sequential protocol: a selective receive that keeps
+// what it does not take, and the fiber host that runs such a protocol as an
+// event-based actor's continuation (answering status requests while it
+// waits).
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "actors/atoms.h"
+#include "actors/fiber_host.h"
+#include "actors/mailbox.h"
+
+namespace asteroid::actors {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Mailbox, TakesWhatItsHandlerMatchesAndKeepsTheRestInOrder) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  ScopedMailbox mailbox{system};
+  caf::scoped_actor sender{system};
+  for (int i : {1, 2}) sender->send(mailbox.handle(), i);
+  sender->send(mailbox.handle(), std::string("text"));
+  std::string text;
+  caf::actor_addr from;
+  caf::message_handler strings{[&](std::string& s) {
+    text = s;
+    from = mailbox.sender();
+  }};
+  ASSERT_TRUE(mailbox.receive(strings, 5s));
+  EXPECT_EQ(text, "text");
+  EXPECT_EQ(from, sender->address()) << "the sender of the message being handled";
+  std::vector<int> ints;
+  caf::message_handler numbers{[&](int i) { ints.push_back(i); }};
+  while (mailbox.receive(numbers, 0ms)) {
+  }
+  EXPECT_EQ(ints, (std::vector<int>{1, 2})) << "the kept ones, in arrival order";
+  EXPECT_FALSE(mailbox.receive(numbers, 20ms)) << "nothing left: the wait ends at its deadline";
+}
+
+TEST(Mailbox, AnswersStatusRequestsWhileItWaits) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  ScopedMailbox mailbox{system};
+  mailbox.answer_status([] { return std::string(R"({"round":3})"); });
+  caf::scoped_actor asker{system};
+  // The request is answered from inside the wait, which then goes on until
+  // the number comes.
+  auto answer = asker->request(mailbox.handle(), caf::infinite, status_atom::value);
+  asker->send(mailbox.handle(), 7);
+  int got = 0;
+  caf::message_handler numbers{[&](int i) { got = i; }};
+  ASSERT_TRUE(mailbox.receive(numbers, 5s));
+  EXPECT_EQ(got, 7);
+  std::string status;
+  answer.receive([&](std::string& s) { status = s; }, [](caf::error&) {});
+  EXPECT_EQ(status, R"({"round":3})");
+}
+
+// A host whose body waits for a number, answering status meanwhile, and
+// reports what it got.
+TEST(FiberHost, RunsItsBodyAsAContinuationAndAnswersStatusWhileItWaits) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  caf::scoped_actor test{system};
+  std::exception_ptr failure = std::make_exception_ptr(std::runtime_error("not ended"));
+  const caf::actor me = caf::actor_cast<caf::actor>(test);
+  auto host = spawn_fiber_host(
+      test.ptr(),
+      [me](Mailbox& mailbox) {
+        mailbox.answer_status([] { return std::string("waiting for a number"); });
+        mailbox.send(me, std::string("started"));
+        int got = 0;
+        caf::message_handler numbers{[&](int i) { got = i; }};
+        // A string arrives first: kept, not taken, and later taken.
+        if (!mailbox.receive(numbers, 30s)) throw std::runtime_error("no number");
+        std::string kept;
+        caf::message_handler strings{[&](std::string& s) { kept = s; }};
+        if (!mailbox.receive(strings, 0ms)) throw std::runtime_error("the string was not kept");
+        const bool timed_out = !mailbox.receive(numbers, 30ms);
+        mailbox.send(me, std::string("got " + std::to_string(got) + " after '" + kept + "'" +
+                                     (timed_out ? ", then a wait ended at its deadline" : "")));
+      },
+      [&failure](std::exception_ptr e) { failure = std::move(e); });
+  std::string status;
+  test->receive([&](std::string& s) { status = s; }, caf::after(30s) >> [] {});
+  ASSERT_EQ(status, "started");
+  test->request(host, 10s, status_atom::value).receive([&](std::string& s) { status = s; }, [](caf::error&) {});
+  EXPECT_EQ(status, "waiting for a number") << "answered by the host while its body waits";
+  test->send(host, std::string("early"));
+  test->send(host, 42);
+  std::string report;
+  test->receive([&](std::string& s) { report = s; }, caf::after(30s) >> [] {});
+  EXPECT_EQ(report, "got 42 after 'early', then a wait ended at its deadline");
+  bool down = false;
+  test->receive([&](caf::down_msg& d) { down = d.source == host.address(); }, caf::after(30s) >> [] {});
+  EXPECT_TRUE(down) << "the host quits when its body returns";
+  EXPECT_EQ(failure, nullptr);
+}
+
+TEST(FiberHost, WhatTheBodyThrowsEndsTheHostAndIsHandedOver) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  caf::scoped_actor test{system};
+  std::string what;
+  auto host = spawn_fiber_host(
+      test.ptr(),
+      [](Mailbox& mailbox) {
+        caf::message_handler numbers{[](int) {}};
+        mailbox.receive(numbers, 30s);
+        throw std::runtime_error("stage 1 refused its assignment");
+      },
+      [&what](std::exception_ptr e) {
+        try {
+          if (e) std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          what = x.what();
+        }
+      });
+  test->send(host, 1);
+  bool down = false;
+  test->receive([&](caf::down_msg& d) { down = d.source == host.address(); }, caf::after(30s) >> [] {});
+  EXPECT_TRUE(down);
+  EXPECT_EQ(what, "stage 1 refused its assignment");
+}
+
+}  // namespace
+}  // namespace asteroid::actors
