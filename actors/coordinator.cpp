@@ -1187,6 +1187,7 @@ std::set<std::string> Coordinator::take_returned() {
 }
 
 caf::actor Coordinator::inbox() const { return impl_->self.handle(); }
+Mailbox& Coordinator::mailbox() const { return impl_->self; }
 std::string Coordinator::status() const { return impl_->status(); }
 
 const std::vector<messages::TraceEvent>& Coordinator::trace() const { return impl_->trace; }

@@ -224,6 +224,9 @@ class Coordinator {
   // heartbeat monitor) report lost devices to it as (lost_atom, device id),
   // and anyone may ask it (status_atom) for status() while rounds run.
   caf::actor inbox() const;
+  // Where its messages arrive: a request made through it (actors/ask.h)
+  // waits as the coordinator does (suspending a job driver's body).
+  Mailbox& mailbox() const;
   // {"next_round", "last_committed" (null before the first commit),
   //  "last_loss" (of that round, or null), "plan", "devices": {id:
   //  "in use" | "idle" | "lost"}}: "lost" as the heartbeat monitor last

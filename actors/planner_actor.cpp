@@ -134,11 +134,10 @@ caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& clus
   return spawned.actor;
 }
 
-messages::PlanResult request_plan(caf::actor_system& system, const caf::actor& planner,
+messages::PlanResult request_plan(Mailbox& asker, const caf::actor& planner,
                                   const messages::PlanRequest& request, std::chrono::milliseconds timeout) {
-  ScopedMailbox self{system};
   std::string failure;
-  auto reply = ask(self, planner, request, timeout, failure);
+  auto reply = ask(asker, planner, request, timeout, failure);
   if (!reply) throw std::runtime_error("the planner did not answer: " + failure);
   auto* result = std::get_if<messages::PlanResult>(&*reply);
   if (!result) throw std::runtime_error(std::string("the planner answered with ") + messages::kind_name(*reply));

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <string>
 
+#include "actors/mailbox.h"
 #include "messages/envelope.h"
 #include "planner/types.h"
 
@@ -33,10 +34,12 @@ messages::PlanResult plan_for(const messages::PlanRequest& request);
 caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& cluster, const std::string& device,
                          std::chrono::milliseconds timeout);
 
-// A planner's answer to `request` within `timeout`; throws
-// std::runtime_error saying what went wrong (no answer in time, an error
-// reply, a reply of another kind). A result without a plan is an answer.
-messages::PlanResult request_plan(caf::actor_system& system, const caf::actor& planner,
+// A planner's answer to `request` within `timeout`, awaited in `asker`
+// (a job's driver's mailbox: its body waits without holding a thread);
+// throws std::runtime_error saying what went wrong (no answer in time, an
+// error reply, a reply of another kind). A result without a plan is an
+// answer.
+messages::PlanResult request_plan(Mailbox& asker, const caf::actor& planner,
                                   const messages::PlanRequest& request, std::chrono::milliseconds timeout);
 
 }  // namespace asteroid::actors

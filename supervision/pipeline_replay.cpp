@@ -92,7 +92,7 @@ std::optional<planner::Plan> JobSupervisor::Impl::try_ask_planner(const std::vec
   std::optional<messages::PlanResult> result;
   std::string failure;
   try {
-    result = actors::request_plan(system, planner, request, std::chrono::seconds(60));
+    result = actors::request_plan(coordinator.mailbox(), planner, request, std::chrono::seconds(60));
   } catch (const std::runtime_error& e) {
     failure = e.what();
   }

@@ -53,7 +53,8 @@ messages::PlanRequest request() {
 }
 
 messages::PlanResult ask(caf::actor_system& system, const caf::actor& planner, const messages::PlanRequest& r) {
-  return request_plan(system, planner, r, std::chrono::seconds(30));
+  ScopedMailbox asker{system};
+  return request_plan(asker, planner, r, std::chrono::seconds(30));
 }
 
 TEST(PlannerActor, PlansAndReplansByMessage) {
