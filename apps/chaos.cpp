@@ -250,14 +250,6 @@ nlohmann::json plan_switches_from_metrics(const std::string& metrics_path, const
 
 namespace {
 
-std::vector<nlohmann::json> json_lines(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 std::string self_executable() {
   char buffer[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buffer, sizeof buffer - 1);
@@ -392,7 +384,7 @@ ChaosReport run_chaos(const ChaosOptions& o) {
   const ChaosVerdict& v = report.verdict;
 
   // Faults as injected, failures as the job recovered them.
-  const auto injected = json_lines((run / "faults.jsonl").string());
+  const auto injected = planner::read_json_lines((run / "faults.jsonl").string());
   std::ifstream summary_in(run / "summary.json");
   const nlohmann::json summary = nlohmann::json::parse(summary_in);
   const nlohmann::json failures = summary.contains("failures") ? summary["failures"] : nlohmann::json::array();

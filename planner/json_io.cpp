@@ -513,6 +513,22 @@ json read_json_file(const std::string& path) {
   }
 }
 
+std::vector<json> read_json_lines(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  size_t number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    if (line.empty()) continue;
+    try {
+      out.push_back(json::parse(line));
+    } catch (const json::parse_error& e) {
+      throw InputError(path + ": line " + std::to_string(number) + ": expected JSON: " + e.what());
+    }
+  }
+  return out;
+}
+
 void write_json_file(const json& j, const std::string& path) {
   compute::write_file_atomically(path, j.dump(2) + "\n", "JSON file");
 }

@@ -26,6 +26,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "planner/cost_model.h"
 #include "planner/types.h"
@@ -87,6 +88,10 @@ void check_plan(const Plan& plan, const Cluster& cluster, const Profile& profile
 
 // Parses a JSON file; InputError naming the path when it is missing or not JSON.
 nlohmann::json read_json_file(const std::string& path);
+// The values of a JSON-lines log (metrics.jsonl, faults.jsonl), one per
+// non-empty line; none when the file does not exist (nothing logged yet);
+// InputError naming the path and line for a line that is not JSON.
+std::vector<nlohmann::json> read_json_lines(const std::string& path);
 // Writes `j` pretty-printed, atomically (compute/durable_file.h);
 // std::runtime_error naming the path on failure.
 void write_json_file(const nlohmann::json& j, const std::string& path);

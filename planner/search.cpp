@@ -757,12 +757,22 @@ class SuffixSearch {
   struct PrefixBound {
     double pf = 0, pe = 0, t = 0;
   };
+  // A prefix bound from its transfer bounds into the next stage: forward
+  // (tau_f) and forward plus backward (tau_fb).
+  PrefixBound prefix_bound_with(int a, int h, double tau_f, double tau_fb) const {
+    PrefixBound p;
+    const double work = b_ * rl_[idx_rl(a, h)] / h;
+    const size_t cell = static_cast<size_t>(a) * (k_ + 1) + h;
+    p.pf = pf_min_[cell] + tau_f;
+    p.pe = q_min_[cell] + tau_fb;
+    p.t = std::max(m_ * std::max(work, tau_fb), p.pe);
+    return p;
+  }
   // `y_hi`: the stage's group is [h, i) for its bandwidth, but may end
   // anywhere up to y_hi for its codec speeds (a cell's class representative
   // i stands for every group end with the same bandwidths).
   PrefixBound prefix_bound(int a, int h, int i, int y_hi) const {
-    PrefixBound p;
-    if (h == 0) return p;
+    if (h == 0) return {};
     // The prefix's last group contains device h-1, so the bandwidth into
     // [h, i) is at most its best link into that group.
     double tau_f, tau_fb;
@@ -775,19 +785,13 @@ class SuffixSearch {
     } else {
       transfer_bound(a - 1, cross_[idx3(h - 1, h, i)], 0, h, h, y_hi, &tau_f, &tau_fb);
     }
-    const double work = b_ * rl_[idx_rl(a, h)] / h;
-    const size_t cell = static_cast<size_t>(a) * (k_ + 1) + h;
-    p.pf = pf_min_[cell] + tau_f;
-    p.pe = q_min_[cell] + tau_fb;
-    p.t = std::max(m_ * std::max(work, tau_fb), p.pe);
-    return p;
+    return prefix_bound_with(a, h, tau_f, tau_fb);
   }
   // prefix_bound(a, h, i, ...) for the entries of one Side: the transfer
   // into them with their own receiving codec time (decode forward, encode
   // backward) instead of a bound.
   PrefixBound prefix_bound_side(int a, int h, int i, const Side& sy) const {
-    PrefixBound p;
-    if (h == 0) return p;
+    if (h == 0) return {};
     const double bw = cross_[idx3(h - 1, h, i)];
     const double volume = b_ * t_.out_bytes(a - 1) / 1e3;
     double tau_f = kInf, tau_fb = kInf;
@@ -804,12 +808,7 @@ class SuffixSearch {
       tau_f = std::min(tau_f, tf);
       tau_fb = std::min(tau_fb, tf + tb);
     }
-    const double work = b_ * rl_[idx_rl(a, h)] / h;
-    const size_t cell = static_cast<size_t>(a) * (k_ + 1) + h;
-    p.pf = pf_min_[cell] + tau_f;
-    p.pe = q_min_[cell] + tau_fb;
-    p.t = std::max(m_ * std::max(work, tau_fb), p.pe);
-    return p;
+    return prefix_bound_with(a, h, tau_f, tau_fb);
   }
 
   // Lower bounds over every prefix that runs layers [0, a) on devices

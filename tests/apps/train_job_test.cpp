@@ -19,6 +19,7 @@
 
 #include "apps/testbed/emulated_cluster.h"
 #include "apps/testbed/process.h"
+#include "planner/json_io.h"
 #include "testbed_test_util.h"
 #include "tests/support/custom_model_files.h"
 
@@ -53,13 +54,6 @@ struct RunGuard {
   }
 };
 
-std::vector<nlohmann::json> json_lines(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 bool have_matplotlib() {
   return run_command({"/usr/bin/python3", "-c", "import matplotlib"}, Millis(30000)).ok();
@@ -140,7 +134,7 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
     EXPECT_NEAR(s["speedup_measured"].get<double>(), 1.0, 1e-9);
   } else {
     std::vector<double> baseline_rounds;
-    for (const auto& line : json_lines(run + "/baseline-metrics.jsonl"))
+    for (const auto& line : planner::read_json_lines(run + "/baseline-metrics.jsonl"))
       if (line.contains("round")) baseline_rounds.push_back(line["round"].get<double>());
     EXPECT_EQ(baseline_rounds.size(), 10u);
   }
@@ -164,7 +158,7 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
 
   // One line per round, in order, and the loss goes down.
   std::vector<double> losses;
-  for (const auto& line : json_lines(run + "/metrics.jsonl"))
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl"))
     if (line.contains("round")) {
       EXPECT_EQ(line["round"].get<size_t>(), losses.size());
       losses.push_back(line["loss"].get<double>());
@@ -175,7 +169,7 @@ TEST(TrainJob, ShortJobLeavesACompleteRunFolder) {
   EXPECT_LT(last, 0.8 * first) << "the loss did not go down: first rounds " << first / 5 << ", last " << last / 5;
 
   // The fault schedule: injected at its round / time, the one never reached said so.
-  const auto injected = json_lines(run + "/faults.jsonl");
+  const auto injected = planner::read_json_lines(run + "/faults.jsonl");
   ASSERT_EQ(injected.size(), 4u);
   int ok = 0, not_reached = 0;
   for (const auto& f : injected) {
@@ -232,9 +226,9 @@ TEST(TrainJob, ATorchScriptModelIsProfiledPlannedAndTrainedAsOnOneDevice) {
   ASSERT_EQ(profile["layers"].size(), 10u);
   EXPECT_EQ(profile["layers"][7]["name"], "7");
   std::vector<double> on_nodes, alone;
-  for (const auto& line : json_lines(run + "/metrics.jsonl"))
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl"))
     if (line.contains("round")) on_nodes.push_back(line["loss"].get<double>());
-  for (const auto& line : json_lines(tmp.file("single.jsonl")))
+  for (const auto& line : planner::read_json_lines(tmp.file("single.jsonl")))
     if (line.contains("round")) alone.push_back(line["loss"].get<double>());
   ASSERT_EQ(on_nodes.size(), 20u);
   ASSERT_EQ(alone.size(), 20u);
@@ -269,7 +263,7 @@ TEST(TrainJob, ADeviceSlowedMidRunMakesTheJobSwitchPlansWithoutChangingItsLosses
   std::vector<double> losses;
   std::vector<uint64_t> rounds;
   std::vector<nlohmann::json> switches;
-  for (const auto& line : json_lines(adapted + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(adapted + "/metrics.jsonl")) {
     if (line.contains("round")) {
       rounds.push_back(line["round"].get<uint64_t>());
       losses.push_back(line["loss"].get<double>());
@@ -312,7 +306,7 @@ TEST(TrainJob, ADeviceSlowedMidRunMakesTheJobSwitchPlansWithoutChangingItsLosses
                                       tmp.file("switches.json")});
   ASSERT_EQ(ref.status, 0) << ref.out << ref.err;
   std::vector<double> reference_losses;
-  for (const auto& line : json_lines(reference + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(reference + "/metrics.jsonl")) {
     if (line.contains("round")) reference_losses.push_back(line["loss"].get<double>());
     EXPECT_NE(line.value("event", ""), "adapt") << "--adapt off never adapts";
   }
@@ -347,7 +341,7 @@ TEST(TrainJob, ADeviceThatGetsItsSpeedBackIsUsedAgain) {
   bool noticed_slow = false;
   int restored = -1;  // nx-0's samples in the plan of the last switch for nx-0 after its restore
   uint64_t next = 0;
-  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) {
     if (line.contains("round")) {
       EXPECT_EQ(line["round"].get<uint64_t>(), next++) << "every round once, in order";
       continue;
@@ -379,7 +373,7 @@ TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
                                           faults, "--no-plots"}),
                               Millis(240000));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
-  const auto injected = json_lines(run + "/faults.jsonl");
+  const auto injected = planner::read_json_lines(run + "/faults.jsonl");
   ASSERT_EQ(injected.size(), 1u);
   EXPECT_TRUE(injected[0]["ok"].get<bool>()) << injected[0].dump();
   EXPECT_EQ(injected[0]["round"], 8);
@@ -394,7 +388,7 @@ TEST(TrainJob, AKilledDeviceIsRecoveredAndLogged) {
   EXPECT_GE(s["node_kept_bytes"].size(), 3u) << s.dump(2);
   for (const auto& [id, bytes] : s["node_kept_bytes"].items()) EXPECT_EQ(bytes, 0) << id;
   bool replanned = false;
-  for (const auto& line : json_lines(run + "/metrics.jsonl")) replanned |= line.value("event", "") == "replan";
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) replanned |= line.value("event", "") == "replan";
   EXPECT_TRUE(replanned);
   EXPECT_NE(r.out.find("failure of nano-2"), std::string::npos) << r.out;
   EXPECT_TRUE(left_running(run).empty()) << ::testing::PrintToString(left_running(run));
@@ -413,7 +407,7 @@ TEST(TrainJob, ADeviceFarSlowerThanPlannedIsReportedAsAStraggler) {
                               Millis(240000));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   std::vector<nlohmann::json> stragglers;
-  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) {
     if (line.value("event", "").rfind("straggler", 0) == 0) stragglers.push_back(line);
   }
   ASSERT_FALSE(stragglers.empty()) << "no straggler event in metrics.jsonl";
@@ -448,12 +442,12 @@ TEST(TrainJob, APartitionBetweenPipelineNeighboursCostsOneDeviceUntilItHeals) {
                                           faults, "--no-plots", "--no-baseline"}),
                               Millis(300000));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
-  const auto injected = json_lines(run + "/faults.jsonl");
+  const auto injected = planner::read_json_lines(run + "/faults.jsonl");
   ASSERT_EQ(injected.size(), 2u);
   if (!injected[0]["ok"].get<bool>()) GTEST_SKIP() << "this machine cannot cut one link: " << injected[0].dump();
   std::vector<nlohmann::json> events;
   std::vector<int64_t> rounds;
-  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) {
     if (line.contains("event")) events.push_back(line);
     if (line.contains("round") && line.contains("loss")) rounds.push_back(line["round"].get<int64_t>());
   }
@@ -494,7 +488,7 @@ TEST(TrainJob, InterruptedJobLeavesNothingRunning) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (true) {
     size_t rounds = 0;
-    for (const auto& line : json_lines(run + "/metrics.jsonl")) rounds += line.contains("round");
+    for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) rounds += line.contains("round");
     if (rounds >= 3) break;
     ASSERT_TRUE(job.running()) << job.read_all(Clock::now() + Millis(2000))
                                << job.read_all_stderr(Clock::now() + Millis(2000));
@@ -549,7 +543,7 @@ TEST(TrainJob, TheProbeTrainsTheFasterOfThePlanAndTheBestDeviceAlone) {
   };
   auto round_losses = [](const std::string& path) {
     std::vector<double> losses;
-    for (const auto& line : json_lines(path))
+    for (const auto& line : planner::read_json_lines(path))
       if (line.contains("round")) losses.push_back(line["loss"].get<double>());
     return losses;
   };
@@ -644,7 +638,7 @@ TEST(TrainJob, ADeviceThatJoinsWithoutAProfileIsProfiledBesideTheRoundsAndPlanne
   std::vector<std::string> events;
   nlohmann::json joined_plan;
   double scale = 0;
-  for (const auto& line : json_lines(run + "/metrics.jsonl")) {
+  for (const auto& line : planner::read_json_lines(run + "/metrics.jsonl")) {
     if (line.contains("round") && !line.contains("event")) {
       EXPECT_EQ(line["round"].get<uint64_t>(), next++) << "every round once, in order";
       continue;
