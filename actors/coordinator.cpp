@@ -296,7 +296,7 @@ struct Coordinator::Impl {
       const auto prev = m.stage > 0 ? handles_of(m.stage - 1) : std::vector<caf::actor>{};
       const auto accepted = actors::ask(
           self, m.actor,
-          caf::make_message(messages::to_wire(a), prev, handles_of(m.stage), handles_of(m.stage + 1), holder,
+          caf::make_message(wire_for(system, m.actor, a), prev, handles_of(m.stage), handles_of(m.stage + 1), holder,
                             self.handle()),
           spec.deploy_timeout, failure, abandon_if_lost({m.device}));
       if (!accepted) {

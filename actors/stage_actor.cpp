@@ -143,6 +143,7 @@ class StageMember {
       return error(messages::ErrorCode::invalid_request,
                    std::string("expected a stage assignment, got ") + messages::kind_name(*decoded.message));
     }
+    if (!node_->authorized(decoded.authorization, "assign a stage")) return refused("assignments");
     StageAssignment a = std::move(*assignment);
     node_->crash_point("assign", a.first_round, /*or_later=*/true);
     if (a.resume_from_kept) {
@@ -252,6 +253,12 @@ class StageMember {
     if (!decoded.ok()) {
       reply = error(messages::ErrorCode::invalid_message, decoded.error);
       if (!is_request) report_failure("dropped an undecodable message: " + decoded.error);
+    } else if (is_request &&
+               !node_->authorized(decoded.authorization, std::string("answer a ") + messages::kind_name(*decoded.message))) {
+      // A request (a state request: the stage's weights) is the
+      // coordinator's, through an asker of its own (actors/ask.h): its
+      // sender says nothing, the control token does.
+      reply = refused(std::string(messages::kind_name(*decoded.message)) + " requests");
     } else if (!model_) {
       reply = error(messages::ErrorCode::invalid_request, "stage not deployed yet");
     } else if (!is_request && !self_->current_sender() && carries_data(*decoded.message)) {
@@ -818,6 +825,13 @@ class StageMember {
 
   WireMessage error(messages::ErrorCode code, const std::string& what) const {
     return messages::to_wire(messages::Error{code, what});
+  }
+  // With TLS, a stage takes its assignment and answers requests only from
+  // the coordinator (the node's control token in the envelope, as the
+  // node itself checks, node_context.h).
+  WireMessage refused(const std::string& what) const {
+    return error(messages::ErrorCode::invalid_request,
+                 "stage on node " + node_->node_id + " takes " + what + " only from an authenticated coordinator");
   }
 
   void report_failure(const std::string& what) { report(messages::ErrorCode::internal, what); }

@@ -350,12 +350,36 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   caf::message_handler downs{[&](const caf::down_msg&) { down = true; }};
   self.receive(downs, std::chrono::milliseconds(500));
   EXPECT_FALSE(down) << "the coordinator's stage ended at once";
+  // The stage itself answers a state request (its weights) and takes an
+  // assignment only with the coordinator's token in the envelope, whoever
+  // holds its handle.
+  const auto bare_request = actors::ask(self, spawned.actor, caf::make_message(messages::to_wire(messages::StateRequest{0})),
+                                        std::chrono::seconds(10), failure);
+  EXPECT_FALSE(bare_request);
+  EXPECT_NE(failure.find("takes stateRequest requests only from an authenticated coordinator"), std::string::npos)
+      << failure;
+  const auto with_token = actors::ask(self, spawned.actor, messages::StateRequest{0}, std::chrono::seconds(10), failure);
+  EXPECT_FALSE(with_token) << "an empty stage has no state";
+  EXPECT_NE(failure.find("not deployed yet"), std::string::npos) << "the token lets the request through: " << failure;
+  messages::StageAssignment assignment;
+  assignment.model = "fmnist-cnn";
+  assignment.layer_end = 1;
+  assignment.group = {{"a", 8}};
+  assignment.batch = assignment.microbatch_size = 8;
+  const auto bare_assignment = actors::ask(
+      self, spawned.actor,
+      caf::make_message(messages::to_wire(assignment), std::vector<caf::actor>{}, std::vector<caf::actor>{self.handle()},
+                        std::vector<caf::actor>{}, std::vector<caf::actor>{}, self.handle()),
+      std::chrono::seconds(10), failure);
+  EXPECT_FALSE(bare_assignment);
+  EXPECT_NE(failure.find("takes assignments only from an authenticated coordinator"), std::string::npos) << failure;
   self.self()->send_exit(spawned.actor, caf::exit_reason::user_shutdown);
 
   const auto info = actors::ask(self, as_coordinator->actor, messages::Hello{}, std::chrono::seconds(10), failure);
   ASSERT_TRUE(info) << failure;
-  // A spawn, four control messages and two exit messages.
-  EXPECT_EQ(std::get<messages::NodeInfo>(*info).refused_control, 7u);
+  // From device b a spawn, four control messages and two exit messages; from
+  // this process an assignment and a state request without the token.
+  EXPECT_EQ(std::get<messages::NodeInfo>(*info).refused_control, 9u);
   EXPECT_TRUE(nodes.process("a").running());
 
   // Heartbeat datagrams: the coordinator's (MAC under the node's token) and
