@@ -8,10 +8,13 @@
 // holds no thread, and it answers status requests (status_atom) from its
 // behaviour while the body waits.
 //
-// The body runs on a stack of its own (Boost.Coroutine2); the host is
-// spawned detached because the body may still make blocking requests of
-// its own (a scoped actor asking the planner): they then hold the host's
-// thread, never one of the scheduler's.
+// The body runs on a stack of its own (Boost.Coroutine2). A job's driver
+// is spawned `detached` because its body still makes a few blocking
+// requests of its own (connecting to a node through CAF's middleman, a
+// remote spawn): they then hold the host's thread, never one of the
+// scheduler's. A host whose body only waits through its mailbox can run on
+// the scheduler: hundreds of them waiting hold no thread at all
+// (FiberHost.ManyHostsWaitingHoldNoThread).
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -23,11 +26,12 @@
 
 namespace asteroid::actors {
 
-// Spawns the host (detached, monitored by `parent`) and starts
-// `body` at once. When the body returns or throws, `ended` gets what it
-// threw (nullptr when it returned), on the host's thread, and the host
-// quits.
+enum class FiberThread { detached, scheduled };
+
+// Spawns the host (monitored by `parent`) and starts `body` at once. When
+// the body returns or throws, `ended` gets what it threw (nullptr when it
+// returned), on the host's thread, and the host quits.
 caf::actor spawn_fiber_host(caf::local_actor* parent, std::function<void(Mailbox&)> body,
-                            std::function<void(std::exception_ptr)> ended);
+                            std::function<void(std::exception_ptr)> ended, FiberThread thread = FiberThread::detached);
 
 }  // namespace asteroid::actors

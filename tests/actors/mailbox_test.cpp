@@ -5,6 +5,8 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -126,6 +128,59 @@ TEST(FiberHost, WhatTheBodyThrowsEndsTheHostAndIsHandedOver) {
   test->receive([&](caf::down_msg& d) { down = d.source == host.address(); }, caf::after(30s) >> [] {});
   EXPECT_TRUE(down);
   EXPECT_EQ(what, "stage 1 refused its assignment");
+}
+
+// Waiting through the mailbox holds no thread: 200 hosts on a scheduler of
+// two threads all wait for a message at once, each answers a status request
+// meanwhile, and each finishes when its message comes. Were a wait to hold
+// a thread, the third host would never run.
+TEST(FiberHost, ManyHostsWaitingHoldNoThread) {
+  caf::actor_system_config config;
+  config.set("scheduler.max-threads", 2);
+  caf::actor_system system{config};
+  caf::scoped_actor test{system};
+  constexpr int kHosts = 200;
+  const caf::actor me = caf::actor_cast<caf::actor>(test);
+  std::atomic<int> ended{0};
+  std::vector<caf::actor> hosts;
+  for (int i = 0; i < kHosts; ++i) {
+    hosts.push_back(spawn_fiber_host(
+        test.ptr(),
+        [me, i](Mailbox& mailbox) {
+          mailbox.answer_status([i] { return "host " + std::to_string(i) + " waits"; });
+          mailbox.send(me, i);
+          int got = -1;
+          caf::message_handler numbers{[&](int n) { got = n; }};
+          if (!mailbox.receive(numbers, 60s)) throw std::runtime_error("no message");
+          mailbox.send(me, std::string("host " + std::to_string(i) + " got " + std::to_string(got)));
+        },
+        [&ended](std::exception_ptr e) {
+          if (!e) ++ended;
+        },
+        FiberThread::scheduled));
+  }
+  // Every host is waiting once it has said so.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  int waiting = 0;
+  while (waiting < kHosts && std::chrono::steady_clock::now() < deadline)
+    test->receive([&](int) { ++waiting; }, caf::after(1s) >> [] {});
+  ASSERT_EQ(waiting, kHosts);
+  for (int i = 0; i < kHosts; ++i) {
+    std::string status;
+    test->request(hosts[i], 10s, status_atom::value).receive([&](std::string& s) { status = s; }, [](caf::error&) {});
+    ASSERT_EQ(status, "host " + std::to_string(i) + " waits");
+  }
+  for (int i = 0; i < kHosts; ++i) test->send(hosts[i], 1000 + i);
+  std::set<std::string> reports;
+  int downs = 0;
+  while ((reports.size() < kHosts || downs < kHosts) && std::chrono::steady_clock::now() < deadline) {
+    test->receive([&](std::string& s) { reports.insert(s); }, [&](caf::down_msg&) { ++downs; },
+                  caf::after(1s) >> [] {});
+  }
+  EXPECT_EQ(reports.size(), static_cast<size_t>(kHosts));
+  EXPECT_EQ(reports.count("host 7 got 1007"), 1u);
+  EXPECT_EQ(downs, kHosts);
+  EXPECT_EQ(ended.load(), kHosts);
 }
 
 }  // namespace
