@@ -4,6 +4,8 @@
 
 #include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "planner/replan.h"
 #include "tests/planner/instances.h"
@@ -36,6 +38,14 @@ struct Pipeline {
     plan.stages = {{0, 2, {{"a", 4}}}, {2, 4, {{"b", 2}, {"c", 2}}}, {4, 6, {{"d", 4}}}};
     plan.idle_devices = {"e"};
   }
+  // The lightweight re-plan without `lost` (and with `added`), layers kept
+  // where they are (no shift), under `config`.
+  ReplanResult without(const std::string& lost, std::vector<std::string> added = {},
+                       const TrainingConfig& config = {}) const {
+    ReplanOptions no_shift;
+    no_shift.max_shift = 0;
+    return replan_lightweight(plan, c, p, config, {lost}, std::move(added), no_shift);
+  }
 };
 
 std::map<std::string, std::pair<int, int>> ranges(const Plan& plan) {
@@ -47,9 +57,7 @@ std::map<std::string, std::pair<int, int>> ranges(const Plan& plan) {
 
 TEST(Replan, GroupMemberLostSurvivorTakesAllSamples) {
   Pipeline x;
-  ReplanOptions no_shift;
-  no_shift.max_shift = 0;
-  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"c"}, {}, no_shift);
+  ReplanResult r = x.without("c");
   ASSERT_TRUE(r.feasible) << r.why;
   ASSERT_EQ(r.plan.stages.size(), 3u);
   ASSERT_EQ(r.plan.stages[1].devices.size(), 1u);
@@ -65,9 +73,7 @@ TEST(Replan, LostMiddleStageMovesToTheReplicaHolder) {
   // Lose d: layers [4, 6) join the stage before (b, c), and both fetch them
   // from a: W = 5000 + 6000 = 11000 B each, SGD: 11000 * (1 + 0).
   Pipeline x;
-  ReplanOptions no_shift;
-  no_shift.max_shift = 0;
-  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_shift);
+  ReplanResult r = x.without("d");
   ASSERT_TRUE(r.feasible) << r.why;
   ASSERT_EQ(r.plan.stages.size(), 2u);
   EXPECT_EQ(r.plan.stages[1].begin, 2);
@@ -84,16 +90,14 @@ TEST(Replan, LostMiddleStageMovesToTheReplicaHolder) {
   // Adam moves the optimizer state too: 11000 * 3 per device.
   TrainingConfig adam;
   adam.optimizer = OptimizerKind::adam;
-  EXPECT_DOUBLE_EQ(replan_lightweight(x.plan, x.c, x.p, adam, {"d"}, {}, no_shift).bytes_moved, 66000);
+  EXPECT_DOUBLE_EQ(x.without("d", {}, adam).bytes_moved, 66000);
 }
 
 TEST(Replan, LostFirstStageJoinsTheNextWhoseFirstDeviceHoldsTheReplica) {
   // Stage 0 = [0, 2) on a; its replica is on b (first of the next group):
   // b already has the bytes (a local move), c fetches them from b.
   Pipeline x;
-  ReplanOptions no_shift;
-  no_shift.max_shift = 0;
-  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"a"}, {}, no_shift);
+  ReplanResult r = x.without("a");
   ASSERT_TRUE(r.feasible) << r.why;
   ASSERT_EQ(r.plan.stages.size(), 2u);
   EXPECT_EQ(r.plan.stages[0].begin, 0);
@@ -115,9 +119,7 @@ TEST(Replan, AMemberStepsOutToRunALostStageWhenThatIsFaster) {
   // from d's replica on a (the last stage's replica holder).
   Pipeline x;
   for (auto& layer : x.p.layers) layer.weight_bytes = 4e6;
-  ReplanOptions no_shift;
-  no_shift.max_shift = 0;
-  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_shift);
+  ReplanResult r = x.without("d");
   ASSERT_TRUE(r.feasible) << r.why;
   ASSERT_EQ(r.plan.stages.size(), 3u);
   auto rg = ranges(r.plan);
@@ -132,8 +134,10 @@ TEST(Replan, AMemberStepsOutToRunALostStageWhenThatIsFaster) {
   EXPECT_EQ(r.moves[0].source, "a");
   EXPECT_DOUBLE_EQ(r.bytes_moved, 8e6);
   // Without step-out the group takes the layers over, and is slower.
-  no_shift.step_out = false;
-  ReplanResult merged = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_shift);
+  ReplanOptions no_step_out;
+  no_step_out.max_shift = 0;
+  no_step_out.step_out = false;
+  ReplanResult merged = replan_lightweight(x.plan, x.c, x.p, {}, {"d"}, {}, no_step_out);
   ASSERT_TRUE(merged.feasible) << merged.why;
   EXPECT_EQ(merged.plan.stages.size(), 2u);
   EXPECT_GT(merged.evaluation.round_ms, r.evaluation.round_ms);
@@ -149,9 +153,7 @@ TEST(Replan, AddedDeviceJoinsWhereItHelps) {
   //   in stage 0: E = [12, 3.2, 24, 3.2, 24]: last 48 + 42.4 = 90.4.
   // So e joins the last stage [4, 6).
   Pipeline x;
-  ReplanOptions no_shift;
-  no_shift.max_shift = 0;
-  ReplanResult r = replan_lightweight(x.plan, x.c, x.p, {}, {"c"}, {"e"}, no_shift);
+  ReplanResult r = x.without("c", {"e"});
   ASSERT_TRUE(r.feasible) << r.why;
   auto rg = ranges(r.plan);
   ASSERT_TRUE(rg.count("e"));
