@@ -22,18 +22,7 @@ using test::TempDir;
 using test::options;
 
 ClusterSpec two_devices(double mbps, double share0, double share1) {
-  ClusterSpec s;
-  s.name = "fidelity";
-  s.cluster.default_bandwidth_mbps = mbps;
-  for (int i = 0; i < 2; ++i) {
-    planner::Device d;
-    d.id = "dev" + std::to_string(i);
-    d.memory_mb = 1024;
-    d.emulate = planner::Emulation{};
-    d.emulate->cpu_share = i == 0 ? share0 : share1;
-    s.cluster.devices.push_back(d);
-  }
-  return s;
+  return test::two_devices("fidelity", mbps, 1024, std::make_pair(share0, share1));
 }
 
 double json_number(const std::string& line, const std::string& key) {

@@ -49,18 +49,7 @@ constexpr int kReplicas = 5;                  // each way
 constexpr size_t kReplicaBytes = 1 << 20;
 const char* const kJob = "heartbeat-path";
 
-ClusterSpec two_devices() {
-  ClusterSpec s;
-  s.name = "heartbeat-path";
-  s.cluster.default_bandwidth_mbps = kLinkMbps;
-  for (int i = 0; i < 2; ++i) {
-    planner::Device d;
-    d.id = "dev" + std::to_string(i);
-    d.memory_mb = 4096;
-    s.cluster.devices.push_back(d);
-  }
-  return s;
-}
+ClusterSpec two_devices() { return test::two_devices("heartbeat-path", kLinkMbps, 4096); }
 
 LaunchOptions options(const std::string& dir) {
   LaunchOptions o;

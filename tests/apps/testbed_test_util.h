@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/testbed/cgroups.h"
@@ -95,6 +97,26 @@ inline LaunchOptions options(const std::string& dir, CpuMode cpu, NetMode net) {
   o.ready_timeout = Millis(20000);
   o.stop_grace = Millis(2000);
   return o;
+}
+
+// Two devices, dev0 and dev1, with `memory_mb` each on links of `mbps`;
+// emulated with the given CPU shares, if any.
+inline ClusterSpec two_devices(const std::string& name, double mbps, double memory_mb,
+                               std::optional<std::pair<double, double>> cpu_shares = std::nullopt) {
+  ClusterSpec s;
+  s.name = name;
+  s.cluster.default_bandwidth_mbps = mbps;
+  for (int i = 0; i < 2; ++i) {
+    planner::Device d;
+    d.id = "dev" + std::to_string(i);
+    d.memory_mb = memory_mb;
+    if (cpu_shares) {
+      d.emulate = planner::Emulation{};
+      d.emulate->cpu_share = i == 0 ? cpu_shares->first : cpu_shares->second;
+    }
+    s.cluster.devices.push_back(d);
+  }
+  return s;
 }
 
 // Runs argv to completion (bounded) and returns (status, stdout+stderr).
