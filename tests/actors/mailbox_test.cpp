@@ -20,6 +20,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A wait may end this much before its deadline: a wake-up scheduled for an
+// earlier wait of about the same deadline serves it (actors/fiber_host.cpp).
+constexpr auto kSameDeadlineSlack = 2ms;
+
 TEST(Mailbox, TakesWhatItsHandlerMatchesAndKeepsTheRestInOrder) {
   caf::actor_system_config config;
   caf::actor_system system{config};
@@ -102,6 +106,38 @@ TEST(FiberHost, RunsItsBodyAsAContinuationAndAnswersStatusWhileItWaits) {
   test->receive([&](caf::down_msg& d) { down = d.source == host.address(); }, caf::after(30s) >> [] {});
   EXPECT_TRUE(down) << "the host quits when its body returns";
   EXPECT_EQ(failure, nullptr);
+}
+
+// The waits of one deadline (a round's: each message ends one) share a
+// wake-up: after 100 messages the last wait still ends at the deadline, not
+// before it.
+TEST(FiberHost, WaitsForOneDeadlineEndAtIt) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  caf::scoped_actor test{system};
+  const caf::actor me = caf::actor_cast<caf::actor>(test);
+  auto host = spawn_fiber_host(
+      test.ptr(),
+      [me](Mailbox& mailbox) {
+        const auto start = std::chrono::steady_clock::now();
+        const auto deadline = start + 500ms;
+        int got = 0;
+        caf::message_handler numbers{[&](int) { ++got; }};
+        mailbox.send(me, std::string("waiting"));
+        while (mailbox.receive(numbers, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            deadline - std::chrono::steady_clock::now()))) {
+        }
+        const bool not_before = std::chrono::steady_clock::now() >= deadline - kSameDeadlineSlack;
+        mailbox.send(me, got, not_before);
+      },
+      [](std::exception_ptr) {});
+  test->receive([](std::string&) {}, caf::after(30s) >> [] {});
+  for (int i = 0; i < 100; ++i) test->send(host, i);
+  int got = 0;
+  bool not_before = false;
+  test->receive([&](int n, bool b) { got = n, not_before = b; }, caf::after(30s) >> [] {});
+  EXPECT_EQ(got, 100);
+  EXPECT_TRUE(not_before) << "the last wait ended before its deadline";
 }
 
 TEST(FiberHost, WhatTheBodyThrowsEndsTheHostAndIsHandedOver) {
