@@ -2,8 +2,8 @@
 // its round coordinator): an event-based actor that runs `body` as its
 // continuation. The body waits through the host's Mailbox (actors/mailbox.h);
 // a wait suspends the body and returns the host to its mailbox, and the next
-// message (or the wait's deadline, a message the host sends itself) resumes
-// it. So the body's code stays one readable sequence (deploy, run a round,
+// message (or the wait's deadline: a wake-up the host sends itself, one for
+// the successive waits of one deadline) resumes it. So the body's code stays one readable sequence (deploy, run a round,
 // recover, ...) while no thread blocks on it: between two messages the host
 // holds no thread, and it answers status requests (status_atom) from its
 // behaviour while the body waits.
