@@ -26,6 +26,10 @@ using update_atom = caf::atom_constant<caf::atom("update")>;
 // (ask_reply_atom, uint64_t ticket, WireMessage | caf::error): the answer of
 // a request made through actors::ask (actors/ask.h) to its asker.
 using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
+// (manager_reply_atom, uint64_t ticket, caf::message | caf::error): the
+// connection manager's answer to a connect or remote spawn, handed to its
+// asker (actors/transport.h).
+using manager_reply_atom = caf::atom_constant<caf::atom("mgrreply")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // (wake_atom, uint64_t ticket): a fiber host's deadline or start

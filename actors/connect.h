@@ -13,14 +13,11 @@
 #include <optional>
 #include <string>
 
+#include "actors/mailbox.h"
+#include "actors/transport.h"
 #include "planner/types.h"
 
 namespace asteroid::actors {
-
-struct NodeHandle {
-  caf::node_id id;
-  caf::actor actor;
-};
 
 // The node of `device` (published at its host and port; with TLS through
 // a route that checks the device's certificate, actors/transport.h), or
@@ -28,7 +25,8 @@ struct NodeHandle {
 // or nothing published there). A connect CAF drops before the node's first
 // message (retry_connect, actors/transport.h) is tried again, up to three
 // times within the timeout.
-std::optional<NodeHandle> connect_node(caf::actor_system& system, const planner::Device& device, std::chrono::milliseconds timeout,
+// Waits in `self`'s mailbox (actors/transport.h).
+std::optional<NodeHandle> connect_node(Mailbox& self, const planner::Device& device, std::chrono::milliseconds timeout,
                                        std::string& failure);
 
 }  // namespace asteroid::actors

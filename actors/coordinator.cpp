@@ -161,7 +161,7 @@ struct Coordinator::Impl {
     Node node;
     node.device = &d;
     std::string failure;
-    const auto reached = connect_node(system, d, timeout, failure);
+    const auto reached = connect_node(self, d, timeout, failure);
     const std::string where = "device '" + id + "' at " + address_of(d);
     if (!reached) throw JobError(where + " is unreachable: " + failure);
     node.id = reached->id;
@@ -272,7 +272,7 @@ struct Coordinator::Impl {
     // Spawning creates an empty actor (the stage's model is built at its
     // assignment): the connection deadline bounds it, so a node frozen
     // right after the mesh connected costs 5 s here, not the deploy's 60.
-    const Spawned spawned = remote_spawn_actor(system, node.id, "stage", spec.connect_timeout);
+    const Spawned spawned = remote_spawn_actor(self, node.id, "stage", spec.connect_timeout);
     if (!spawned.actor) {
       throw JobError("device '" + id + "' at " + address_of(*node.device) +
                      " could not spawn a stage actor: " + spawned.error);

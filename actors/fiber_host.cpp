@@ -134,10 +134,8 @@ caf::behavior fiber_host(caf::event_based_actor* self, std::function<void(Mailbo
 }  // namespace
 
 caf::actor spawn_fiber_host(caf::local_actor* parent, std::function<void(Mailbox&)> body,
-                            std::function<void(std::exception_ptr)> ended, FiberThread thread) {
-  if (thread == FiberThread::scheduled)
-    return parent->spawn<caf::monitored>(fiber_host, std::move(body), std::move(ended));
-  return parent->spawn<caf::detached + caf::monitored>(fiber_host, std::move(body), std::move(ended));
+                            std::function<void(std::exception_ptr)> ended) {
+  return parent->spawn<caf::monitored>(fiber_host, std::move(body), std::move(ended));
 }
 
 }  // namespace asteroid::actors

@@ -8,13 +8,13 @@
 // holds no thread, and it answers status requests (status_atom) from its
 // behaviour while the body waits.
 //
-// The body runs on a stack of its own (Boost.Coroutine2). A job's driver
-// is spawned `detached` because its body still makes a few blocking
-// requests of its own (connecting to a node through CAF's middleman, a
-// remote spawn): they then hold the host's thread, never one of the
-// scheduler's. A host whose body only waits through its mailbox can run on
-// the scheduler: hundreds of them waiting hold no thread at all
-// (FiberHost.ManyHostsWaitingHoldNoThread).
+// The body runs on a stack of its own (Boost.Coroutine2), on the
+// scheduler's threads: it must wait only through its mailbox (asks,
+// connections and remote spawns do: actors/ask.h, actors/transport.h), so
+// hundreds of hosts waiting hold no thread at all
+// (FiberHost.ManyHostsWaitingHoldNoThread). What it computes or blocks on
+// otherwise (a job's callbacks, e.g. a fault injector starting a process)
+// holds one scheduler thread meanwhile: keep it short.
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -26,12 +26,10 @@
 
 namespace asteroid::actors {
 
-enum class FiberThread { detached, scheduled };
-
 // Spawns the host (monitored by `parent`) and starts `body` at once. When
 // the body returns or throws, `ended` gets what it threw (nullptr when it
 // returned), on the host's thread, and the host quits.
 caf::actor spawn_fiber_host(caf::local_actor* parent, std::function<void(Mailbox&)> body,
-                            std::function<void(std::exception_ptr)> ended, FiberThread thread = FiberThread::detached);
+                            std::function<void(std::exception_ptr)> ended);
 
 }  // namespace asteroid::actors

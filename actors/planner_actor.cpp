@@ -118,18 +118,18 @@ void planner_actor(caf::blocking_actor* self) {
       });
 }
 
-caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& cluster, const std::string& device,
+caf::actor spawn_planner(Mailbox& asker, const planner::Cluster& cluster, const std::string& device,
                          std::chrono::milliseconds timeout) {
-  if (device.empty()) return system.spawn(planner_actor);
+  if (device.empty()) return asker.system().spawn(planner_actor);
   const planner::Device* d = nullptr;
   for (const auto& candidate : cluster.devices)
     if (candidate.id == device) d = &candidate;
   if (!d) throw std::runtime_error("--planner-on " + device + ": no such device in the cluster");
   const std::string where = "the planner's device '" + device + "' at " + d->host + ":" + std::to_string(d->port);
   std::string failure;
-  const auto node = connect_node(system, *d, timeout, failure);
+  const auto node = connect_node(asker, *d, timeout, failure);
   if (!node) throw std::runtime_error(where + " is unreachable: " + failure);
-  const Spawned spawned = remote_spawn_actor(system, node->id, "planner", timeout);
+  const Spawned spawned = remote_spawn_actor(asker, node->id, "planner", timeout);
   if (!spawned.actor) throw std::runtime_error(where + " could not spawn a planner actor: " + spawned.error);
   return spawned.actor;
 }

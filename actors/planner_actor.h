@@ -29,9 +29,10 @@ void planner_actor(caf::blocking_actor* self);
 messages::PlanResult plan_for(const messages::PlanRequest& request);
 
 // The planner actor on the node of `device` (remote spawn on the node at
-// its cluster host and port), or in this process when `device` is empty.
-// Throws std::runtime_error naming the device when it cannot.
-caf::actor spawn_planner(caf::actor_system& system, const planner::Cluster& cluster, const std::string& device,
+// its cluster host and port), or in this process when `device` is empty;
+// the connection and the spawn are awaited in `asker`. Throws
+// std::runtime_error naming the device when it cannot.
+caf::actor spawn_planner(Mailbox& asker, const planner::Cluster& cluster, const std::string& device,
                          std::chrono::milliseconds timeout);
 
 // A planner's answer to `request` within `timeout`, awaited in `asker`

@@ -1,13 +1,17 @@
 #include "actors/transport.h"
 
+#include "actors/atoms.h"
 #include "actors/system_config.h"
 #include "actors/tls.h"
 
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
-#include <caf/scoped_actor.hpp>
+#include <caf/event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <functional>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -44,6 +48,15 @@ Endpoint caf_endpoint(caf::actor_system& system, const std::string& host, uint16
 
 void wait_ready(const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline) {
   if (endpoint.ready.valid()) endpoint.ready.wait_until(deadline);
+}
+
+void wait_ready(Mailbox& self, const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline) {
+  if (!endpoint.ready.valid()) return;
+  caf::message_handler nothing;  // every message stays for later waits
+  while (endpoint.ready.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+         std::chrono::steady_clock::now() < deadline) {
+    self.receive(nothing, std::chrono::milliseconds(2));
+  }
 }
 
 bool retry_connect(const caf::error& error) { return error == caf::sec::connection_timeout; }
@@ -83,15 +96,77 @@ void unpublish_actor(caf::actor_system& system, const caf::actor& handle, uint16
   system.middleman().unpublish(handle, port);
 }
 
-Spawned remote_spawn_actor(caf::actor_system& system, const caf::node_id& node, const std::string& type,
+namespace {
+
+std::atomic<uint64_t> next_ticket{1};
+
+// What a helper does with the connection manager's answer: hands it over.
+using Answer = std::function<void(caf::expected<caf::message>)>;
+// Makes one request of the connection manager from `helper`, then answers.
+using ManagerRequest = std::function<void(caf::event_based_actor* helper, const Answer& answer)>;
+
+// Runs `request` in a helper actor and waits in `self` for what it answers
+// (its request has a deadline, so it always answers).
+caf::expected<caf::message> ask_manager(Mailbox& self, ManagerRequest request) {
+  const uint64_t ticket = next_ticket++;
+  const caf::actor asker = self.handle();
+  self.system().spawn([asker, ticket, request](caf::event_based_actor* helper) -> caf::behavior {
+    request(helper, [helper, asker, ticket](caf::expected<caf::message> answer) {
+      if (answer) {
+        helper->send(asker, manager_reply_atom::value, ticket, std::move(*answer));
+      } else {
+        helper->send(asker, manager_reply_atom::value, ticket, answer.error());
+      }
+      helper->quit();
+    });
+    return {[](manager_reply_atom) {}};  // the answer comes from the request
+  });
+  std::optional<caf::expected<caf::message>> out;
+  caf::message_handler handler{
+      [&](manager_reply_atom, uint64_t of, caf::message& answer) {
+        if (of == ticket) out = std::move(answer);
+      },
+      [&](manager_reply_atom, uint64_t of, caf::error& e) {
+        if (of == ticket) out = caf::expected<caf::message>(std::move(e));
+      }};
+  while (!out) self.receive(handler, std::chrono::hours(24));
+  return std::move(*out);
+}
+
+}  // namespace
+
+caf::expected<NodeHandle> connect_to(Mailbox& self, const Endpoint& to, std::chrono::milliseconds timeout) {
+  auto answer = ask_manager(self, [host = to.host, port = to.port, timeout](caf::event_based_actor* helper,
+                                                                             const Answer& answer) {
+    helper->request(connection_manager(helper->home_system()), timeout, caf::connect_atom::value, host, port)
+        .then([answer](caf::node_id& id, caf::strong_actor_ptr& ptr,
+                       const std::set<std::string>&) { answer(caf::make_message(id, ptr)); },
+              [answer](caf::error& e) { answer(std::move(e)); });
+  });
+  if (!answer) return std::move(answer.error());
+  NodeHandle out;
+  out.id = answer->get_as<caf::node_id>(0);
+  out.actor = caf::actor_cast<caf::actor>(answer->get_as<caf::strong_actor_ptr>(1));
+  return out;
+}
+
+Spawned remote_spawn_actor(Mailbox& self, const caf::node_id& node, const std::string& type,
                            std::chrono::milliseconds timeout) {
+  auto& system = self.system();
+  auto answer = ask_manager(self, [node, type, timeout, authorization = authorization_for(system, node)](
+                                      caf::event_based_actor* helper, const Answer& answer) {
+    helper->request(connection_manager(helper->home_system()), timeout, caf::spawn_atom::value, node, type,
+                    caf::make_message(authorization), std::set<std::string>{})
+        .then([answer](caf::strong_actor_ptr& ptr) { answer(caf::make_message(ptr)); },
+              [answer](caf::error& e) { answer(std::move(e)); });
+  });
   Spawned out;
-  caf::scoped_actor self(system);
-  self->request(connection_manager(system), timeout, caf::spawn_atom::value, node, type,
-                caf::make_message(authorization_for(system, node)), std::set<std::string>{})
-      .receive([&](caf::strong_actor_ptr& ptr) { out.actor = caf::actor_cast<caf::actor>(std::move(ptr)); },
-               [&](caf::error& e) { out.error = system.render(e); });
-  if (!out.actor && out.error.empty()) out.error = "the node spawned nothing";
+  if (!answer) {
+    out.error = system.render(answer.error());
+  } else {
+    out.actor = caf::actor_cast<caf::actor>(answer->get_as<caf::strong_actor_ptr>(0));
+    if (!out.actor) out.error = "the node spawned nothing";
+  }
   return out;
 }
 

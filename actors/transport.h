@@ -12,8 +12,11 @@
 #pragma once
 
 #include <caf/fwd.hpp>
+#include <caf/expected.hpp>
 #include <caf/io/middleman_actor.hpp>
+#include <caf/node_id.hpp>
 
+#include "actors/mailbox.h"
 #include "messages/transport.h"
 
 #include <chrono>
@@ -48,7 +51,11 @@ struct Endpoint {
   std::shared_future<void> ready;  // invalid without TLS
 };
 Endpoint caf_endpoint(caf::actor_system& system, const std::string& host, uint16_t port, const std::string& device_id);
+// Waits until the endpoint's route is ready or the deadline passes: on the
+// calling thread, or in `self`'s mailbox (a wait in a fiber host holds no
+// thread; the route is looked at every 2 ms).
 void wait_ready(const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline);
+void wait_ready(Mailbox& self, const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline);
 // Whether a failed connect is worth another try: CAF 0.17.6 drops a
 // connection it opened when the peer's first message is later than its
 // next heartbeat tick (connection_timeout at once), which a slow peer can be.
@@ -74,13 +81,25 @@ struct Published {
 Published publish_actor(caf::actor_system& system, const caf::actor& handle, uint16_t port, const std::string& host);
 void unpublish_actor(caf::actor_system& system, const caf::actor& handle, uint16_t port);
 
+// The connection manager's answers, waited for in `self`'s mailbox: each
+// request is made by a short-lived helper actor that hands the answer over,
+// so a wait in a fiber host (actors/fiber_host.h) holds no thread. The
+// request's deadline bounds the wait.
+//
+// Connects to the CAF node at host:port: its id and the actor published
+// there, or CAF's error.
+struct NodeHandle {
+  caf::node_id id;
+  caf::actor actor;
+};
+caf::expected<NodeHandle> connect_to(Mailbox& self, const Endpoint& to, std::chrono::milliseconds timeout);
 // Spawns an actor type registered on a connected node, showing it
 // authorization_for(node): the actor, or CAF's error.
 struct Spawned {
   caf::actor actor;
   std::string error;
 };
-Spawned remote_spawn_actor(caf::actor_system& system, const caf::node_id& node, const std::string& type,
+Spawned remote_spawn_actor(Mailbox& self, const caf::node_id& node, const std::string& type,
                            std::chrono::milliseconds timeout);
 
 }  // namespace asteroid::actors

@@ -357,6 +357,7 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
   compute::ProgressLine progress(total - static_cast<int64_t>(first_round), o.progress);
   DistributedResult result;
   result.first_round = first_round;
+  at::Tensor weights;  // the trained weights, evaluated once the job's actors ended
   // The job runs under its job actor (supervision/job_actor.h), which
   // answers status requests while this driver runs rounds and recoveries.
   supervision::run_job(system, [&](supervision::JobDriver& driver) {
@@ -427,14 +428,10 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
 
     std::vector<at::Tensor> parts;
     for (const auto& state : job.final_states()) parts.push_back(messages::to_tensor(state.weights));
-    const at::Tensor weights = at::cat(parts);
+    weights = at::cat(parts);
     if (!o.weights_out.empty()) compute::save_flat_weights(o.weights_out, weights);
     // The trained states are here: the nodes need not keep them any more.
     result.node_kept_bytes = job.coordinator().release_job();
-    const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
-    result.test_accuracy = eval.accuracy;
-    result.test_loss = eval.mean_loss;
-    result.test_samples = eval.samples;
     result.failures = job.failures();
     result.stragglers = job.stragglers();
     result.device_scales = job.device_scales();
@@ -443,6 +440,11 @@ DistributedResult run_distributed_training(const DistributedOptions& input) {
     result.final_plan = job.plan();
     result.dropped_messages = job.coordinator().dropped_messages();
   }, options.on_job_started);
+  // Seconds of compute: not on the job driver's scheduler thread.
+  const compute::EvalResult eval = compute::evaluate_weights(o.model, weights, *test, 500, o.test_samples);
+  result.test_accuracy = eval.accuracy;
+  result.test_loss = eval.mean_loss;
+  result.test_samples = eval.samples;
 
   // Trace rows are named after the plan in force at the end; after a
   // re-plan, earlier rounds' rows keep their (stage, member) numbers.

@@ -48,7 +48,7 @@ struct NodeLink {
 caf::actor connect(caf::actor_system& system, actors::Mailbox& self, const planner::Device& d,
                    const std::string& model, std::chrono::milliseconds timeout) {
   std::string failure;
-  const auto node = actors::connect_node(system, d, timeout, failure);
+  const auto node = actors::connect_node(self, d, timeout, failure);
   const std::string where = "device '" + d.id + "' at " + address_of(d);
   if (!node) throw MeasureError(where + " is unreachable: " + failure);
   const auto hello = actors::ask(self, node->actor, messages::Hello{}, timeout, failure);

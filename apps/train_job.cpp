@@ -740,8 +740,8 @@ void TrainJob::search_plan() {
   {
     actors::AsteroidConfig caf_config(actors::coordinator_options(plan_cluster));
     caf::actor_system system(caf_config);
-    const caf::actor planner = actors::spawn_planner(system, plan_cluster, d.planner_on, std::chrono::seconds(10));
     actors::ScopedMailbox asker{system};
+    const caf::actor planner = actors::spawn_planner(asker, plan_cluster, d.planner_on, std::chrono::seconds(10));
     answer = actors::request_plan(asker, planner, request, std::chrono::minutes(10));
     caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
   }

@@ -81,7 +81,7 @@ std::string JobSupervisor::Impl::status() const {
 void JobSupervisor::Impl::start(uint64_t first_round, const std::vector<messages::StageState>& states) {
   started = std::chrono::steady_clock::now();
   enter("deploying");
-  planner = actors::spawn_planner(system, coordinator.spec().cluster, options.planner_on,
+  planner = actors::spawn_planner(coordinator.mailbox(), coordinator.spec().cluster, options.planner_on,
                                   coordinator.spec().connect_timeout);
   const auto deploy_started = std::chrono::steady_clock::now();
   coordinator.deploy(first_round, states);

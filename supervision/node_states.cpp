@@ -59,7 +59,7 @@ std::optional<NodeStates> newer_node_states(caf::actor_system& system, const pla
   for (const auto& d : cluster.devices) {
     if (d.host.empty() || d.port <= 0) continue;
     std::string failure;
-    auto node = actors::connect_node(system, d, timeout, failure);
+    auto node = actors::connect_node(self, d, timeout, failure);
     if (!node) continue;  // a device that is down keeps nothing we can have
     auto answer = actors::ask(self, node->actor, messages::KeptRequest{job_id}, timeout, failure);
     auto* list = answer ? std::get_if<messages::KeptList>(&*answer) : nullptr;

@@ -192,8 +192,7 @@ TEST(FiberHost, ManyHostsWaitingHoldNoThread) {
         },
         [&ended](std::exception_ptr e) {
           if (!e) ++ended;
-        },
-        FiberThread::scheduled));
+        }));
   }
   // Every host is waiting once it has said so.
   const auto deadline = std::chrono::steady_clock::now() + 60s;

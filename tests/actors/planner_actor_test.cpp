@@ -135,11 +135,12 @@ TEST(PlannerActor, RunsOnTheNodeOfTheDeviceNamed) {
   test_support::LocalNodes nodes({"d0", "d1"});
   AsteroidConfig config;
   caf::actor_system system(config);
-  const caf::actor planner = spawn_planner(system, nodes.cluster(), "d1", std::chrono::seconds(10));
+  ScopedMailbox self{system};
+  const caf::actor planner = spawn_planner(self, nodes.cluster(), "d1", std::chrono::seconds(10));
   // It lives in d1's process, not here nor in d0's.
   std::string failure;
   const planner::Device& d1 = nodes.cluster().devices[1];
-  const auto node = connect_node(system, d1, std::chrono::seconds(5), failure);
+  const auto node = connect_node(self, d1, std::chrono::seconds(5), failure);
   ASSERT_TRUE(node) << failure;
   EXPECT_EQ(planner.node(), node->id);
   EXPECT_NE(planner.node(), system.node());
@@ -148,7 +149,7 @@ TEST(PlannerActor, RunsOnTheNodeOfTheDeviceNamed) {
   caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
 
   try {
-    spawn_planner(system, nodes.cluster(), "nobody", std::chrono::seconds(5));
+    spawn_planner(self, nodes.cluster(), "nobody", std::chrono::seconds(5));
     ADD_FAILURE() << "a device not in the cluster";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("no such device"), std::string::npos) << e.what();

@@ -179,7 +179,7 @@ TEST_F(Runtime, ATorchScriptChainTrainsOnNodesThatLackItAsOnOneDevice) {
   ScopedMailbox self{system};
   std::string failure;
   const auto& d1 = nodes.cluster().devices[1];
-  const auto node = connect_node(system, d1, std::chrono::seconds(5), failure);
+  const auto node = connect_node(self, d1, std::chrono::seconds(5), failure);
   ASSERT_TRUE(node) << failure;
   const auto info = ask(self, node->actor, messages::Hello{}, std::chrono::seconds(5), failure);
   ASSERT_TRUE(info) << failure;

@@ -99,8 +99,9 @@ PathResult measure(const planner::Cluster& cluster, const planner::Device& devic
   actors::AsteroidConfig config(actors::coordinator_options(cluster));  // the cluster's TLS
   caf::actor_system system(config);
   caf::scoped_actor self{system};
+  actors::ScopedMailbox connecting{system};
   std::string failure;
-  const auto reached = actors::connect_node(system, device, 10s, failure);
+  const auto reached = actors::connect_node(connecting, device, 10s, failure);
   if (!reached) {
     r.error = "cannot connect to the node: " + failure;
     return r;

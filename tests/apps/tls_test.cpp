@@ -286,7 +286,7 @@ TEST(TlsNodes, APlainClientGetsNothingAndASilentOneCostsTheNodeNoCpu) {
   caf::actor_system system(config);
   actors::ScopedMailbox self(system);
   std::string failure;
-  const auto node = actors::connect_node(system, cluster.devices[0], std::chrono::seconds(10), failure);
+  const auto node = actors::connect_node(self, cluster.devices[0], std::chrono::seconds(10), failure);
   ASSERT_TRUE(node) << failure;
   const auto info = actors::ask(self, node->actor, messages::Hello{}, std::chrono::seconds(10), failure);
   ASSERT_TRUE(info) << failure;
@@ -307,12 +307,13 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   actors::AsteroidConfig config_b(as_b);
   caf::actor_system system_b(config_b);
   caf::scoped_actor b(system_b);
+  actors::ScopedMailbox asker(system_b);
   std::string failure;
-  const auto node = actors::connect_node(system_b, a, std::chrono::seconds(10), failure);
+  const auto node = actors::connect_node(asker, a, std::chrono::seconds(10), failure);
   ASSERT_TRUE(node) << failure;
   EXPECT_TRUE(actors::authorization_for(system_b, node->id).empty());
 
-  const auto stage = actors::remote_spawn_actor(system_b, node->id, "stage", std::chrono::seconds(10));
+  const auto stage = actors::remote_spawn_actor(asker, node->id, "stage", std::chrono::seconds(10));
   if (stage.actor) {  // CAF hands out the actor, which ends at once
     b->monitor(stage.actor);
     bool down = false;
@@ -322,7 +323,6 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   for (const messages::Message& control :
        std::vector<messages::Message>{messages::Peers{}, messages::ReplicaRequest{"job", 0, 1, 0},
                                       messages::KeptRequest{"job"}, messages::Release{"job", {}}}) {
-    actors::ScopedMailbox asker(system_b);
     const auto reply = actors::ask(asker, node->actor, control, std::chrono::seconds(10), failure);
     EXPECT_FALSE(reply) << messages::kind_name(control) << " was answered";
     EXPECT_NE(failure.find("only from an authenticated coordinator"), std::string::npos) << failure;
@@ -336,14 +336,14 @@ TEST(TlsNodes, ADeviceCertificateCanNeitherSpawnNorControlNorStopTheNode) {
   actors::AsteroidConfig config(actors::coordinator_options(cluster));
   caf::actor_system system(config);
   actors::ScopedMailbox self(system);
-  const auto as_coordinator = actors::connect_node(system, a, std::chrono::seconds(10), failure);
+  const auto as_coordinator = actors::connect_node(self, a, std::chrono::seconds(10), failure);
   ASSERT_TRUE(as_coordinator) << failure;
   EXPECT_EQ(actors::authorization_for(system, as_coordinator->id).size(), 32u);
   const auto kept = actors::ask(self, as_coordinator->actor, messages::KeptRequest{"job"}, std::chrono::seconds(10),
                                 failure);
   ASSERT_TRUE(kept) << failure;
   EXPECT_TRUE(std::holds_alternative<messages::KeptList>(*kept));
-  const auto spawned = actors::remote_spawn_actor(system, as_coordinator->id, "stage", std::chrono::seconds(10));
+  const auto spawned = actors::remote_spawn_actor(self, as_coordinator->id, "stage", std::chrono::seconds(10));
   ASSERT_TRUE(spawned.actor) << spawned.error;
   self.self()->monitor(spawned.actor);
   bool down = false;

@@ -51,7 +51,7 @@ std::map<std::string, messages::NodeInfo> node_infos(caf::actor_system& system, 
   for (const auto& d : cluster.devices) {
     if (skip.count(d.id)) continue;
     std::string failure;
-    auto node = actors::connect_node(system, d, std::chrono::seconds(10),
+    auto node = actors::connect_node(self, d, std::chrono::seconds(10),
                                      failure);
     if (!node) throw std::runtime_error(d.id + ": " + failure);
     auto answer = actors::ask(self, node->actor, messages::Hello{}, std::chrono::seconds(10), failure);

@@ -96,7 +96,7 @@ int64_t oldest_commit_on_nodes(caf::actor_system& system, const planner::Cluster
   int64_t oldest = std::numeric_limits<int64_t>::max();
   for (const auto& d : cluster.devices) {
     std::string failure;
-    auto node = actors::connect_node(system, d, std::chrono::seconds(5),
+    auto node = actors::connect_node(self, d, std::chrono::seconds(5),
                                      failure);
     if (!node) return -1;
     auto answer = actors::ask(self, node->actor, messages::KeptRequest{job}, std::chrono::seconds(5), failure);
