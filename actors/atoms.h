@@ -30,6 +30,9 @@ using ask_reply_atom = caf::atom_constant<caf::atom("askreply")>;
 // connection manager's answer to a connect or remote spawn, handed to its
 // asker (actors/transport.h).
 using manager_reply_atom = caf::atom_constant<caf::atom("mgrreply")>;
+// (supervise_atom, stage actor, its coordinator, stage, member): a stage
+// actor, once assigned, puts itself under its node's watch (actors/node.h).
+using supervise_atom = caf::atom_constant<caf::atom("supervise")>;
 // Internal tick of the heartbeat monitor.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // (wake_atom, uint64_t ticket): a fiber host's deadline or start

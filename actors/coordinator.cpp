@@ -80,7 +80,11 @@ struct Coordinator::Impl {
   std::set<std::string> returned;      // reported back
   std::set<std::string> reported_lost;  // lost by the monitor's last word on them
   PartitionJudge partitions;            // cut links between devices the monitor still hears
-  std::set<caf::actor_addr> dead_actors;  // members whose actor went down
+  std::set<caf::actor_addr> dead_actors;  // members whose actor went down or reported failing
+  // Stage actors that failed on their own, by the failed actor: what their
+  // device supervisor (the node) restarted in their place; a null actor:
+  // it gave up (restart_in_place).
+  std::map<caf::actor_addr, caf::actor> restarted;
   std::vector<messages::TraceEvent> trace;
   std::map<std::string, uint64_t> peak_memory;
   std::map<uint64_t, std::map<std::string, double>> compute_ms;  // by round, device (Metrics.compute_us)
@@ -97,6 +101,7 @@ struct Coordinator::Impl {
   std::map<uint64_t, std::vector<messages::TraceEvent>> recent_ops;
   uint64_t deployments = 0;  // deploy and redeploy calls
   std::set<uint32_t> resume_from_kept;  // stages a restart in place starts from their node's copy
+  std::map<caf::actor_addr, caf::actor> replacing;  // old member -> its replacement, during a restart in place
   std::function<void(const RoundReport&)> commit_listener;  // see Coordinator::on_commit
   std::vector<RoundReport> committed_reports;               // committed, not yet returned
   uint64_t dropped = 0;  // messages not taken (see drop)
@@ -464,12 +469,36 @@ struct Coordinator::Impl {
             central[{m.layer_begin, m.layer_end}] = std::move(m);  // the central copy (FTPipeHD)
           } else if constexpr (std::is_same_v<T, messages::Error>) {
             if (m.code == messages::ErrorCode::disconnected) throw DeviceLost(from->device, m.message);
+            dead_actors.insert(sender);  // a stage that reports failing leaves; its node restarts it
             throw StageFailed(from->device, from->stage, m.message);
           } else {
             drop(std::string("a ") + messages::kind_name(message), sender, "not a message a stage sends the coordinator");
           }
         },
         message);
+  }
+
+  // A node's word that its device supervisor restarted a stage actor of
+  // this deployment that failed on its own (a null replacement: it gave
+  // up). Taken only from the node of that member's device.
+  void on_restarted(messages::WireMessage& wire, const caf::actor& failed, const caf::actor& replacement,
+                    const caf::actor_addr& sender) {
+    auto decoded = messages::from_wire(std::move(wire));
+    const auto* notice = decoded.ok() ? std::get_if<messages::RoundControl>(&*decoded.message) : nullptr;
+    if (!notice || notice->kind != messages::ControlKind::restarted) {
+      return drop("a message with two actors", sender, decoded.ok() ? "not a restart notice" : decoded.error);
+    }
+    const std::string device = node_device(sender);
+    const Member* m = failed ? member_by_address(failed.address()) : nullptr;
+    if (device.empty() || (m && (m->device != device || m->stage != notice->stage || m->member != notice->member))) {
+      return drop("a restart notice", sender, "not from the node of the stage actor it names");
+    }
+    if (!m) {
+      // A member of an earlier deployment: its replacement has nothing to do.
+      if (replacement) caf::anon_send_exit(replacement, caf::exit_reason::user_shutdown);
+      return;
+    }
+    restarted[failed.address()] = replacement;
   }
 
   const Member* member_by_address(const caf::actor_addr& address) const {
@@ -499,6 +528,7 @@ struct Coordinator::Impl {
       if (down.reason == caf::exit_reason::remote_link_unreachable) {
         throw DeviceLost(m->device, "device '" + m->device + "' went down: " + system.render(down.reason));
       }
+      // unhandled_exception: it failed on its own, and its node restarts it.
       throw StageFailed(m->device, m->stage, "the stage " + std::to_string(m->stage) + " actor on device '" +
                                                  m->device + "' failed: " + system.render(down.reason));
     }
@@ -604,6 +634,9 @@ struct Coordinator::Impl {
     caf::actor_addr sender;
     std::optional<caf::down_msg> down;
     std::string lost;
+    const auto on_restart_notice = [&](WireMessage& wire, caf::actor& failed, caf::actor& replacement) {
+      on_restarted(wire, failed, replacement, self.sender());
+    };
     bool rejudge = false;
     caf::message_handler handler{
         [&](WireMessage& wire) {
@@ -615,6 +648,7 @@ struct Coordinator::Impl {
             message = std::move(decoded.message);
           }
         },
+        on_restart_notice,
         [&](caf::down_msg& d) { down = std::move(d); },
         [&](lost_atom, const std::string& device) {
           lost = device;
@@ -646,7 +680,11 @@ struct Coordinator::Impl {
         } catch (const DeviceLost& e) {
           lost_between.insert(e.device);
         } catch (const StageFailed& e) {
-          lost_between.insert(e.device);  // judged again when the next round starts
+          if (down->reason == caf::exit_reason::unhandled_exception) {
+            failed_between.push_back(e);  // its node restarts it
+          } else {
+            lost_between.insert(e.device);  // judged again when the next round starts
+          }
         }
       }
       if (message) {
@@ -910,17 +948,19 @@ struct Coordinator::Impl {
     return state;
   }
 
-  // After an abort: the stage actors on `failed` devices are spawned anew
-  // on the same devices and load their stages' committed states; every
-  // other member stays as it is (rolled back by the abort).
+  // After an abort: the stage actors on `failed` devices that failed (each
+  // restarted by its node) are replaced by what their nodes restarted,
+  // which load their stages' committed states; every other member stays as
+  // it is (rolled back by the abort).
   std::vector<messages::StageState> restart_in_place(const std::set<std::string>& failed,
                                                      const std::set<std::string>& lost) {
     std::vector<messages::StageState> states(spec.plan.stages.size());
     std::set<uint32_t> from_node;  // stages restarted from their node's own copy
+    std::map<caf::actor_addr, caf::actor> replaced;
     for (const Member& m : members) {
-      if (!failed.count(m.device) || states[m.stage].present() || from_node.count(m.stage) ||
-          !ledger.committed())
-        continue;
+      if (!failed.count(m.device) || !dead_actors.count(m.actor.address())) continue;
+      replaced[m.actor.address()] = replacement_of(m);
+      if (states[m.stage].present() || from_node.count(m.stage) || !ledger.committed()) continue;
       if (!has_live_member(m.stage, failed, lost) && keeps_committed(m.device, m.stage)) {
         from_node.insert(m.stage);  // nothing travels: the node loads what it keeps
         continue;
@@ -933,14 +973,41 @@ struct Coordinator::Impl {
       states[m.stage] = std::move(*state);
     }
     resume_from_kept = from_node;
+    replacing = replaced;
     try {
-      redeploy(spec.plan, states, lost, /*respawn=*/false, failed);
+      redeploy(spec.plan, states, lost, /*respawn=*/false);
     } catch (...) {
       resume_from_kept.clear();
+      replacing.clear();
       throw;
     }
     resume_from_kept.clear();
+    replacing.clear();
     return states;
+  }
+
+  // What the node of `m`'s device restarted in place of `m`'s failed actor,
+  // waited for within the connection deadline. A node that gave up, or
+  // said nothing in time, loses its device (the job supervisor re-plans
+  // without it).
+  caf::actor replacement_of(const Member& m) {
+    const auto deadline = Clock::now() + spec.connect_timeout;
+    const std::string what = "the stage " + std::to_string(m.stage) + " actor on device '" + m.device + "'";
+    for (;;) {
+      auto found = restarted.find(m.actor.address());
+      if (found != restarted.end()) {
+        caf::actor replacement = found->second;
+        restarted.erase(found);
+        if (!replacement) {
+          throw DeviceLost(m.device, what + " kept failing: its node gave up restarting it (actors/restart_budget.h)");
+        }
+        self.self()->monitor(replacement);
+        return replacement;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) throw DeviceLost(m.device, what + " failed and its node did not restart it in time");
+      receive_one(left, /*in_round=*/false);
+    }
   }
 
   bool has_live_member(uint32_t stage, const std::set<std::string>& failed, const std::set<std::string>& lost) const {
@@ -970,13 +1037,12 @@ struct Coordinator::Impl {
 
   // Leaves no actor behind when it fails: the members of both plans are
   // stopped (the supervisor keeps the states it recovered and tries again).
-  // `fresh`: devices whose members are spawned anew in any case.
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                const std::set<std::string>& lost, bool respawn, const std::set<std::string>& fresh = {}) {
+                const std::set<std::string>& lost, bool respawn) {
     std::vector<Member> old = std::move(members);
     members.clear();
     try {
-      redeploy_from(old, plan, states, lost, respawn, fresh);
+      redeploy_from(old, plan, states, lost, respawn);
     } catch (...) {
       stop(old);
       stop(members);
@@ -985,7 +1051,7 @@ struct Coordinator::Impl {
   }
 
   void redeploy_from(std::vector<Member>& old, const planner::Plan& plan, const std::vector<messages::StageState>& states,
-                     const std::set<std::string>& lost, bool respawn, const std::set<std::string>& fresh) {
+                     const std::set<std::string>& lost, bool respawn) {
     spec.plan = plan;
     connect_mesh();
     for (size_t s = 0; s < plan.stages.size(); ++s) {
@@ -995,8 +1061,16 @@ struct Coordinator::Impl {
         const std::string& id = stage.devices[m].id;
         if (lost.count(id)) throw JobError("the new plan uses device '" + id + "', which is lost");
         Member now{static_cast<uint32_t>(s), static_cast<uint32_t>(m), id, caf::actor(), stage.begin, stage.end};
-        const bool reuse = !respawn && !fresh.count(id);
-        if (!has_state && reuse) {
+        for (Member& o : old) {
+          // A restart in place: the actor its node restarted takes the slot.
+          auto replacement = o.actor ? replacing.find(o.actor.address()) : replacing.end();
+          if (replacement == replacing.end() || o.device != id || o.stage != s || o.member != m) continue;
+          now.actor = replacement->second;
+          o.actor = caf::actor();
+          break;
+        }
+        const bool reuse = !respawn;
+        if (!now.actor && !has_state && reuse) {
           // Same device, same layers: the member keeps its committed weights.
           for (Member& o : old) {
             if (o.actor && !dead_actors.count(o.actor.address()) && o.device == id && o.begin == stage.begin &&

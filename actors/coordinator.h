@@ -181,16 +181,18 @@ class Coordinator {
   // lands is recovered from it; the chaos campaign lost one that way).
   void redeploy(const planner::Plan& plan, const std::vector<messages::StageState>& states,
                 const std::set<std::string>& lost_devices, bool respawn = false);
-  // After an abort, restarts the stage actors of `failed_devices` (which
-  // failed on their own: their nodes live on) in place: each is spawned
-  // anew on its device and loads its stage's committed state: a stage with
-  // no other live member from the copy its node keeps (nothing travels),
-  // else from another member of its group (or the replica, the central
-  // copy); every other member keeps its actor and its rolled-back state.
-  // Returns the states sent, by stage (empty for the stages that stayed or
-  // loaded their node's copy, and for all before the first commit: the
-  // restarted ones start from the seed). Throws JobError (then, as after a failed redeploy, no
-  // stage actor is left running).
+  // After an abort, puts in place of each stage actor of `failed_devices`
+  // that failed on its own what its node (the device supervisor,
+  // actors/node.h) restarted on the device; it loads its stage's committed
+  // state: a stage with no other live member from the copy its node keeps
+  // (nothing travels), else from another member of its group (or the
+  // replica, the central copy); every other member keeps its actor and its
+  // rolled-back state. Returns the states sent, by stage (empty for the
+  // stages that stayed or loaded their node's copy, and for all before the
+  // first commit: the restarted ones start from the seed). Throws
+  // DeviceLost when a node gave up restarting (or said nothing within the
+  // connection deadline), JobError when the redeploy fails (then, as after
+  // a failed redeploy, no stage actor is left running).
   std::vector<messages::StageState> restart_in_place(const std::set<std::string>& failed_devices,
                                                      const std::set<std::string>& lost_devices);
   // Rolls the job back to committed round `round` (older than the last

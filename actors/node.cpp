@@ -20,9 +20,12 @@
 #include <tuple>
 #include <optional>
 
+#include "actors/atoms.h"
 #include "actors/heartbeat_datagram.h"
 #include "actors/model_shipping.h"
 #include "actors/node_context.h"
+#include "actors/restart_budget.h"
+#include "actors/stage_actor.h"
 #include "actors/system_config.h"
 #include "actors/transport.h"
 #include "compute/model_zoo.h"
@@ -198,12 +201,66 @@ bool is_control(const messages::Message& message) {
          std::holds_alternative<messages::ModelFile>(message) || std::holds_alternative<messages::Release>(message);
 }
 
+// The device supervisor's part of the node actor: the stage actors hosted
+// here, as their coordinators last assigned them; one that fails on its own
+// (it leaves with unhandled_exception) is restarted in place while the
+// budget allows, and its coordinator hears which actor took its place (or,
+// with none, that the node gave up: the coordinator then loses the device).
+// The replacement loads the stage's committed state, which the node keeps,
+// when the coordinator assigns it again.
+class StageSupervisor {
+ public:
+  StageSupervisor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node, size_t restarts_a_minute)
+      : self_(self), node_(std::move(node)), budget_(restarts_a_minute, std::chrono::minutes(1)) {}
+
+  void watch(caf::actor& stage, caf::actor& coordinator, uint32_t stage_index, uint32_t member) {
+    auto& slot = watched_[stage.address()];
+    if (!slot.stage) self_->monitor(stage);
+    slot = {stage, coordinator, stage_index, member};
+  }
+
+  void on_down(const caf::down_msg& down) {
+    auto found = watched_.find(down.source);
+    if (found == watched_.end()) return;
+    const Slot slot = std::move(found->second);
+    watched_.erase(found);
+    if (down.reason != caf::exit_reason::unhandled_exception || node_->stopping) return;  // stopped, not failed
+    messages::RoundControl notice;
+    notice.kind = messages::ControlKind::restarted;
+    notice.stage = slot.stage_index;
+    notice.member = slot.member;
+    caf::actor replacement;
+    if (budget_.take(std::chrono::steady_clock::now())) {
+      replacement = self_->home_system().spawn(stage_actor, node_);
+      spdlog::warn("node {}: the stage {} member {} actor failed; restarted it in place", node_->node_id,
+                   slot.stage_index, slot.member);
+    } else {
+      spdlog::error("node {}: the stage {} member {} actor failed again, after {}: gave up (the job leaves this "
+                    "device out)",
+                    node_->node_id, slot.stage_index, slot.member, budget_.exhausted());
+    }
+    self_->send(slot.coordinator, messages::to_wire(notice), slot.stage, replacement);
+  }
+
+ private:
+  struct Slot {
+    caf::actor stage, coordinator;
+    uint32_t stage_index = 0, member = 0;
+  };
+  caf::blocking_actor* self_;
+  std::shared_ptr<NodeContext> node_;
+  RestartBudget budget_;
+  std::map<caf::actor_addr, Slot> watched_;
+};
+
 // The published actor of a node: answers hello, heartbeats, link probes and
-// profile requests, and keeps replicas. Blocking, hence on a thread of its
+// profile requests, keeps replicas, and supervises the stage actors hosted
+// here (StageSupervisor). Blocking, hence on a thread of its
 // own, so profiling (long compute) never starves the node's I/O. Heartbeats
 // reach it only from a monitor on the actor transport; the default ones are
 // datagrams, answered by the node's HeartbeatResponder (run_node).
-void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
+void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node, size_t stage_restarts) {
+  StageSupervisor supervisor(self, node, stage_restarts);
   auto answer = [&](messages::Message&& message, const std::string& authorization) -> messages::Message {
     if (is_control(message) && !node->authorized(authorization, std::string("take a ") + messages::kind_name(message))) {
       return messages::Error{messages::ErrorCode::invalid_request,
@@ -274,6 +331,11 @@ void node_actor(caf::blocking_actor* self, std::shared_ptr<NodeContext> node) {
           self->send(sender, messages::to_wire(reply));  // e.g. a replica's acknowledgement
         }
       },
+      [&](supervise_atom, caf::actor& stage, caf::actor& coordinator, uint32_t stage_index, uint32_t member) {
+        // Only the stage actors of this process put themselves under watch.
+        if (stage && stage.node() == self->node()) supervisor.watch(stage, coordinator, stage_index, member);
+      },
+      [&](caf::down_msg& down) { supervisor.on_down(down); },
       [&](caf::exit_msg& exit) {
         // Only run_node stops the node, on its signal; an exit message from
         // anywhere else is a control message nobody may send.
@@ -333,7 +395,8 @@ int run_node(const NodeOptions& options) {
   TlsTransport* tls = system_options.tls.get();
   AsteroidConfig config(system_options, node);
   caf::actor_system system(config);
-  auto actor = system.spawn(node_actor, node);
+  auto actor = system.spawn(node_actor, node, options.stage_restarts);
+  node->supervisor = actor.address();
   auto stop = [&] {
     node->stopping = true;
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);

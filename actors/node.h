@@ -1,6 +1,9 @@
 // A node: the process that runs on one device. It publishes a node actor
 // (answers hello with its NodeInfo, profiles models on request) and hosts
-// the stage actors coordinators remote-spawn on it; with TLS only an
+// the stage actors coordinators remote-spawn on it. The node actor is the
+// device's supervisor: it watches those stage actors and restarts in place
+// one that fails on its own, telling the job's coordinator which actor
+// took its place (or that it gave up: NodeOptions::stage_restarts); with TLS only an
 // authenticated coordinator may spawn there or send it control messages
 // (profile, peers, replica and kept-state requests, models, releases), and
 // it stops only on its own signal, never on a message. It answers heartbeat
@@ -35,6 +38,10 @@ struct NodeOptions {
   std::string hang_at;           // "EVENT:ROUND" (fault injection: the thread blocks for good), empty: never
   std::string fail_at;           // "EVENT:ROUND" (fault injection: the stage throws, once), empty: never
   std::string anonymous_at;      // "gradient:ROUND" (fault injection: one gradient sent without a sender)
+  // The device supervisor (the node actor) restarts a stage actor that
+  // failed on its own at most this many times a minute; then it gives up
+  // and the coordinator loses the device (actors/restart_budget.h).
+  size_t stage_restarts = 3;
   // Heartbeats to the pipeline peers (actors/peer_watch.h): one every
   // interval; a peer silent for the deadline is reported unreachable.
   int peer_interval_ms = 200;

@@ -3,6 +3,7 @@
 #include <caf/send.hpp>
 #include <openssl/crypto.h>
 
+#include "actors/atoms.h"
 #include "actors/tls.h"
 #include "compute/model_zoo.h"
 #include <spdlog/spdlog.h>
@@ -76,6 +77,12 @@ void NodeContext::release(uint64_t bytes) {
 uint64_t NodeContext::reserved() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return reserved_bytes_;
+}
+
+void NodeContext::supervise(const caf::actor& stage, const caf::actor& coordinator, uint32_t stage_index,
+                            uint32_t member) const {
+  if (auto to = caf::actor_cast<caf::actor>(supervisor))
+    caf::anon_send(to, supervise_atom::value, stage, coordinator, stage_index, member);
 }
 
 void NodeContext::add_stage(caf::actor_addr stage) {

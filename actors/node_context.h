@@ -84,6 +84,14 @@ struct NodeContext {
   void release(uint64_t bytes);
   uint64_t reserved() const;
 
+  // The device supervisor (the node actor, actors/node.h); unset in
+  // processes that host stages without a node (tests). Set before any
+  // stage actor runs. supervise() puts a stage actor, as its coordinator
+  // assigned it, under its watch.
+  caf::actor_addr supervisor;
+  void supervise(const caf::actor& stage, const caf::actor& coordinator, uint32_t stage_index,
+                 uint32_t member) const;
+
   // Stage actors hosted here, so that shutdown can stop them (an actor
   // system does not shut down while any of its actors lives).
   void add_stage(caf::actor_addr stage);

@@ -104,7 +104,7 @@ class StageMember {
 
   void run() {
     bool running = true;
-    self_->receive_while([&] { return running; })(
+    self_->receive_while([&] { return running && !failed_; })(
         [&](WireMessage& wire, std::vector<caf::actor>& prev, std::vector<caf::actor>& group,
             std::vector<caf::actor>& next, std::vector<caf::actor>& holder, caf::actor& coordinator) -> WireMessage {
           auto reply = deploy(std::move(wire), std::move(prev), std::move(group), std::move(next), std::move(holder),
@@ -127,6 +127,8 @@ class StageMember {
           self_->fail_state(exit.reason);
           running = false;
         });
+    // Failed on its own: its node (the device supervisor) restarts it.
+    if (failed_) self_->fail_state(caf::exit_reason::unhandled_exception);
   }
 
   // ------------------------------------------------------------- deployment
@@ -221,11 +223,11 @@ class StageMember {
     next_ranges_ = member_ranges(samples_of(a_.next_group));
     states_.forget_uncommitted();
     deferred_.clear();
-    failed_ = false;
     started_through_ = static_cast<int64_t>(a_.first_round) - 1;
     begin_round(a_.first_round);
     spdlog::debug("stage {}.{} deployed on {}: layers [{}, {}) from round {}", a_.stage, a_.member, node_->node_id,
                   a_.layer_begin, a_.layer_end, a_.first_round);
+    node_->supervise(caf::actor_cast<caf::actor>(self_), coordinator_, a_.stage, a_.member);
     return messages::to_wire(node_->info());
   }
 
@@ -252,7 +254,7 @@ class StageMember {
     auto decoded = messages::from_wire(std::move(wire));
     if (!decoded.ok()) {
       reply = error(messages::ErrorCode::invalid_message, decoded.error);
-      if (!is_request) report_failure("dropped an undecodable message: " + decoded.error);
+      if (!is_request) fail("dropped an undecodable message: " + decoded.error);
     } else if (is_request &&
                !node_->authorized(decoded.authorization, std::string("answer a ") + messages::kind_name(*decoded.message))) {
       // A request (a state request: the stage's weights) is the
@@ -274,7 +276,7 @@ class StageMember {
                    " whose sender CAF cannot name (no route to the peer that sent it)");
       }
     } else if (failed_ && carries_data(*decoded.message)) {
-      ++stale_;  // this member failed: it computes nothing more until it is replaced
+      ++stale_;  // this member failed: it computes nothing more and leaves
     } else if (carries_data(*decoded.message) && deployment_of(*decoded.message) != a_.deployment) {
       // Data a peer sent under an earlier deployment (for a round a
       // recovery aborted) reaching a member kept in place: it would mix
@@ -391,7 +393,8 @@ class StageMember {
         break;
       }
       case messages::ControlKind::done:
-        throw std::runtime_error("a stage does not accept done messages");
+      case messages::ControlKind::restarted:
+        throw std::runtime_error("a stage accepts no done or restarted messages");
     }
     return std::nullopt;
   }
@@ -834,14 +837,13 @@ class StageMember {
                  "stage on node " + node_->node_id + " takes " + what + " only from an authenticated coordinator");
   }
 
-  void report_failure(const std::string& what) { report(messages::ErrorCode::internal, what); }
-  // Its compute failed: the member reports it once and computes nothing
-  // more (its data is dropped; it still answers requests, so the abort can
-  // count on it), until the job supervisor replaces it (a restart in place).
+  // It failed on its own (its compute threw, or it lost data it needed):
+  // the member reports it once, computes nothing more and leaves with
+  // unhandled_exception; its node restarts it in place (actors/node.h).
   void fail(const std::string& what) {
     if (failed_) return;
     failed_ = true;
-    report_failure(what);
+    report(messages::ErrorCode::internal, what);
   }
 
   // Tells the coordinator: `internal` fails the stage (restarted in place

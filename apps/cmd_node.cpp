@@ -58,6 +58,11 @@ void add_node_command(CLI::App& app) {
                   ->excludes(crash)
                   ->excludes(freeze)
                   ->excludes(hang);
+  cmd->add_option("--stage-restarts", options->stage_restarts,
+                  "Stage actors here that fail on their own (an exception in their compute) are restarted in place "
+                  "by the node, at most this many within a minute; past that the node gives up and the job "
+                  "re-plans without this device (0: give up at once)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--anonymous-at", options->anonymous_at,
                   "Fault injection: the first gradient of round ROUND (gradient:ROUND) a stage here sends goes "
                   "without a sender, as when the receiver's node has no route to this one")

@@ -193,6 +193,10 @@ struct RoundControl {
                     # round's state is stored on its holder
     replicate @5;   # coordinator -> member: send your state of this round
                     # to your replica holder
+    restarted @6;   # node -> coordinator, with two actor handles beside
+                    # the envelope (the stage actor that failed on its
+                    # own, the node's replacement; none: the node gave
+                    # up): the device supervisor restarted stage/member
   }
 }
 

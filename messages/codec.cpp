@@ -609,7 +609,7 @@ class Reader {
       case wire::Envelope::CONTROL: {
         auto in = env.getControl();
         RoundControl m;
-        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::replicate, "control.kind");
+        m.kind = enumeration(static_cast<uint16_t>(in.getKind()), ControlKind::restarted, "control.kind");
         m.round = in.getRound();
         m.loss_sum = in.getLossSum();
         m.samples = in.getSamples();

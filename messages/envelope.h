@@ -125,7 +125,7 @@ struct StageAssignment {
   bool resume_from_kept = false;  // load the node's kept committed state of round first_round - 1
 };
 
-enum class ControlKind : uint8_t { start, done, commit, abort, replicated, replicate };
+enum class ControlKind : uint8_t { start, done, commit, abort, replicated, replicate, restarted };
 
 struct RoundControl {
   ControlKind kind = ControlKind::start;

@@ -16,7 +16,9 @@
 // member, spawned on its device with CAF remote spawn, loads its stage's
 // recovered state: nothing the previous deployment still sends is taken)
 // and replay the lost round. A stage
-// actor that failed on its own is restarted the same way on its node. A
+// actor that failed on its own is restarted in place by its node (the
+// device supervisor) and re-wired here; a node that gives up restarting
+// loses its device. A
 // device that comes back, or a new one, is admitted at a round boundary.
 // Every `checkpoint_every` committed rounds it writes a checkpoint.
 //

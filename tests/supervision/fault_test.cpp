@@ -384,7 +384,7 @@ TEST(PipelineReplay, DataWhoseSenderCannotBeNamedCostsTheReceivingDevice) {
 
 TEST(PipelineReplay, AStageThatFailsOnItsOwnIsRestartedInPlace) {
   // d2's stage throws in the all-reduce of round 5 while its node lives
-  // on: only that actor is spawned anew on d2, from its group's committed
+  // on: d2's node restarts that actor, which loads its group's committed
   // state; d0, d1 and d3 keep their actors (rolled back by the abort) and
   // drop what they were sent for the aborted rounds. Every round once, the
   // same losses, the same plan.
@@ -415,6 +415,26 @@ TEST(PipelineReplay, AFailedStageAloneOnItsDeviceRestartsFromTheStateItsNodeKeep
   EXPECT_EQ(run.failures[0].layers_moved, 0);
   EXPECT_EQ(run.failures[0].bytes_moved, 0);
   EXPECT_TRUE(uses(run.final_plan, "d3"));
+}
+
+TEST(PipelineReplay, ANodeThatGivesUpRestartingItsStageLosesItsDevice) {
+  // d2's node may restart no stage actor (--stage-restarts 0): when its
+  // stage throws in round 5 the node gives up at once, the coordinator
+  // hears so, and the job supervisor treats d2 as lost: its group goes on
+  // without it, every round once.
+  LocalNodes nodes({"d0", "d1", "d2", "d3", "d4"}, {},
+                   {{"d2", {"--fail-at", "allreduce:5", "--stage-restarts", "0"}}});
+  const Outcome run = train(nodes);
+  expect_continuity(run);
+  ASSERT_GE(run.failures.size(), 2u);
+  const FailureRecord& f = run.failures[0];
+  EXPECT_EQ(f.kind, "stage-failed");
+  EXPECT_EQ(f.round, 5u);
+  EXPECT_EQ(f.replan, "interrupted");
+  EXPECT_NE(f.interrupted_by.find("its node gave up restarting it"), std::string::npos) << f.interrupted_by;
+  EXPECT_EQ(run.failures[1].devices, std::vector<std::string>{"d2"});
+  EXPECT_NE(run.failures[1].replan, "in-place");
+  EXPECT_FALSE(uses(run.final_plan, "d2"));
 }
 
 TEST(PipelineReplay, ADeviceLostWhileACheckpointFetchesStatesIsRecovered) {
