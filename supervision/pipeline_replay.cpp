@@ -39,6 +39,16 @@ std::optional<std::vector<actors::RoundReport>> JobSupervisor::Impl::attempt(
   } catch (const RoundStalled& e) {
     committed_before_failure();
     recover({}, "round-stalled", e.what());
+  } catch (const RecoveryImpossible&) {
+    throw;
+  } catch (const JobError& e) {
+    // A redeploy that failed without naming a device (a plan switch whose
+    // new device did not connect to its peers in time) leaves no stage
+    // running: recover as after a failure, on the devices the heartbeat
+    // monitor still hears, as an admission that fails does.
+    if (coordinator.deployed()) throw;
+    salvaged.insert(salvaged.end(), reports.begin(), reports.end());
+    recover({}, "device-lost", e.what());
   }
   if (++recoveries > options.max_recoveries) {
     throw JobError("gave up after " + std::to_string(options.max_recoveries) +
