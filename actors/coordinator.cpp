@@ -893,7 +893,9 @@ struct Coordinator::Impl {
   // Stage s's state at the last committed round: from a live member not on
   // `failed` (whose actors failed: not asked), else from the node of a
   // member (it keeps its stages' committed states), else from the replica
-  // holder, else from the central copy. nullopt when all of them are gone.
+  // holder, else from another node of the job that keeps that layer range
+  // at that round, else from the central copy. nullopt when all of them
+  // are gone.
   std::optional<messages::StageState> recover_stage(size_t s, const std::set<std::string>& lost,
                                                     const std::set<std::string>& failed) {
     const uint64_t at = *ledger.committed();
@@ -941,6 +943,17 @@ struct Coordinator::Impl {
       kept_by(holder->second, spec.deploy_timeout,
               "replica of stage " + std::to_string(s) + " on device '" + holder->second + "'");
     }
+    // Any other node of the job may keep it too: the member of an earlier
+    // plan whose layers a plan switch just moved away (until the new plan's
+    // first commit releases what it no longer needs).
+    for (const auto& [device, node] : nodes) {
+      if (state) return state;
+      if (lost.count(device) || reported_lost.count(device) || dead_actors.count(node.actor.address()) ||
+          in_use(device) || (holder != holders.end() && holder->second == device))
+        continue;
+      kept_by(device, spec.connect_timeout,
+              "committed state of stage " + std::to_string(s) + " kept by device '" + device + "' (an earlier plan's)");
+    }
     if (!state) {
       auto copy = central.find({static_cast<uint32_t>(stage.begin), static_cast<uint32_t>(stage.end)});
       if (copy != central.end() && copy->second.round == at) state = copy->second;
@@ -956,27 +969,28 @@ struct Coordinator::Impl {
                                                      const std::set<std::string>& lost) {
     std::vector<messages::StageState> states(spec.plan.stages.size());
     std::set<uint32_t> from_node;  // stages restarted from their node's own copy
-    std::map<caf::actor_addr, caf::actor> replaced;
-    for (const Member& m : members) {
-      if (!failed.count(m.device) || !dead_actors.count(m.actor.address())) continue;
-      replaced[m.actor.address()] = replacement_of(m);
-      if (states[m.stage].present() || from_node.count(m.stage) || !ledger.committed()) continue;
-      if (!has_live_member(m.stage, failed, lost) && keeps_committed(m.device, m.stage)) {
-        from_node.insert(m.stage);  // nothing travels: the node loads what it keeps
-        continue;
-      }
-      auto state = recover_stage(m.stage, lost, failed);
-      if (!state) {
-        throw JobError("stage " + std::to_string(m.stage) + " (" + range_text(spec.plan.stages[m.stage]) +
-                       "): no member, node, replica or central copy holds its committed state");
-      }
-      states[m.stage] = std::move(*state);
-    }
-    resume_from_kept = from_node;
-    replacing = replaced;
     try {
+      for (const Member& m : members) {
+        if (!failed.count(m.device) || !dead_actors.count(m.actor.address())) continue;
+        replacing[m.actor.address()] = replacement_of(m);
+        if (states[m.stage].present() || from_node.count(m.stage) || !ledger.committed()) continue;
+        if (!has_live_member(m.stage, failed, lost) && keeps_committed(m.device, m.stage)) {
+          from_node.insert(m.stage);  // nothing travels: the node loads what it keeps
+          continue;
+        }
+        auto state = recover_stage(m.stage, lost, failed);
+        if (!state) {
+          throw JobError("stage " + std::to_string(m.stage) + " (" + range_text(spec.plan.stages[m.stage]) +
+                         "): no member, node, replica or central copy holds its committed state");
+        }
+        states[m.stage] = std::move(*state);
+      }
+      resume_from_kept = from_node;
       redeploy(spec.plan, states, lost, /*respawn=*/false);
     } catch (...) {
+      // No replacement is left behind: the next attempt deploys afresh.
+      for (const auto& [failed_actor, replacement] : replacing)
+        caf::anon_send_exit(replacement, caf::exit_reason::user_shutdown);
       resume_from_kept.clear();
       replacing.clear();
       throw;
@@ -1101,6 +1115,11 @@ struct Coordinator::Impl {
       }
     }
     stop(old);
+    // What nodes restarted for members this deployment does not take (a
+    // re-plan after the failure) has nothing to do.
+    for (const auto& [failed_actor, replacement] : restarted)
+      if (replacement) caf::anon_send_exit(replacement, caf::exit_reason::user_shutdown);
+    restarted.clear();
     failed_between.clear();  // the members that reported them were replaced or kept rolled back
     ledger.restart_after(ledger.committed());
     compute_ms.clear();  // a replayed round's reports of the old plan must not add up with the new
